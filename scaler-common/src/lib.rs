@@ -1,0 +1,156 @@
+//! Types shared by the eBPF programs (`scaler-ebpf`) and user space
+//! (`scaler-user`): map names, map keys and values.
+//!
+//! Everything here is `#[repr(C)]`, made of fixed-width integers with explicit
+//! padding, and its size is asserted at compile time, so both sides agree on
+//! the layout byte for byte.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Per-CPU LRU hash: cgroup v2 id (`u64`) -> [`CgroupCounters`].
+pub const MAP_COUNTERS: &str = "COUNTERS";
+/// Per-CPU array with one [`CpuSlice`] per CPU: when the current slice of CPU
+/// time on that CPU started.
+pub const MAP_CPU_SLICE: &str = "CPU_SLICE";
+/// Global (read-only data) holding the [`BioOffsets`] found in the kernel's BTF.
+pub const GLOBAL_BIO_OFFSETS: &str = "BIO_OFFSETS";
+
+/// Capacity of [`MAP_COUNTERS`]. LRU: cgroups that stopped doing anything are
+/// evicted first when it is full.
+pub const COUNTERS_MAX_ENTRIES: u32 = 16384;
+
+/// Monotonic counters for one cgroup v2 id, on one CPU. User space sums the
+/// per-CPU values and differences successive reads into rates.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupCounters {
+    /// Nanoseconds on CPU (from `sched_switch`, flushed by a CPU-clock timer).
+    pub cpu_ns: u64,
+    /// Bytes received by sockets of this cgroup (`cgroup_skb/ingress`), IP headers included.
+    pub net_rx_bytes: u64,
+    /// Bytes sent by sockets of this cgroup (`cgroup_skb/egress`), IP headers included.
+    pub net_tx_bytes: u64,
+    /// Packets received.
+    pub net_rx_packets: u64,
+    /// Packets sent.
+    pub net_tx_packets: u64,
+    /// Bytes of read bios submitted by tasks of this cgroup (`block_bio_queue`).
+    pub disk_read_bytes: u64,
+    /// Bytes of write bios submitted by tasks of this cgroup (`block_bio_queue`).
+    pub disk_write_bytes: u64,
+    /// Times a task of this cgroup entered memcg reclaim (it pressed on a memory limit).
+    pub mem_reclaims: u64,
+    /// OOM victims chosen while a task of this cgroup was allocating.
+    pub oom_kills: u64,
+    /// Packets dropped by the rate limiter (egress).
+    pub net_tx_dropped: u64,
+    /// Packets dropped by the rate limiter (ingress).
+    pub net_rx_dropped: u64,
+    /// Reserved, keeps the size a multiple of 16.
+    pub _reserved: u64,
+}
+const _: () = assert!(size_of::<CgroupCounters>() == 96);
+
+/// Number of `u64` fields in [`CgroupCounters`].
+pub const COUNTER_FIELDS: usize = size_of::<CgroupCounters>() / 8;
+
+impl CgroupCounters {
+    /// The fields in declaration order, so sums and differences are one loop.
+    pub const fn to_array(self) -> [u64; COUNTER_FIELDS] {
+        let Self {
+            cpu_ns,
+            net_rx_bytes,
+            net_tx_bytes,
+            net_rx_packets,
+            net_tx_packets,
+            disk_read_bytes,
+            disk_write_bytes,
+            mem_reclaims,
+            oom_kills,
+            net_tx_dropped,
+            net_rx_dropped,
+            _reserved,
+        } = self;
+        [
+            cpu_ns,
+            net_rx_bytes,
+            net_tx_bytes,
+            net_rx_packets,
+            net_tx_packets,
+            disk_read_bytes,
+            disk_write_bytes,
+            mem_reclaims,
+            oom_kills,
+            net_tx_dropped,
+            net_rx_dropped,
+            _reserved,
+        ]
+    }
+
+    /// Inverse of [`Self::to_array`].
+    pub const fn from_array(a: [u64; COUNTER_FIELDS]) -> Self {
+        Self {
+            cpu_ns: a[0],
+            net_rx_bytes: a[1],
+            net_tx_bytes: a[2],
+            net_rx_packets: a[3],
+            net_tx_packets: a[4],
+            disk_read_bytes: a[5],
+            disk_write_bytes: a[6],
+            mem_reclaims: a[7],
+            oom_kills: a[8],
+            net_tx_dropped: a[9],
+            net_rx_dropped: a[10],
+            _reserved: a[11],
+        }
+    }
+
+    /// Field-wise wrapping sum (per-CPU values into one).
+    pub fn wrapping_add(self, other: Self) -> Self {
+        let (mut a, b) = (self.to_array(), other.to_array());
+        let mut i = 0;
+        while i < COUNTER_FIELDS {
+            a[i] = a[i].wrapping_add(b[i]);
+            i += 1;
+        }
+        Self::from_array(a)
+    }
+}
+
+/// Start of the CPU slice running now on one CPU (`bpf_ktime_get_ns`, 0 = none yet).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuSlice {
+    pub start_ns: u64,
+}
+const _: () = assert!(size_of::<CpuSlice>() == 8);
+
+/// Byte offsets inside `struct bio`, read from this kernel's BTF at start-up
+/// (Rust eBPF has no CO-RE). `valid == 0` disables disk accounting.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BioOffsets {
+    /// `offsetof(struct bio, bi_opf)` (`u32`: operation in the low 8 bits).
+    pub opf: u32,
+    /// `offsetof(struct bio, bi_iter) + offsetof(struct bvec_iter, bi_size)` (`u32`, bytes).
+    pub size: u32,
+    pub valid: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<BioOffsets>() == 16);
+
+/// `REQ_OP_MASK` of `include/linux/blk_types.h` (`REQ_OP_BITS = 8`).
+pub const REQ_OP_MASK: u32 = 0xff;
+pub const REQ_OP_READ: u32 = 0;
+pub const REQ_OP_WRITE: u32 = 1;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain old data: `repr(C)`, integers only, no padding holes.
+    unsafe impl aya::Pod for super::CgroupCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CpuSlice {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::BioOffsets {}
+}

@@ -1,0 +1,51 @@
+//! CPU time per cgroup.
+//!
+//! `sched_switch` runs in the context of the task leaving the CPU: the time
+//! since the slice started on this CPU belongs to the current task's cgroup.
+//! A task that never leaves the CPU (a lone CPU burner) would show nothing
+//! until it does, so a CPU-clock perf event on every CPU flushes the running
+//! slice the same way a few hundred times a second; user space then sees CPU
+//! time at most one timer period late. The idle task (pid 0) is never charged.
+use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{btf_tracepoint, map, perf_event},
+    maps::PerCpuArray,
+    programs::{BtfTracePointContext, PerfEventContext},
+};
+use scaler_common::CpuSlice;
+
+use crate::counters;
+
+#[map(name = "CPU_SLICE")]
+static CPU_SLICE: PerCpuArray<CpuSlice> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn flush_current_slice() {
+    let Some(slice) = CPU_SLICE.get_ptr_mut(0) else {
+        return;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: valid per-CPU array slot for this run.
+    let slice = unsafe { &mut *slice };
+    let start = slice.start_ns;
+    slice.start_ns = now;
+    // The low 32 bits of pid_tgid are the thread id; 0 is this CPU's idle task.
+    let pid = bpf_get_current_pid_tgid() as u32;
+    if start == 0 || pid == 0 || now <= start {
+        return;
+    }
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    counters::add(cgroup_id, now - start, |c| &mut c.cpu_ns);
+}
+
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(_ctx: BtfTracePointContext) -> i32 {
+    flush_current_slice();
+    0
+}
+
+#[perf_event]
+pub fn cpu_clock(_ctx: PerfEventContext) -> u32 {
+    flush_current_slice();
+    0
+}

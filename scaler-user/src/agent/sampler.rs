@@ -1,0 +1,418 @@
+//! One tick of sampling: discovery when due, then for every container the
+//! eBPF counters of its cgroup subtree and its cgroupfs files, differenced
+//! against the previous tick into a [`Sample`].
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    os::unix::fs::MetadataExt,
+    path::Path,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use scaler_common::CgroupCounters;
+use tracing::{debug, info, warn};
+
+use crate::{
+    cgroup::{
+        discover::{self, Discovered, DiscoveryOptions},
+        layout::Layout,
+        mirror,
+        reader::{CgroupReader, CgroupStats},
+    },
+    config::{Config, DiskSource},
+    sample::{
+        Reading, Resources, Sample, Signals,
+        rates::{counter_delta, millicores, opt_delta, per_second, subtree_delta},
+    },
+};
+
+/// Source of per-cgroup-id kernel counters (the eBPF map, or a test double).
+pub trait Counters {
+    fn read(&self, cgroup_id: u64) -> CgroupCounters;
+}
+
+impl Counters for crate::ebpf::Kernel {
+    fn read(&self, cgroup_id: u64) -> CgroupCounters {
+        crate::ebpf::Kernel::read(self, cgroup_id)
+    }
+}
+
+/// Most cgroup directories walked below one container (nested containers,
+/// systemd scopes inside LXC).
+const MAX_SUBTREE: usize = 4096;
+
+struct Previous {
+    at: Instant,
+    counters: HashMap<u64, CgroupCounters>,
+    stats: CgroupStats,
+}
+
+struct Tracked {
+    info: Discovered,
+    reader: CgroupReader,
+    /// v2 ids of the container's directory and all below it.
+    ids: Vec<u64>,
+    prev: Option<Previous>,
+    mirrored: bool,
+}
+
+/// What a tick produced.
+pub struct TickResult {
+    pub samples: Vec<(Discovered, Option<Sample>)>,
+    pub removed: Vec<String>,
+}
+
+pub struct Sampler {
+    layout: Layout,
+    discovery: DiscoveryOptions,
+    configured: Vec<(String, String)>,
+    disk_source: DiskSource,
+    mirror_v1_only: bool,
+    discovery_interval: Duration,
+    last_scan: Option<Instant>,
+    tracked: BTreeMap<String, Tracked>,
+}
+
+/// v2 ids (directory inode numbers) of `dir` and its descendants.
+fn subtree_ids(dir: &Path) -> Vec<u64> {
+    let mut ids = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if ids.len() >= MAX_SUBTREE {
+            break;
+        }
+        let Ok(meta) = std::fs::metadata(&d) else {
+            continue;
+        };
+        ids.push(meta.ino());
+        if let Ok(entries) = std::fs::read_dir(&d) {
+            stack.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    ids
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Sampler {
+    pub fn new(layout: Layout, cfg: &Config) -> Self {
+        Self {
+            layout,
+            discovery: cfg.discovery.clone(),
+            configured: cfg.configured_containers(),
+            disk_source: cfg.agent.disk_source,
+            mirror_v1_only: cfg.agent.mirror_v1_only,
+            discovery_interval: Duration::from_millis(cfg.agent.discovery_interval_ms),
+            last_scan: None,
+            tracked: BTreeMap::new(),
+        }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Forces a discovery scan on the next tick.
+    pub fn rescan_soon(&mut self) {
+        self.last_scan = None;
+    }
+
+    fn scan(&mut self, now: Instant, removed: &mut Vec<String>) {
+        self.last_scan = Some(now);
+        let found = discover::scan(&self.layout, &self.discovery, &self.configured);
+        let mut keep = std::collections::HashSet::new();
+        for d in found {
+            keep.insert(d.cgroup.clone());
+            let mut mirrored = false;
+            if self.layout.is_hybrid()
+                && d.in_v1
+                && self.mirror_v1_only
+                && (!d.in_v2 || self.tracked.get(&d.cgroup).is_some_and(|t| t.mirrored))
+            {
+                match mirror::sync(&self.layout, &d.cgroup) {
+                    Ok(n) => {
+                        mirrored = true;
+                        if n > 0 {
+                            info!(cgroup = %d.cgroup, moved = n, "mirrored v1-only cgroup into the v2 tree");
+                        }
+                    }
+                    Err(e) => warn!("{e}"),
+                }
+            }
+            let ids = subtree_ids(&self.layout.v2_dir(&d.cgroup));
+            match self.tracked.get_mut(&d.cgroup) {
+                Some(t) => {
+                    t.ids = ids;
+                    t.info.name = d.name.clone();
+                    t.reader.forget_absent();
+                    t.mirrored |= mirrored;
+                }
+                None => {
+                    debug!(name = %d.name, cgroup = %d.cgroup, "container discovered");
+                    let reader = CgroupReader::new(&self.layout, &d.cgroup);
+                    self.tracked.insert(
+                        d.cgroup.clone(),
+                        Tracked {
+                            info: d,
+                            reader,
+                            ids,
+                            prev: None,
+                            mirrored,
+                        },
+                    );
+                }
+            }
+        }
+        let gone: Vec<String> = self.tracked.keys().filter(|k| !keep.contains(*k)).cloned().collect();
+        for cg in gone {
+            if let Some(t) = self.tracked.remove(&cg) {
+                self.drop_tracked(t, removed);
+            }
+        }
+    }
+
+    fn drop_tracked(&self, t: Tracked, removed: &mut Vec<String>) {
+        debug!(name = %t.info.name, "container gone");
+        if t.mirrored {
+            mirror::remove(&self.layout, &t.info.cgroup);
+        }
+        removed.push(t.info.name);
+    }
+
+    /// Runs one tick.
+    pub fn tick(&mut self, counters: &dyn Counters) -> TickResult {
+        let now = Instant::now();
+        let mut removed = Vec::new();
+        if self
+            .last_scan
+            .is_none_or(|t| now.duration_since(t) >= self.discovery_interval)
+        {
+            self.scan(now, &mut removed);
+        }
+        let time_ms = wall_ms();
+        let mut samples = Vec::with_capacity(self.tracked.len());
+        let mut vanished = Vec::new();
+        for (cg, t) in &mut self.tracked {
+            let stats = match t.reader.read_stats() {
+                Ok(s) => s,
+                Err(_) => {
+                    vanished.push(cg.clone());
+                    continue;
+                }
+            };
+            let at = Instant::now();
+            let cur: HashMap<u64, CgroupCounters> = t.ids.iter().map(|&id| (id, counters.read(id))).collect();
+            let sample = t.prev.as_ref().map(|p| {
+                let interval = at.duration_since(p.at);
+                build_sample(
+                    time_ms,
+                    interval,
+                    &subtree_delta(&p.counters, &cur),
+                    &p.stats,
+                    &stats,
+                    t.info.in_v2 || t.mirrored,
+                    self.disk_source,
+                )
+            });
+            t.prev = Some(Previous {
+                at,
+                counters: cur,
+                stats,
+            });
+            samples.push((t.info.clone(), sample));
+        }
+        for cg in vanished {
+            if let Some(t) = self.tracked.remove(&cg) {
+                self.drop_tracked(t, &mut removed);
+            }
+        }
+        TickResult { samples, removed }
+    }
+}
+
+/// Combines the eBPF delta and two cgroupfs readings into a sample.
+/// `kernel_sees` is false for a cgroup with no v2 directory (its CPU time
+/// then comes from cgroupfs accounting).
+pub fn build_sample(
+    time_ms: u64,
+    interval: Duration,
+    d: &CgroupCounters,
+    prev: &CgroupStats,
+    cur: &CgroupStats,
+    kernel_sees: bool,
+    disk_source: DiskSource,
+) -> Sample {
+    let ns = interval.as_nanos().max(1) as u64;
+    let cg_cpu = opt_delta(prev.cpu_usage_ns, cur.cpu_usage_ns).map(|v| millicores(v, ns));
+    let cg_io = prev.io.zip(cur.io).map(|(p, c)| {
+        (
+            per_second(counter_delta(p.read, c.read), ns),
+            per_second(counter_delta(p.write, c.write), ns),
+        )
+    });
+    let (ebpf_r, ebpf_w) = (per_second(d.disk_read_bytes, ns), per_second(d.disk_write_bytes, ns));
+    let disk = |ebpf: u64, cg: Option<u64>| match disk_source {
+        DiskSource::Ebpf => Some(ebpf),
+        DiskSource::Cgroupfs => cg,
+        DiskSource::Auto => Some(cg.map_or(ebpf, |c| c.max(ebpf))),
+    };
+    let stall = |p: Option<crate::cgroup::parse::Psi>, c: Option<crate::cgroup::parse::Psi>| {
+        opt_delta(p.map(|x| x.some.total_us), c.map(|x| x.some.total_us))
+    };
+    let kernel = |v: u64| kernel_sees.then_some(v);
+    Sample {
+        time_ms,
+        interval_ms: interval.as_millis() as u64,
+        resources: Resources {
+            cpu: Reading {
+                usage: if kernel_sees {
+                    Some(millicores(d.cpu_ns, ns))
+                } else {
+                    cg_cpu
+                },
+                current: cur.cpu_quota.map(|q| q.millicores()),
+            },
+            mem: Reading {
+                usage: cur.mem_working_set(),
+                current: cur.mem_limit,
+            },
+            disk_read: Reading {
+                usage: disk(ebpf_r, cg_io.map(|x| x.0)),
+                current: cur.io_limits.read_bps,
+            },
+            disk_write: Reading {
+                usage: disk(ebpf_w, cg_io.map(|x| x.1)),
+                current: cur.io_limits.write_bps,
+            },
+            net_rx: Reading {
+                usage: kernel(per_second(d.net_rx_bytes, ns)),
+                current: None,
+            },
+            net_tx: Reading {
+                usage: kernel(per_second(d.net_tx_bytes, ns)),
+                current: None,
+            },
+        },
+        signals: Signals {
+            cpu_cgroupfs: cg_cpu,
+            cpu_throttled_usec: opt_delta(prev.cpu_throttled_ns, cur.cpu_throttled_ns).map(|v| v / 1000),
+            cpu_nr_throttled: opt_delta(prev.cpu_nr_throttled, cur.cpu_nr_throttled),
+            mem_charged: cur.mem_charged,
+            mem_reclaims: d.mem_reclaims,
+            oom_kills: cur.oom_kills,
+            mem_stall_usec: stall(prev.psi_mem, cur.psi_mem),
+            cpu_stall_usec: stall(prev.psi_cpu, cur.psi_cpu),
+            io_stall_usec: stall(prev.psi_io, cur.psi_io),
+            disk_read_ebpf: kernel(ebpf_r),
+            disk_write_ebpf: kernel(ebpf_w),
+            disk_read_cgroupfs: cg_io.map(|x| x.0),
+            disk_write_cgroupfs: cg_io.map(|x| x.1),
+        },
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::cgroup::parse::{CpuQuota, IoBytes};
+    use std::cell::RefCell;
+
+    #[derive(Default)]
+    struct FakeKernel(RefCell<HashMap<u64, CgroupCounters>>);
+    impl Counters for FakeKernel {
+        fn read(&self, id: u64) -> CgroupCounters {
+            self.0.borrow().get(&id).copied().unwrap_or_default()
+        }
+    }
+
+    #[test]
+    fn sample_from_two_readings() {
+        let prev = CgroupStats {
+            cpu_usage_ns: Some(0),
+            io: Some(IoBytes { read: 0, write: 0 }),
+            ..Default::default()
+        };
+        let cur = CgroupStats {
+            cpu_usage_ns: Some(100_000_000),
+            cpu_quota: Some(CpuQuota {
+                quota_us: 50_000,
+                period_us: 100_000,
+            }),
+            mem_charged: Some(1000),
+            mem_inactive_file: Some(100),
+            io: Some(IoBytes {
+                read: 0,
+                write: 2_000_000,
+            }),
+            ..Default::default()
+        };
+        let d = CgroupCounters {
+            cpu_ns: 98_000_000,
+            disk_write_bytes: 1_000_000,
+            net_tx_bytes: 200,
+            ..Default::default()
+        };
+        let s = build_sample(5, Duration::from_millis(200), &d, &prev, &cur, true, DiskSource::Auto);
+        assert_eq!(
+            s.resources.cpu,
+            Reading {
+                usage: Some(490),
+                current: Some(500)
+            }
+        );
+        assert_eq!(s.signals.cpu_cgroupfs, Some(500));
+        assert_eq!(s.resources.mem.usage, Some(900));
+        assert_eq!(
+            s.resources.disk_write.usage,
+            Some(10_000_000),
+            "auto takes the larger (cgroupfs saw writeback)"
+        );
+        assert_eq!(s.resources.net_tx.usage, Some(1000));
+        let e = build_sample(5, Duration::from_millis(200), &d, &prev, &cur, true, DiskSource::Ebpf);
+        assert_eq!(e.resources.disk_write.usage, Some(5_000_000));
+        let v1_only = build_sample(5, Duration::from_millis(200), &d, &prev, &cur, false, DiskSource::Auto);
+        assert_eq!(v1_only.resources.cpu.usage, Some(500), "not in v2: cgroupfs CPU");
+        assert_eq!(v1_only.resources.net_tx.usage, None);
+    }
+
+    #[test]
+    fn fake_tree_discovered_sampled_and_dropped_when_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("lxc.payload.a");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("cpu.stat"), "usage_usec 0\n").unwrap();
+        let cfg = Config::default();
+        let mut s = Sampler::new(Layout::pure_v2(tmp.path()), &cfg);
+        let k = FakeKernel::default();
+        let r = s.tick(&k);
+        assert_eq!(r.samples.len(), 1);
+        assert!(r.samples[0].1.is_none(), "first tick is a baseline");
+        let ids = subtree_ids(&dir);
+        assert_eq!(ids.len(), 2);
+        k.0.borrow_mut().insert(
+            ids[1],
+            CgroupCounters {
+                cpu_ns: 50_000_000,
+                ..Default::default()
+            },
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        let r = s.tick(&k);
+        let sample = r.samples[0].1.unwrap();
+        assert!(sample.resources.cpu.usage.unwrap() > 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let r = s.tick(&k);
+        assert!(r.samples.is_empty());
+        assert_eq!(r.removed, vec!["a".to_string()]);
+    }
+}

@@ -1,0 +1,107 @@
+//! What the sampler publishes and the HTTP handlers read. The sampler takes
+//! the write lock once per tick to swap results in; handlers take the read
+//! lock only to copy out what they serve.
+
+use std::{collections::BTreeMap, sync::RwLock, time::Instant};
+
+use serde::Serialize;
+
+use crate::{
+    cgroup::discover::{Discovered, Kind},
+    sample::{Sample, history::History},
+};
+
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub info: Discovered,
+    pub latest: Option<Sample>,
+    pub history: History,
+}
+
+/// Which kernel-side counters are live on this host.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct KernelFeatures {
+    pub cpu: bool,
+    pub net: bool,
+    pub disk: bool,
+    pub mem_events: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Inner {
+    pub time_ms: u64,
+    pub ticks: u64,
+    pub last_tick_us: u64,
+    /// By container name.
+    pub containers: BTreeMap<String, Published>,
+}
+
+pub struct Shared {
+    pub host: String,
+    pub tick_ms: u64,
+    pub history_len: usize,
+    pub started: Instant,
+    pub layout: &'static str,
+    pub kernel: KernelFeatures,
+    pub inner: RwLock<Inner>,
+}
+
+/// A container as served by `/v1/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerView {
+    pub name: String,
+    pub cgroup: String,
+    pub kind: Kind,
+    pub time_ms: Option<u64>,
+    pub interval_ms: Option<u64>,
+    pub resources: crate::sample::Resources,
+    pub signals: Option<crate::sample::Signals>,
+}
+
+impl ContainerView {
+    pub fn of(p: &Published) -> Self {
+        Self {
+            name: p.info.name.clone(),
+            cgroup: p.info.cgroup.clone(),
+            kind: p.info.kind,
+            time_ms: p.latest.map(|s| s.time_ms),
+            interval_ms: p.latest.map(|s| s.interval_ms),
+            resources: p.latest.map(|s| s.resources).unwrap_or_default(),
+            signals: p.latest.map(|s| s.signals),
+        }
+    }
+}
+
+impl Shared {
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Applies a tick's results.
+    pub fn publish(&self, time_ms: u64, tick_us: u64, r: crate::agent::sampler::TickResult) {
+        let mut g = self.write();
+        g.time_ms = time_ms;
+        g.ticks += 1;
+        g.last_tick_us = tick_us;
+        for name in &r.removed {
+            g.containers.remove(name);
+        }
+        for (info, sample) in r.samples {
+            let history_len = self.history_len;
+            let p = g.containers.entry(info.name.clone()).or_insert_with(|| Published {
+                info: info.clone(),
+                latest: None,
+                history: History::new(history_len),
+            });
+            p.info = info;
+            if let Some(s) = sample {
+                p.history.push(&s);
+                p.latest = Some(s);
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Client commands: talk to an agent's HTTP API and print tables or JSON.
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+fn get(base: &str, path: &str) -> anyhow::Result<Value> {
+    let url = format!("{}{}", base.trim_end_matches('/'), path);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let resp = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?;
+        let status = resp.status();
+        let body: Value = resp
+            .json()
+            .await
+            .with_context(|| format!("GET {url}: body is not JSON"))?;
+        if !status.is_success() {
+            bail!(
+                "GET {url}: {status}: {}",
+                body["error"].as_str().unwrap_or("(no message)")
+            );
+        }
+        Ok(body)
+    })
+}
+
+/// Human-readable quantity in the resource's unit.
+pub fn human(resource: &str, v: Option<u64>) -> String {
+    let Some(v) = v else { return "-".into() };
+    match resource {
+        "cpu" => format!("{v}m"),
+        "mem" => bytes(v),
+        _ => format!("{}/s", bytes(v)),
+    }
+}
+
+fn bytes(v: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut x = v as f64;
+    let mut i = 0;
+    while x >= 1024.0 && i < U.len() - 1 {
+        x /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{v}B")
+    } else {
+        format!("{x:.1}{}", U[i])
+    }
+}
+
+pub fn stats(agent: &str, name: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let body = match name {
+        Some(n) => get(agent, &format!("/v1/stats/{n}"))?,
+        None => get(agent, "/v1/stats")?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    let list = match name {
+        Some(_) => vec![body],
+        None => body["containers"].as_array().cloned().unwrap_or_default(),
+    };
+    println!(
+        "{:<24} {:<10} {:>16} {:>20} {:>20} {:>20}",
+        "NAME", "KIND", "CPU use/limit", "MEM use/limit", "DISK r/w", "NET rx/tx"
+    );
+    for c in list {
+        let r = &c["resources"];
+        let pair = |res: &str| {
+            format!(
+                "{}/{}",
+                human(res, r[res]["usage"].as_u64()),
+                human(res, r[res]["current"].as_u64())
+            )
+        };
+        let io = |a: &str, b: &str| {
+            format!(
+                "{}/{}",
+                human(a, r[a]["usage"].as_u64()),
+                human(b, r[b]["usage"].as_u64())
+            )
+        };
+        println!(
+            "{:<24} {:<10} {:>16} {:>20} {:>20} {:>20}",
+            c["name"].as_str().unwrap_or("?"),
+            c["kind"].as_str().unwrap_or("?"),
+            pair("cpu"),
+            pair("mem"),
+            io("disk_read", "disk_write"),
+            io("net_rx", "net_tx"),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_units() {
+        assert_eq!(super::human("cpu", Some(500)), "500m");
+        assert_eq!(super::human("mem", Some(256 << 20)), "256.0MiB");
+        assert_eq!(super::human("net_rx", Some(1536)), "1.5KiB/s");
+        assert_eq!(super::human("mem", None), "-");
+    }
+}

@@ -1,0 +1,240 @@
+//! The agent's configuration: TOML into `#[serde(default)]` structs whose
+//! defaults are written out below, validated once at load. Environment
+//! overrides (`SCALER_*`) are read in [`Config::apply_env`] and nowhere else.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::discover::DiscoveryOptions;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("config field `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Where disk bytes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskSource {
+    /// eBPF `block_bio_queue` only: exact for direct and synchronous I/O,
+    /// misses buffered writeback (flushed by kernel threads).
+    Ebpf,
+    /// cgroupfs I/O statistics only (`io.stat`, `blkio.throttle.*`).
+    Cgroupfs,
+    /// The larger of the two each tick: neither over-counts, each misses
+    /// different I/O. See docs/architecture.md.
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// HTTP listen address. Loopback by default: the API can change limits.
+    pub listen: SocketAddr,
+    /// Sampling (and, later, decision) period in milliseconds.
+    pub tick_ms: u64,
+    /// Samples kept per container for `/v1/stats/{name}/history`.
+    pub history_len: usize,
+    /// How often discovery rescans the cgroup trees (ms).
+    pub discovery_interval_ms: u64,
+    /// CPU-clock flushes per second per CPU of the running task's CPU time,
+    /// bounding how late CPU time shows up (4 ms at 250 Hz). 0 = only at
+    /// context switches.
+    pub cpu_flush_hz: u64,
+    /// Source of disk bytes.
+    pub disk_source: DiskSource,
+    /// On hybrid hosts, create v2 twins of containers that exist only in v1
+    /// and move their processes there, so eBPF sees them.
+    pub mirror_v1_only: bool,
+    /// Kernel BTF (struct offsets for the disk program, BTF tracepoints).
+    pub btf_path: PathBuf,
+    /// Host name reported by the API (default: the system's).
+    pub hostname: Option<String>,
+    /// Keep `kernel.bpf_stats_enabled` on (per-program run time in /metrics;
+    /// costs a clock read per event).
+    pub bpf_stats: bool,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8470)),
+            // Five decisions a second: a step in load is seen within 200 ms.
+            tick_ms: 200,
+            // One minute at the default tick.
+            history_len: 300,
+            // New containers show up within a second.
+            discovery_interval_ms: 1000,
+            cpu_flush_hz: 250,
+            disk_source: DiskSource::Auto,
+            mirror_v1_only: true,
+            btf_path: PathBuf::from("/sys/kernel/btf/vmlinux"),
+            hostname: None,
+            bpf_stats: false,
+        }
+    }
+}
+
+/// A cgroup to watch under a chosen name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerConfig {
+    pub name: String,
+    /// Path relative to the cgroup hierarchy roots, e.g. `/machine/web`.
+    pub cgroup: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub discovery: DiscoveryOptions,
+    pub containers: Vec<ContainerConfig>,
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let cfg: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source: Box::new(source),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Applies `SCALER_LISTEN`, `SCALER_TICK_MS` and `SCALER_HOSTNAME` from
+    /// `env` (a lookup function, so tests need no process environment).
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = env("SCALER_LISTEN") {
+            self.agent.listen = v.parse().map_err(|e| invalid("SCALER_LISTEN", format!("{v:?}: {e}")))?;
+        }
+        if let Some(v) = env("SCALER_TICK_MS") {
+            self.agent.tick_ms = v
+                .parse()
+                .map_err(|e| invalid("SCALER_TICK_MS", format!("{v:?}: {e}")))?;
+        }
+        if let Some(v) = env("SCALER_HOSTNAME") {
+            self.agent.hostname = Some(v);
+        }
+        self.validate()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let a = &self.agent;
+        if !(10..=60_000).contains(&a.tick_ms) {
+            return Err(invalid("agent.tick_ms", format!("{} is outside 10..=60000", a.tick_ms)));
+        }
+        if a.history_len == 0 || a.history_len > 100_000 {
+            return Err(invalid(
+                "agent.history_len",
+                format!("{} is outside 1..=100000", a.history_len),
+            ));
+        }
+        if a.discovery_interval_ms < a.tick_ms {
+            return Err(invalid("agent.discovery_interval_ms", "must be at least agent.tick_ms"));
+        }
+        if a.cpu_flush_hz > 10_000 {
+            return Err(invalid(
+                "agent.cpu_flush_hz",
+                format!("{} is above 10000", a.cpu_flush_hz),
+            ));
+        }
+        if !(1..=16).contains(&self.discovery.max_depth) {
+            return Err(invalid("discovery.max_depth", "must be within 1..=16"));
+        }
+        for c in &self.containers {
+            crate::names::validate(&c.name).map_err(|reason| invalid("containers.name", reason))?;
+            if c.cgroup.split('/').any(|s| s == "..") || c.cgroup.trim_matches('/').is_empty() {
+                return Err(invalid(
+                    "containers.cgroup",
+                    format!("{:?} must be a path below the root without ..", c.cgroup),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn configured_containers(&self) -> Vec<(String, String)> {
+        self.containers
+            .iter()
+            .map(|c| (c.name.clone(), c.cgroup.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.agent.listen.to_string(), "127.0.0.1:8470");
+        assert_eq!(c.agent.tick_ms, 200);
+    }
+
+    #[test]
+    fn parses_partial_toml_and_rejects_unknown_fields() {
+        let c: Config = toml::from_str(
+            "[agent]\ntick_ms = 100\n[discovery]\nwatch = [\"x/*\"]\n[[containers]]\nname = \"web\"\ncgroup = \"/a/b\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.agent.tick_ms, c.agent.history_len), (100, 300));
+        assert_eq!(c.configured_containers(), vec![("web".into(), "/a/b".into())]);
+        let err = toml::from_str::<Config>("[agent]\ntick = 1\n").unwrap_err().to_string();
+        assert!(err.contains("tick"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let mut c = Config::default();
+        c.agent.tick_ms = 1;
+        assert!(c.validate().unwrap_err().to_string().contains("agent.tick_ms"));
+        let mut c = Config::default();
+        c.containers.push(ContainerConfig {
+            name: "x".into(),
+            cgroup: "/a/../b".into(),
+        });
+        assert!(c.validate().unwrap_err().to_string().contains("containers.cgroup"));
+        let mut c = Config::default();
+        let err = c
+            .apply_env(|k| (k == "SCALER_LISTEN").then(|| "nope".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("SCALER_LISTEN"));
+        c.apply_env(|k| (k == "SCALER_TICK_MS").then(|| "50".to_string()))
+            .unwrap();
+        assert_eq!(c.agent.tick_ms, 50);
+    }
+}

@@ -1,0 +1,276 @@
+//! Loads `scaler-ebpf`, attaches its programs and reads the counter map.
+
+use std::{fs::File, os::fd::OwnedFd, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader, Pod,
+    maps::{MapData, PerCpuHashMap},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, PerfEvent, ProgramError,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+};
+use scaler_common::{BioOffsets, CgroupCounters, GLOBAL_BIO_OFFSETS, MAP_COUNTERS};
+use tracing::{info, warn};
+
+use super::btf::Btf;
+
+/// The compiled programs, embedded at build time.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scaler"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("loading the eBPF object: {0}")]
+    Object(#[source] aya::EbpfError),
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF map {0} missing from the object")]
+    NoMap(&'static str),
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("reading kernel BTF: {0}")]
+    Btf(#[source] aya::BtfError),
+    #[error("opening cgroup v2 root {path}: {source}")]
+    CgroupRoot {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("listing online CPUs: {0}")]
+    Cpus(#[source] std::io::Error),
+}
+
+/// Options for [`Kernel::load`].
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Path to the kernel's BTF.
+    pub btf_path: std::path::PathBuf,
+    /// CPU-clock flushes of the running slice per second per CPU (0 = only
+    /// at context switches).
+    pub cpu_flush_hz: u64,
+}
+
+/// Run statistics of one program (`kernel.bpf_stats_enabled`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProgramStat {
+    pub name: String,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
+/// The loaded, attached programs and the counter map.
+pub struct Kernel {
+    bpf: Ebpf,
+    counters: PerCpuHashMap<MapData, u64, CgroupCounters>,
+    /// Which counters are live: a program that failed to attach leaves its
+    /// counters at zero and user space falls back to cgroupfs.
+    pub disk_enabled: bool,
+    pub net_enabled: bool,
+    pub mem_events_enabled: bool,
+    stats_fd: Option<OwnedFd>,
+}
+
+const PROGRAMS: [&str; 7] = [
+    "sched_switch",
+    "cpu_clock",
+    "net_ingress",
+    "net_egress",
+    "block_bio_queue",
+    "memcg_reclaim",
+    "mark_victim",
+];
+
+fn bio_offsets(btf_path: &Path) -> Option<BioOffsets> {
+    let blob = std::fs::read(btf_path).ok()?;
+    let btf = Btf::parse(&blob)
+        .map_err(|e| warn!("parsing BTF for bio offsets: {e}"))
+        .ok()?;
+    let opf = btf.offset_of("bio", &["bi_opf"]).ok()?;
+    let size = btf.offset_of("bio", &["bi_iter", "bi_size"]).ok()?;
+    Some(BioOffsets {
+        opf,
+        size,
+        valid: 1,
+        _pad: 0,
+    })
+}
+
+impl Kernel {
+    /// Loads every program and attaches it. CPU accounting is required;
+    /// disk, network and memory events degrade to cgroupfs with a warning.
+    pub fn load(cgroup_v2_root: &Path, opts: &LoadOptions) -> Result<Self, LoadError> {
+        let offsets = bio_offsets(&opts.btf_path).unwrap_or_default();
+        let mut bpf = EbpfLoader::new()
+            .override_global(GLOBAL_BIO_OFFSETS, &offsets, true)
+            .load(OBJECT)
+            .map_err(LoadError::Object)?;
+        let btf = aya::Btf::parse_file(&opts.btf_path, aya::Endianness::default()).map_err(LoadError::Btf)?;
+
+        attach_btf_tp(&mut bpf, &btf, "sched_switch", "sched_switch")?;
+        if opts.cpu_flush_hz > 0 {
+            attach_cpu_clock(&mut bpf, opts.cpu_flush_hz)?;
+        }
+        let net_enabled = match attach_net(&mut bpf, cgroup_v2_root) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!("network accounting disabled: {}", chain(&e));
+                false
+            }
+        };
+        let disk_enabled = if offsets.valid == 1 {
+            attach_btf_tp(&mut bpf, &btf, "block_bio_queue", "block_bio_queue")
+                .map_err(|e| warn!("eBPF disk accounting disabled: {}", chain(&e)))
+                .is_ok()
+        } else {
+            warn!("struct bio offsets not found in BTF: eBPF disk accounting disabled, cgroupfs I/O stats only");
+            false
+        };
+        let mem_events_enabled = [
+            ("memcg_reclaim", "mm_vmscan_memcg_reclaim_begin"),
+            ("mark_victim", "mark_victim"),
+        ]
+        .into_iter()
+        .map(|(prog, tp)| {
+            attach_btf_tp(&mut bpf, &btf, prog, tp)
+                .map_err(|e| warn!("memory events ({tp}) disabled: {}", chain(&e)))
+                .is_ok()
+        })
+        .fold(true, |a, b| a & b);
+
+        let map = bpf.take_map(MAP_COUNTERS).ok_or(LoadError::NoMap(MAP_COUNTERS))?;
+        let counters = PerCpuHashMap::try_from(map).map_err(|source| LoadError::Map {
+            name: MAP_COUNTERS,
+            source,
+        })?;
+        info!(net_enabled, disk_enabled, mem_events_enabled, "eBPF programs attached");
+        Ok(Self {
+            bpf,
+            counters,
+            disk_enabled,
+            net_enabled,
+            mem_events_enabled,
+            stats_fd: None,
+        })
+    }
+
+    /// Counters of one cgroup id summed over CPUs; zero if the kernel has
+    /// seen nothing for it yet.
+    pub fn read(&self, cgroup_id: u64) -> CgroupCounters {
+        let mut sum = CgroupCounters::default();
+        if let Ok(values) = self.counters.get(&cgroup_id, 0) {
+            for v in values.iter() {
+                sum = sum.wrapping_add(*v);
+            }
+        }
+        sum
+    }
+
+    /// Turns on run-time statistics (`run_cnt`, `run_time_ns`) for as long
+    /// as this `Kernel` lives (they cost a clock read per event).
+    pub fn enable_stats(&mut self) -> Result<(), std::io::Error> {
+        let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.stats_fd = Some(fd);
+        Ok(())
+    }
+
+    /// Run statistics of every loaded program.
+    pub fn program_stats(&self) -> Vec<ProgramStat> {
+        PROGRAMS
+            .iter()
+            .filter_map(|name| {
+                let info = self.bpf.program(name)?.info().ok()?;
+                Some(ProgramStat {
+                    name: (*name).to_owned(),
+                    run_count: info.run_count(),
+                    run_time_ns: info.run_time().as_nanos() as u64,
+                })
+            })
+            .collect()
+    }
+}
+
+/// An error and its sources on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn program<'a, T>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    bpf.program_mut(name)
+        .ok_or(LoadError::Program {
+            name,
+            source: ProgramError::NotLoaded,
+        })?
+        .try_into()
+        .map_err(|source| LoadError::Program { name, source })
+}
+
+/// Loads program `name` as a BTF tracepoint on `tracepoint` and attaches it.
+fn attach_btf_tp(bpf: &mut Ebpf, btf: &aya::Btf, name: &'static str, tracepoint: &str) -> Result<(), LoadError> {
+    let err = |source| LoadError::Program { name, source };
+    let p: &mut BtfTracePoint = program(bpf, name)?;
+    p.load(tracepoint, btf).map_err(err)?;
+    p.attach().map_err(err)?;
+    Ok(())
+}
+
+/// The CPU-clock flush on every online CPU.
+fn attach_cpu_clock(bpf: &mut Ebpf, hz: u64) -> Result<(), LoadError> {
+    let name = "cpu_clock";
+    let err = |source| LoadError::Program { name, source };
+    let p: &mut PerfEvent = program(bpf, name)?;
+    p.load().map_err(err)?;
+    for cpu in aya::util::online_cpus().map_err(|(_, e)| LoadError::Cpus(e))? {
+        p.attach(
+            PerfEventConfig::Software(SoftwareEvent::CpuClock),
+            PerfEventScope::AllProcessesOneCpu { cpu },
+            SamplePolicy::Frequency(hz),
+            false,
+        )
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// `cgroup_skb` ingress and egress on the root of the v2 hierarchy.
+fn attach_net(bpf: &mut Ebpf, root: &Path) -> Result<(), LoadError> {
+    let cgroup = File::open(root).map_err(|source| LoadError::CgroupRoot {
+        path: root.display().to_string(),
+        source,
+    })?;
+    for (name, kind) in [
+        ("net_ingress", CgroupSkbAttachType::Ingress),
+        ("net_egress", CgroupSkbAttachType::Egress),
+    ] {
+        let err = |source| LoadError::Program { name, source };
+        let p: &mut CgroupSkb = program(bpf, name)?;
+        p.load().map_err(err)?;
+        // aya attaches with a BPF link (kernel >= 5.7): links always coexist
+        // with programs others attached (systemd's IP accounting, a CNI) and
+        // the kernel refuses any flag, so the mode must be `Single` (0).
+        p.attach(&cgroup, kind, CgroupAttachMode::Single).map_err(err)?;
+    }
+    Ok(())
+}
+
+const _: fn() = || {
+    fn pod<T: Pod>() {}
+    pod::<CgroupCounters>();
+};

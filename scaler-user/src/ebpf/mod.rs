@@ -1,0 +1,7 @@
+//! Kernel side driver: [`loader`] loads and attaches the programs and reads
+//! the counter map; [`btf`] finds struct offsets the programs need.
+pub mod btf;
+pub mod loader;
+pub mod preflight;
+
+pub use loader::{Kernel, LoadError, ProgramStat};

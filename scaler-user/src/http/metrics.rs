@@ -1,0 +1,101 @@
+//! `GET /metrics` in the Prometheus text exposition format (0.0.4).
+
+use std::{fmt::Write as _, sync::Arc};
+
+use axum::{extract::State, http::header, response::IntoResponse};
+
+use crate::{agent::state::Shared, sample::Resources};
+
+/// Escapes a label value (backslash, double quote, newline).
+pub fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+pub fn render(s: &Shared) -> String {
+    let g = s.read();
+    let mut out = String::with_capacity(256 + g.containers.len() * 1024);
+    let _ = writeln!(
+        out,
+        "# HELP scaler_container_usage Measured usage (cpu millicores, mem bytes, disk/net bytes per second)."
+    );
+    let _ = writeln!(out, "# TYPE scaler_container_usage gauge");
+    let mut limits = String::new();
+    let mut extra = String::new();
+    for p in g.containers.values() {
+        let Some(sample) = p.latest else { continue };
+        let labels = format!(
+            "host=\"{}\",container=\"{}\",kind=\"{}\"",
+            escape(&s.host),
+            escape(&p.info.name),
+            serde_json::to_value(p.info.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        );
+        for (name, r) in Resources::NAMES.iter().zip(sample.resources.as_array()) {
+            if let Some(u) = r.usage {
+                let _ = writeln!(out, "scaler_container_usage{{{labels},resource=\"{name}\"}} {u}");
+            }
+            if let Some(c) = r.current {
+                let _ = writeln!(limits, "scaler_container_limit{{{labels},resource=\"{name}\"}} {c}");
+            }
+        }
+        let sig = sample.signals;
+        if let Some(v) = sig.cpu_throttled_usec {
+            let _ = writeln!(extra, "scaler_container_cpu_throttled_usec{{{labels}}} {v}");
+        }
+        if let Some(v) = sig.oom_kills {
+            let _ = writeln!(extra, "scaler_container_oom_kills_total{{{labels}}} {v}");
+        }
+        if let Some(v) = sig.mem_charged {
+            let _ = writeln!(extra, "scaler_container_mem_charged_bytes{{{labels}}} {v}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP scaler_container_limit Limit in force, same units as usage (absent when unlimited)."
+    );
+    let _ = writeln!(out, "# TYPE scaler_container_limit gauge");
+    out.push_str(&limits);
+    let _ = writeln!(
+        out,
+        "# HELP scaler_container_cpu_throttled_usec CPU throttled time during the last tick."
+    );
+    let _ = writeln!(out, "# TYPE scaler_container_cpu_throttled_usec gauge");
+    let _ = writeln!(
+        out,
+        "# HELP scaler_container_oom_kills_total OOM kills in the container's cgroup."
+    );
+    let _ = writeln!(out, "# TYPE scaler_container_oom_kills_total counter");
+    let _ = writeln!(
+        out,
+        "# HELP scaler_container_mem_charged_bytes Memory charged including page cache."
+    );
+    let _ = writeln!(out, "# TYPE scaler_container_mem_charged_bytes gauge");
+    out.push_str(&extra);
+    let _ = writeln!(out, "# HELP scaler_agent_ticks_total Sampling ticks since start.");
+    let _ = writeln!(out, "# TYPE scaler_agent_ticks_total counter");
+    let _ = writeln!(out, "scaler_agent_ticks_total {}", g.ticks);
+    let _ = writeln!(out, "# HELP scaler_agent_tick_seconds Duration of the last tick.");
+    let _ = writeln!(out, "# TYPE scaler_agent_tick_seconds gauge");
+    let _ = writeln!(out, "scaler_agent_tick_seconds {:.6}", g.last_tick_us as f64 / 1e6);
+    let _ = writeln!(out, "# HELP scaler_agent_containers Containers watched.");
+    let _ = writeln!(out, "# TYPE scaler_agent_containers gauge");
+    let _ = writeln!(out, "scaler_agent_containers {}", g.containers.len());
+    out
+}
+
+pub async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        render(&s),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_label_values() {
+        assert_eq!(super::escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

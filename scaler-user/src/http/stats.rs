@@ -1,0 +1,131 @@
+//! `GET /v1/stats`, `/v1/stats/{name}`, `/v1/stats/{name}/history`, `/healthz`.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::{Path, RawQuery, State},
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{error::ApiError, query::Query};
+use crate::{
+    agent::state::{ContainerView, Shared},
+    sample::{Resources, history::HistoryPoint},
+};
+
+#[derive(Serialize)]
+pub struct StatsResponse {
+    pub host: String,
+    pub time_ms: u64,
+    pub tick_ms: u64,
+    pub containers: Vec<ContainerView>,
+}
+
+const KINDS: [&str; 6] = ["lxc", "docker", "podman", "kubernetes", "systemd", "configured"];
+
+pub async fn all(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<Json<StatsResponse>, ApiError> {
+    let q = Query::parse(q.as_deref(), &["kind"])?;
+    let kind = q.str("kind");
+    if let Some(k) = kind
+        && !KINDS.contains(&k)
+    {
+        return Err(ApiError::bad_request(
+            "kind",
+            format!("unknown kind {k:?}; one of {}", KINDS.join(", ")),
+        ));
+    }
+    let g = s.read();
+    let containers = g
+        .containers
+        .values()
+        .map(ContainerView::of)
+        .filter(|c| kind.is_none_or(|k| serde_json::to_value(c.kind).ok() == Some(Value::from(k))))
+        .collect();
+    Ok(Json(StatsResponse {
+        host: s.host.clone(),
+        time_ms: g.time_ms,
+        tick_ms: s.tick_ms,
+        containers,
+    }))
+}
+
+fn unknown(name: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no container named {name:?} on this host (GET /v1/stats lists them)"
+    ))
+}
+
+pub async fn one(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<ContainerView>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    let g = s.read();
+    g.containers
+        .get(&name)
+        .map(|p| Json(ContainerView::of(p)))
+        .ok_or_else(|| unknown(&name))
+}
+
+#[derive(Serialize)]
+pub struct HistoryResponse {
+    pub name: String,
+    pub tick_ms: u64,
+    pub points: Vec<HistoryPoint>,
+}
+
+pub async fn history(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = Query::parse(q.as_deref(), &["since_ms", "limit", "resource"])?;
+    let since = q.u64("since_ms")?.unwrap_or(0);
+    let limit = q.u64("limit")?.unwrap_or(u64::MAX);
+    if limit == 0 {
+        return Err(ApiError::bad_request("limit", "limit must be at least 1"));
+    }
+    let resource = q.str("resource");
+    if let Some(r) = resource
+        && !Resources::NAMES.contains(&r)
+    {
+        return Err(ApiError::bad_request(
+            "resource",
+            format!("unknown resource {r:?}; one of {}", Resources::NAMES.join(", ")),
+        ));
+    }
+    let points = {
+        let g = s.read();
+        let p = g.containers.get(&name).ok_or_else(|| unknown(&name))?;
+        p.history.since(since, usize::try_from(limit).unwrap_or(usize::MAX))
+    };
+    let points: Vec<Value> = match resource {
+        None => points.into_iter().map(|p| json!(p)).collect(),
+        Some(r) => points
+            .into_iter()
+            .map(|p| {
+                let reading = p.resources.get(r).unwrap_or_default();
+                json!({"time_ms": p.time_ms, r: reading})
+            })
+            .collect(),
+    };
+    Ok(Json(json!({"name": name, "tick_ms": s.tick_ms, "points": points})))
+}
+
+pub async fn healthz(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let g = s.read();
+    Json(json!({
+        "status": "ok",
+        "host": s.host,
+        "uptime_s": s.started.elapsed().as_secs(),
+        "ticks": g.ticks,
+        "last_tick_us": g.last_tick_us,
+        "containers": g.containers.len(),
+        "cgroup_layout": s.layout,
+        "kernel": s.kernel,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}

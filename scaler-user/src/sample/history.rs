@@ -1,0 +1,132 @@
+//! A bounded per-container history in a compact form (resources only, about
+//! 100 bytes a point), so hundreds of containers can keep a minute or more.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+
+use super::{Reading, Resources, Sample};
+
+const NONE: u64 = u64::MAX;
+
+fn pack(v: Option<u64>) -> u64 {
+    v.unwrap_or(NONE)
+}
+
+fn unpack(v: u64) -> Option<u64> {
+    (v != NONE).then_some(v)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Point {
+    time_ms: u64,
+    usage: [u64; 6],
+    current: [u64; 6],
+}
+
+/// A history point as served by the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HistoryPoint {
+    pub time_ms: u64,
+    pub resources: Resources,
+}
+
+#[derive(Debug, Clone)]
+pub struct History {
+    points: VecDeque<Point>,
+    cap: usize,
+}
+
+impl History {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            points: VecDeque::with_capacity(cap.min(1024)),
+            cap: cap.max(1),
+        }
+    }
+
+    pub fn push(&mut self, s: &Sample) {
+        if self.points.len() == self.cap {
+            self.points.pop_front();
+        }
+        let r = s.resources.as_array();
+        self.points.push_back(Point {
+            time_ms: s.time_ms,
+            usage: r.map(|x| pack(x.usage)),
+            current: r.map(|x| pack(x.current)),
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// Points newer than `since_ms`, oldest first, at most the last `limit`.
+    pub fn since(&self, since_ms: u64, limit: usize) -> Vec<HistoryPoint> {
+        let start = self.points.partition_point(|p| p.time_ms <= since_ms);
+        let skip = (self.points.len() - start).saturating_sub(limit);
+        self.points
+            .iter()
+            .skip(start + skip)
+            .map(|p| {
+                let r = |i: usize| Reading {
+                    usage: unpack(p.usage[i]),
+                    current: unpack(p.current[i]),
+                };
+                HistoryPoint {
+                    time_ms: p.time_ms,
+                    resources: Resources {
+                        cpu: r(0),
+                        mem: r(1),
+                        disk_read: r(2),
+                        disk_write: r(3),
+                        net_rx: r(4),
+                        net_tx: r(5),
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(t: u64, cpu: u64) -> Sample {
+        let mut x = Sample {
+            time_ms: t,
+            ..Default::default()
+        };
+        x.resources.cpu = Reading {
+            usage: Some(cpu),
+            current: None,
+        };
+        x
+    }
+
+    #[test]
+    fn bounded_ordered_and_filtered() {
+        let mut h = History::new(3);
+        for t in 1..=5 {
+            h.push(&s(t * 100, t));
+        }
+        assert_eq!(h.len(), 3);
+        let all = h.since(0, usize::MAX);
+        assert_eq!(all.iter().map(|p| p.time_ms).collect::<Vec<_>>(), vec![300, 400, 500]);
+        assert_eq!(
+            all[0].resources.cpu,
+            Reading {
+                usage: Some(3),
+                current: None
+            }
+        );
+        assert_eq!(h.since(300, usize::MAX).len(), 2);
+        assert_eq!(h.since(0, 1)[0].time_ms, 500);
+        assert!(h.since(500, 10).is_empty());
+    }
+}

@@ -1,0 +1,85 @@
+//! What one tick measures for a container, how it is computed from two
+//! readings, and the short history kept per container.
+pub mod history;
+pub mod rates;
+
+use serde::Serialize;
+
+/// One resource: `usage` measured, `current` the limit in force (`None` =
+/// unlimited or not available).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Reading {
+    pub usage: Option<u64>,
+    pub current: Option<u64>,
+}
+
+/// The six resources, in base units: `cpu` millicores, `mem` bytes,
+/// `disk_*` and `net_*` bytes/s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Resources {
+    pub cpu: Reading,
+    pub mem: Reading,
+    pub disk_read: Reading,
+    pub disk_write: Reading,
+    pub net_rx: Reading,
+    pub net_tx: Reading,
+}
+
+impl Resources {
+    pub const NAMES: [&'static str; 6] = ["cpu", "mem", "disk_read", "disk_write", "net_rx", "net_tx"];
+
+    pub fn as_array(&self) -> [Reading; 6] {
+        [
+            self.cpu,
+            self.mem,
+            self.disk_read,
+            self.disk_write,
+            self.net_rx,
+            self.net_tx,
+        ]
+    }
+
+    pub fn get(&self, name: &str) -> Option<Reading> {
+        Self::NAMES.iter().position(|n| *n == name).map(|i| self.as_array()[i])
+    }
+}
+
+/// Signals beyond usage: what the policies react to, and the raw sources
+/// behind combined numbers (so they can be compared).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Signals {
+    /// CPU from cgroupfs accounting over the same interval (millicores).
+    pub cpu_cgroupfs: Option<u64>,
+    /// Time the cgroup was throttled during the interval (µs).
+    pub cpu_throttled_usec: Option<u64>,
+    /// Periods throttled during the interval.
+    pub cpu_nr_throttled: Option<u64>,
+    /// Memory charged including page cache (bytes); `mem.usage` is the working set.
+    pub mem_charged: Option<u64>,
+    /// Memory-cgroup reclaim entries during the interval (eBPF).
+    pub mem_reclaims: u64,
+    /// OOM kills in this cgroup since it was created (cgroupfs).
+    pub oom_kills: Option<u64>,
+    /// Memory stall ("some") during the interval (µs, PSI).
+    pub mem_stall_usec: Option<u64>,
+    /// CPU stall ("some") during the interval (µs, PSI).
+    pub cpu_stall_usec: Option<u64>,
+    /// I/O stall ("some") during the interval (µs, PSI).
+    pub io_stall_usec: Option<u64>,
+    /// Disk rates from each source (bytes/s); `disk_*` combines them.
+    pub disk_read_ebpf: Option<u64>,
+    pub disk_write_ebpf: Option<u64>,
+    pub disk_read_cgroupfs: Option<u64>,
+    pub disk_write_cgroupfs: Option<u64>,
+}
+
+/// One tick's result for one container.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Sample {
+    /// Wall-clock time of the reading (ms since the Unix epoch).
+    pub time_ms: u64,
+    /// Length of the interval the rates cover (ms).
+    pub interval_ms: u64,
+    pub resources: Resources,
+    pub signals: Signals,
+}
