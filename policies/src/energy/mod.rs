@@ -143,11 +143,9 @@ pub fn attribute(active_mw: u64, container_cpu: &[u64], host_cpu: u64) -> Vec<u6
     let total = sum.max(u128::from(host_cpu));
     container_cpu
         .iter()
-        .map(
-            |&c| {
-                if total == 0 { 0 } else { u64::try_from(u128::from(active_mw) * u128::from(c) / total).unwrap_or(0) }
-            },
-        )
+        .map(|&c| {
+            (u128::from(active_mw) * u128::from(c)).checked_div(total).and_then(|v| u64::try_from(v).ok()).unwrap_or(0)
+        })
         .collect()
 }
 

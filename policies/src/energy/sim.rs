@@ -112,7 +112,7 @@ pub fn simulate_cap(
     controller: &mut dyn EnergyCapController,
     cfg: &CapSimConfig,
 ) -> Result<CapReport, EnergyError> {
-    if cfg.step_ms == 0 || cfg.period_ms < cfg.step_ms || cfg.period_ms % cfg.step_ms != 0 {
+    if cfg.step_ms == 0 || cfg.period_ms < cfg.step_ms || !cfg.period_ms.is_multiple_of(cfg.step_ms) {
         return Err(EnergyError::Invalid {
             field: "period_ms",
             value: cfg.period_ms,
