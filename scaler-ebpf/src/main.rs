@@ -7,6 +7,9 @@
 //! paths.
 #![no_std]
 #![no_main]
+// `atomic_xadd`: core's atomics lack `fetch_add` on the BPF target.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod counters;
 mod cpu;

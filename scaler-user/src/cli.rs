@@ -45,11 +45,7 @@ pub enum Command {
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Agent {
-            config,
-            listen,
-            tick_ms,
-        } => {
+        Command::Agent { config, listen, tick_ms } => {
             init_tracing();
             let mut cfg = match &config {
                 Some(p) => Config::load(p)?,
@@ -81,8 +77,5 @@ pub fn run() -> anyhow::Result<()> {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SCALER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

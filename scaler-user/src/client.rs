@@ -9,15 +9,9 @@ fn get(base: &str, path: &str) -> anyhow::Result<Value> {
     rt.block_on(async {
         let resp = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?;
         let status = resp.status();
-        let body: Value = resp
-            .json()
-            .await
-            .with_context(|| format!("GET {url}: body is not JSON"))?;
+        let body: Value = resp.json().await.with_context(|| format!("GET {url}: body is not JSON"))?;
         if !status.is_success() {
-            bail!(
-                "GET {url}: {status}: {}",
-                body["error"].as_str().unwrap_or("(no message)")
-            );
+            bail!("GET {url}: {status}: {}", body["error"].as_str().unwrap_or("(no message)"));
         }
         Ok(body)
     })
@@ -41,11 +35,7 @@ fn bytes(v: u64) -> String {
         x /= 1024.0;
         i += 1;
     }
-    if i == 0 {
-        format!("{v}B")
-    } else {
-        format!("{x:.1}{}", U[i])
-    }
+    if i == 0 { format!("{v}B") } else { format!("{x:.1}{}", U[i]) }
 }
 
 pub fn stats(agent: &str, name: Option<&str>, json: bool) -> anyhow::Result<()> {
@@ -67,20 +57,10 @@ pub fn stats(agent: &str, name: Option<&str>, json: bool) -> anyhow::Result<()> 
     );
     for c in list {
         let r = &c["resources"];
-        let pair = |res: &str| {
-            format!(
-                "{}/{}",
-                human(res, r[res]["usage"].as_u64()),
-                human(res, r[res]["current"].as_u64())
-            )
-        };
-        let io = |a: &str, b: &str| {
-            format!(
-                "{}/{}",
-                human(a, r[a]["usage"].as_u64()),
-                human(b, r[b]["usage"].as_u64())
-            )
-        };
+        let pair =
+            |res: &str| format!("{}/{}", human(res, r[res]["usage"].as_u64()), human(res, r[res]["current"].as_u64()));
+        let io =
+            |a: &str, b: &str| format!("{}/{}", human(a, r[a]["usage"].as_u64()), human(b, r[b]["usage"].as_u64()));
         println!(
             "{:<24} {:<10} {:>16} {:>20} {:>20} {:>20}",
             c["name"].as_str().unwrap_or("?"),

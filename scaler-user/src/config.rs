@@ -30,10 +30,7 @@ pub enum ConfigError {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field,
-        reason: reason.into(),
-    }
+    ConfigError::Invalid { field, reason: reason.into() }
 }
 
 /// Where disk bytes come from.
@@ -119,14 +116,9 @@ pub struct Config {
 impl Config {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
-        let cfg: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.into(),
-            source: Box::new(source),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let cfg: Self = toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -138,9 +130,7 @@ impl Config {
             self.agent.listen = v.parse().map_err(|e| invalid("SCALER_LISTEN", format!("{v:?}: {e}")))?;
         }
         if let Some(v) = env("SCALER_TICK_MS") {
-            self.agent.tick_ms = v
-                .parse()
-                .map_err(|e| invalid("SCALER_TICK_MS", format!("{v:?}: {e}")))?;
+            self.agent.tick_ms = v.parse().map_err(|e| invalid("SCALER_TICK_MS", format!("{v:?}: {e}")))?;
         }
         if let Some(v) = env("SCALER_HOSTNAME") {
             self.agent.hostname = Some(v);
@@ -154,19 +144,13 @@ impl Config {
             return Err(invalid("agent.tick_ms", format!("{} is outside 10..=60000", a.tick_ms)));
         }
         if a.history_len == 0 || a.history_len > 100_000 {
-            return Err(invalid(
-                "agent.history_len",
-                format!("{} is outside 1..=100000", a.history_len),
-            ));
+            return Err(invalid("agent.history_len", format!("{} is outside 1..=100000", a.history_len)));
         }
         if a.discovery_interval_ms < a.tick_ms {
             return Err(invalid("agent.discovery_interval_ms", "must be at least agent.tick_ms"));
         }
         if a.cpu_flush_hz > 10_000 {
-            return Err(invalid(
-                "agent.cpu_flush_hz",
-                format!("{} is above 10000", a.cpu_flush_hz),
-            ));
+            return Err(invalid("agent.cpu_flush_hz", format!("{} is above 10000", a.cpu_flush_hz)));
         }
         if !(1..=16).contains(&self.discovery.max_depth) {
             return Err(invalid("discovery.max_depth", "must be within 1..=16"));
@@ -184,10 +168,7 @@ impl Config {
     }
 
     pub fn configured_containers(&self) -> Vec<(String, String)> {
-        self.containers
-            .iter()
-            .map(|c| (c.name.clone(), c.cgroup.clone()))
-            .collect()
+        self.containers.iter().map(|c| (c.name.clone(), c.cgroup.clone())).collect()
     }
 }
 
@@ -223,18 +204,12 @@ mod tests {
         c.agent.tick_ms = 1;
         assert!(c.validate().unwrap_err().to_string().contains("agent.tick_ms"));
         let mut c = Config::default();
-        c.containers.push(ContainerConfig {
-            name: "x".into(),
-            cgroup: "/a/../b".into(),
-        });
+        c.containers.push(ContainerConfig { name: "x".into(), cgroup: "/a/../b".into() });
         assert!(c.validate().unwrap_err().to_string().contains("containers.cgroup"));
         let mut c = Config::default();
-        let err = c
-            .apply_env(|k| (k == "SCALER_LISTEN").then(|| "nope".to_string()))
-            .unwrap_err();
+        let err = c.apply_env(|k| (k == "SCALER_LISTEN").then(|| "nope".to_string())).unwrap_err();
         assert!(err.to_string().contains("SCALER_LISTEN"));
-        c.apply_env(|k| (k == "SCALER_TICK_MS").then(|| "50".to_string()))
-            .unwrap();
+        c.apply_env(|k| (k == "SCALER_TICK_MS").then(|| "50".to_string())).unwrap();
         assert_eq!(c.agent.tick_ms, 50);
     }
 }

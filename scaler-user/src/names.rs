@@ -6,26 +6,10 @@ pub fn validate(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 128 {
         return Err(format!("name {name:?} must be 1 to 128 characters"));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "._:@-".contains(*c)))
-    {
-        return Err(format!(
-            "name {name:?} contains {c:?}; allowed: letters, digits and . _ : @ -"
-        ));
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "._:@-".contains(*c))) {
+        return Err(format!("name {name:?} contains {c:?}; allowed: letters, digits and . _ : @ -"));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn names() {
-        assert!(super::validate("web-1.service").is_ok());
-        assert!(super::validate("").is_err());
-        assert!(super::validate("a/b").is_err());
-        assert!(super::validate(&"x".repeat(129)).is_err());
-    }
 }
 
 /// Replaces characters outside the allowed alphabet with `_` (discovered
@@ -33,14 +17,25 @@ mod tests {
 pub fn sanitize(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._:@-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || "._:@-".contains(c) { c } else { '_' })
         .take(128)
         .collect();
     if s.is_empty() { "_".to_owned() } else { s }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sanitized() {
+        assert_eq!(super::sanitize("a b/c"), "a_b_c");
+        assert_eq!(super::sanitize(""), "_");
+    }
+
+    #[test]
+    fn names() {
+        assert!(super::validate("web-1.service").is_ok());
+        assert!(super::validate("").is_err());
+        assert!(super::validate("a/b").is_err());
+        assert!(super::validate(&"x".repeat(129)).is_err());
+    }
 }

@@ -38,10 +38,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     raise_fd_limit();
     let mut kernel = Kernel::load(
         &layout.v2,
-        &LoadOptions {
-            btf_path: cfg.agent.btf_path.clone(),
-            cpu_flush_hz: cfg.agent.cpu_flush_hz,
-        },
+        &LoadOptions { btf_path: cfg.agent.btf_path.clone(), cpu_flush_hz: cfg.agent.cpu_flush_hz },
     )?;
     if cfg.agent.bpf_stats
         && let Err(e) = kernel.enable_stats()
@@ -101,9 +98,7 @@ fn sample_loop(sampler: &mut Sampler, kernel: &Kernel, shared: &Shared, tick: Du
     while !stop.load(Ordering::Relaxed) {
         let start = Instant::now();
         let result = sampler.tick(kernel);
-        let time_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         shared.publish(time_ms, start.elapsed().as_micros() as u64, result);
         next += tick;
         let now = Instant::now();
@@ -134,10 +129,7 @@ async fn shutdown_signal() {
 /// Each watched container keeps a dozen cgroupfs files open: raise the soft
 /// open-file limit to the hard one.
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: valid pointer to an rlimit struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {

@@ -21,7 +21,7 @@ use crate::{
     },
     config::{Config, DiskSource},
     sample::{
-        Reading, Resources, Sample, Signals,
+        Reading, Resources, Sample, Signals, Totals,
         rates::{counter_delta, millicores, opt_delta, per_second, subtree_delta},
     },
 };
@@ -53,6 +53,7 @@ struct Tracked {
     /// v2 ids of the container's directory and all below it.
     ids: Vec<u64>,
     prev: Option<Previous>,
+    totals: Totals,
     mirrored: bool,
 }
 
@@ -86,21 +87,14 @@ fn subtree_ids(dir: &Path) -> Vec<u64> {
         };
         ids.push(meta.ino());
         if let Ok(entries) = std::fs::read_dir(&d) {
-            stack.extend(
-                entries
-                    .flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .map(|e| e.path()),
-            );
+            stack.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
         }
     }
     ids
 }
 
 fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Sampler {
@@ -161,13 +155,7 @@ impl Sampler {
                     let reader = CgroupReader::new(&self.layout, &d.cgroup);
                     self.tracked.insert(
                         d.cgroup.clone(),
-                        Tracked {
-                            info: d,
-                            reader,
-                            ids,
-                            prev: None,
-                            mirrored,
-                        },
+                        Tracked { info: d, reader, ids, prev: None, totals: Totals::default(), mirrored },
                     );
                 }
             }
@@ -192,10 +180,7 @@ impl Sampler {
     pub fn tick(&mut self, counters: &dyn Counters) -> TickResult {
         let now = Instant::now();
         let mut removed = Vec::new();
-        if self
-            .last_scan
-            .is_none_or(|t| now.duration_since(t) >= self.discovery_interval)
-        {
+        if self.last_scan.is_none_or(|t| now.duration_since(t) >= self.discovery_interval) {
             self.scan(now, &mut removed);
         }
         let time_ms = wall_ms();
@@ -212,22 +197,21 @@ impl Sampler {
             let at = Instant::now();
             let cur: HashMap<u64, CgroupCounters> = t.ids.iter().map(|&id| (id, counters.read(id))).collect();
             let sample = t.prev.as_ref().map(|p| {
-                let interval = at.duration_since(p.at);
-                build_sample(
+                let input = SampleInput {
                     time_ms,
-                    interval,
-                    &subtree_delta(&p.counters, &cur),
-                    &p.stats,
-                    &stats,
-                    t.info.in_v2 || t.mirrored,
-                    self.disk_source,
-                )
+                    interval: at.duration_since(p.at),
+                    kernel: subtree_delta(&p.counters, &cur),
+                    prev: &p.stats,
+                    cur: &stats,
+                    kernel_sees: t.info.in_v2 || t.mirrored,
+                    disk_source: self.disk_source,
+                };
+                build_sample(&input, &t.totals)
             });
-            t.prev = Some(Previous {
-                at,
-                counters: cur,
-                stats,
-            });
+            if let Some(s) = &sample {
+                t.totals = s.totals;
+            }
+            t.prev = Some(Previous { at, counters: cur, stats });
             samples.push((t.info.clone(), sample));
         }
         for cg in vanished {
@@ -239,71 +223,75 @@ impl Sampler {
     }
 }
 
-/// Combines the eBPF delta and two cgroupfs readings into a sample.
-/// `kernel_sees` is false for a cgroup with no v2 directory (its CPU time
-/// then comes from cgroupfs accounting).
-pub fn build_sample(
-    time_ms: u64,
-    interval: Duration,
-    d: &CgroupCounters,
-    prev: &CgroupStats,
-    cur: &CgroupStats,
-    kernel_sees: bool,
-    disk_source: DiskSource,
-) -> Sample {
-    let ns = interval.as_nanos().max(1) as u64;
-    let cg_cpu = opt_delta(prev.cpu_usage_ns, cur.cpu_usage_ns).map(|v| millicores(v, ns));
-    let cg_io = prev.io.zip(cur.io).map(|(p, c)| {
-        (
-            per_second(counter_delta(p.read, c.read), ns),
-            per_second(counter_delta(p.write, c.write), ns),
-        )
-    });
-    let (ebpf_r, ebpf_w) = (per_second(d.disk_read_bytes, ns), per_second(d.disk_write_bytes, ns));
-    let disk = |ebpf: u64, cg: Option<u64>| match disk_source {
-        DiskSource::Ebpf => Some(ebpf),
-        DiskSource::Cgroupfs => cg,
-        DiskSource::Auto => Some(cg.map_or(ebpf, |c| c.max(ebpf))),
+/// Everything one sample is computed from.
+pub struct SampleInput<'a> {
+    pub time_ms: u64,
+    pub interval: Duration,
+    /// eBPF counter increase over the interval, summed over the subtree.
+    pub kernel: CgroupCounters,
+    pub prev: &'a CgroupStats,
+    pub cur: &'a CgroupStats,
+    /// False for a cgroup with no v2 directory: its CPU time then comes from
+    /// cgroupfs accounting and it has no network counts.
+    pub kernel_sees: bool,
+    pub disk_source: DiskSource,
+}
+
+/// Combines the eBPF delta and two cgroupfs readings into a sample, carrying
+/// the cumulative `totals` forward. Disk sources are combined on cumulative
+/// counts (the larger of the two), so bytes that one source sees a tick
+/// later than the other are never counted twice.
+pub fn build_sample(i: &SampleInput, totals: &Totals) -> Sample {
+    let (d, prev, cur) = (&i.kernel, i.prev, i.cur);
+    let ns = i.interval.as_nanos().max(1) as u64;
+    let cg_cpu_ns = opt_delta(prev.cpu_usage_ns, cur.cpu_usage_ns);
+    let cg_io = prev.io.zip(cur.io).map(|(p, c)| (counter_delta(p.read, c.read), counter_delta(p.write, c.write)));
+    let cpu_ns = if i.kernel_sees { Some(d.cpu_ns) } else { cg_cpu_ns };
+
+    let mut t = *totals;
+    t.cpu_usec += cpu_ns.unwrap_or(0) / 1000;
+    t.cpu_cgroupfs_usec = cg_cpu_ns.map(|v| totals.cpu_cgroupfs_usec.unwrap_or(0) + v / 1000);
+    if i.kernel_sees {
+        t.net_rx_bytes += d.net_rx_bytes;
+        t.net_tx_bytes += d.net_tx_bytes;
+        t.disk_read_ebpf_bytes += d.disk_read_bytes;
+        t.disk_write_ebpf_bytes += d.disk_write_bytes;
+    }
+    t.disk_read_cgroupfs_bytes = cg_io.map(|x| totals.disk_read_cgroupfs_bytes.unwrap_or(0) + x.0);
+    t.disk_write_cgroupfs_bytes = cg_io.map(|x| totals.disk_write_cgroupfs_bytes.unwrap_or(0) + x.1);
+    let combine = |ebpf: u64, cg: Option<u64>| match i.disk_source {
+        DiskSource::Ebpf => ebpf,
+        DiskSource::Cgroupfs => cg.unwrap_or(0),
+        DiskSource::Auto => cg.map_or(ebpf, |c| c.max(ebpf)),
     };
+    t.disk_read_bytes = combine(t.disk_read_ebpf_bytes, t.disk_read_cgroupfs_bytes).max(totals.disk_read_bytes);
+    t.disk_write_bytes = combine(t.disk_write_ebpf_bytes, t.disk_write_cgroupfs_bytes).max(totals.disk_write_bytes);
+    let disk_available = i.kernel_sees || cg_io.is_some();
+
+    let rate = |v: u64| per_second(v, ns);
+    let kernel = |v: u64| i.kernel_sees.then(|| rate(v));
     let stall = |p: Option<crate::cgroup::parse::Psi>, c: Option<crate::cgroup::parse::Psi>| {
         opt_delta(p.map(|x| x.some.total_us), c.map(|x| x.some.total_us))
     };
-    let kernel = |v: u64| kernel_sees.then_some(v);
     Sample {
-        time_ms,
-        interval_ms: interval.as_millis() as u64,
+        time_ms: i.time_ms,
+        interval_ms: i.interval.as_millis() as u64,
         resources: Resources {
-            cpu: Reading {
-                usage: if kernel_sees {
-                    Some(millicores(d.cpu_ns, ns))
-                } else {
-                    cg_cpu
-                },
-                current: cur.cpu_quota.map(|q| q.millicores()),
-            },
-            mem: Reading {
-                usage: cur.mem_working_set(),
-                current: cur.mem_limit,
-            },
+            cpu: Reading { usage: cpu_ns.map(|v| millicores(v, ns)), current: cur.cpu_quota.map(|q| q.millicores()) },
+            mem: Reading { usage: cur.mem_working_set(), current: cur.mem_limit },
             disk_read: Reading {
-                usage: disk(ebpf_r, cg_io.map(|x| x.0)),
+                usage: disk_available.then(|| rate(t.disk_read_bytes - totals.disk_read_bytes)),
                 current: cur.io_limits.read_bps,
             },
             disk_write: Reading {
-                usage: disk(ebpf_w, cg_io.map(|x| x.1)),
+                usage: disk_available.then(|| rate(t.disk_write_bytes - totals.disk_write_bytes)),
                 current: cur.io_limits.write_bps,
             },
-            net_rx: Reading {
-                usage: kernel(per_second(d.net_rx_bytes, ns)),
-                current: None,
-            },
-            net_tx: Reading {
-                usage: kernel(per_second(d.net_tx_bytes, ns)),
-                current: None,
-            },
+            net_rx: Reading { usage: kernel(d.net_rx_bytes), current: None },
+            net_tx: Reading { usage: kernel(d.net_tx_bytes), current: None },
         },
         signals: Signals {
-            cpu_cgroupfs: cg_cpu,
+            cpu_cgroupfs: cg_cpu_ns.map(|v| millicores(v, ns)),
             cpu_throttled_usec: opt_delta(prev.cpu_throttled_ns, cur.cpu_throttled_ns).map(|v| v / 1000),
             cpu_nr_throttled: opt_delta(prev.cpu_nr_throttled, cur.cpu_nr_throttled),
             mem_charged: cur.mem_charged,
@@ -312,11 +300,12 @@ pub fn build_sample(
             mem_stall_usec: stall(prev.psi_mem, cur.psi_mem),
             cpu_stall_usec: stall(prev.psi_cpu, cur.psi_cpu),
             io_stall_usec: stall(prev.psi_io, cur.psi_io),
-            disk_read_ebpf: kernel(ebpf_r),
-            disk_write_ebpf: kernel(ebpf_w),
-            disk_read_cgroupfs: cg_io.map(|x| x.0),
-            disk_write_cgroupfs: cg_io.map(|x| x.1),
+            disk_read_ebpf: kernel(d.disk_read_bytes),
+            disk_write_ebpf: kernel(d.disk_write_bytes),
+            disk_read_cgroupfs: cg_io.map(|x| rate(x.0)),
+            disk_write_cgroupfs: cg_io.map(|x| rate(x.1)),
         },
+        totals: t,
     }
 }
 
@@ -337,52 +326,61 @@ mod tests {
 
     #[test]
     fn sample_from_two_readings() {
-        let prev = CgroupStats {
-            cpu_usage_ns: Some(0),
-            io: Some(IoBytes { read: 0, write: 0 }),
-            ..Default::default()
-        };
+        let prev = CgroupStats { cpu_usage_ns: Some(0), io: Some(IoBytes { read: 0, write: 0 }), ..Default::default() };
         let cur = CgroupStats {
             cpu_usage_ns: Some(100_000_000),
-            cpu_quota: Some(CpuQuota {
-                quota_us: 50_000,
-                period_us: 100_000,
-            }),
+            cpu_quota: Some(CpuQuota { quota_us: 50_000, period_us: 100_000 }),
             mem_charged: Some(1000),
             mem_inactive_file: Some(100),
-            io: Some(IoBytes {
-                read: 0,
-                write: 2_000_000,
-            }),
+            io: Some(IoBytes { read: 0, write: 2_000_000 }),
             ..Default::default()
         };
-        let d = CgroupCounters {
-            cpu_ns: 98_000_000,
-            disk_write_bytes: 1_000_000,
-            net_tx_bytes: 200,
-            ..Default::default()
+        let kernel =
+            CgroupCounters { cpu_ns: 98_000_000, disk_write_bytes: 1_000_000, net_tx_bytes: 200, ..Default::default() };
+        let input = |kernel_sees, disk_source| SampleInput {
+            time_ms: 5,
+            interval: Duration::from_millis(200),
+            kernel,
+            prev: &prev,
+            cur: &cur,
+            kernel_sees,
+            disk_source,
         };
-        let s = build_sample(5, Duration::from_millis(200), &d, &prev, &cur, true, DiskSource::Auto);
-        assert_eq!(
-            s.resources.cpu,
-            Reading {
-                usage: Some(490),
-                current: Some(500)
-            }
-        );
+        let zero = Totals::default();
+        let s = build_sample(&input(true, DiskSource::Auto), &zero);
+        assert_eq!(s.resources.cpu, Reading { usage: Some(490), current: Some(500) });
         assert_eq!(s.signals.cpu_cgroupfs, Some(500));
         assert_eq!(s.resources.mem.usage, Some(900));
-        assert_eq!(
-            s.resources.disk_write.usage,
-            Some(10_000_000),
-            "auto takes the larger (cgroupfs saw writeback)"
-        );
+        assert_eq!(s.resources.disk_write.usage, Some(10_000_000), "auto takes the larger (cgroupfs saw writeback)");
         assert_eq!(s.resources.net_tx.usage, Some(1000));
-        let e = build_sample(5, Duration::from_millis(200), &d, &prev, &cur, true, DiskSource::Ebpf);
+        assert_eq!((s.totals.cpu_usec, s.totals.disk_write_bytes, s.totals.net_tx_bytes), (98_000, 2_000_000, 200));
+        let e = build_sample(&input(true, DiskSource::Ebpf), &zero);
         assert_eq!(e.resources.disk_write.usage, Some(5_000_000));
-        let v1_only = build_sample(5, Duration::from_millis(200), &d, &prev, &cur, false, DiskSource::Auto);
+        let v1_only = build_sample(&input(false, DiskSource::Auto), &zero);
         assert_eq!(v1_only.resources.cpu.usage, Some(500), "not in v2: cgroupfs CPU");
         assert_eq!(v1_only.resources.net_tx.usage, None);
+    }
+
+    #[test]
+    fn disk_sources_combine_on_totals_without_double_counting() {
+        // The same 1 MB seen by eBPF in one tick and by cgroupfs in the next.
+        let s0 = CgroupStats { io: Some(IoBytes::default()), ..Default::default() };
+        let s1 = CgroupStats { io: Some(IoBytes { read: 0, write: 1_000_000 }), ..Default::default() };
+        let input = |kernel: CgroupCounters, prev, cur| SampleInput {
+            time_ms: 0,
+            interval: Duration::from_secs(1),
+            kernel,
+            prev,
+            cur,
+            kernel_sees: true,
+            disk_source: DiskSource::Auto,
+        };
+        let mb = CgroupCounters { disk_write_bytes: 1_000_000, ..Default::default() };
+        let a = build_sample(&input(mb, &s0, &s0), &Totals::default());
+        let b = build_sample(&input(CgroupCounters::default(), &s0, &s1), &a.totals);
+        assert_eq!(a.resources.disk_write.usage, Some(1_000_000));
+        assert_eq!(b.resources.disk_write.usage, Some(0));
+        assert_eq!(b.totals.disk_write_bytes, 1_000_000);
     }
 
     #[test]
@@ -399,13 +397,7 @@ mod tests {
         assert!(r.samples[0].1.is_none(), "first tick is a baseline");
         let ids = subtree_ids(&dir);
         assert_eq!(ids.len(), 2);
-        k.0.borrow_mut().insert(
-            ids[1],
-            CgroupCounters {
-                cpu_ns: 50_000_000,
-                ..Default::default()
-            },
-        );
+        k.0.borrow_mut().insert(ids[1], CgroupCounters { cpu_ns: 50_000_000, ..Default::default() });
         std::thread::sleep(Duration::from_millis(20));
         let r = s.tick(&k);
         let sample = r.samples[0].1.unwrap();

@@ -56,6 +56,7 @@ pub struct ContainerView {
     pub interval_ms: Option<u64>,
     pub resources: crate::sample::Resources,
     pub signals: Option<crate::sample::Signals>,
+    pub totals: Option<crate::sample::Totals>,
 }
 
 impl ContainerView {
@@ -68,6 +69,7 @@ impl ContainerView {
             interval_ms: p.latest.map(|s| s.interval_ms),
             resources: p.latest.map(|s| s.resources).unwrap_or_default(),
             signals: p.latest.map(|s| s.signals),
+            totals: p.latest.map(|s| s.totals),
         }
     }
 }

@@ -114,9 +114,7 @@ pub fn classify(rel: &str, opts: &DiscoveryOptions) -> Option<(Kind, String)> {
         }
     }
     if opts.podman
-        && let Some(id) = base
-            .strip_prefix("libpod-")
-            .map(|b| b.strip_suffix(".scope").unwrap_or(b))
+        && let Some(id) = base.strip_prefix("libpod-").map(|b| b.strip_suffix(".scope").unwrap_or(b))
         && is_hex_id(id)
     {
         return Some((Kind::Podman, format!("podman-{}", short(id))));
@@ -173,13 +171,8 @@ pub fn scan(layout: &Layout, opts: &DiscoveryOptions, configured: &[(String, Str
     let mut found: BTreeMap<String, Discovered> = BTreeMap::new();
     let mut record = |rel: &str, kind: Kind, name: String, v2: bool| {
         let cgroup = format!("/{}", rel.trim_matches('/'));
-        let entry = found.entry(cgroup.clone()).or_insert(Discovered {
-            name,
-            cgroup,
-            kind,
-            in_v2: false,
-            in_v1: false,
-        });
+        let entry =
+            found.entry(cgroup.clone()).or_insert(Discovered { name, cgroup, kind, in_v2: false, in_v1: false });
         if v2 { entry.in_v2 = true } else { entry.in_v1 = true }
     };
     let mut roots: Vec<(PathBuf, bool)> = vec![(layout.v2.clone(), true)];
@@ -205,6 +198,8 @@ pub fn scan(layout: &Layout, opts: &DiscoveryOptions, configured: &[(String, Str
         }
     }
     let mut out: Vec<Discovered> = found.into_values().collect();
+    // On a name clash the shallower cgroup keeps the short name.
+    out.sort_by_key(|d| (d.cgroup.matches('/').count(), d.cgroup.clone()));
     let mut seen = std::collections::HashSet::new();
     for d in &mut out {
         d.name = crate::names::sanitize(&d.name);
@@ -256,36 +251,19 @@ mod tests {
         assert_eq!(c("lxc.payload.web1"), Some((Kind::Lxc, "web1".into())));
         assert_eq!(c("lxc/old"), Some((Kind::Lxc, "old".into())));
         assert_eq!(c("lxc.payload/mid"), Some((Kind::Lxc, "mid".into())));
+        assert_eq!(c(&format!("system.slice/docker-{ID}.scope")), Some((Kind::Docker, "docker-3f4e5d6c7b8a".into())));
+        assert_eq!(c(&format!("docker/{ID}")), Some((Kind::Docker, "docker-3f4e5d6c7b8a".into())));
+        assert_eq!(c(&format!("machine.slice/libpod-{ID}.scope")), Some((Kind::Podman, "podman-3f4e5d6c7b8a".into())));
         assert_eq!(
-            c(&format!("system.slice/docker-{ID}.scope")),
-            Some((Kind::Docker, "docker-3f4e5d6c7b8a".into()))
-        );
-        assert_eq!(
-            c(&format!("docker/{ID}")),
-            Some((Kind::Docker, "docker-3f4e5d6c7b8a".into()))
-        );
-        assert_eq!(
-            c(&format!("machine.slice/libpod-{ID}.scope")),
-            Some((Kind::Podman, "podman-3f4e5d6c7b8a".into()))
-        );
-        assert_eq!(
-            c(&format!(
-                "user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"
-            )),
+            c(&format!("user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope")),
             Some((Kind::Podman, "podman-3f4e5d6c7b8a".into()))
         );
         assert_eq!(
             c("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234abcd_5678_90ef.slice"),
             Some((Kind::Kubernetes, "pod-1234abcd-5678-90ef".into()))
         );
-        assert_eq!(
-            c("kubepods/besteffort/pod1234abcd-5678"),
-            Some((Kind::Kubernetes, "pod-1234abcd-5678".into()))
-        );
-        assert_eq!(
-            c("system.slice/nginx.service"),
-            Some((Kind::Systemd, "nginx.service".into()))
-        );
+        assert_eq!(c("kubepods/besteffort/pod1234abcd-5678"), Some((Kind::Kubernetes, "pod-1234abcd-5678".into())));
+        assert_eq!(c("system.slice/nginx.service"), Some((Kind::Systemd, "nginx.service".into())));
     }
 
     #[test]
@@ -314,10 +292,7 @@ mod tests {
         };
         assert_eq!(classify("system.slice/nginx.service", &opts), None);
         assert_eq!(classify("lxc.payload.a", &opts), None);
-        assert_eq!(
-            classify("scaler-test-x1/c1", &opts),
-            Some((Kind::Configured, "c1".into()))
-        );
+        assert_eq!(classify("scaler-test-x1/c1", &opts), Some((Kind::Configured, "c1".into())));
         assert_eq!(classify("scaler-test-x1/c10", &opts), None);
         assert_eq!(classify("scaler-test-x1", &opts), None);
     }
@@ -351,17 +326,9 @@ mod tests {
         ] {
             std::fs::create_dir_all(d).unwrap();
         }
-        let layout = Layout {
-            v2: v2.clone(),
-            v1: [("memory".to_owned(), mem), ("cpu".to_owned(), cpu)]
-                .into_iter()
-                .collect(),
-        };
-        let found = scan(
-            &layout,
-            &DiscoveryOptions::default(),
-            &[("thing".into(), "/custom/thing".into())],
-        );
+        let layout =
+            Layout { v2: v2.clone(), v1: [("memory".to_owned(), mem), ("cpu".to_owned(), cpu)].into_iter().collect() };
+        let found = scan(&layout, &DiscoveryOptions::default(), &[("thing".into(), "/custom/thing".into())]);
         let by_cg: BTreeMap<_, _> = found.iter().map(|d| (d.cgroup.as_str(), d)).collect();
         let web = by_cg["/lxc.payload.web"];
         assert_eq!((web.name.as_str(), web.in_v2, web.in_v1), ("web", true, true));

@@ -36,19 +36,13 @@ pub struct Layout {
 impl Layout {
     /// A pure v2 layout rooted at `v2`.
     pub fn pure_v2(v2: impl Into<PathBuf>) -> Self {
-        Self {
-            v2: v2.into(),
-            v1: BTreeMap::new(),
-        }
+        Self { v2: v2.into(), v1: BTreeMap::new() }
     }
 
     /// Reads `/proc/self/mounts`.
     pub fn detect() -> Result<Self, LayoutError> {
         let path = Path::new("/proc/self/mounts");
-        let text = std::fs::read_to_string(path).map_err(|source| LayoutError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| LayoutError::Read { path: path.into(), source })?;
         Self::from_mounts(&text)
     }
 
@@ -75,10 +69,7 @@ impl Layout {
                 _ => {}
             }
         }
-        Ok(Self {
-            v2: v2.ok_or(LayoutError::NoV2)?,
-            v1,
-        })
+        Ok(Self { v2: v2.ok_or(LayoutError::NoV2)?, v1 })
     }
 
     pub fn is_hybrid(&self) -> bool {
@@ -100,11 +91,7 @@ impl Layout {
 /// (a leading `/` is ignored).
 pub fn join_rel(root: &Path, rel: &str) -> PathBuf {
     let rel = rel.trim_start_matches('/');
-    if rel.is_empty() {
-        root.to_path_buf()
-    } else {
-        root.join(rel)
-    }
+    if rel.is_empty() { root.to_path_buf() } else { root.join(rel) }
 }
 
 /// `/proc/mounts` escapes space, tab, newline and backslash as octal (`\040`).
@@ -113,10 +100,8 @@ fn unescape_mount_path(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|d| u8::from_str_radix(d, 8).ok());
+        let octal =
+            b.get(i + 1..i + 4).and_then(|d| std::str::from_utf8(d).ok()).and_then(|d| u8::from_str_radix(d, 8).ok());
         match octal {
             Some(v) if b[i] == b'\\' => {
                 out.push(v);
@@ -153,10 +138,7 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
         assert_eq!(l.v2, PathBuf::from("/sys/fs/cgroup/unified"));
         assert_eq!(l.v1["memory"], PathBuf::from("/sys/fs/cgroup/memory"));
         assert_eq!(l.v1.len(), 4);
-        assert_eq!(
-            l.v1_dir("memory", "/lxc.payload.a").unwrap(),
-            PathBuf::from("/sys/fs/cgroup/memory/lxc.payload.a")
-        );
+        assert_eq!(l.v1_dir("memory", "/lxc.payload.a").unwrap(), PathBuf::from("/sys/fs/cgroup/memory/lxc.payload.a"));
         assert_eq!(l.v2_dir(""), PathBuf::from("/sys/fs/cgroup/unified"));
     }
 
@@ -174,9 +156,6 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
 
     #[test]
     fn no_v2_is_an_error() {
-        assert!(matches!(
-            Layout::from_mounts("proc /proc proc rw 0 0\n"),
-            Err(LayoutError::NoV2)
-        ));
+        assert!(matches!(Layout::from_mounts("proc /proc proc rw 0 0\n"), Err(LayoutError::NoV2)));
     }
 }

@@ -34,25 +34,18 @@ fn pids(text: &str) -> HashSet<u32> {
 /// cgroup. Returns how many processes were moved. Processes that exit while
 /// being moved are skipped.
 pub fn sync(layout: &Layout, rel: &str) -> Result<usize, MirrorError> {
-    let Some(v1) = ["memory", "cpu", "cpuacct", "blkio"]
-        .iter()
-        .filter_map(|c| layout.v1_dir(c, rel))
-        .find(|d| d.is_dir())
+    let Some(v1) =
+        ["memory", "cpu", "cpuacct", "blkio"].iter().filter_map(|c| layout.v1_dir(c, rel)).find(|d| d.is_dir())
     else {
         return Ok(0);
     };
     let v2 = layout.v2_dir(rel);
-    std::fs::create_dir_all(&v2).map_err(|source| MirrorError::Create {
-        path: v2.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&v2).map_err(|source| MirrorError::Create { path: v2.clone(), source })?;
     let v1_procs = v1.join("cgroup.procs");
     let want = std::fs::read_to_string(&v1_procs)
         .map(|t| pids(&t))
         .map_err(|source| MirrorError::Procs { path: v1_procs, source })?;
-    let have = std::fs::read_to_string(v2.join("cgroup.procs"))
-        .map(|t| pids(&t))
-        .unwrap_or_default();
+    let have = std::fs::read_to_string(v2.join("cgroup.procs")).map(|t| pids(&t)).unwrap_or_default();
     let mut moved = 0;
     for pid in want.difference(&have) {
         // One write per pid; ESRCH (exited) is fine.
@@ -81,10 +74,7 @@ mod tests {
         std::fs::create_dir_all(mem.join("docker/abc")).unwrap();
         std::fs::create_dir_all(&v2).unwrap();
         std::fs::write(mem.join("docker/abc/cgroup.procs"), "10\n11\n").unwrap();
-        let layout = Layout {
-            v2: v2.clone(),
-            v1: [("memory".to_owned(), mem)].into_iter().collect(),
-        };
+        let layout = Layout { v2: v2.clone(), v1: [("memory".to_owned(), mem)].into_iter().collect() };
         // On a plain directory each write replaces the file, so one pid remains;
         // on cgroupfs each write appends a process.
         assert_eq!(sync(&layout, "docker/abc").unwrap(), 2);

@@ -43,11 +43,7 @@ pub struct CpuQuota {
 impl CpuQuota {
     /// The limit in millicores (1000 = one core), truncated.
     pub fn millicores(self) -> u64 {
-        if self.period_us == 0 {
-            0
-        } else {
-            self.quota_us.saturating_mul(1000) / self.period_us
-        }
+        self.quota_us.saturating_mul(1000).checked_div(self.period_us).unwrap_or(0)
     }
 }
 
@@ -56,22 +52,14 @@ pub fn v2_cpu_max(text: &str) -> Option<CpuQuota> {
     let mut it = text.split_whitespace();
     let quota = it.next()?;
     let period = it.next().map_or(Some(100_000), |p| p.parse().ok())?;
-    (quota != "max").then(|| {
-        Some(CpuQuota {
-            quota_us: quota.parse().ok()?,
-            period_us: period,
-        })
-    })?
+    (quota != "max").then(|| Some(CpuQuota { quota_us: quota.parse().ok()?, period_us: period }))?
 }
 
 /// v1 `cpu.cfs_quota_us` (`-1` = unlimited) and `cpu.cfs_period_us`.
 pub fn v1_cpu_quota(quota: &str, period: &str) -> Option<CpuQuota> {
     let quota: i64 = quota.trim().parse().ok()?;
     let period: u64 = period.trim().parse().ok()?;
-    (quota > 0).then_some(CpuQuota {
-        quota_us: quota as u64,
-        period_us: period,
-    })
+    (quota > 0).then_some(CpuQuota { quota_us: quota as u64, period_us: period })
 }
 
 /// Read and written bytes summed over devices.
@@ -209,10 +197,7 @@ mod tests {
         assert_eq!(flat_keyed(s, "nr_throttled"), Some(3));
         assert_eq!(flat_keyed(s, "throttled_time"), Some(123456));
         assert_eq!(flat_keyed(s, "missing"), None);
-        assert_eq!(
-            flat_keyed("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n", "oom_kill"),
-            Some(2)
-        );
+        assert_eq!(flat_keyed("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n", "oom_kill"), Some(2));
         assert_eq!(single("42\n"), Some(42));
         assert_eq!(single("-1\n"), None);
         assert_eq!(single(""), None);
@@ -235,42 +220,17 @@ mod tests {
         assert_eq!(v1_cpu_quota("-1\n", "100000\n"), None);
         assert_eq!(v1_cpu_quota("150000\n", "100000\n").unwrap().millicores(), 1500);
         assert_eq!(v1_cpu_quota("33333\n", "100000\n").unwrap().millicores(), 333);
-        assert_eq!(
-            CpuQuota {
-                quota_us: 1,
-                period_us: 0
-            }
-            .millicores(),
-            0
-        );
+        assert_eq!(CpuQuota { quota_us: 1, period_us: 0 }.millicores(), 0);
     }
 
     #[test]
     fn io_stats_and_limits() {
         let v2 = "254:0 rbytes=1000 wbytes=2000 rios=1 wios=2 dbytes=0 dios=0\n8:0 rbytes=1 wbytes=2 rios=1 wios=1 dbytes=9 dios=1\n";
-        assert_eq!(
-            v2_io_stat(v2),
-            IoBytes {
-                read: 1001,
-                write: 2002
-            }
-        );
+        assert_eq!(v2_io_stat(v2), IoBytes { read: 1001, write: 2002 });
         let v1 = "254:0 Read 4096\n254:0 Write 8192\n254:0 Sync 0\n254:0 Async 12288\n254:0 Discard 999\n254:0 Total 12288\nTotal 12288\n";
-        assert_eq!(
-            v1_blkio_bytes(v1),
-            IoBytes {
-                read: 4096,
-                write: 8192
-            }
-        );
+        assert_eq!(v1_blkio_bytes(v1), IoBytes { read: 4096, write: 8192 });
         let max = "254:0 rbps=1048576 wbps=max riops=max wiops=max\n8:0 rbps=10 wbps=20 riops=max wiops=max\n";
-        assert_eq!(
-            v2_io_max(max),
-            IoLimits {
-                read_bps: Some(1048586),
-                write_bps: Some(20)
-            }
-        );
+        assert_eq!(v2_io_max(max), IoLimits { read_bps: Some(1048586), write_bps: Some(20) });
         assert_eq!(v2_io_max(""), IoLimits::default());
         assert_eq!(v1_bps_device("254:0 20971520\n"), Some(20971520));
         assert_eq!(v1_bps_device(""), None);

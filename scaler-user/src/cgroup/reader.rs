@@ -43,8 +43,7 @@ impl CgroupStats {
     /// container cannot give back without swapping; what kubelet calls the
     /// working set). Falls back to the charged total.
     pub fn mem_working_set(&self) -> Option<u64> {
-        self.mem_charged
-            .map(|c| c.saturating_sub(self.mem_inactive_file.unwrap_or(0)))
+        self.mem_charged.map(|c| c.saturating_sub(self.mem_inactive_file.unwrap_or(0)))
     }
 }
 
@@ -145,9 +144,7 @@ impl CgroupReader {
         self.vanished = false;
         let mut s = CgroupStats {
             cpu_usage_ns: self.v2_then_v1("cpu.stat", ("cpuacct", "cpuacct.usage"), |t| {
-                parse::flat_keyed(t, "usage_usec")
-                    .map(|us| us * 1000)
-                    .or_else(|| parse::single(t))
+                parse::flat_keyed(t, "usage_usec").map(|us| us * 1000).or_else(|| parse::single(t))
             }),
             ..Default::default()
         };
@@ -156,11 +153,7 @@ impl CgroupReader {
             let ns = parse::flat_keyed(t, "throttled_usec")
                 .map(|us| us * 1000)
                 .or_else(|| parse::flat_keyed(t, "throttled_time"))?;
-            Some((
-                parse::flat_keyed(t, "nr_periods")?,
-                parse::flat_keyed(t, "nr_throttled")?,
-                ns,
-            ))
+            Some((parse::flat_keyed(t, "nr_periods")?, parse::flat_keyed(t, "nr_throttled")?, ns))
         };
         if let Some((periods, throttled, ns)) = self.v2_then_v1("cpu.stat", ("cpu", "cpu.stat"), throttle) {
             (s.cpu_nr_periods, s.cpu_nr_throttled, s.cpu_throttled_ns) = (Some(periods), Some(throttled), Some(ns));
@@ -178,22 +171,15 @@ impl CgroupReader {
         if v2_mem.is_some() {
             s.mem_charged = v2_mem;
             s.mem_limit = self.read(Hier::V2, "memory.max").and_then(parse::v2_max_or_value);
-            s.mem_inactive_file = self
-                .read(Hier::V2, "memory.stat")
-                .and_then(|t| parse::flat_keyed(t, "inactive_file"));
-            s.oom_kills = self
-                .read(Hier::V2, "memory.events")
-                .and_then(|t| parse::flat_keyed(t, "oom_kill"));
+            s.mem_inactive_file =
+                self.read(Hier::V2, "memory.stat").and_then(|t| parse::flat_keyed(t, "inactive_file"));
+            s.oom_kills = self.read(Hier::V2, "memory.events").and_then(|t| parse::flat_keyed(t, "oom_kill"));
         } else {
             let m = Hier::V1("memory");
             s.mem_charged = self.read(m, "memory.usage_in_bytes").and_then(parse::single);
             s.mem_limit = self.read(m, "memory.limit_in_bytes").and_then(parse::v1_mem_limit);
-            s.mem_inactive_file = self
-                .read(m, "memory.stat")
-                .and_then(|t| parse::flat_keyed(t, "total_inactive_file"));
-            s.oom_kills = self
-                .read(m, "memory.oom_control")
-                .and_then(|t| parse::flat_keyed(t, "oom_kill"));
+            s.mem_inactive_file = self.read(m, "memory.stat").and_then(|t| parse::flat_keyed(t, "total_inactive_file"));
+            s.oom_kills = self.read(m, "memory.oom_control").and_then(|t| parse::flat_keyed(t, "oom_kill"));
         }
 
         if let Some(io) = self.read(Hier::V2, "io.stat").map(parse::v2_io_stat) {
@@ -201,16 +187,10 @@ impl CgroupReader {
             s.io_limits = self.read(Hier::V2, "io.max").map(parse::v2_io_max).unwrap_or_default();
         } else {
             let b = Hier::V1("blkio");
-            s.io = self
-                .read(b, "blkio.throttle.io_service_bytes_recursive")
-                .map(parse::v1_blkio_bytes);
+            s.io = self.read(b, "blkio.throttle.io_service_bytes_recursive").map(parse::v1_blkio_bytes);
             s.io_limits = IoLimits {
-                read_bps: self
-                    .read(b, "blkio.throttle.read_bps_device")
-                    .and_then(parse::v1_bps_device),
-                write_bps: self
-                    .read(b, "blkio.throttle.write_bps_device")
-                    .and_then(parse::v1_bps_device),
+                read_bps: self.read(b, "blkio.throttle.read_bps_device").and_then(parse::v1_bps_device),
+                write_bps: self.read(b, "blkio.throttle.write_bps_device").and_then(parse::v1_bps_device),
             };
         }
 
@@ -259,10 +239,7 @@ mod tests {
                 ("memory.max", "268435456\n"),
                 ("memory.stat", "anon 90000000\nfile 14857600\ninactive_file 4857600\n"),
                 ("memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"),
-                (
-                    "io.stat",
-                    "254:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n",
-                ),
+                ("io.stat", "254:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n"),
                 ("io.max", "254:0 rbps=max wbps=1048576 riops=max wiops=max\n"),
                 (
                     "cpu.pressure",
@@ -278,28 +255,13 @@ mod tests {
         let s = r.read_stats().unwrap();
         assert_eq!(s.cpu_usage_ns, Some(2_000_000));
         assert_eq!(s.cpu_quota.unwrap().millicores(), 500);
-        assert_eq!(
-            (s.cpu_nr_periods, s.cpu_nr_throttled, s.cpu_throttled_ns),
-            (Some(40), Some(7), Some(350_000))
-        );
+        assert_eq!((s.cpu_nr_periods, s.cpu_nr_throttled, s.cpu_throttled_ns), (Some(40), Some(7), Some(350_000)));
         assert_eq!(s.mem_charged, Some(104857600));
         assert_eq!(s.mem_working_set(), Some(100000000));
         assert_eq!(s.mem_limit, Some(268435456));
         assert_eq!(s.oom_kills, Some(1));
-        assert_eq!(
-            s.io,
-            Some(IoBytes {
-                read: 4096,
-                write: 8192
-            })
-        );
-        assert_eq!(
-            s.io_limits,
-            IoLimits {
-                read_bps: None,
-                write_bps: Some(1048576)
-            }
-        );
+        assert_eq!(s.io, Some(IoBytes { read: 4096, write: 8192 }));
+        assert_eq!(s.io_limits, IoLimits { read_bps: None, write_bps: Some(1048576) });
         assert_eq!(s.psi_cpu.unwrap().some.total_us, 900);
         assert_eq!(s.psi_io, None);
 
@@ -339,10 +301,7 @@ mod tests {
             &[
                 ("memory.usage_in_bytes", "50000000\n"),
                 ("memory.limit_in_bytes", "9223372036854771712\n"),
-                (
-                    "memory.stat",
-                    "cache 100\ninactive_file 7\ntotal_inactive_file 1000000\n",
-                ),
+                ("memory.stat", "cache 100\ninactive_file 7\ntotal_inactive_file 1000000\n"),
                 ("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 4\n"),
             ],
         );
@@ -359,10 +318,7 @@ mod tests {
         );
         let layout = Layout {
             v2: root.join("unified"),
-            v1: ["cpu", "memory", "blkio"]
-                .iter()
-                .map(|c| (c.to_string(), root.join(c)))
-                .collect(),
+            v1: ["cpu", "memory", "blkio"].iter().map(|c| (c.to_string(), root.join(c))).collect(),
         };
         let mut r = CgroupReader::new(&layout, rel);
         let s = r.read_stats().unwrap();
@@ -374,13 +330,7 @@ mod tests {
         assert_eq!(s.mem_working_set(), Some(49000000));
         assert_eq!(s.oom_kills, Some(4));
         assert_eq!(s.io, Some(IoBytes { read: 100, write: 200 }));
-        assert_eq!(
-            s.io_limits,
-            IoLimits {
-                read_bps: Some(20971520),
-                write_bps: None
-            }
-        );
+        assert_eq!(s.io_limits, IoLimits { read_bps: Some(20971520), write_bps: None });
         assert_eq!(s.psi_mem.unwrap().some.total_us, 77);
     }
 

@@ -68,15 +68,11 @@ pub struct Btf {
 }
 
 fn u16_at(b: &[u8], at: usize) -> Result<u16, BtfError> {
-    b.get(at..at + 2)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
-        .ok_or(BtfError::Truncated(at))
+    b.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]])).ok_or(BtfError::Truncated(at))
 }
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, BtfError> {
-    b.get(at..at + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-        .ok_or(BtfError::Truncated(at))
+    b.get(at..at + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]])).ok_or(BtfError::Truncated(at))
 }
 
 impl Btf {
@@ -94,20 +90,13 @@ impl Btf {
         let types_start = hdr_len + type_off;
         let types_end = types_start + type_len;
         let str_start = hdr_len + str_off;
-        let strings = blob
-            .get(str_start..str_start + str_len)
-            .ok_or(BtfError::Truncated(str_start + str_len))?
-            .to_vec();
+        let strings =
+            blob.get(str_start..str_start + str_len).ok_or(BtfError::Truncated(str_start + str_len))?.to_vec();
         if blob.len() < types_end {
             return Err(BtfError::Truncated(types_end));
         }
 
-        let void = Type {
-            name: 0,
-            kind: 0,
-            referenced: 0,
-            members: Vec::new(),
-        };
+        let void = Type { name: 0, kind: 0, referenced: 0, members: Vec::new() };
         let mut types = vec![void];
         let mut at = types_start;
         while at < types_end {
@@ -141,19 +130,10 @@ impl Btf {
                 KIND_DATASEC | KIND_ENUM64 => at += 12 * vlen,
                 _ => return Err(BtfError::UnknownKind { id, kind }),
             }
-            types.push(Type {
-                name,
-                kind,
-                referenced: size_or_type,
-                members,
-            });
+            types.push(Type { name, kind, referenced: size_or_type, members });
         }
 
-        let mut btf = Self {
-            types,
-            strings,
-            structs_by_name: HashMap::new(),
-        };
+        let mut btf = Self { types, strings, structs_by_name: HashMap::new() };
         for (id, t) in btf.types.iter().enumerate() {
             if t.kind == KIND_STRUCT && t.name != 0 {
                 let name = btf.string(t.name).to_owned();
@@ -175,10 +155,7 @@ impl Btf {
         for _ in 0..32 {
             match self.types.get(id as usize) {
                 Some(t)
-                    if matches!(
-                        t.kind,
-                        KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG
-                    ) =>
+                    if matches!(t.kind, KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG) =>
                 {
                     id = t.referenced
                 }
@@ -211,16 +188,12 @@ impl Btf {
     /// Byte offset of a member path such as `["bi_iter", "bi_size"]` in
     /// struct `strukt`.
     pub fn offset_of(&self, strukt: &str, path: &[&str]) -> Result<u32, BtfError> {
-        let mut id = *self
-            .structs_by_name
-            .get(strukt)
-            .ok_or_else(|| BtfError::NoStruct(strukt.to_owned()))?;
+        let mut id = *self.structs_by_name.get(strukt).ok_or_else(|| BtfError::NoStruct(strukt.to_owned()))?;
         let mut bits = 0;
         for member in path {
-            let (b, ty) = self.member_bits(id, member).ok_or_else(|| BtfError::NoMember {
-                strukt: strukt.to_owned(),
-                member: (*member).to_owned(),
-            })?;
+            let (b, ty) = self
+                .member_bits(id, member)
+                .ok_or_else(|| BtfError::NoMember { strukt: strukt.to_owned(), member: (*member).to_owned() })?;
             bits += b;
             id = self.resolve(ty);
         }
@@ -241,10 +214,7 @@ mod tests {
 
     impl Builder {
         fn new() -> Self {
-            Self {
-                types: Vec::new(),
-                strings: vec![0],
-            }
+            Self { types: Vec::new(), strings: vec![0] }
         }
         fn s(&mut self, name: &str) -> u32 {
             let off = self.strings.len() as u32;
@@ -262,13 +232,7 @@ mod tests {
             let mut b = Vec::new();
             b.extend_from_slice(&MAGIC.to_le_bytes());
             b.extend_from_slice(&[1, 0]);
-            for w in [
-                24u32,
-                0,
-                self.types.len() as u32,
-                self.types.len() as u32,
-                self.strings.len() as u32,
-            ] {
+            for w in [24u32, 0, self.types.len() as u32, self.types.len() as u32, self.strings.len() as u32] {
                 b.extend_from_slice(&w.to_le_bytes());
             }
             b.extend_from_slice(&self.types);
@@ -307,10 +271,7 @@ mod tests {
     fn missing_things_are_typed_errors() {
         let btf = Btf::parse(&sample()).unwrap();
         assert_eq!(btf.offset_of("nope", &["x"]), Err(BtfError::NoStruct("nope".into())));
-        assert!(matches!(
-            btf.offset_of("bio", &["bi_nope"]),
-            Err(BtfError::NoMember { .. })
-        ));
+        assert!(matches!(btf.offset_of("bio", &["bi_nope"]), Err(BtfError::NoMember { .. })));
         let mut bad = sample();
         bad[0] = 0;
         assert!(matches!(Btf::parse(&bad), Err(BtfError::Magic(_))));

@@ -78,29 +78,15 @@ pub struct Kernel {
     stats_fd: Option<OwnedFd>,
 }
 
-const PROGRAMS: [&str; 7] = [
-    "sched_switch",
-    "cpu_clock",
-    "net_ingress",
-    "net_egress",
-    "block_bio_queue",
-    "memcg_reclaim",
-    "mark_victim",
-];
+const PROGRAMS: [&str; 7] =
+    ["sched_switch", "cpu_clock", "net_ingress", "net_egress", "block_bio_queue", "memcg_reclaim", "mark_victim"];
 
 fn bio_offsets(btf_path: &Path) -> Option<BioOffsets> {
     let blob = std::fs::read(btf_path).ok()?;
-    let btf = Btf::parse(&blob)
-        .map_err(|e| warn!("parsing BTF for bio offsets: {e}"))
-        .ok()?;
+    let btf = Btf::parse(&blob).map_err(|e| warn!("parsing BTF for bio offsets: {e}")).ok()?;
     let opf = btf.offset_of("bio", &["bi_opf"]).ok()?;
     let size = btf.offset_of("bio", &["bi_iter", "bi_size"]).ok()?;
-    Some(BioOffsets {
-        opf,
-        size,
-        valid: 1,
-        _pad: 0,
-    })
+    Some(BioOffsets { opf, size, valid: 1, _pad: 0 })
 }
 
 impl Kernel {
@@ -133,32 +119,19 @@ impl Kernel {
             warn!("struct bio offsets not found in BTF: eBPF disk accounting disabled, cgroupfs I/O stats only");
             false
         };
-        let mem_events_enabled = [
-            ("memcg_reclaim", "mm_vmscan_memcg_reclaim_begin"),
-            ("mark_victim", "mark_victim"),
-        ]
-        .into_iter()
-        .map(|(prog, tp)| {
-            attach_btf_tp(&mut bpf, &btf, prog, tp)
-                .map_err(|e| warn!("memory events ({tp}) disabled: {}", chain(&e)))
-                .is_ok()
-        })
-        .fold(true, |a, b| a & b);
+        let mem_events_enabled = [("memcg_reclaim", "mm_vmscan_memcg_reclaim_begin"), ("mark_victim", "mark_victim")]
+            .into_iter()
+            .map(|(prog, tp)| {
+                attach_btf_tp(&mut bpf, &btf, prog, tp)
+                    .map_err(|e| warn!("memory events ({tp}) disabled: {}", chain(&e)))
+                    .is_ok()
+            })
+            .fold(true, |a, b| a & b);
 
         let map = bpf.take_map(MAP_COUNTERS).ok_or(LoadError::NoMap(MAP_COUNTERS))?;
-        let counters = PerCpuHashMap::try_from(map).map_err(|source| LoadError::Map {
-            name: MAP_COUNTERS,
-            source,
-        })?;
+        let counters = PerCpuHashMap::try_from(map).map_err(|source| LoadError::Map { name: MAP_COUNTERS, source })?;
         info!(net_enabled, disk_enabled, mem_events_enabled, "eBPF programs attached");
-        Ok(Self {
-            bpf,
-            counters,
-            disk_enabled,
-            net_enabled,
-            mem_events_enabled,
-            stats_fd: None,
-        })
+        Ok(Self { bpf, counters, disk_enabled, net_enabled, mem_events_enabled, stats_fd: None })
     }
 
     /// Counters of one cgroup id summed over CPUs; zero if the kernel has
@@ -214,10 +187,7 @@ where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
     bpf.program_mut(name)
-        .ok_or(LoadError::Program {
-            name,
-            source: ProgramError::NotLoaded,
-        })?
+        .ok_or(LoadError::Program { name, source: ProgramError::NotLoaded })?
         .try_into()
         .map_err(|source| LoadError::Program { name, source })
 }
@@ -251,14 +221,9 @@ fn attach_cpu_clock(bpf: &mut Ebpf, hz: u64) -> Result<(), LoadError> {
 
 /// `cgroup_skb` ingress and egress on the root of the v2 hierarchy.
 fn attach_net(bpf: &mut Ebpf, root: &Path) -> Result<(), LoadError> {
-    let cgroup = File::open(root).map_err(|source| LoadError::CgroupRoot {
-        path: root.display().to_string(),
-        source,
-    })?;
-    for (name, kind) in [
-        ("net_ingress", CgroupSkbAttachType::Ingress),
-        ("net_egress", CgroupSkbAttachType::Egress),
-    ] {
+    let cgroup =
+        File::open(root).map_err(|source| LoadError::CgroupRoot { path: root.display().to_string(), source })?;
+    for (name, kind) in [("net_ingress", CgroupSkbAttachType::Ingress), ("net_egress", CgroupSkbAttachType::Egress)] {
         let err = |source| LoadError::Program { name, source };
         let p: &mut CgroupSkb = program(bpf, name)?;
         p.load().map_err(err)?;

@@ -30,12 +30,7 @@ pub fn check(btf_path: &Path) -> Result<(), Missing> {
     let mut attr = [0u8; 128];
     // SAFETY: a valid pointer to a zeroed buffer large enough for union bpf_attr's prefix.
     let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            11, /* BPF_PROG_GET_NEXT_ID */
-            attr.as_mut_ptr(),
-            12u32,
-        )
+        libc::syscall(libc::SYS_bpf, 11 /* BPF_PROG_GET_NEXT_ID */, attr.as_mut_ptr(), 12u32)
     };
     if r < 0 {
         let err = std::io::Error::last_os_error();

@@ -19,19 +19,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
-        Self {
-            status,
-            error: error.into(),
-            field: None,
-        }
+        Self { status, error: error.into(), field: None }
     }
 
     pub fn bad_request(field: &str, error: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            error: error.into(),
-            field: Some(field.to_owned()),
-        }
+        Self { status: StatusCode::BAD_REQUEST, error: error.into(), field: Some(field.to_owned()) }
     }
 
     pub fn not_found(error: impl Into<String>) -> Self {

@@ -27,10 +27,7 @@ pub fn render(s: &Shared) -> String {
             "host=\"{}\",container=\"{}\",kind=\"{}\"",
             escape(&s.host),
             escape(&p.info.name),
-            serde_json::to_value(p.info.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
+            serde_json::to_value(p.info.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
         );
         for (name, r) in Resources::NAMES.iter().zip(sample.resources.as_array()) {
             if let Some(u) = r.usage {
@@ -51,26 +48,14 @@ pub fn render(s: &Shared) -> String {
             let _ = writeln!(extra, "scaler_container_mem_charged_bytes{{{labels}}} {v}");
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP scaler_container_limit Limit in force, same units as usage (absent when unlimited)."
-    );
+    let _ = writeln!(out, "# HELP scaler_container_limit Limit in force, same units as usage (absent when unlimited).");
     let _ = writeln!(out, "# TYPE scaler_container_limit gauge");
     out.push_str(&limits);
-    let _ = writeln!(
-        out,
-        "# HELP scaler_container_cpu_throttled_usec CPU throttled time during the last tick."
-    );
+    let _ = writeln!(out, "# HELP scaler_container_cpu_throttled_usec CPU throttled time during the last tick.");
     let _ = writeln!(out, "# TYPE scaler_container_cpu_throttled_usec gauge");
-    let _ = writeln!(
-        out,
-        "# HELP scaler_container_oom_kills_total OOM kills in the container's cgroup."
-    );
+    let _ = writeln!(out, "# HELP scaler_container_oom_kills_total OOM kills in the container's cgroup.");
     let _ = writeln!(out, "# TYPE scaler_container_oom_kills_total counter");
-    let _ = writeln!(
-        out,
-        "# HELP scaler_container_mem_charged_bytes Memory charged including page cache."
-    );
+    let _ = writeln!(out, "# HELP scaler_container_mem_charged_bytes Memory charged including page cache.");
     let _ = writeln!(out, "# TYPE scaler_container_mem_charged_bytes gauge");
     out.push_str(&extra);
     let _ = writeln!(out, "# HELP scaler_agent_ticks_total Sampling ticks since start.");
@@ -86,10 +71,7 @@ pub fn render(s: &Shared) -> String {
 }
 
 pub async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        render(&s),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&s))
 }
 
 #[cfg(test)]

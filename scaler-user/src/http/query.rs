@@ -17,10 +17,7 @@ fn decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                match std::str::from_utf8(&b[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
+                match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(v) => {
                         out.push(v);
                         i += 2;
@@ -77,11 +74,8 @@ mod tests {
 
     #[test]
     fn parses_and_rejects() {
-        let q = Query::parse(
-            Some("since_ms=10&limit=5&resource=disk%5Fread"),
-            &["since_ms", "limit", "resource"],
-        )
-        .unwrap();
+        let q =
+            Query::parse(Some("since_ms=10&limit=5&resource=disk%5Fread"), &["since_ms", "limit", "resource"]).unwrap();
         assert_eq!(q.u64("since_ms").unwrap(), Some(10));
         assert_eq!(q.str("resource"), Some("disk_read"));
         assert_eq!(q.u64("missing").unwrap(), None);

@@ -31,10 +31,7 @@ pub async fn all(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<
     if let Some(k) = kind
         && !KINDS.contains(&k)
     {
-        return Err(ApiError::bad_request(
-            "kind",
-            format!("unknown kind {k:?}; one of {}", KINDS.join(", ")),
-        ));
+        return Err(ApiError::bad_request("kind", format!("unknown kind {k:?}; one of {}", KINDS.join(", "))));
     }
     let g = s.read();
     let containers = g
@@ -43,18 +40,11 @@ pub async fn all(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<
         .map(ContainerView::of)
         .filter(|c| kind.is_none_or(|k| serde_json::to_value(c.kind).ok() == Some(Value::from(k))))
         .collect();
-    Ok(Json(StatsResponse {
-        host: s.host.clone(),
-        time_ms: g.time_ms,
-        tick_ms: s.tick_ms,
-        containers,
-    }))
+    Ok(Json(StatsResponse { host: s.host.clone(), time_ms: g.time_ms, tick_ms: s.tick_ms, containers }))
 }
 
 fn unknown(name: &str) -> ApiError {
-    ApiError::not_found(format!(
-        "no container named {name:?} on this host (GET /v1/stats lists them)"
-    ))
+    ApiError::not_found(format!("no container named {name:?} on this host (GET /v1/stats lists them)"))
 }
 
 pub async fn one(
@@ -64,10 +54,7 @@ pub async fn one(
 ) -> Result<Json<ContainerView>, ApiError> {
     Query::parse(q.as_deref(), &[])?;
     let g = s.read();
-    g.containers
-        .get(&name)
-        .map(|p| Json(ContainerView::of(p)))
-        .ok_or_else(|| unknown(&name))
+    g.containers.get(&name).map(|p| Json(ContainerView::of(p))).ok_or_else(|| unknown(&name))
 }
 
 #[derive(Serialize)]

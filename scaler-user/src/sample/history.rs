@@ -39,10 +39,7 @@ pub struct History {
 
 impl History {
     pub fn new(cap: usize) -> Self {
-        Self {
-            points: VecDeque::with_capacity(cap.min(1024)),
-            cap: cap.max(1),
-        }
+        Self { points: VecDeque::with_capacity(cap.min(1024)), cap: cap.max(1) }
     }
 
     pub fn push(&mut self, s: &Sample) {
@@ -73,10 +70,7 @@ impl History {
             .iter()
             .skip(start + skip)
             .map(|p| {
-                let r = |i: usize| Reading {
-                    usage: unpack(p.usage[i]),
-                    current: unpack(p.current[i]),
-                };
+                let r = |i: usize| Reading { usage: unpack(p.usage[i]), current: unpack(p.current[i]) };
                 HistoryPoint {
                     time_ms: p.time_ms,
                     resources: Resources {
@@ -98,14 +92,8 @@ mod tests {
     use super::*;
 
     fn s(t: u64, cpu: u64) -> Sample {
-        let mut x = Sample {
-            time_ms: t,
-            ..Default::default()
-        };
-        x.resources.cpu = Reading {
-            usage: Some(cpu),
-            current: None,
-        };
+        let mut x = Sample { time_ms: t, ..Default::default() };
+        x.resources.cpu = Reading { usage: Some(cpu), current: None };
         x
     }
 
@@ -118,13 +106,7 @@ mod tests {
         assert_eq!(h.len(), 3);
         let all = h.since(0, usize::MAX);
         assert_eq!(all.iter().map(|p| p.time_ms).collect::<Vec<_>>(), vec![300, 400, 500]);
-        assert_eq!(
-            all[0].resources.cpu,
-            Reading {
-                usage: Some(3),
-                current: None
-            }
-        );
+        assert_eq!(all[0].resources.cpu, Reading { usage: Some(3), current: None });
         assert_eq!(h.since(300, usize::MAX).len(), 2);
         assert_eq!(h.since(0, 1)[0].time_ms, 500);
         assert!(h.since(500, 10).is_empty());

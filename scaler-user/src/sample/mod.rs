@@ -29,14 +29,7 @@ impl Resources {
     pub const NAMES: [&'static str; 6] = ["cpu", "mem", "disk_read", "disk_write", "net_rx", "net_tx"];
 
     pub fn as_array(&self) -> [Reading; 6] {
-        [
-            self.cpu,
-            self.mem,
-            self.disk_read,
-            self.disk_write,
-            self.net_rx,
-            self.net_tx,
-        ]
+        [self.cpu, self.mem, self.disk_read, self.disk_write, self.net_rx, self.net_tx]
     }
 
     pub fn get(&self, name: &str) -> Option<Reading> {
@@ -73,6 +66,26 @@ pub struct Signals {
     pub disk_write_cgroupfs: Option<u64>,
 }
 
+/// Cumulative counts since the agent began watching the container (what
+/// Prometheus counters and exact comparisons want; rates come from these).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// CPU time (eBPF; cgroupfs accounting for a cgroup the kernel side cannot see).
+    pub cpu_usec: u64,
+    /// CPU time from cgroupfs accounting, for comparison.
+    pub cpu_cgroupfs_usec: Option<u64>,
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+    /// Disk bytes as configured by `disk_source` (default: the larger of the
+    /// two cumulative counts below).
+    pub disk_read_bytes: u64,
+    pub disk_write_bytes: u64,
+    pub disk_read_ebpf_bytes: u64,
+    pub disk_write_ebpf_bytes: u64,
+    pub disk_read_cgroupfs_bytes: Option<u64>,
+    pub disk_write_cgroupfs_bytes: Option<u64>,
+}
+
 /// One tick's result for one container.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Sample {
@@ -82,4 +95,5 @@ pub struct Sample {
     pub interval_ms: u64,
     pub resources: Resources,
     pub signals: Signals,
+    pub totals: Totals,
 }

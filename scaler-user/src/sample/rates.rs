@@ -64,11 +64,7 @@ mod tests {
     use super::*;
 
     fn c(cpu_ns: u64, rx: u64) -> CgroupCounters {
-        CgroupCounters {
-            cpu_ns,
-            net_rx_bytes: rx,
-            ..Default::default()
-        }
+        CgroupCounters { cpu_ns, net_rx_bytes: rx, ..Default::default() }
     }
 
     #[test]

@@ -1,0 +1,152 @@
+//! A `scaler agent` process on a free loopback port, with its own config
+//! and state directory, stopped (SIGTERM, then SIGKILL) on drop.
+
+use std::{
+    io::Read as _,
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+/// Path to the `scaler` binary: `SCALER_BIN` (set by `cargo xtask test`) or
+/// the workspace's debug build.
+pub fn scaler_bin() -> PathBuf {
+    std::env::var_os("SCALER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/scaler"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Agent {
+    child: Option<Child>,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    log: PathBuf,
+    http: reqwest::blocking::Client,
+}
+
+impl Agent {
+    /// Starts an agent with `config` (TOML; `listen` is added) and waits for
+    /// `/healthz`.
+    pub fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let cfg_path = dir.path().join("agent.toml");
+        let config = if config.contains("[agent]") {
+            config.replacen("[agent]", &format!("[agent]\nlisten = \"127.0.0.1:{port}\""), 1)
+        } else {
+            format!("[agent]\nlisten = \"127.0.0.1:{port}\"\n{config}")
+        };
+        std::fs::write(&cfg_path, config).unwrap();
+        let log = dir.path().join("agent.log");
+        let child = Command::new(scaler_bin())
+            .args(["agent", "--config"])
+            .arg(&cfg_path)
+            .env("SCALER_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", scaler_bin().display()));
+        let mut me = Self {
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            log,
+            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap(),
+        };
+        let ok = crate::wait_for(Duration::from_secs(20), || {
+            if let Some(Ok(Some(status))) = me.child.as_mut().map(|c| c.try_wait()) {
+                panic!("agent exited with {status}: {}", me.log());
+            }
+            me.http.get(format!("{}/healthz", me.url)).send().ok().filter(|r| r.status().is_success())
+        });
+        assert!(ok.is_some(), "agent did not answer /healthz: {}", me.log());
+        me
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        let _ = std::fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut s));
+        s
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// GET `path`: status and JSON body (`Null` if not JSON).
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{}", self.url, path)).send().unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    /// GET `path` as text.
+    pub fn get_text(&self, path: &str) -> (u16, String) {
+        let r = self.http.get(format!("{}{}", self.url, path)).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    }
+
+    /// Sends a request with an optional JSON body.
+    pub fn send(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(m, format!("{}{}", self.url, path));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    /// The container named `name` from `/v1/stats`, once it has a sample.
+    pub fn container(&self, name: &str) -> Option<Value> {
+        let (s, v) = self.get(&format!("/v1/stats/{name}"));
+        (s == 200 && !v["time_ms"].is_null()).then_some(v)
+    }
+
+    /// Waits until `name` appears with a sample.
+    pub fn wait_container(&self, name: &str) -> Value {
+        crate::wait_for(Duration::from_secs(15), || self.container(name))
+            .unwrap_or_else(|| panic!("container {name} never appeared: {}", self.log()))
+    }
+
+    /// A cumulative total of container `name` (e.g. "net_tx_bytes").
+    pub fn total(&self, name: &str, field: &str) -> u64 {
+        self.wait_container(name)["totals"][field].as_u64().unwrap_or_else(|| panic!("no totals.{field} for {name}"))
+    }
+
+    /// Sends SIGKILL (a crash).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            crate::kill_pid(c.id());
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops it with SIGTERM, waiting up to 5 s, then SIGKILL.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signal to a PID we started.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            if crate::wait_for(Duration::from_secs(5), || c.try_wait().ok().flatten()).is_none() {
+                crate::kill_pid(c.id());
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
