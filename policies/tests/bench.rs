@@ -1,0 +1,52 @@
+//! The comparison the issue asks for: `fast` beats `classic` (deployed
+//! preset) on unmet demand and reaction time without lower utilisation, on
+//! every standard trace; and the simulator's one-liner entry point.
+
+#![allow(clippy::unwrap_used)]
+
+use policies::bench::{BENCH_POLICIES, compare_standard};
+use policies::{Resource, SimError, TraceError, simulate_named, traces};
+
+#[test]
+fn fast_beats_classic_on_every_standard_trace() {
+    let table = compare_standard().unwrap();
+    assert_eq!(table.rows.len(), traces::NAMES.len() * BENCH_POLICIES.len());
+    for v in &table.verdicts {
+        assert!(v.ok(), "fast does not beat classic on {}: {v:?}\n{}", v.trace, table.to_markdown());
+    }
+    // Static never throttles and never changes a limit.
+    for row in table.rows.iter().filter(|r| r.policy == "static") {
+        assert_eq!(row.report.unmet_pct, 0.0);
+        assert_eq!(row.report.limit_changes, 0);
+        assert_eq!(row.report.oom_events, 0);
+    }
+    // fast reacts to steps within a second at the median.
+    for row in table.rows.iter().filter(|r| r.policy == "fast" && r.report.steps > 0) {
+        assert!(row.report.reaction_median_ms.unwrap() <= 1_000, "{}", row.trace);
+    }
+    let md = table.to_markdown();
+    assert!(md.contains("| bigdata | fast |"));
+    let json = table.to_json().unwrap();
+    assert!(json.contains("\"verdicts\""));
+}
+
+#[test]
+fn simulate_named_is_a_one_liner() {
+    let csv = traces::by_name("step").unwrap();
+    let r = simulate_named("fast", "step", &csv).unwrap();
+    assert_eq!(r.policy, "fast");
+    assert_eq!(r.trace, "step");
+    assert!(r.resources.contains_key(&Resource::DiskRead));
+    assert!(r.to_string().contains("policy fast on trace step"));
+
+    let e = simulate_named("nope", "step", &csv).unwrap_err();
+    assert!(matches!(e, SimError::Config(_)), "{e}");
+
+    let bad = "time_s,container,resource,demand\n0,a,cpu,100\n1,a,cpu,lots\n";
+    let e = simulate_named("fast", "bad.csv", bad).unwrap_err();
+    assert!(matches!(e, SimError::Trace { source: TraceError::Demand { line: 3, .. }, .. }));
+    assert_eq!(
+        e.to_string(),
+        "trace bad.csv: line 3: demand \"lots\" is not a non-negative integer of at most 2^52 base units"
+    );
+}
