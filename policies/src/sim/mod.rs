@@ -111,7 +111,8 @@ pub struct SimConfig {
     /// the limit, is a step whose reaction time is measured.
     pub step_rise_pct: u32,
     /// A step is covered once the limit reaches this percentage of the
-    /// stepped demand (capped at max), or the current demand.
+    /// stepped demand (capped at max). If demand falls below 80 % of the
+    /// stepped demand first, the step was never covered.
     pub cover_pct: u32,
     /// Memory use above this percentage of the limit stalls (PSI).
     pub pressure_start_pct: u32,

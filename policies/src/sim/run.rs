@@ -40,7 +40,7 @@ impl Series<'_> {
     fn track_step(&mut self, t: u64, d: u64, limit: u64, max: u64, cfg: &SimConfig) {
         let cover = |target: u64| u128::from(limit) * 100 >= u128::from(target) * u128::from(cfg.cover_pct);
         if let Some((start, target)) = self.open {
-            if cover(target) || limit >= d {
+            if cover(target) {
                 self.acc.reactions.push(t - start);
                 self.open = None;
             } else if u128::from(d) * 100 < u128::from(target) * 80 {
