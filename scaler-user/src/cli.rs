@@ -29,6 +29,15 @@ pub enum Command {
         #[arg(long)]
         tick_ms: Option<u64>,
     },
+    /// Run the cluster aggregator (applications, history, energy caps, dashboard).
+    Aggregator {
+        /// TOML configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Listen address, e.g. 127.0.0.1:8471.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Show what an agent measures, as a table (or JSON).
     Stats {
         /// One container (default: all).
@@ -65,6 +74,10 @@ pub fn run() -> anyhow::Result<()> {
                 .build()
                 .context("starting the async runtime")?;
             rt.block_on(crate::agent::run(cfg))
+        }
+        Command::Aggregator { config, listen } => {
+            init_tracing();
+            crate::aggregator::main(config.as_deref(), listen)
         }
         Command::Stats { name, agent, json } => crate::client::stats(&agent, name.as_deref(), json),
         Command::DefaultConfig => {

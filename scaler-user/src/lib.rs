@@ -6,6 +6,7 @@
 //! use fake trees; [`sample`] turns readings into rates (pure); [`agent`] runs
 //! the loop; [`http`] serves it.
 pub mod agent;
+pub mod aggregator;
 pub mod cgroup;
 pub mod cli;
 pub mod client;

@@ -1,5 +1,7 @@
 //! Project tasks: `cargo xtask setup | build | run | test | bench ...`.
 //! Each returns `anyhow::Result`; `main` prints `Error: ...` once.
+mod bench;
+mod deploy;
 mod setup;
 mod util;
 
@@ -40,6 +42,17 @@ enum Cmd {
         #[arg(long)]
         no_lint: bool,
     },
+    /// Benchmarks: print a table and write JSON under bench-results/.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+    /// Write the standard traces to traces/*.csv.
+    GenTraces,
+    /// Put the agent (and optionally the aggregator) on hosts over SSH.
+    Deploy(deploy::DeployArgs),
+    /// Stop and remove what `deploy` installed.
+    Undeploy(deploy::UndeployArgs),
 }
 
 fn main() {
@@ -68,6 +81,10 @@ fn run() -> anyhow::Result<()> {
             util::exec(std::process::Command::new(bin).arg("agent").args(args))
         }
         Cmd::Test { filter, no_lint } => test(filter.as_deref(), no_lint),
+        Cmd::Bench { which } => bench::run(which),
+        Cmd::GenTraces => bench::gen_traces(),
+        Cmd::Deploy(args) => deploy::deploy(args),
+        Cmd::Undeploy(args) => deploy::undeploy(args),
     }
 }
 
