@@ -74,6 +74,16 @@ pub struct AgentConfig {
     /// Keep `kernel.bpf_stats_enabled` on (per-program run time in /metrics;
     /// costs a clock read per event).
     pub bpf_stats: bool,
+    /// Durable state (subscriptions, bounds, limits set) lives here.
+    pub state_dir: PathBuf,
+    /// Bearer token for mutating requests. Required when `listen` is not a
+    /// loopback address.
+    pub token: Option<String>,
+    /// Subscribed cgroups must lie below one of these paths (relative to the
+    /// hierarchy roots).
+    pub cgroup_roots: Vec<String>,
+    /// Policy of a subscription that names none.
+    pub default_policy: String,
 }
 
 impl Default for AgentConfig {
@@ -92,7 +102,45 @@ impl Default for AgentConfig {
             btf_path: PathBuf::from("/sys/kernel/btf/vmlinux"),
             hostname: None,
             bpf_stats: false,
+            state_dir: PathBuf::from("/var/lib/scaler"),
+            token: None,
+            // Anything on the host may be subscribed; narrow this on shared hosts.
+            cgroup_roots: vec!["/".to_owned()],
+            default_policy: "fast".to_owned(),
         }
+    }
+}
+
+/// What the host offers to its managed containers. `None` = what the host
+/// has (CPU: online cores x 1000; memory: `MemTotal`) or, for bandwidths,
+/// not limited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostConfig {
+    pub cpu: Option<u64>,
+    pub mem: Option<u64>,
+    pub disk_read: Option<u64>,
+    pub disk_write: Option<u64>,
+    pub net_rx: Option<u64>,
+    pub net_tx: Option<u64>,
+}
+
+/// This host's power model (used where there is no RAPL): power = idle +
+/// (max - idle) x CPU utilisation. Reported by `GET /v1/host` so the
+/// aggregator can use each host's own coefficients.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnergyConfig {
+    pub idle_mw: u64,
+    pub max_mw: u64,
+}
+
+impl Default for EnergyConfig {
+    fn default() -> Self {
+        // A typical two-socket server class figure scaled to a small VM:
+        // 20 W idle, 80 W flat out. Set per host from its data sheet or a
+        // wattmeter.
+        Self { idle_mw: 20_000, max_mw: 80_000 }
     }
 }
 
@@ -110,6 +158,8 @@ pub struct ContainerConfig {
 pub struct Config {
     pub agent: AgentConfig,
     pub discovery: DiscoveryOptions,
+    pub host: HostConfig,
+    pub energy: EnergyConfig,
     pub containers: Vec<ContainerConfig>,
 }
 
@@ -135,6 +185,12 @@ impl Config {
         if let Some(v) = env("SCALER_HOSTNAME") {
             self.agent.hostname = Some(v);
         }
+        if let Some(v) = env("SCALER_TOKEN") {
+            self.agent.token = Some(v);
+        }
+        if let Some(v) = env("SCALER_STATE_DIR") {
+            self.agent.state_dir = PathBuf::from(v);
+        }
         self.validate()
     }
 
@@ -151,6 +207,29 @@ impl Config {
         }
         if a.cpu_flush_hz > 10_000 {
             return Err(invalid("agent.cpu_flush_hz", format!("{} is above 10000", a.cpu_flush_hz)));
+        }
+        if !a.listen.ip().is_loopback() && a.token.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(
+                "agent.token",
+                format!("required when agent.listen ({}) is not a loopback address", a.listen),
+            ));
+        }
+        if a.cgroup_roots.is_empty() {
+            return Err(invalid("agent.cgroup_roots", "must name at least one root (\"/\" = everything)"));
+        }
+        for r in &a.cgroup_roots {
+            if !r.starts_with('/') || r.split('/').any(|s| s == "..") {
+                return Err(invalid("agent.cgroup_roots", format!("{r:?} must be an absolute cgroup path without ..")));
+            }
+        }
+        if policies::PolicyConfig::by_name(&a.default_policy).is_err() {
+            return Err(invalid(
+                "agent.default_policy",
+                format!("unknown policy {:?}; one of {}", a.default_policy, policies::POLICY_NAMES.join(", ")),
+            ));
+        }
+        if self.energy.max_mw < self.energy.idle_mw {
+            return Err(invalid("energy.max_mw", "must be at least energy.idle_mw"));
         }
         if !(1..=16).contains(&self.discovery.max_depth) {
             return Err(invalid("discovery.max_depth", "must be within 1..=16"));
@@ -211,5 +290,12 @@ mod tests {
         assert!(err.to_string().contains("SCALER_LISTEN"));
         c.apply_env(|k| (k == "SCALER_TICK_MS").then(|| "50".to_string())).unwrap();
         assert_eq!(c.agent.tick_ms, 50);
+        let mut c = Config::default();
+        c.agent.listen = "0.0.0.0:8470".parse().unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("agent.token"));
+        c.agent.token = Some("s3cret".into());
+        c.validate().unwrap();
+        c.agent.default_policy = "nope".into();
+        assert!(c.validate().unwrap_err().to_string().contains("agent.default_policy"));
     }
 }
