@@ -1,12 +1,12 @@
-//! Print the policy comparison over the standard traces as Markdown:
-//! `cargo run --release -p policies --example bench` (add `--json` for JSON).
+//! Print `docs/benchmarks-policies.md` (policy table, verdicts, energy
+//! table): `cargo run --release -p policies --example bench`; with `--json`
+//! the policy table as JSON instead.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let table = policies::bench::compare_standard()?;
     if std::env::args().any(|a| a == "--json") {
-        println!("{}", table.to_json()?);
+        println!("{}", policies::bench::compare_standard()?.to_json()?);
     } else {
-        print!("{}", table.to_markdown());
+        print!("{}", policies::bench::standard_document()?);
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use policies::bench::{BENCH_POLICIES, compare_standard};
+use policies::bench::{BENCH_POLICIES, compare_standard, document, energy_reports};
 use policies::{Resource, SimError, TraceError, simulate_named, traces};
 
 #[test]
@@ -28,6 +28,10 @@ fn fast_beats_classic_on_every_standard_trace() {
     assert!(md.contains("| bigdata | fast |"));
     let json = table.to_json().unwrap();
     assert!(json.contains("\"verdicts\""));
+    let doc = document(&table, &energy_reports().unwrap());
+    assert!(doc.starts_with("# Policy benchmarks"));
+    assert!(doc.contains("`fast` beats `classic` on every trace"));
+    assert!(doc.contains("| inverting | 1 | yes |"));
 }
 
 #[test]
