@@ -230,3 +230,58 @@ impl Policy for Vpa {
         self.cfg.timing()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::resource::GIB;
+    use crate::spec::{BoundaryType, ResourceSpec};
+
+    fn specs(r: Resource, min: u64, max: u64, current: u64) -> ResourceSpecs {
+        let s = ResourceSpec::try_new(min, max, current, 10, BoundaryType::PercentOfMax).unwrap();
+        [(r, s)].into_iter().collect()
+    }
+
+    #[test]
+    fn static_goes_to_max_once() {
+        let mut p = Static;
+        let mut sp = specs(Resource::Cpu, 100, 4000, 1000);
+        let ds = p.decide(0, &sp);
+        assert_eq!((ds[0].new, ds[0].reason.clone()), (4000, Reason::Static));
+        sp.get_mut(Resource::Cpu).unwrap().set_current(4000).unwrap();
+        assert!(p.decide(1000, &sp).is_empty());
+    }
+
+    #[test]
+    fn vpa_applies_p90_plus_15_percent_every_minute() {
+        let mut p = Vpa::new(VpaConfig::default()).unwrap();
+        let sp = specs(Resource::Cpu, 100, 8000, 8000);
+        for t in 1..=60u64 {
+            p.observe(Resource::Cpu, &Sample::new(t * 1000, 1000, 1000 + 10 * (t % 10)));
+            let ds = p.decide(t * 1000, &sp);
+            if t < 60 {
+                assert!(ds.is_empty(), "applied before 60 s");
+            } else {
+                // p90 of 1000..1090 is within a 5 % bucket of 1090; +15 %.
+                let new = ds[0].new;
+                assert!((1090 * 115 / 100..=1150 * 115 / 100).contains(&new), "{new}");
+            }
+        }
+    }
+
+    #[test]
+    fn vpa_raises_memory_after_an_oom_at_the_next_update() {
+        let mut p = Vpa::new(VpaConfig::default()).unwrap();
+        let sp = specs(Resource::Mem, 0, 64 * GIB, GIB);
+        p.observe(Resource::Mem, &Sample::new(1000, 1000, 0).with_oom_kills(1));
+        assert!(p.decide(1000, &sp).is_empty());
+        let ds = p.decide(60_000, &sp);
+        // The OOM floor max(1 GiB + 100 MiB, 1 GiB x 1.2) = 1.2 GiB goes into
+        // the histogram as a peak, so the target is ~1.2 GiB x 1.15 (within
+        // a 5 % bucket).
+        let floor = GIB * 120 / 100;
+        let new = ds[0].new;
+        assert!(new >= floor * 115 / 100 && new <= floor * 121 / 100 * 115 / 100, "{new}");
+    }
+}
