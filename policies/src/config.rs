@@ -62,7 +62,11 @@ pub(crate) fn check(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "kebab-case")]
 pub enum PolicyConfig {
-    /// The original's guardian, reproduced.
+    /// The original's guardian, reproduced. Unset parameters take the
+    /// deployed preset (so `classic-deployed` is accepted as a name too);
+    /// for the code defaults set `delay_ms = 10000, event_timeout_ms = 40000`
+    /// or use [`PolicyConfig::by_name`]`("classic-defaults")`.
+    #[serde(alias = "classic-deployed")]
     Classic(ClassicConfig),
     /// The default: reacts within a tick or two to throttling, pressure and
     /// saturation; shrinks toward a high percentile of recent usage.
@@ -184,6 +188,8 @@ mod tests {
         assert!(json.starts_with(r#"{"name":"fast""#));
         let back: PolicyConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, PolicyConfig::default());
+        let dep: PolicyConfig = serde_json::from_str(r#"{"name":"classic-deployed"}"#).unwrap();
+        assert_eq!(dep, PolicyConfig::by_name("classic").unwrap());
         let st: PolicyConfig = serde_json::from_str(r#"{"name":"static"}"#).unwrap();
         assert_eq!(st, PolicyConfig::Static);
     }
