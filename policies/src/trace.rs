@@ -58,7 +58,7 @@ pub enum TraceError {
         line: usize,
     },
     /// The resource is unknown.
-    #[error("line {line}: {source}")]
+    #[error("line {line}")]
     Resource {
         /// Line number.
         line: usize,
@@ -301,7 +301,12 @@ mod tests {
             ("1,a,cpu,-3", "line 2: demand \"-3\""),
         ];
         for (body, want) in cases {
-            let e = err(body).to_string();
+            // The message with its sources, as `anyhow`'s `{:#}` prints it.
+            let e = err(body);
+            let e = match std::error::Error::source(&e) {
+                Some(src) => format!("{e}: {src}"),
+                None => e.to_string(),
+            };
             assert!(e.contains(want), "{body:?}: {e}");
         }
         let e = err("5,a,cpu,1\n4,a,cpu,2").to_string();

@@ -47,6 +47,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replay a usage trace (CSV: time_s,container,resource,demand) through
+    /// a policy and report allocation, unmet demand, OOMs and reaction time.
+    Simulate {
+        /// fast, classic, classic-defaults, static, vpa.
+        #[arg(long, default_value = "fast")]
+        policy: String,
+        #[arg(long)]
+        trace: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the default configuration as TOML.
     DefaultConfig,
 }
@@ -80,6 +91,17 @@ pub fn run() -> anyhow::Result<()> {
             crate::aggregator::main(config.as_deref(), listen)
         }
         Command::Stats { name, agent, json } => crate::client::stats(&agent, name.as_deref(), json),
+        Command::Simulate { policy, trace, json } => {
+            let csv = std::fs::read_to_string(&trace).with_context(|| format!("reading {}", trace.display()))?;
+            let name = trace.file_stem().and_then(|s| s.to_str()).unwrap_or("trace");
+            let report = policies::simulate_named(&policy, name, &csv)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }
         Command::DefaultConfig => {
             print!("{}", toml::to_string_pretty(&Config::default())?);
             Ok(())

@@ -32,7 +32,7 @@ use crate::trace::{Trace, TraceError};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SimError {
     /// The trace did not parse.
-    #[error("trace {name}: {source}")]
+    #[error("trace {name}")]
     Trace {
         /// Trace name.
         name: String,
@@ -44,7 +44,7 @@ pub enum SimError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A resource template is invalid.
-    #[error("simulation spec for {resource}: {source}")]
+    #[error("simulation spec for {resource}")]
     Spec {
         /// Which resource.
         resource: Resource,
