@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod cgroup;
 pub mod lxc;
+pub mod netns;
 
 use std::time::{Duration, Instant};
 

@@ -1,19 +1,244 @@
-//! `cargo xtask deploy` / `undeploy`: the agent (and aggregator) on hosts
-//! over SSH.
+//! `cargo xtask deploy` / `undeploy`: the agent (and the aggregator) on
+//! hosts over SSH. See docs/deploy.md.
+//!
+//! The hosts ([`hosts`]) become one [`hosts::Install`] each; [`plan`] turns
+//! an install into named steps (shell scripts with their stdin, a
+//! `/healthz` poll, a registration); [`run`] executes them host by host (or
+//! `--parallel N` at a time) and stops at the first failure, naming the host
+//! and the step; `--dry-run` prints the steps instead.
 
-use anyhow::bail;
+mod hosts;
+mod http;
+mod plan;
+mod run;
+mod ssh;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
 use clap::Args;
 
-#[derive(Args)]
-pub struct DeployArgs {}
+use hosts::{Entry, Fallback, Install, Role};
 
-#[derive(Args)]
-pub struct UndeployArgs {}
-
-pub fn deploy(_args: DeployArgs) -> anyhow::Result<()> {
-    bail!("deploy is not built yet")
+/// Which hosts, and how to reach them (shared by deploy and undeploy).
+#[derive(Args, Debug)]
+pub struct Selection {
+    /// Hosts file (TOML; see hosts.example.toml and docs/deploy.md).
+    #[arg(long, value_name = "FILE")]
+    hosts: Option<PathBuf>,
+    /// A host as USER@ADDRESS[:PORT] (repeatable; added to the hosts file's).
+    #[arg(long = "host", value_name = "USER@ADDR[:PORT]")]
+    host: Vec<String>,
+    /// SSH private key for hosts that name none.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Install prefix for hosts that name none [default: /opt/scaler].
+    #[arg(long, value_name = "DIR")]
+    prefix: Option<String>,
+    /// Agent state directory for hosts that name none [default: /var/lib/scaler].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<String>,
+    /// Only these hosts of the file (comma-separated names).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    only: Vec<String>,
+    /// The aggregator's host: a name from the hosts file or USER@ADDR[:PORT]
+    /// (overrides the file's `[aggregator] host`).
+    #[arg(long, value_name = "HOST")]
+    aggregator: Option<String>,
+    /// known_hosts file for ssh [default: ssh's own]. Unknown hosts are
+    /// added on first contact; a changed host key stops the deploy.
+    #[arg(long, value_name = "FILE")]
+    known_hosts: Option<PathBuf>,
+    /// How many hosts to work on at once.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    parallel: usize,
+    /// Print each host's steps and commands; connect to nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Seconds ssh waits for a connection.
+    #[arg(long, default_value_t = 10, value_name = "S")]
+    connect_timeout: u64,
 }
 
-pub fn undeploy(_args: UndeployArgs) -> anyhow::Result<()> {
-    bail!("undeploy is not built yet")
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    sel: Selection,
+    /// Deploy this `scaler` binary instead of building one
+    /// (`cargo build --release -p scaler-user --bin scaler`).
+    #[arg(long, value_name = "FILE")]
+    binary: Option<PathBuf>,
+    /// Agent config (TOML) for hosts whose entry has no `config`.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Restart the service even where nothing changed.
+    #[arg(long)]
+    restart: bool,
+    /// Seconds to wait for each `/healthz`.
+    #[arg(long, default_value_t = 60, value_name = "S")]
+    timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct UndeployArgs {
+    #[command(flatten)]
+    sel: Selection,
+    /// Also remove each host's state directory (subscriptions are lost).
+    #[arg(long)]
+    purge: bool,
+}
+
+/// Every host to work on, agents in order, and the aggregator if any.
+#[derive(Debug)]
+pub struct Inventory {
+    pub agents: Vec<Install>,
+    pub aggregator: Option<Install>,
+}
+
+pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(p) => {
+            let p = from_cwd(p);
+            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("config {}", p.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    let inv = inventory(&args.sel, config)?;
+    let binary = match &args.binary {
+        Some(b) => Some(from_cwd(b)),
+        None if args.sel.dry_run => None,
+        None => Some(build_release()?),
+    };
+    run::deploy(&inv, binary.as_deref(), &args.sel, args.restart, std::time::Duration::from_secs(args.timeout))
+}
+
+pub fn undeploy(args: UndeployArgs) -> anyhow::Result<()> {
+    let inv = inventory(&args.sel, toml::Table::new())?;
+    run::undeploy(&inv, &args.sel, args.purge)
+}
+
+/// `cargo xtask` runs from the workspace root; relative paths on the
+/// command line mean the directory the command was typed in (`$PWD`).
+fn from_cwd(p: &Path) -> PathBuf {
+    let base = std::env::var_os("PWD").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    hosts::resolve_path(p, &base)
+}
+
+fn inventory(sel: &Selection, agent_config: toml::Table) -> anyhow::Result<Inventory> {
+    let file = match &sel.hosts {
+        Some(p) => hosts::load_file(&from_cwd(p))?,
+        None => hosts::HostsFile::default(),
+    };
+    let fb = Fallback {
+        key: sel.key.as_deref().map(from_cwd),
+        prefix: sel.prefix.clone(),
+        state_dir: sel.state_dir.clone(),
+        known_hosts: sel.known_hosts.as_deref().map(from_cwd),
+        connect_timeout_s: sel.connect_timeout,
+        config: agent_config,
+    };
+    let mut entries = file.hosts.clone();
+    for h in &sel.host {
+        entries.push(hosts::parse_host_flag(h)?);
+    }
+    if entries.is_empty() {
+        bail!("no hosts: give --hosts FILE (see hosts.example.toml) or --host USER@ADDR[:PORT]");
+    }
+    let all: Vec<Install> =
+        entries.iter().map(|e| hosts::resolve(e, &file.defaults, &fb, Role::Agent)).collect::<Result<_, _>>()?;
+    for (n, a) in all.iter().enumerate() {
+        for b in &all[..n] {
+            if a.name == b.name {
+                bail!("host {} is listed twice", a.name);
+            }
+            if a.ssh.address == b.ssh.address && a.ssh.port == b.ssh.port && a.prefix == b.prefix {
+                bail!("hosts {} and {} are the same machine with the same prefix {}", b.name, a.name, a.prefix);
+            }
+        }
+    }
+    for o in &sel.only {
+        if !all.iter().any(|a| &a.name == o) {
+            bail!(
+                "--only {o}: no such host (hosts: {})",
+                all.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    let agents: Vec<Install> = all.into_iter().filter(|a| sel.only.is_empty() || sel.only.contains(&a.name)).collect();
+    let aggregator = aggregator(sel, &file, &entries, &fb)?;
+    if let Some(agg) = &aggregator {
+        for a in &agents {
+            plan::agent_url(a, agg).map_err(anyhow::Error::msg)?;
+        }
+    }
+    Ok(Inventory { agents, aggregator })
+}
+
+/// The aggregator's install: its host's address and SSH settings, with the
+/// `[aggregator]` table's own prefix, state_dir, listen, token and config.
+fn aggregator(
+    sel: &Selection,
+    file: &hosts::HostsFile,
+    entries: &[Entry],
+    fb: &Fallback,
+) -> anyhow::Result<Option<Install>> {
+    let section = file.aggregator.clone().unwrap_or_default();
+    let Some(spec) = sel.aggregator.clone().or_else(|| section.host.clone()) else {
+        if file.aggregator.is_some() {
+            bail!("[aggregator] needs `host` (a host's name or USER@ADDR[:PORT]), or pass --aggregator HOST");
+        }
+        return Ok(None);
+    };
+    let base = match entries.iter().find(|e| e.name.as_deref() == Some(spec.as_str())) {
+        Some(e) => e.clone(),
+        None => hosts::parse_host_flag(&spec)?,
+    };
+    let e = Entry {
+        name: base.name,
+        address: base.address,
+        user: section.user.or(base.user),
+        port: section.port.or(base.port),
+        key: section.key.or(base.key),
+        prefix: section.prefix.or(base.prefix),
+        state_dir: section.state_dir,
+        service: section.service.or(base.service),
+        unit: section.unit,
+        host: None,
+        listen: section.listen,
+        token: section.token,
+        config: section.config,
+    };
+    let defaults = Entry { state_dir: None, unit: None, config: toml::Table::new(), ..file.defaults.clone() };
+    hosts::resolve(&e, &defaults, fb, Role::Aggregator).map(Some).context("the aggregator")
+}
+
+/// Builds the release binary and returns where cargo put it (honours
+/// `CARGO_TARGET_DIR` and any cargo config).
+fn build_release() -> anyhow::Result<PathBuf> {
+    crate::util::step("cargo build --release -p scaler-user --bin scaler");
+    let out = crate::util::cargo()
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "scaler-user",
+            "--bin",
+            "scaler",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("starting cargo build")?;
+    if !out.status.success() {
+        bail!("cargo build --release -p scaler-user --bin scaler failed ({})", out.status);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "scaler")
+        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .next_back()
+        .context("cargo build did not report the scaler executable")
 }

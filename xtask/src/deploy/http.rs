@@ -1,0 +1,178 @@
+//! Just enough HTTP/1.1 to ask `/healthz` and register an agent, over a
+//! TCP connection or through `ssh -W` (so an agent that listens on the
+//! host's loopback can be checked without curl on the host).
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpStream, ToSocketAddrs as _},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+
+use super::ssh::Ssh;
+
+/// Where an HTTP server is and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Straight from this machine to `host:port`.
+    Direct { host: String, port: u16 },
+    /// Through SSH to the host, then to `target` (`127.0.0.1:8470`) there.
+    Tunnel { ssh: Box<Ssh>, target: String },
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Direct { host, port } if host.contains(':') => write!(f, "http://[{host}]:{port}"),
+            Endpoint::Direct { host, port } => write!(f, "http://{host}:{port}"),
+            Endpoint::Tunnel { ssh, target } => write!(f, "http://{target} on {} (through ssh -W)", ssh.address),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+/// One request with `Connection: close`.
+pub fn request(
+    ep: &Endpoint,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<Response> {
+    let host_header = match ep {
+        Endpoint::Direct { host, port } => format!("{host}:{port}"),
+        Endpoint::Tunnel { target, .. } => target.clone(),
+    };
+    let req = encode(method, path, &host_header, body, token);
+    let raw = match ep {
+        Endpoint::Direct { host, port } => {
+            let addr = (host.as_str(), *port)
+                .to_socket_addrs()
+                .with_context(|| format!("resolving {host}"))?
+                .next()
+                .with_context(|| format!("{host} has no address"))?;
+            let mut s = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connecting to {addr}"))?;
+            s.set_read_timeout(Some(timeout))?;
+            s.set_write_timeout(Some(timeout))?;
+            s.write_all(&req)?;
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).with_context(|| format!("reading from {addr}"))?;
+            buf
+        }
+        Endpoint::Tunnel { ssh, target } => ssh.tunnel(target, &req, timeout)?,
+    };
+    parse(&raw)
+}
+
+fn encode(method: &str, path: &str, host: &str, body: Option<&str>, token: Option<&str>) -> Vec<u8> {
+    let mut r =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: scaler-xtask\r\n");
+    if let Some(t) = token {
+        r.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(b) = body {
+        r.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()));
+    } else {
+        r.push_str("\r\n");
+    }
+    r.into_bytes()
+}
+
+/// Status and body of a complete response (`Content-Length`, chunked, or
+/// up to the end of the connection).
+fn parse(raw: &[u8]) -> anyhow::Result<Response> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("not an HTTP response (no header end)")?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let mut body = &raw[split + 4..];
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("not an HTTP status line: {status_line:?}"))?;
+    let mut chunked = false;
+    for l in lines {
+        let Some((k, v)) = l.split_once(':') else { continue };
+        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+        if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
+            chunked = true;
+        } else if k == "content-length" {
+            let n: usize = v.parse().with_context(|| format!("bad Content-Length {v:?}"))?;
+            body = body.get(..n).context("response shorter than its Content-Length")?;
+        }
+    }
+    let body = if chunked { dechunk(body)? } else { body.to_vec() };
+    Ok(Response { status, body: String::from_utf8_lossy(&body).into_owned() })
+}
+
+fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n").context("truncated chunk size")?;
+        let size_text = String::from_utf8_lossy(&b[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .with_context(|| format!("bad chunk size {size_text:?}"))?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if b.len() < size + 2 {
+            bail!("truncated chunk");
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_body_and_token() {
+        let r = String::from_utf8(encode("PUT", "/v1/hosts/n1", "a:1", Some("{}"), Some("t0k"))).unwrap();
+        assert!(r.starts_with("PUT /v1/hosts/n1 HTTP/1.1\r\nHost: a:1\r\n"));
+        assert!(r.contains("Authorization: Bearer t0k\r\n"));
+        assert!(r.ends_with("Content-Length: 2\r\n\r\n{}"));
+    }
+
+    #[test]
+    fn parses_length_chunked_and_eof_bodies() {
+        let r = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nokayEXTRA").unwrap();
+        assert_eq!(r, Response { status: 200, body: "okay".into() });
+        let r = parse(b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+            .unwrap();
+        assert_eq!(r, Response { status: 404, body: "abcde".into() });
+        let r = parse(b"HTTP/1.0 500 X\r\n\r\nall of it").unwrap();
+        assert_eq!(r.body, "all of it");
+        assert!(parse(b"garbage").is_err());
+        assert!(parse(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nshort").is_err());
+    }
+
+    #[test]
+    fn talks_to_a_real_socket() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).unwrap();
+            let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi").unwrap();
+            req
+        });
+        let ep = Endpoint::Direct { host: "127.0.0.1".into(), port };
+        let r = request(&ep, "GET", "/healthz", None, None, Duration::from_secs(5)).unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "hi"));
+        assert!(t.join().unwrap().starts_with("GET /healthz HTTP/1.1\r\n"));
+    }
+}

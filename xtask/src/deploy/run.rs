@@ -1,0 +1,507 @@
+//! Executing (or, with `--dry-run`, printing) the plan: host after host,
+//! or `--parallel N` at a time; the first failure stops the run with the
+//! host and the step in the message, and hosts already done keep running.
+
+use std::{
+    path::Path,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+
+use super::{
+    Inventory, Selection,
+    hosts::{Install, Service},
+    http::{self, Endpoint},
+    plan::{self, Action, DeployOptions, Mode, Payload, Shown, Step},
+    ssh::Input,
+};
+
+pub fn deploy(
+    inv: &Inventory,
+    binary: Option<&Path>,
+    sel: &Selection,
+    restart: bool,
+    health_timeout: Duration,
+) -> anyhow::Result<()> {
+    let (binary_len, arch) = match binary {
+        Some(b) => {
+            let len = std::fs::metadata(b).with_context(|| format!("binary {}", b.display()))?.len();
+            (len, elf_arch(b)?)
+        }
+        None => (0, None),
+    };
+    let aggregator = inv.aggregator.as_ref().map(|a| (plan::endpoint(a), a.token.clone()));
+    let o = DeployOptions {
+        binary: binary.map_or_else(|| "target/release/scaler".into(), Path::to_path_buf),
+        binary_len,
+        restart,
+        health_timeout,
+        aggregator,
+    };
+    let agg_opts = DeployOptions { aggregator: None, ..clone_opts(&o) };
+    if sel.dry_run {
+        println!(
+            "deploy plan: scaler agent on {} host(s), {} at a time, stopping at the first failure{}",
+            inv.agents.len(),
+            sel.parallel.max(1),
+            if inv.aggregator.is_some() { "; the aggregator first" } else { "" }
+        );
+        match binary {
+            Some(b) => println!("binary: {} ({binary_len} bytes)", b.display()),
+            None => println!(
+                "binary: built first by `cargo build --release -p scaler-user --bin scaler` \
+                 (its size replaces the 0 in `copy binary`)"
+            ),
+        }
+        println!(
+            "each script runs on its host as root: `ssh ... USER@ADDRESS -- sh -c SCRIPT` (`sudo -n sh -c` for other users)"
+        );
+        if let Some(a) = &inv.aggregator {
+            print_host(a, &deploy_variants(a, &agg_opts));
+        }
+        for i in &inv.agents {
+            print_host(i, &deploy_variants(i, &o));
+        }
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    if let Some(a) = &inv.aggregator {
+        let url = deploy_host(a, &agg_opts, arch)?;
+        say(&a.name, &format!("aggregator up at {url}"));
+    }
+    let done = for_each(&inv.agents, sel.parallel, |i| deploy_host(i, &o, arch))?;
+    println!("deployed scaler agent to {} host(s) in {:.1} s:", done.len(), t0.elapsed().as_secs_f64());
+    for (name, url) in done {
+        println!("  {name}: {url}");
+    }
+    Ok(())
+}
+
+pub fn undeploy(inv: &Inventory, sel: &Selection, purge: bool) -> anyhow::Result<()> {
+    if sel.dry_run {
+        println!(
+            "undeploy plan: scaler agent from {} host(s), {} at a time{}",
+            inv.agents.len(),
+            sel.parallel.max(1),
+            if inv.aggregator.is_some() { "; the aggregator last" } else { "" }
+        );
+        print_preamble();
+        for i in inv.agents.iter().chain(inv.aggregator.as_ref()) {
+            let mut steps = vec![plan::connect()];
+            steps.extend(plan::undeploy(i, purge));
+            print_host(i, &steps.into_iter().map(|s| (None, s)).collect::<Vec<_>>());
+        }
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    let run = |i: &Install| -> anyhow::Result<String> {
+        exec(i, &plan::connect())?;
+        for s in plan::undeploy(i, purge) {
+            let out = exec(i, &s)?;
+            say(&i.name, &format!("{}: {}", s.name, last_line(&out, "done")));
+        }
+        Ok(format!("removed from {}{}", i.prefix, if purge { format!(" and {}", i.state_dir) } else { String::new() }))
+    };
+    let done = for_each(&inv.agents, sel.parallel, run)?;
+    if let Some(a) = &inv.aggregator {
+        run(a)?;
+    }
+    println!("undeployed from {} host(s) in {:.1} s", done.len(), t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn clone_opts(o: &DeployOptions) -> DeployOptions {
+    DeployOptions {
+        binary: o.binary.clone(),
+        binary_len: o.binary_len,
+        restart: o.restart,
+        health_timeout: o.health_timeout,
+        aggregator: o.aggregator.clone(),
+    }
+}
+
+/// Deploys to one host; returns where it answers.
+fn deploy_host(i: &Install, o: &DeployOptions, arch: Option<&'static str>) -> anyhow::Result<String> {
+    let t0 = Instant::now();
+    let out = exec(i, &plan::connect())?;
+    let mut lines = out.lines().map(str::trim);
+    let host_arch = lines.next().unwrap_or_default().to_owned();
+    let has_systemd = lines.next() == Some("systemd");
+    let fail = |e: anyhow::Error| e.context(format!("host {} ({}): step \"connect\"", i.name, i.ssh.address));
+    if let Some(a) = arch
+        && a != host_arch
+    {
+        return Err(fail(anyhow!("the host is {host_arch} but the binary is built for {a}")));
+    }
+    let mode = match i.service {
+        Service::Auto if has_systemd => Mode::Systemd,
+        Service::Auto | Service::Supervisor => Mode::Supervisor,
+        Service::Systemd if has_systemd => Mode::Systemd,
+        Service::Systemd => return Err(fail(anyhow!("service = \"systemd\" but the host does not run systemd"))),
+    };
+    let how = if mode == Mode::Systemd { "systemd" } else { "supervisor" };
+    say(&i.name, &format!("connected to {} ({host_arch}; {how})", i.ssh.destination()));
+    for s in plan::deploy(i, mode, o) {
+        let out = exec(i, &s)?;
+        say(&i.name, &format!("{}: {}", s.name, last_line(&out, "done")));
+    }
+    let url = plan::endpoint(i).to_string();
+    say(&i.name, &format!("{} up at {url} ({:.1} s)", i.role.name(), t0.elapsed().as_secs_f64()));
+    Ok(url)
+}
+
+/// Runs one step on `i`'s host; the error names the host and the step.
+fn exec(i: &Install, s: &Step) -> anyhow::Result<String> {
+    let r = match &s.action {
+        Action::Remote { script, input } => {
+            let input = match input {
+                Payload::None => Input::None,
+                Payload::File(p) => Input::File(p),
+                Payload::Text { text, .. } => Input::Bytes(text.as_bytes()),
+            };
+            i.ssh.run(script, input)
+        }
+        Action::Health { endpoint, expect_host, timeout, crash_script, log_script } => {
+            let crashed = || i.ssh.run(crash_script, Input::None).is_ok_and(|o| o.contains("crashed"));
+            wait_healthy(endpoint, expect_host.as_deref(), *timeout, crashed).map_err(|e| {
+                let log = i.ssh.run(log_script, Input::None).unwrap_or_default();
+                if log.trim().is_empty() { e } else { e.context(format!("its log ends with:\n{}", log.trim_end())) }
+            })
+        }
+        Action::Register { endpoint, path, body, token } => {
+            let r = http::request(endpoint, "PUT", path, Some(body), token.as_deref(), Duration::from_secs(10));
+            r.and_then(|r| {
+                if (200..300).contains(&r.status) {
+                    Ok(format!("registered at {endpoint}{path}"))
+                } else {
+                    bail!("PUT {endpoint}{path} answered {}: {}", r.status, r.body.trim())
+                }
+            })
+        }
+    };
+    r.with_context(|| format!("host {} ({}): step \"{}\"", i.name, i.ssh.address, s.name))
+}
+
+/// Polls `/healthz` until it says ok (and names `expect_host`).
+fn wait_healthy(
+    ep: &Endpoint,
+    expect_host: Option<&str>,
+    timeout: Duration,
+    crashed: impl Fn() -> bool,
+) -> anyhow::Result<String> {
+    let end = Instant::now() + timeout;
+    let mut next_crash_check = Instant::now() + Duration::from_secs(1);
+    let mut last: String;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match http::request(
+            ep,
+            "GET",
+            "/healthz",
+            None,
+            None,
+            left.clamp(Duration::from_secs(1), Duration::from_secs(5)),
+        ) {
+            Ok(r) if r.status == 200 => {
+                let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+                let host = v["host"].as_str().unwrap_or_default();
+                if v["status"] != "ok" {
+                    last = format!("status {}", v["status"]);
+                } else if expect_host.is_some_and(|h| h != host) {
+                    last = format!("answered as host {host:?}, not {:?}", expect_host.unwrap_or_default());
+                } else {
+                    return Ok(format!("ok (host {host}, version {})", v["version"].as_str().unwrap_or("?")));
+                }
+            }
+            Ok(r) => last = format!("HTTP {}: {}", r.status, r.body.trim()),
+            Err(e) => last = format!("{e:#}"),
+        }
+        if Instant::now() >= end {
+            bail!("{ep}/healthz did not answer ok within {} s (last: {last})", timeout.as_secs());
+        }
+        if Instant::now() >= next_crash_check {
+            if crashed() {
+                bail!("it exited after it was started (last answer from {ep}/healthz: {last})");
+            }
+            next_crash_check = Instant::now() + Duration::from_secs(2);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Runs `f` on every host, `parallel` at a time, in order; after a failure
+/// no further host starts. Returns each host's name and result, or the
+/// first failure (in host order).
+fn for_each(
+    items: &[Install],
+    parallel: usize,
+    f: impl Fn(&Install) -> anyhow::Result<String> + Sync,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<anyhow::Result<String>>>> = Mutex::new(items.iter().map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..parallel.clamp(1, items.len().max(1)) {
+            s.spawn(|| {
+                while !failed.load(Ordering::SeqCst) {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(i) = items.get(n) else { break };
+                    let r = f(i);
+                    if r.is_err() {
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                    results.lock().unwrap_or_else(|e| e.into_inner())[n] = Some(r);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut ok = Vec::new();
+    let (mut first_err, mut failed_names, mut not_started) = (None, Vec::new(), Vec::new());
+    for (i, r) in items.iter().zip(results) {
+        match r {
+            Some(Ok(v)) => ok.push((i.name.clone(), v)),
+            Some(Err(e)) => {
+                failed_names.push(i.name.clone());
+                first_err.get_or_insert(e);
+            }
+            None => not_started.push(i.name.clone()),
+        }
+    }
+    match first_err {
+        None => Ok(ok),
+        Some(e) => {
+            let names = |v: &[String]| if v.is_empty() { "none".to_owned() } else { v.join(", ") };
+            let done: Vec<String> = ok.iter().map(|(n, _)| n.clone()).collect();
+            eprintln!(
+                "stopped: done (left running): {}; failed: {}; not started: {}",
+                names(&done),
+                names(&failed_names),
+                names(&not_started)
+            );
+            Err(e)
+        }
+    }
+}
+
+fn say(host: &str, msg: &str) {
+    println!("[{host}] {msg}");
+}
+
+fn last_line(out: &str, default: &str) -> String {
+    out.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or(default).to_owned()
+}
+
+/// Deploy steps for `--dry-run`: a host whose service is `auto` shows both
+/// variants of the steps that differ.
+fn deploy_variants(i: &Install, o: &DeployOptions) -> Vec<(Option<&'static str>, Step)> {
+    let mut out = vec![(None, plan::connect())];
+    match i.service {
+        Service::Systemd => out.extend(plan::deploy(i, Mode::Systemd, o).into_iter().map(|s| (None, s))),
+        Service::Supervisor => out.extend(plan::deploy(i, Mode::Supervisor, o).into_iter().map(|s| (None, s))),
+        Service::Auto => {
+            for (a, b) in plan::deploy(i, Mode::Systemd, o).into_iter().zip(plan::deploy(i, Mode::Supervisor, o)) {
+                // The health checks differ only in where the log is read on failure.
+                let same = match (&a.action, &b.action) {
+                    (Action::Health { endpoint: x, .. }, Action::Health { endpoint: y, .. }) => x == y,
+                    _ => a == b,
+                };
+                if same {
+                    out.push((None, a));
+                } else {
+                    out.push((Some("systemd hosts"), a));
+                    out.push((Some("other hosts"), b));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn print_preamble() {
+    println!(
+        "each script runs on its host as root: `ssh ... USER@ADDRESS -- sh -c SCRIPT` (`sudo -n sh -c` for other users)"
+    );
+    println!("shell helpers, prepended to the scripts that use them:");
+    for l in plan::HELPERS.lines() {
+        println!("  $ {l}");
+    }
+}
+
+fn print_host(i: &Install, steps: &[(Option<&'static str>, Step)]) {
+    println!(
+        "\nhost {} ({}): {} in {}, state in {}, service {}{}",
+        i.name,
+        i.ssh.destination(),
+        i.role.name(),
+        i.prefix,
+        i.state_dir,
+        i.service,
+        if i.service == Service::Auto { " (systemd if /run/systemd/system exists, else the supervisor)" } else { "" }
+    );
+    println!("  ssh: {}", i.ssh.display());
+    let mut n = 0;
+    for (variant, s) in steps {
+        let label = match variant {
+            Some(v) => format!("{} [{v}]", s.name),
+            None => s.name.to_owned(),
+        };
+        if !matches!(variant, Some("other hosts")) {
+            n += 1;
+        }
+        match &s.action {
+            Action::Remote { script, input } => {
+                let stdin = match input {
+                    Payload::None => String::new(),
+                    Payload::File(p) => format!(" < {}", p.display()),
+                    Payload::Text { what, text, .. } => format!(" < {what} ({} bytes)", text.len()),
+                };
+                println!("  {n}. {label}{stdin}");
+                if let Payload::Text { text, shown, .. } = input {
+                    let shown = match shown {
+                        Shown::Full => text.clone(),
+                        Shown::Redacted => redact(text),
+                        Shown::Summary => String::new(),
+                    };
+                    for l in shown.lines() {
+                        println!("       < {l}");
+                    }
+                }
+                let script = match script.strip_prefix(plan::HELPERS) {
+                    Some(rest) => {
+                        println!("       $ <shell helpers ours, gone, stop: shown at the top>");
+                        rest
+                    }
+                    None => script,
+                };
+                for l in script.lines() {
+                    println!("       $ {l}");
+                }
+            }
+            Action::Health { endpoint, expect_host, timeout, .. } => println!(
+                "  {n}. {label}: GET {endpoint}/healthz until 200 with \"status\": \"ok\"{} (up to {} s)",
+                expect_host.as_ref().map(|h| format!(", \"host\": {h:?}")).unwrap_or_default(),
+                timeout.as_secs()
+            ),
+            Action::Register { endpoint, path, body, token } => println!(
+                "  {n}. {label}: PUT {endpoint}{path} {}{}",
+                redact_json(body),
+                if token.is_some() { " with Authorization: Bearer ***" } else { "" }
+            ),
+        }
+    }
+}
+
+/// TOML text with every `token = ...` value hidden.
+fn redact(toml_text: &str) -> String {
+    toml_text
+        .lines()
+        .map(|l| if l.trim_start().starts_with("token") && l.contains('=') { "token = \"***\"" } else { l })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn redact_json(body: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    if v.get("token").is_some() {
+        v["token"] = "***".into();
+    }
+    v.to_string()
+}
+
+/// The `uname -m` name of an ELF binary's machine, or `None` if unknown.
+fn elf_arch(p: &Path) -> anyhow::Result<Option<&'static str>> {
+    use std::io::Read as _;
+    let mut h = [0u8; 20];
+    std::fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut h))
+        .with_context(|| format!("reading {}", p.display()))?;
+    if h[..4] != *b"\x7fELF" {
+        bail!("{} is not an ELF executable", p.display());
+    }
+    let machine = u16::from_le_bytes([h[18], h[19]]);
+    Ok(match machine {
+        0x3e => Some("x86_64"),
+        0xb7 => Some("aarch64"),
+        0xf3 => Some("riscv64"),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::deploy::hosts::{Entry, Fallback, Role, resolve};
+
+    fn hosts(n: usize) -> Vec<Install> {
+        let fb = Fallback {
+            key: None,
+            prefix: None,
+            state_dir: None,
+            known_hosts: None,
+            connect_timeout_s: 5,
+            config: toml::Table::new(),
+        };
+        (1..=n)
+            .map(|k| {
+                let e = Entry { name: Some(format!("n{k}")), address: Some(format!("10.0.0.{k}")), ..Entry::default() };
+                resolve(&e, &Entry::default(), &fb, Role::Agent).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_failure_stops_the_run_and_is_the_error() {
+        for parallel in [1, 2] {
+            let started = Mutex::new(Vec::new());
+            let r = for_each(&hosts(5), parallel, |i| {
+                started.lock().unwrap().push(i.name.clone());
+                if i.name == "n2" { bail!("host n2: step \"connect\": boom") } else { Ok(i.name.clone()) }
+            });
+            assert!(r.unwrap_err().to_string().contains("n2"));
+            let started = started.into_inner().unwrap();
+            assert!(started.len() <= 2 + parallel, "{parallel}: {started:?}");
+            assert!(!started.contains(&"n5".to_owned()) || parallel > 3);
+        }
+        let ok = for_each(&hosts(3), 3, |i| Ok(i.name.clone())).unwrap();
+        assert_eq!(ok.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["n1", "n2", "n3"]);
+    }
+
+    #[test]
+    fn step_errors_name_the_host_and_the_step() {
+        let mut i = hosts(1).remove(0);
+        i.ssh.address = "127.0.0.1".into();
+        i.ssh.port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let err = exec(&i, &plan::connect()).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.starts_with("host n1 (127.0.0.1): step \"connect\": ssh: "), "{msg}");
+        assert!(msg.contains("Connection refused"), "{msg}");
+    }
+
+    #[test]
+    fn tokens_are_hidden_in_the_plan() {
+        assert_eq!(redact("[agent]\ntoken = \"s3cret\"\nx = 1"), "[agent]\ntoken = \"***\"\nx = 1");
+        assert_eq!(redact_json(r#"{"url":"u","token":"s3cret"}"#), r#"{"token":"***","url":"u"}"#);
+    }
+
+    #[test]
+    fn elf_machine_is_read() {
+        let me = std::env::current_exe().unwrap();
+        assert_eq!(elf_arch(&me).unwrap(), Some(std::env::consts::ARCH).filter(|a| *a != "x86"));
+        let f = tempfile_with(b"#!/bin/sh\n echo not elf at all\n");
+        assert!(elf_arch(&f).unwrap_err().to_string().contains("not an ELF"));
+        let _ = std::fs::remove_file(f);
+    }
+
+    fn tempfile_with(b: &[u8]) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("xtask-deploy-test-{}", std::process::id()));
+        std::fs::write(&p, b).unwrap();
+        p
+    }
+}
