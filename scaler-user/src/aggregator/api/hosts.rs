@@ -1,0 +1,123 @@
+//! `/v1/hosts`: list, one, register (`PUT`), forget (`DELETE`).
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, RawQuery, State},
+    http::StatusCode,
+};
+use serde_json::{Value, json};
+
+use super::{ApiError, name, object, opt_u64};
+use crate::{
+    aggregator::{
+        Shared,
+        client::Target,
+        config::validate_url,
+        now_ms,
+        state::{HostRecord, HostState, Source},
+        store::{CEILINGS, HOSTS},
+        views,
+    },
+    http::query::Query,
+};
+
+pub fn unknown(host: &str) -> ApiError {
+    ApiError::not_found(format!("no host named {host:?} (GET /v1/hosts lists them)"))
+}
+
+pub async fn list(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    let now = now_ms();
+    let st = s.read();
+    let hosts: Vec<Value> = st.hosts.values().map(|h| views::host_json(h, now, false)).collect();
+    Ok(Json(json!({ "hosts": hosts })))
+}
+
+pub async fn one(State(s): State<Arc<Shared>>, Path(host): Path<String>) -> Result<Json<Value>, ApiError> {
+    let st = s.read();
+    let h = st.hosts.get(&host).ok_or_else(|| unknown(&host))?;
+    Ok(Json(views::host_json(h, now_ms(), true)))
+}
+
+fn parse(body: &Bytes) -> Result<HostRecord, ApiError> {
+    let m = object(body, &["url", "token", "idle_mw", "max_mw"])?;
+    let url = match m.get("url") {
+        Some(Value::String(u)) => u.clone(),
+        Some(_) => return Err(ApiError::bad_request("url", "url must be a string")),
+        None => return Err(ApiError::bad_request("url", "url is required, e.g. \"http://10.0.0.7:8470\"")),
+    };
+    validate_url(&url).map_err(|e| ApiError::bad_request("url", e))?;
+    let token = match m.get("token") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) if !t.is_empty() => Some(t.clone()),
+        Some(_) => return Err(ApiError::bad_request("token", "token must be a non-empty string or null")),
+    };
+    let (idle_mw, max_mw) = (opt_u64(&m, "idle_mw")?, opt_u64(&m, "max_mw")?);
+    match (idle_mw, max_mw) {
+        (None, None) => {}
+        (Some(i), Some(x)) => {
+            policies::energy::PowerModel::try_new(i, x).map_err(|e| ApiError::bad_request("max_mw", e.to_string()))?;
+        }
+        _ => return Err(ApiError::bad_request("idle_mw", "give both idle_mw and max_mw, or neither")),
+    }
+    Ok(HostRecord { url, token, idle_mw, max_mw })
+}
+
+/// Registers (or re-registers) a host: `{"url": ..., "token": optional}`.
+pub async fn put(
+    State(s): State<Arc<Shared>>,
+    Path(host): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    name("host", &host)?;
+    let record = parse(&body)?;
+    let mut st = s.write();
+    let created = match st.hosts.get_mut(&host) {
+        Some(h) if h.source == Source::Config => {
+            return Err(ApiError::new(StatusCode::CONFLICT, format!("host {host:?} is defined in the config file")));
+        }
+        Some(h) => {
+            if h.record.url != record.url || h.record.token != record.token {
+                // Another agent (or credentials): start from scratch.
+                *h = HostState::new(host.clone(), record.clone(), Source::Api);
+            } else {
+                h.record = record.clone();
+                h.target = Target::new(&record.url, record.token.clone());
+            }
+            false
+        }
+        None => {
+            st.hosts.insert(host.clone(), HostState::new(host.clone(), record.clone(), Source::Api));
+            true
+        }
+    };
+    s.store.put(HOSTS, &host, &record).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let h = st.hosts.get(&host).ok_or_else(|| unknown(&host))?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(views::host_json(h, now_ms(), false))))
+}
+
+/// Forgets a host registered through the API (and the ceilings this
+/// aggregator set there: the agent keeps them until cleared on it).
+pub async fn delete(State(s): State<Arc<Shared>>, Path(host): Path<String>) -> Result<Json<Value>, ApiError> {
+    let mut st = s.write();
+    match st.hosts.get(&host) {
+        None => return Err(unknown(&host)),
+        Some(h) if h.source == Source::Config => {
+            return Err(ApiError::new(StatusCode::CONFLICT, format!("host {host:?} is defined in the config file")));
+        }
+        Some(_) => {}
+    }
+    st.hosts.remove(&host);
+    let err = |e: crate::aggregator::store::StoreError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    s.store.delete(HOSTS, &host).map_err(err)?;
+    let gone: Vec<_> = st.ceilings.keys().filter(|c| c.host == host).cloned().collect();
+    for c in &gone {
+        st.ceilings.remove(c);
+        s.store.delete(CEILINGS, &format!("{}/{}", c.host, c.name)).map_err(err)?;
+    }
+    Ok(Json(json!({"name": host, "deleted": true, "ceilings_forgotten": gone.len()})))
+}

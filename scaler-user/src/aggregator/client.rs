@@ -1,0 +1,153 @@
+//! Talking to one agent: a round's reads (with one deadline for all of
+//! them and a cap on response size) and forwarded management requests.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use super::model::{self, Event, HostInfo, Stats, Subscription};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no answer within {0} ms")]
+    Timeout(u64),
+    #[error("{path}: {source}")]
+    Http {
+        path: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{path}: HTTP {status}")]
+    Status { path: String, status: u16 },
+    #[error("{path}: response larger than {max} bytes")]
+    TooLarge { path: String, max: usize },
+    #[error("{path}: not the expected JSON: {source}")]
+    Garbage {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// An agent to talk to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Base URL without a trailing slash (may carry a path prefix).
+    pub base: String,
+    pub token: Option<String>,
+}
+
+impl Target {
+    pub fn new(url: &str, token: Option<String>) -> Self {
+        Self { base: url.trim_end_matches('/').to_owned(), token }
+    }
+
+    fn request(&self, client: &reqwest::Client, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let req = client.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+}
+
+/// One round's data from one agent. The optional parts are `None` when the
+/// agent does not offer that endpoint (404: an older agent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fetched {
+    pub stats: Option<Stats>,
+    pub host: Option<HostInfo>,
+    pub subscriptions: Option<Vec<Subscription>>,
+    pub events: Option<Vec<Event>>,
+}
+
+async fn read_body(mut resp: reqwest::Response, path: &str, max: usize) -> Result<Vec<u8>, ClientError> {
+    let mut out = Vec::with_capacity(resp.content_length().map_or(8192, |l| (l as usize).min(max)));
+    while let Some(chunk) = resp.chunk().await.map_err(|source| ClientError::Http { path: path.into(), source })? {
+        if out.len() + chunk.len() > max {
+            return Err(ClientError::TooLarge { path: path.into(), max });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// GET `path`; `Ok(None)` on 404 when `optional`.
+async fn get<T>(
+    client: &reqwest::Client,
+    target: &Target,
+    path: &str,
+    max: usize,
+    optional: bool,
+    parse: impl Fn(&[u8]) -> Result<T, serde_json::Error>,
+) -> Result<Option<T>, ClientError> {
+    let resp = target
+        .request(client, Method::GET, path)
+        .send()
+        .await
+        .map_err(|source| ClientError::Http { path: path.into(), source })?;
+    let status = resp.status();
+    if optional && status == StatusCode::NOT_FOUND {
+        // Drain it so the connection can be reused.
+        let _ = read_body(resp, path, max).await;
+        return Ok(None);
+    }
+    if !status.is_success() {
+        return Err(ClientError::Status { path: path.into(), status: status.as_u16() });
+    }
+    let body = read_body(resp, path, max).await?;
+    parse(&body).map(Some).map_err(|source| ClientError::Garbage { path: path.into(), source })
+}
+
+/// Everything the aggregator reads from an agent in a round, one request
+/// after the other on one connection, all within `timeout`.
+/// `events_since`: time and id of the newest event already seen (`None`:
+/// the first round, which takes the latest 100). Events are asked for by
+/// time, not id, so an agent that restarted (ids from 1 again) is still
+/// followed; the caller drops what it has already seen.
+pub async fn fetch(
+    client: &reqwest::Client,
+    target: &Target,
+    events_since: Option<(u64, u64)>,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<Fetched, ClientError> {
+    let work = async {
+        let stats = get(client, target, "/v1/stats", max_body, false, model::parse_stats).await?;
+        let host = get(client, target, "/v1/host", max_body, true, model::parse_host).await?;
+        let subscriptions = get(client, target, "/v1/containers", max_body, true, model::parse_subscriptions).await?;
+        let events_path = match events_since {
+            Some((t, _)) => format!("/v1/events?since_ms={}&limit=500", t.saturating_sub(1)),
+            None => "/v1/events?limit=100".to_owned(),
+        };
+        let events = get(client, target, &events_path, max_body, true, model::parse_events).await?;
+        Ok(Fetched { stats, host, subscriptions, events })
+    };
+    tokio::time::timeout(timeout, work).await.map_err(|_| ClientError::Timeout(timeout.as_millis() as u64))?
+}
+
+/// A management request forwarded to an agent: its status and JSON body
+/// (non-JSON bodies are wrapped as `{"error": text}`).
+pub async fn forward(
+    client: &reqwest::Client,
+    target: &Target,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    timeout: Duration,
+) -> Result<(StatusCode, Value), ClientError> {
+    let work = async {
+        let mut req = target.request(client, method, path);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|source| ClientError::Http { path: path.into(), source })?;
+        let status = resp.status();
+        let bytes = read_body(resp, path, 1 << 20).await?;
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| serde_json::json!({"error": String::from_utf8_lossy(&bytes).trim().to_owned()}));
+        Ok((status, value))
+    };
+    tokio::time::timeout(timeout, work).await.map_err(|_| ClientError::Timeout(timeout.as_millis() as u64))?
+}

@@ -1,0 +1,266 @@
+//! The round: every `poll_ms`, read every agent at once (each within
+//! `timeout_ms`), merge what came back, run the energy-cap controllers,
+//! record history, then send the ceilings that changed. A host that does not
+//! answer in time, or answers garbage, is marked stale and keeps its last
+//! data; nothing else waits for it.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::{sync::Semaphore, task::JoinSet};
+use tracing::{info, warn};
+
+use super::{
+    Shared,
+    client::{self, ClientError, Fetched, Target},
+    energy::{self, Member, Step},
+    history,
+    model::{CPU, ENERGY, Readings},
+    now_ms,
+    state::{HostState, State},
+    totals,
+};
+
+/// A host to read: name, agent, newest event seen.
+type Job = (String, Target, Option<(u64, u64)>);
+
+/// Runs rounds until `stop` turns true.
+pub async fn run(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(shared.cfg.aggregator.poll_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        if *stop.borrow() {
+            break;
+        }
+        round(&shared).await;
+    }
+}
+
+/// One round; returns when its ceilings have been sent.
+pub async fn round(shared: &Arc<Shared>) {
+    let started = Instant::now();
+    let now = now_ms();
+    let targets: Vec<Job> = {
+        let st = shared.read();
+        st.hosts.values().map(|h| (h.name.clone(), h.target.clone(), h.events_since)).collect()
+    };
+    let results = fetch_all(shared, targets).await;
+    let gathered = started.elapsed();
+    let sh = shared.clone();
+    let merged = tokio::task::spawn_blocking(move || {
+        let (points, actions) = {
+            let mut st = sh.write();
+            merge(&sh, &mut st, now, results);
+            control(&sh, &mut st, now);
+            let points = points(&st, now);
+            (points, super::ceilings::due(&st, now))
+        };
+        let t = Instant::now();
+        if let Err(e) = sh.history.record(now, points) {
+            warn!("history: {e}");
+        }
+        (actions, t.elapsed())
+    })
+    .await;
+    let (actions, record) = match merged {
+        Ok(v) => v,
+        Err(e) => {
+            warn!("round merge failed: {e}");
+            return;
+        }
+    };
+    super::ceilings::send(shared, actions, now).await;
+    let mut st = shared.write();
+    st.rounds.last_gather_ms = gathered.as_secs_f64() * 1e3;
+    st.rounds.last_record_ms = record.as_secs_f64() * 1e3;
+    st.rounds.last_round_ms = Some(now);
+    st.rounds.push(started.elapsed().as_secs_f64() * 1e3);
+}
+
+async fn fetch_all(
+    shared: &Arc<Shared>,
+    targets: Vec<Job>,
+) -> Vec<(String, Result<Fetched, ClientError>)> {
+    let a = &shared.cfg.aggregator;
+    let sem = Arc::new(Semaphore::new(a.concurrency));
+    let timeout = Duration::from_millis(a.timeout_ms);
+    let mut set = JoinSet::new();
+    for (name, target, since) in targets {
+        let (client, sem, max_body) = (shared.client.clone(), sem.clone(), a.max_body_bytes);
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let r = client::fetch(&client, &target, since, timeout, max_body).await;
+            (name, r)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(v) => out.push(v),
+            Err(e) => warn!("gather task failed: {e}"),
+        }
+    }
+    out
+}
+
+fn merge(shared: &Shared, st: &mut State, now: u64, results: Vec<(String, Result<Fetched, ClientError>)>) {
+    let mut events = Vec::new();
+    for (name, r) in results {
+        let Some(h) = st.hosts.get_mut(&name) else { continue };
+        h.last_attempt_ms = Some(now);
+        match r {
+            Ok(f) => {
+                if h.stale && h.rounds_ok + h.rounds_failed > 0 {
+                    info!(host = %name, "host answers again");
+                }
+                apply(shared, h, f, now, &mut events);
+            }
+            Err(e) => {
+                if !h.stale || h.rounds_ok + h.rounds_failed == 0 {
+                    warn!(host = %name, "host stale: {e}");
+                }
+                h.stale = true;
+                h.error = Some(e.to_string());
+                h.rounds_failed += 1;
+            }
+        }
+    }
+    events.sort_by_key(|e: &super::model::Event| e.time_ms);
+    for e in events {
+        st.push_event(e);
+    }
+}
+
+fn apply(shared: &Shared, h: &mut HostState, f: Fetched, now: u64, events: &mut Vec<super::model::Event>) {
+    h.stale = false;
+    h.error = None;
+    h.rounds_ok += 1;
+    h.last_ok_ms = Some(now);
+    h.info = f.host;
+    h.subscriptions = f.subscriptions;
+    if let Some(list) = f.events {
+        let last = h.events_since;
+        for mut e in list {
+            if last.is_some_and(|l| (e.time_ms, e.id) <= l) {
+                continue;
+            }
+            h.events_since = Some(h.events_since.map_or((e.time_ms, e.id), |l| l.max((e.time_ms, e.id))));
+            e.host = h.name.clone();
+            e.source = "agent".into();
+            events.push(e);
+        }
+    }
+    let Some(stats) = f.stats else { return };
+    let cpu = energy::container_cpu(&mut h.prev_cpu, &stats);
+    let info = h.info.as_ref();
+    h.power = shared.model_of(h).and_then(|model| {
+        energy::host_power(
+            model,
+            info.and_then(|i| i.capacity[CPU]),
+            info.and_then(|i| i.usage_cpu),
+            info.and_then(|i| i.rapl_mw),
+            &cpu,
+        )
+    });
+    h.stats = Some(stats);
+}
+
+/// One control period for every capped application.
+fn control(shared: &Shared, st: &mut State, now: u64) {
+    let capped: Vec<String> =
+        st.apps.iter().filter(|(_, a)| a.record.cap_mw.is_some()).map(|(n, _)| n.clone()).collect();
+    for name in capped {
+        let members = members(shared, st, &name);
+        let Some(app) = st.apps.get_mut(&name) else { continue };
+        let step = energy::control(app, members, now, shared.cfg.energy.tolerance_pct);
+        if let Step::Ceilings(list) = step {
+            for (c, v) in list {
+                app.ceilings.insert(c.clone(), v);
+                super::ceilings::want(shared, &mut st.ceilings, &c, &name, Some(v));
+            }
+        }
+    }
+}
+
+fn members(shared: &Shared, st: &State, app: &str) -> Result<Vec<Member>, String> {
+    let Some(a) = st.apps.get(app) else { return Err("no such app".into()) };
+    a.record
+        .containers
+        .iter()
+        .map(|c| {
+            let h = st.hosts.get(&c.host).ok_or_else(|| format!("host {} unknown", c.host))?;
+            if h.stale {
+                return Err(format!("host {} stale", c.host));
+            }
+            let s = h.stats.as_ref().and_then(|s| s.containers.iter().find(|x| x.name == c.name));
+            let s = s.ok_or_else(|| format!("container {}/{} not found", c.host, c.name))?;
+            let (cpu_mc, power_mw) =
+                h.power.as_ref().and_then(|p| p.containers.get(&c.name).copied()).unwrap_or_default();
+            let sub = h.subscription(&c.name);
+            let bounds = sub.and_then(|s| s.bounds[CPU]);
+            let capacity = h.info.as_ref().and_then(|i| i.capacity[CPU]).unwrap_or(1_000_000);
+            let (min, max) = bounds.unwrap_or((shared.cfg.energy.min_ceiling_mc, capacity));
+            let ceiling = a
+                .ceilings
+                .get(c)
+                .copied()
+                .or(sub.and_then(|s| s.ceiling_cpu))
+                .or(s.resources[CPU].current)
+                .unwrap_or(max);
+            let unmet_mc = match (s.cpu_throttled_usec, s.interval_ms) {
+                (Some(t), i) if i > 0 => t / i,
+                _ => 0,
+            };
+            Ok(Member {
+                container: c.clone(),
+                cpu_mc,
+                unmet_mc,
+                ceiling,
+                min,
+                max: max.max(min),
+                power_mw,
+                idle_mw: h.power.as_ref().map_or(0, |p| p.idle_mw),
+            })
+        })
+        .collect()
+}
+
+/// This round's history points: every fresh host and container, and every
+/// application with at least one fresh container.
+fn points(st: &State, now: u64) -> Vec<(String, Readings)> {
+    let mut out = Vec::new();
+    for h in st.hosts.values().filter(|h| !h.stale && h.last_ok_ms == Some(now)) {
+        let parts = super::views::parts_of_host(h);
+        for (name, part) in &parts {
+            out.push((history::container_key(&h.name, name), part.readings));
+        }
+        let mut r = totals::readings(&totals::totals(parts.iter().map(|(_, p)| p)));
+        r[ENERGY].usage = h.power.as_ref().map(|p| p.power_mw);
+        r[ENERGY].current = None;
+        out.push((history::host_key(&h.name), r));
+    }
+    for (name, a) in &st.apps {
+        let parts: Vec<_> = a
+            .record
+            .containers
+            .iter()
+            .filter_map(|c| {
+                let h = st.hosts.get(&c.host).filter(|h| !h.stale && h.last_ok_ms == Some(now))?;
+                super::views::part_of(h, &c.name)
+            })
+            .collect();
+        if parts.is_empty() {
+            continue;
+        }
+        let mut r = totals::readings(&totals::totals(&parts));
+        r[ENERGY].current = a.record.cap_mw;
+        out.push((history::app_key(name), r));
+    }
+    out
+}

@@ -1,0 +1,271 @@
+//! History per host, application and container: every round's point kept
+//! at full resolution for `history.full_retention_s`, one-minute means for
+//! `minute_retention_s`, fifteen-minute means for `quarter_retention_s`.
+//! Points are appended in memory ([`series`]) and written to the store in
+//! blocks every `history.flush_ms` and at shutdown; a query merges memory,
+//! blocks being written, and the store.
+
+pub mod codec;
+pub mod series;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use self::{
+    codec::Point,
+    series::{Block, Series, TIERS, TierSpec},
+};
+use super::{
+    config::HistoryConfig,
+    model::Readings,
+    store::{Row, Store, StoreError},
+};
+
+/// Entity keys in the store: `h:HOST`, `a:APP`, `c:HOST/CONTAINER`.
+pub fn host_key(host: &str) -> String {
+    format!("h:{host}")
+}
+pub fn app_key(app: &str) -> String {
+    format!("a:{app}")
+}
+pub fn container_key(host: &str, name: &str) -> String {
+    format!("c:{host}/{name}")
+}
+
+/// A queried point: when, at which resolution, and the readings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryPoint {
+    pub time_ms: u64,
+    pub step_ms: u64,
+    pub readings: Readings,
+}
+
+type Key = (u8, u64, String);
+
+#[derive(Default)]
+struct Inner {
+    series: HashMap<String, Series>,
+    pending: Vec<Row>,
+    inflight: HashMap<Key, Arc<Vec<u8>>>,
+}
+
+pub struct History {
+    tiers: [TierSpec; TIERS],
+    /// Spacing of full-resolution points (the poll period).
+    poll_ms: u64,
+    store: Arc<Store>,
+    inner: Mutex<Inner>,
+}
+
+fn floor(t: u64, span: u64) -> u64 {
+    t - t % span.max(1)
+}
+
+impl History {
+    pub fn new(cfg: &HistoryConfig, poll_ms: u64, store: Arc<Store>) -> Self {
+        Self { tiers: series::tiers(cfg), poll_ms, store, inner: Mutex::new(Inner::default()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records one round: every entity's readings at `time_ms`. An entity
+    /// seen for the first time since start continues its stored blocks.
+    pub fn record(&self, time_ms: u64, points: Vec<(String, Readings)>) -> Result<(), StoreError> {
+        let new: Vec<String> = {
+            let g = self.lock();
+            points.iter().filter(|(k, _)| !g.series.contains_key(k)).map(|(k, _)| k.clone()).collect()
+        };
+        let mut resumed = Vec::with_capacity(new.len());
+        for key in new {
+            let wanted: Vec<(u8, u64)> =
+                (0..TIERS).map(|t| (t as u8, floor(time_ms, self.tiers[t].bucket_ms))).collect();
+            let mut open: [Option<Block>; TIERS] = Default::default();
+            for (tier, bucket, bytes) in self.store.read_blocks(&key, &wanted)? {
+                open[usize::from(tier)] = Some(Block { bucket, bytes, dirty: false });
+            }
+            resumed.push((key, Series::resume(open)));
+        }
+        let mut g = self.lock();
+        let inner = &mut *g;
+        for (k, s) in resumed {
+            inner.series.entry(k).or_insert(s);
+        }
+        let mut closed = Vec::new();
+        for (key, readings) in points {
+            let Some(s) = inner.series.get_mut(&key) else { continue };
+            s.record(&self.tiers, &Point { time_ms, readings }, &mut closed);
+            for c in closed.drain(..) {
+                inner.pending.push(Row {
+                    tier: c.tier,
+                    bucket: c.bucket,
+                    entity: key.clone(),
+                    bytes: Arc::new(c.bytes),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes closed blocks and the dirty open ones, prunes what is past
+    /// retention, and forgets entities idle for an hour. Blocking: call from
+    /// a blocking thread. Returns the rows written.
+    pub fn flush(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let rows: Vec<Row> = {
+            let mut g = self.lock();
+            let inner = &mut *g;
+            let mut rows = std::mem::take(&mut inner.pending);
+            for (key, s) in &mut inner.series {
+                for (tier, b) in s.open.iter_mut().enumerate() {
+                    if let Some(b) = b.as_mut().filter(|b| b.dirty) {
+                        b.dirty = false;
+                        let bytes = Arc::new(b.bytes.clone());
+                        rows.push(Row { tier: tier as u8, bucket: b.bucket, entity: key.clone(), bytes });
+                    }
+                }
+            }
+            for r in &rows {
+                inner.inflight.insert((r.tier, r.bucket, r.entity.clone()), r.bytes.clone());
+            }
+            inner.series.retain(|_, s| s.last_ms + 3_600_000 > now_ms || !s.is_clean());
+            rows
+        };
+        let result = self.store.write_history(&rows);
+        {
+            let mut g = self.lock();
+            for r in &rows {
+                let key = (r.tier, r.bucket, r.entity.clone());
+                if g.inflight.get(&key).is_some_and(|b| Arc::ptr_eq(b, &r.bytes)) {
+                    g.inflight.remove(&key);
+                }
+            }
+            if result.is_err() {
+                // Keep them for the next flush.
+                g.pending.extend(rows.iter().cloned());
+            }
+        }
+        result?;
+        for (t, spec) in self.tiers.iter().enumerate() {
+            let before = floor(now_ms.saturating_sub(spec.retention_ms), spec.bucket_ms);
+            self.store.prune(t as u8, before)?;
+        }
+        Ok(rows.len())
+    }
+
+    /// Entities in memory.
+    pub fn entities(&self) -> usize {
+        self.lock().series.len()
+    }
+
+    /// Points of `entity` within `[since_ms, until_ms]`, oldest first: full
+    /// resolution where it is kept, then minute means, then quarter means.
+    pub fn query(
+        &self,
+        entity: &str,
+        since_ms: u64,
+        until_ms: u64,
+        now_ms: u64,
+    ) -> Result<Vec<QueryPoint>, StoreError> {
+        // Each tier answers for the span the finer ones no longer keep.
+        let mut windows = [(0u64, 0u64); TIERS];
+        let mut hi = until_ms.saturating_add(1);
+        for (t, spec) in self.tiers.iter().enumerate() {
+            let lo = if t + 1 == TIERS { since_ms } else { since_ms.max(now_ms.saturating_sub(spec.retention_ms)) };
+            windows[t] = (lo, hi.max(lo));
+            hi = hi.min(lo);
+        }
+        let mut blocks: Vec<(usize, u64, Vec<u8>)> = Vec::new();
+        let mut missing: Vec<(u8, u64)> = Vec::new();
+        {
+            let g = self.lock();
+            let series = g.series.get(entity);
+            for (t, &(lo, hi)) in windows.iter().enumerate() {
+                let span = self.tiers[t].bucket_ms;
+                let mut b = floor(lo, span);
+                while b < hi {
+                    let open = series.and_then(|s| s.open[t].as_ref()).filter(|o| o.bucket == b);
+                    if let Some(o) = open {
+                        blocks.push((t, b, o.bytes.clone()));
+                    } else if let Some(bytes) = g.inflight.get(&(t as u8, b, entity.to_owned())) {
+                        blocks.push((t, b, bytes.as_ref().clone()));
+                    } else if let Some(r) =
+                        g.pending.iter().find(|r| usize::from(r.tier) == t && r.bucket == b && r.entity == entity)
+                    {
+                        blocks.push((t, b, r.bytes.as_ref().clone()));
+                    } else {
+                        missing.push((t as u8, b));
+                    }
+                    b += span;
+                }
+            }
+        }
+        for (t, b, bytes) in self.store.read_blocks(entity, &missing)? {
+            blocks.push((usize::from(t), b, bytes));
+        }
+        let mut out = Vec::new();
+        for (t, bucket, bytes) in blocks {
+            let (lo, hi) = windows[t];
+            let step_ms = if t == 0 { self.poll_ms } else { self.tiers[t].step_ms };
+            out.extend(
+                codec::decode(bucket, &bytes)
+                    .into_iter()
+                    .filter(|p| p.time_ms >= lo && p.time_ms < hi)
+                    .map(|p| QueryPoint { time_ms: p.time_ms, step_ms, readings: p.readings }),
+            );
+        }
+        out.sort_by_key(|p| p.time_ms);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::aggregator::model::Reading;
+
+    fn readings(cpu: u64) -> Readings {
+        let mut r = Readings::default();
+        r[0] = Reading { usage: Some(cpu), current: Some(2000) };
+        r
+    }
+
+    #[test]
+    fn queries_merge_memory_and_store_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = HistoryConfig { full_retention_s: 300, minute_retention_s: 900, ..HistoryConfig::default() };
+        let t0 = 1_800_000_000_000u64;
+        {
+            let h = History::new(&cfg, 1000, Arc::new(Store::open(dir.path()).unwrap()));
+            for i in 0..150 {
+                h.record(t0 + i * 1000, vec![("a:web".into(), readings(i))]).unwrap();
+                if i == 100 {
+                    h.flush(t0 + i * 1000).unwrap();
+                }
+            }
+            let now = t0 + 149_000;
+            let pts = h.query("a:web", t0, now, now).unwrap();
+            assert_eq!(pts.len(), 150, "all still within full retention");
+            assert_eq!(pts[149].readings[0].usage, Some(149));
+            h.flush(now).unwrap();
+        }
+        // Reopened later: the store alone answers, and new points append.
+        let h = History::new(&cfg, 1000, Arc::new(Store::open(dir.path()).unwrap()));
+        let now = t0 + 150_000;
+        h.record(now, vec![("a:web".into(), readings(150))]).unwrap();
+        let pts = h.query("a:web", t0, now, now).unwrap();
+        assert_eq!(pts.len(), 151);
+        assert!(pts.windows(2).all(|w| w[0].time_ms < w[1].time_ms));
+        // Ten minutes on, the first minutes come from the minute tier.
+        let later = t0 + 600_000;
+        h.record(later, vec![("a:web".into(), readings(7))]).unwrap();
+        let pts = h.query("a:web", t0, later, later).unwrap();
+        let coarse: Vec<_> = pts.iter().filter(|p| p.step_ms == 60_000).collect();
+        assert!(!coarse.is_empty());
+        assert!(pts.iter().any(|p| p.step_ms == 1000 && p.time_ms == later));
+        assert!(h.query("a:nope", t0, later, later).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,188 @@
+//! The JSON the API returns for hosts, containers and applications, built
+//! from the state under a read lock.
+
+use serde_json::{Map, Value, json};
+
+use super::{
+    model::{AGENT_RESOURCES, AgentContainer, CPU, ENERGY, RESOURCES},
+    state::{AppState, ContainerRef, HostState, State},
+    totals::{self, Part, Total},
+};
+
+/// A container's contribution to totals (its power as `energy.usage`).
+fn part(h: &HostState, c: &AgentContainer) -> Part {
+    let mut p = Part { readings: Default::default(), bounds: [None; AGENT_RESOURCES] };
+    p.readings[..AGENT_RESOURCES].copy_from_slice(&c.resources[..AGENT_RESOURCES]);
+    p.readings[ENERGY].usage = h.power.as_ref().and_then(|pw| pw.containers.get(&c.name)).map(|x| x.1);
+    if let Some(s) = h.subscription(&c.name) {
+        p.bounds = s.bounds;
+    }
+    p
+}
+
+pub fn part_of(h: &HostState, name: &str) -> Option<Part> {
+    let c = h.stats.as_ref()?.containers.iter().find(|c| c.name == name)?;
+    Some(part(h, c))
+}
+
+pub fn parts_of_host(h: &HostState) -> Vec<(String, Part)> {
+    h.stats.iter().flat_map(|s| &s.containers).map(|c| (c.name.clone(), part(h, c))).collect()
+}
+
+fn totals_json(t: &[Total; RESOURCES.len()]) -> Value {
+    let mut m = Map::new();
+    for (name, t) in RESOURCES.iter().zip(t) {
+        m.insert((*name).to_owned(), json!(t));
+    }
+    Value::Object(m)
+}
+
+fn status(h: &HostState) -> &'static str {
+    match (h.stale, h.last_ok_ms) {
+        (false, _) => "ok",
+        (true, Some(_)) => "stale",
+        (true, None) => "unreachable",
+    }
+}
+
+pub fn host_json(h: &HostState, now: u64, detail: bool) -> Value {
+    let parts = parts_of_host(h);
+    let info = h.info.as_ref();
+    let per = |a: Option<&[Option<u64>; AGENT_RESOURCES]>| {
+        let mut m = Map::new();
+        for (i, name) in RESOURCES.iter().take(AGENT_RESOURCES).enumerate() {
+            m.insert((*name).to_owned(), json!(a.and_then(|a| a[i])));
+        }
+        Value::Object(m)
+    };
+    let mut v = json!({
+        "name": h.name,
+        "url": h.record.url,
+        "has_token": h.record.token.is_some(),
+        "source": h.source,
+        "status": status(h),
+        "stale": h.stale,
+        "age_ms": h.age_ms(now),
+        "last_ok_ms": h.last_ok_ms,
+        "error": h.error,
+        "rounds_ok": h.rounds_ok,
+        "rounds_failed": h.rounds_failed,
+        "agent_host": h.stats.as_ref().and_then(|s| s.host.clone()),
+        "containers": parts.len(),
+        "capacity": per(info.map(|i| &i.capacity)),
+        "allocated": per(info.map(|i| &i.allocated)),
+        "cpu_used": info.and_then(|i| i.usage_cpu),
+        "power": h.power,
+        "totals": totals_json(&totals::totals(parts.iter().map(|(_, p)| p))),
+    });
+    if detail {
+        let names: Vec<Value> =
+            h.stats.iter().flat_map(|s| &s.containers).map(|c| json!({"name": c.name, "kind": c.kind})).collect();
+        v["container_list"] = Value::Array(names);
+    }
+    v
+}
+
+pub fn container_json(st: &State, h: &HostState, c: &AgentContainer, now: u64) -> Value {
+    let p = part(h, c);
+    let sub = h.subscription(&c.name);
+    let mut res = Map::new();
+    for (i, name) in RESOURCES.iter().enumerate().take(AGENT_RESOURCES) {
+        let b = p.bounds[i];
+        res.insert(
+            (*name).to_owned(),
+            json!({"usage": p.readings[i].usage, "current": p.readings[i].current,
+                   "min": b.map(|b| b.0), "max": b.map(|b| b.1)}),
+        );
+    }
+    let r = ContainerRef { host: h.name.clone(), name: c.name.clone() };
+    let (cpu_round, power) = h.power.as_ref().and_then(|pw| pw.containers.get(&c.name).copied()).unzip();
+    json!({
+        "host": h.name,
+        "name": c.name,
+        "cgroup": c.cgroup,
+        "kind": c.kind,
+        "stale": h.stale,
+        "age_ms": h.age_ms(now),
+        "time_ms": c.time_ms,
+        "resources": Value::Object(res),
+        "cpu_round": cpu_round,
+        "power_mw": power,
+        "subscribed": sub.is_some(),
+        "status": sub.map(|s| s.status.clone()),
+        "policy": sub.map(|s| s.policy.clone()),
+        "ceiling": sub.and_then(|s| s.ceiling_cpu).map(|v| json!({"cpu": v})),
+        "wanted_ceiling": st.ceilings.get(&r).and_then(|s| s.record.cpu),
+        "apps": st.apps_of(&r),
+    })
+}
+
+pub fn energy_json(a: &AppState, st: &State) -> Value {
+    let ceilings: Vec<Value> = a
+        .ceilings
+        .iter()
+        .map(|(c, v)| {
+            let s = st.ceilings.get(c);
+            json!({"host": c.host, "name": c.name, "cpu": v,
+                   "confirmed": s.and_then(|s| s.sent).flatten(), "error": s.and_then(|s| s.error.clone())})
+        })
+        .collect();
+    let cap = a.record.cap_mw;
+    let power = a.cap.power_mw;
+    json!({
+        "watts": cap.map(|c| c as f64 / 1000.0),
+        "cap_mw": cap,
+        "power_mw": power,
+        "error_pct": cap.zip(power).map(|(c, p)| (p as f64 - c as f64) / c as f64 * 100.0),
+        "set_ms": a.record.cap_set_ms,
+        "controller": a.controller.as_ref().and_then(|c| c.lock().ok().map(|c| c.name().to_owned())),
+        "status": a.cap,
+        "ceilings": ceilings,
+    })
+}
+
+pub fn app_json(name: &str, a: &AppState, st: &State, now: u64, detail: bool) -> Value {
+    let mut parts = Vec::new();
+    let mut list = Vec::new();
+    let mut missing = Vec::new();
+    for c in &a.record.containers {
+        let h = st.hosts.get(&c.host);
+        let found = h.and_then(|h| h.stats.as_ref()?.containers.iter().find(|x| x.name == c.name).map(|x| (h, x)));
+        let why = match (h, found) {
+            (None, _) => Some("unknown host"),
+            (Some(h), _) if h.stale => Some("host stale"),
+            (_, None) => Some("not found on host"),
+            _ => None,
+        };
+        if let Some(why) = why {
+            missing
+                .push(json!({"host": c.host, "name": c.name, "reason": why, "age_ms": h.and_then(|h| h.age_ms(now))}));
+        }
+        if let Some((h, x)) = found {
+            if why.is_none() {
+                parts.push(part(h, x));
+            }
+            if detail {
+                list.push(container_json(st, h, x, now));
+            }
+        } else if detail {
+            list.push(json!({"host": c.host, "name": c.name, "stale": true, "missing": true}));
+        }
+    }
+    let t = totals::totals(&parts);
+    let mut v = json!({
+        "name": name,
+        "containers": a.record.containers,
+        "reporting": parts.len(),
+        "stale": !missing.is_empty(),
+        "missing": missing,
+        "totals": totals_json(&t),
+        "power_mw": t[ENERGY].usage,
+        "cpu_mc": t[CPU].usage,
+        "energy_cap": if a.record.cap_mw.is_some() { energy_json(a, st) } else { Value::Null },
+    });
+    if detail {
+        v["container_views"] = Value::Array(list);
+    }
+    v
+}
