@@ -67,6 +67,13 @@ impl Node {
         r.status().is_success().then(|| r.json().unwrap())
     }
 
+    /// The end of the agent's log (for failure messages).
+    fn log(&self) -> String {
+        let t = std::fs::read_to_string(self.prefix.join("log/agent.log")).unwrap_or_default();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
     /// The agent's PID from the supervisor's pid file.
     fn agent_pid(&self) -> i32 {
         let f = self.prefix.join("run/agent.pid");
@@ -177,7 +184,8 @@ fn deploy_to_three_hosts_upgrade_keeps_subscriptions_then_undeploy() {
     let up = upgraded.to_str().unwrap();
     let (ok, out, err) = xtask(&["deploy", "--hosts", hf, "--binary", up, "--known-hosts", kh, "--parallel", "3"]);
     assert!(ok, "upgrade failed: {err}");
-    assert_eq!(out.matches("start: restarted").count(), 3, "{out}");
+    let logs: String = nodes.iter().map(|n| format!("--- {}:\n{}\n", n.name, n.log())).collect();
+    assert_eq!(out.matches("start: restarted").count(), 3, "{out}\n{logs}");
     for (n, old) in nodes.iter().zip(&pids) {
         let pid = n.agent_pid();
         assert!(pid != *old && !alive(*old), "{}: agent {old} was not replaced", n.name);

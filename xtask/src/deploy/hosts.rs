@@ -261,6 +261,7 @@ pub fn resolve(e: &Entry, defaults: &Entry, fb: &Fallback, role: Role) -> anyhow
         key: e.key.clone().or_else(|| defaults.key.clone()).or_else(|| fb.key.clone()),
         known_hosts: fb.known_hosts.clone(),
         connect_timeout_s: fb.connect_timeout_s,
+        control_dir: None,
     };
     Ok(Install {
         role,

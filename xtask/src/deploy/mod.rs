@@ -89,7 +89,7 @@ pub struct UndeployArgs {
 }
 
 /// Every host to work on, agents in order, and the aggregator if any.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Inventory {
     pub agents: Vec<Install>,
     pub aggregator: Option<Install>,

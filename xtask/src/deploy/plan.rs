@@ -159,9 +159,10 @@ impl Paths {
 }
 
 /// Receives stdin into a temporary file next to `dest`, checks its size,
-/// and renames it over `dest` (atomic) unless identical; then `then`. Prints
-/// `changed` or `unchanged`, and leaves `marker` when changed.
-fn upload(dest: &str, len: u64, mode: &str, marker: &str, then: &str) -> String {
+/// and renames it over `dest` (atomic) unless identical. Prints `changed`
+/// or `unchanged` and sets `$changed` to 1 or 0; leaves `marker` when
+/// changed (the start step restarts the service then).
+fn upload(dest: &str, len: u64, mode: &str, marker: &str) -> String {
     format!(
         "set -e\n\
          d={d}\n\
@@ -172,11 +173,10 @@ fn upload(dest: &str, len: u64, mode: &str, marker: &str, then: &str) -> String 
          [ \"$n\" -eq {len} ] || {{ echo \"received $n of {len} bytes\" >&2; exit 1; }}\n\
          chmod {mode} \"$t\"\n\
          if [ -f \"$d\" ] && command -v cmp >/dev/null && cmp -s \"$t\" \"$d\"; then\n\
-         \x20 echo unchanged\n\
+         \x20 changed=0; echo unchanged\n\
          else\n\
-         \x20 mv -f \"$t\" \"$d\"; touch {marker}; echo changed\n\
-         fi\n\
-         {then}",
+         \x20 mv -f \"$t\" \"$d\"; touch {marker}; changed=1; echo changed\n\
+         fi\n",
         d = quote(dest),
         marker = quote(marker),
     )
@@ -264,10 +264,10 @@ pub fn deploy(i: &Install, mode: Mode, o: &DeployOptions) -> Vec<Step> {
             ),
             Payload::None,
         ),
-        remote("copy binary", upload(&p.bin(), o.binary_len, "755", &marker, ""), Payload::File(o.binary.clone())),
+        remote("copy binary", upload(&p.bin(), o.binary_len, "755", &marker), Payload::File(o.binary.clone())),
         remote(
             "copy config",
-            upload(&p.config(), i.config.len() as u64, "600", &marker, ""),
+            upload(&p.config(), i.config.len() as u64, "600", &marker),
             Payload::Text { what: "config", text: i.config.clone(), shown: Shown::Redacted },
         ),
     ];
@@ -280,7 +280,7 @@ pub fn deploy(i: &Install, mode: Mode, o: &DeployOptions) -> Vec<Step> {
                     "{HELPERS}{upload}systemctl daemon-reload\n\
                      # A supervisor left from an earlier deploy would hold the port.\n\
                      stop {sup} {supm}\nstop {pid} {scm}\nrm -f {sup} {pid} {sv}\n",
-                    upload = upload(&Paths::unit_file(i), unit_text.len() as u64, "644", &marker, ""),
+                    upload = upload(&Paths::unit_file(i), unit_text.len() as u64, "644", &marker),
                     sup = quote(&p.run("-supervisor.pid")),
                     supm = quote(&p.supervisor_match()),
                     pid = quote(&p.run(".pid")),
@@ -321,12 +321,11 @@ pub fn deploy(i: &Install, mode: Mode, o: &DeployOptions) -> Vec<Step> {
                      \x20 systemctl daemon-reload 2>/dev/null || true\nfi\n\
                      {upload}\
                      # A new supervisor script needs a new supervisor.\n\
-                     if [ -e {m} ]; then stop {sup} {supm}; fi\n",
+                     if [ \"$changed\" = 1 ]; then stop {sup} {supm}; fi\n",
                     uf = quote(&Paths::unit_file(i)),
                     scm = quote(&p.scaler_match()),
                     u = quote(&format!("{}.service", i.unit)),
-                    upload = upload(&p.supervise(), SUPERVISOR.len() as u64, "755", &marker, ""),
-                    m = quote(&marker),
+                    upload = upload(&p.supervise(), SUPERVISOR.len() as u64, "755", &marker),
                     sup = quote(&p.run("-supervisor.pid")),
                     supm = quote(&p.supervisor_match()),
                 ),

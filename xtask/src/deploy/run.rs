@@ -70,11 +70,17 @@ pub fn deploy(
         return Ok(());
     }
     let t0 = Instant::now();
+    let control = Control::new()?;
+    let inv = control.attach(inv);
+    let deploy_one = |i: &Install, o: &DeployOptions| {
+        let r = deploy_host(i, o, arch);
+        i.ssh.close();
+        r
+    };
     if let Some(a) = &inv.aggregator {
-        let url = deploy_host(a, &agg_opts, arch)?;
-        say(&a.name, &format!("aggregator up at {url}"));
+        deploy_one(a, &agg_opts)?;
     }
-    let done = for_each(&inv.agents, sel.parallel, |i| deploy_host(i, &o, arch))?;
+    let done = for_each(&inv.agents, sel.parallel, |i| deploy_one(i, &o))?;
     println!("deployed scaler agent to {} host(s) in {:.1} s:", done.len(), t0.elapsed().as_secs_f64());
     for (name, url) in done {
         println!("  {name}: {url}");
@@ -99,13 +105,21 @@ pub fn undeploy(inv: &Inventory, sel: &Selection, purge: bool) -> anyhow::Result
         return Ok(());
     }
     let t0 = Instant::now();
-    let run = |i: &Install| -> anyhow::Result<String> {
+    let control = Control::new()?;
+    let inv = control.attach(inv);
+    let steps = |i: &Install| -> anyhow::Result<String> {
         exec(i, &plan::connect())?;
         for s in plan::undeploy(i, purge) {
+            let t = Instant::now();
             let out = exec(i, &s)?;
-            say(&i.name, &format!("{}: {}", s.name, last_line(&out, "done")));
+            say(&i.name, &format!("{}: {} ({:.1} s)", s.name, last_line(&out, "done"), t.elapsed().as_secs_f64()));
         }
         Ok(format!("removed from {}{}", i.prefix, if purge { format!(" and {}", i.state_dir) } else { String::new() }))
+    };
+    let run = |i: &Install| {
+        let r = steps(i);
+        i.ssh.close();
+        r
     };
     let done = for_each(&inv.agents, sel.parallel, run)?;
     if let Some(a) = &inv.aggregator {
@@ -113,6 +127,38 @@ pub fn undeploy(inv: &Inventory, sel: &Selection, purge: bool) -> anyhow::Result
     }
     println!("undeployed from {} host(s) in {:.1} s", done.len(), t0.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The run's shared SSH connections: their sockets live in a private
+/// directory, removed at the end.
+struct Control {
+    dir: std::path::PathBuf,
+}
+
+impl Control {
+    fn new() -> anyhow::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let dir = std::env::temp_dir().join(format!("scaler-deploy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self { dir })
+    }
+
+    /// `inv` with every host's SSH connections shared.
+    fn attach(&self, inv: &Inventory) -> Inventory {
+        let with = |i: &Install| {
+            let mut i = i.clone();
+            i.ssh.control_dir = Some(self.dir.clone());
+            i
+        };
+        Inventory { agents: inv.agents.iter().map(with).collect(), aggregator: inv.aggregator.as_ref().map(with) }
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn clone_opts(o: &DeployOptions) -> DeployOptions {
@@ -147,8 +193,9 @@ fn deploy_host(i: &Install, o: &DeployOptions, arch: Option<&'static str>) -> an
     let how = if mode == Mode::Systemd { "systemd" } else { "supervisor" };
     say(&i.name, &format!("connected to {} ({host_arch}; {how})", i.ssh.destination()));
     for s in plan::deploy(i, mode, o) {
+        let t = Instant::now();
         let out = exec(i, &s)?;
-        say(&i.name, &format!("{}: {}", s.name, last_line(&out, "done")));
+        say(&i.name, &format!("{}: {} ({:.1} s)", s.name, last_line(&out, "done"), t.elapsed().as_secs_f64()));
     }
     let url = plan::endpoint(i).to_string();
     say(&i.name, &format!("{} up at {url} ({:.1} s)", i.role.name(), t0.elapsed().as_secs_f64()));
@@ -327,6 +374,7 @@ fn print_preamble() {
     println!(
         "each script runs on its host as root: `ssh ... USER@ADDRESS -- sh -c SCRIPT` (`sudo -n sh -c` for other users)"
     );
+    println!("a host's steps share one SSH connection (ControlMaster; socket in a private temporary directory)");
     println!("shell helpers, prepended to the scripts that use them:");
     for l in plan::HELPERS.lines() {
         println!("  $ {l}");

@@ -27,6 +27,9 @@ pub struct Ssh {
     pub key: Option<PathBuf>,
     pub known_hosts: Option<PathBuf>,
     pub connect_timeout_s: u64,
+    /// Where the run's shared connections live (`ControlPath`): one SSH
+    /// connection per host for all of its steps, closed by [`Ssh::close`].
+    pub control_dir: Option<PathBuf>,
 }
 
 /// What a remote command reads on its standard input.
@@ -68,7 +71,31 @@ impl Ssh {
         if let Some(kh) = &self.known_hosts {
             o.extend(["-o".into(), format!("UserKnownHostsFile={}", kh.display())]);
         }
+        if let Some(d) = &self.control_dir {
+            for opt in [
+                "ControlMaster=auto".to_owned(),
+                format!("ControlPath={}/%C", d.display()),
+                // The master outlives a crashed run by at most this long.
+                "ControlPersist=60".to_owned(),
+            ] {
+                o.extend(["-o".into(), opt]);
+            }
+        }
         o
+    }
+
+    /// Ends the shared connection, if one was opened.
+    pub fn close(&self) {
+        if self.control_dir.is_some() {
+            let _ = Command::new("ssh")
+                .args(self.options())
+                .args(["-O", "exit"])
+                .arg(self.destination())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 
     /// The remote command line: `script` run by `sh` as root (through
@@ -193,6 +220,7 @@ mod tests {
             key: Some("/k/id".into()),
             known_hosts: Some("/tmp/kh".into()),
             connect_timeout_s: 5,
+            control_dir: None,
         }
     }
 
