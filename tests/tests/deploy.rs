@@ -293,3 +293,65 @@ fn unreachable_or_refusing_hosts_stop_the_deploy_and_hosts_done_keep_running() {
     assert!(work.path().join("node1/state").exists(), "undeploy without --purge keeps the state");
     println!("failure test done in {:.1} s", t0.elapsed().as_secs_f64());
 }
+
+#[test]
+fn deploy_with_an_aggregator_registers_the_agents_and_undeploy_removes_both() {
+    require_root();
+    netns::require_tools();
+    let t0 = Instant::now();
+    let work = tempfile::tempdir().unwrap();
+    let (key, public) = netns::keygen(work.path(), "id_test");
+    let kh = work.path().join("known_hosts");
+    let mut net = TestNet::new();
+    let nodes: Vec<Node> = (1..=2)
+        .map(|k| Node {
+            name: format!("node{k}"),
+            host: net.host(&public),
+            cgroup: TestCgroup::new(),
+            prefix: work.path().join(format!("node{k}/opt")),
+            state: work.path().join(format!("node{k}/state")),
+            token: random_hex(),
+        })
+        .collect();
+    // The aggregator shares node1's prefix (and binary) with its agent.
+    let (agg_addr, agg_token, agg_state) = (nodes[0].host.addr, random_hex(), work.path().join("node1/agg-state"));
+    let file = work.path().join("hosts.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}[aggregator]\nhost = \"node1\"\nlisten = \"{agg_addr}:8471\"\ntoken = \"{agg_token}\"\nstate_dir = \"{}\"\n",
+            nodes.iter().map(|n| n.entry(&key)).collect::<String>(),
+            agg_state.display()
+        ),
+    )
+    .unwrap();
+    let (f, k) = (file.to_str().unwrap(), kh.to_str().unwrap());
+    let (ok, out, err) =
+        xtask(&["deploy", "--hosts", f, "--binary", scaler_bin().to_str().unwrap(), "--known-hosts", k]);
+    assert!(ok, "deploy failed: {err}");
+    assert_eq!(out.matches("register with the aggregator: PUT").count(), 2, "{out}");
+    let agg = format!("http://{agg_addr}:8471");
+    // Both agents are listed under their names and URLs, and the aggregator
+    // gathers from them.
+    let hosts = tests::wait_for(Duration::from_secs(15), || {
+        let v: Value = http().get(format!("{agg}/v1/hosts")).send().ok()?.json().ok()?;
+        let hosts = v["hosts"].as_array()?.clone();
+        (hosts.len() == 2 && hosts.iter().all(|h| h["rounds_ok"].as_u64() > Some(0))).then_some(hosts)
+    })
+    .unwrap_or_else(|| panic!("the aggregator did not gather both agents: {}", nodes[0].log()));
+    for n in &nodes {
+        let h = hosts.iter().find(|h| h["name"] == n.name.as_str()).unwrap();
+        assert_eq!((h["url"].as_str(), h["has_token"].as_bool()), (Some(n.url().as_str()), Some(true)), "{h}");
+    }
+    assert!(nodes[0].prefix.join("etc/aggregator.toml").exists() && agg_state.is_dir());
+
+    let (ok, out, err) = xtask(&["undeploy", "--hosts", f, "--known-hosts", k, "--purge"]);
+    assert!(ok, "undeploy failed: {err}");
+    assert_eq!(out.matches("unregister from the aggregator: DELETE").count(), 2, "{out}");
+    assert!(http().get(format!("{agg}/healthz")).send().is_err(), "the aggregator still answers");
+    for n in &nodes {
+        assert!(n.healthz().is_none() && !n.prefix.exists() && !n.state.exists(), "{} left behind", n.name);
+    }
+    assert!(!agg_state.exists());
+    println!("aggregator test done in {:.1} s", t0.elapsed().as_secs_f64());
+}

@@ -65,9 +65,11 @@ pub struct Entry {
     pub unit: Option<String>,
     /// `[aggregator]` only: which host (a name above, or user@addr[:port]).
     pub host: Option<String>,
-    /// `[aggregator]` only: its listen address (`--listen`).
+    /// `[aggregator]` only: its listen address (its config's
+    /// `aggregator.listen`).
     pub listen: Option<SocketAddr>,
-    /// `[aggregator]` only: bearer token for registering agents.
+    /// `[aggregator]` only: its bearer token, sent when registering agents
+    /// (its config's `aggregator.token`).
     pub token: Option<String>,
     /// Merged into the host's TOML config (`[defaults.config]` first).
     #[serde(default)]
@@ -101,8 +103,8 @@ pub struct Install {
     pub config: String,
     /// Where it listens, as seen from the host.
     pub listen: SocketAddr,
-    /// The agent's bearer token (sent when registering it), or the
-    /// aggregator's (sent with each registration).
+    /// Its bearer token: an agent's is handed to the aggregator when it is
+    /// registered; the aggregator's authorizes the registration.
     pub token: Option<String>,
 }
 
@@ -200,45 +202,45 @@ pub fn resolve(e: &Entry, defaults: &Entry, fb: &Fallback, role: Role) -> anyhow
         Role::Agent => "/var/lib/scaler",
         Role::Aggregator => "/var/lib/scaler-aggregator",
     };
-    let (listen, token, state_dir);
-    match role {
-        Role::Agent => {
-            let agent = match config.entry("agent").or_insert_with(|| toml::Table::new().into()) {
-                toml::Value::Table(t) => t,
-                _ => bail!("{what}: config `agent` must be a table"),
-            };
-            let in_config = agent.get("state_dir").and_then(|v| v.as_str()).map(str::to_owned);
-            let chosen = pick(&e.state_dir, &defaults.state_dir).or_else(|| fb.state_dir.clone());
-            state_dir = match (chosen, in_config) {
-                (Some(a), Some(b)) if a != b => {
-                    bail!("{what}: state_dir {a:?} and config agent.state_dir {b:?} differ; set one")
-                }
-                (Some(a), _) | (None, Some(a)) => a,
-                (None, None) => default_state.to_owned(),
-            };
-            agent.insert("state_dir".into(), state_dir.clone().into());
-            // The agent reports the name it is deployed under, unless told otherwise.
-            agent.entry("hostname").or_insert_with(|| name.clone().into());
-            listen = match agent.get("listen") {
-                Some(v) => v.as_str().and_then(|s| s.parse::<SocketAddr>().ok()).with_context(|| {
-                    format!("{what}: config agent.listen {v} is not an address like \"10.0.0.2:8470\"")
-                })?,
-                None => SocketAddr::from(([127, 0, 0, 1], 8470)),
-            };
-            token = agent.get("token").and_then(|v| v.as_str()).map(str::to_owned).filter(|t| !t.is_empty());
-            if !listen.ip().is_loopback() && token.is_none() {
-                bail!(
-                    "{what}: config agent.token is required when agent.listen ({listen}) is not a loopback \
-                     address (the agent refuses to start without one)"
-                );
-            }
+    // The role's own table: `[agent]` or `[aggregator]` (same fields for
+    // what deploy needs: listen, token, state_dir).
+    let section = role.name();
+    let table = match config.entry(section).or_insert_with(|| toml::Table::new().into()) {
+        toml::Value::Table(t) => t,
+        _ => bail!("{what}: config `{section}` must be a table"),
+    };
+    let chosen = match role {
+        Role::Agent => pick(&e.state_dir, &defaults.state_dir).or_else(|| fb.state_dir.clone()),
+        // Not the agents' defaults: the aggregator keeps its own.
+        Role::Aggregator => e.state_dir.clone(),
+    };
+    let state_dir = set_once(table, "state_dir", chosen, &what, section)?.unwrap_or_else(|| default_state.to_owned());
+    table.insert("state_dir".into(), state_dir.clone().into());
+    if role == Role::Agent {
+        // The agent reports the name it is deployed under, unless told otherwise.
+        table.entry("hostname").or_insert_with(|| name.clone().into());
+    }
+    // `[aggregator] listen` and `token` are shorthands for its config's.
+    let listen = set_once(table, "listen", e.listen.map(|l| l.to_string()), &what, section)?;
+    let listen = match listen {
+        Some(l) => {
+            let a = l.parse::<SocketAddr>().with_context(|| {
+                format!("{what}: config {section}.listen {l:?} is not an address like \"10.0.0.2:8470\"")
+            })?;
+            table.insert("listen".into(), l.into());
+            a
         }
-        Role::Aggregator => {
-            // Not the agents' defaults: the aggregator keeps its own.
-            state_dir = e.state_dir.clone().unwrap_or_else(|| default_state.to_owned());
-            listen = e.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8471)));
-            token = e.token.clone();
-        }
+        None => SocketAddr::from(([127, 0, 0, 1], if role == Role::Agent { 8470 } else { 8471 })),
+    };
+    let token = set_once(table, "token", e.token.clone(), &what, section)?.filter(|t| !t.is_empty());
+    if let Some(t) = &token {
+        table.insert("token".into(), t.clone().into());
+    }
+    if !listen.ip().is_loopback() && token.is_none() {
+        bail!(
+            "{what}: config {section}.token is required when {section}.listen ({listen}) is not a loopback \
+             address (scaler {section} refuses to start without one)"
+        );
     }
     check_dir(&what, "prefix", &prefix)?;
     check_dir(&what, "state_dir", &state_dir)?;
@@ -275,6 +277,26 @@ pub fn resolve(e: &Entry, defaults: &Entry, fb: &Fallback, role: Role) -> anyhow
         listen,
         token,
     })
+}
+
+/// The string `key` of `table`, or `given`; both set and different is an
+/// error.
+fn set_once(
+    table: &toml::Table,
+    key: &str,
+    given: Option<String>,
+    what: &str,
+    section: &str,
+) -> anyhow::Result<Option<String>> {
+    let in_config = match table.get(key) {
+        Some(v) => Some(v.as_str().with_context(|| format!("{what}: config {section}.{key} must be a string"))?),
+        None => None,
+    };
+    match (given, in_config) {
+        (Some(a), Some(b)) if a != b => bail!("{what}: {key} {a:?} and config {section}.{key} {b:?} differ; set one"),
+        (Some(a), _) => Ok(Some(a)),
+        (None, b) => Ok(b.map(str::to_owned)),
+    }
 }
 
 /// Directories the tool would refuse to remove files from or purge.
@@ -412,6 +434,26 @@ user = "root"
         assert_eq!((e.user, e.address.as_deref(), e.port), (None, Some("node7"), None));
         assert!(parse_host_flag("u@h:notaport").is_err());
         assert!(parse_host_flag("@h").is_err());
+    }
+
+    #[test]
+    fn the_aggregator_keeps_its_own_section_state_and_unit() {
+        let e: Entry = toml::from_str(
+            "address = \"h\"\nlisten = \"0.0.0.0:8471\"\ntoken = \"agg\"\n[config.history]\nflush_ms = 5000\n",
+        )
+        .unwrap();
+        let d: Entry = toml::from_str("state_dir = \"/srv/agents\"\n").unwrap();
+        let a = resolve(&e, &d, &fb(), Role::Aggregator).unwrap();
+        assert_eq!((a.state_dir.as_str(), a.unit.as_str()), ("/var/lib/scaler-aggregator", "scaler-aggregator"));
+        assert_eq!((a.listen.to_string().as_str(), a.token.as_deref()), ("0.0.0.0:8471", Some("agg")));
+        let cfg: toml::Table = toml::from_str(&a.config).unwrap();
+        assert_eq!(cfg["aggregator"]["listen"].as_str(), Some("0.0.0.0:8471"));
+        assert_eq!(cfg["aggregator"]["state_dir"].as_str(), Some("/var/lib/scaler-aggregator"));
+        assert!(cfg["aggregator"].get("hostname").is_none());
+        assert_eq!(cfg["history"]["flush_ms"].as_integer(), Some(5000));
+        let e: Entry = toml::from_str("address = \"h\"\nlisten = \"0.0.0.0:8471\"\n").unwrap();
+        let err = resolve(&e, &Entry::default(), &fb(), Role::Aggregator).unwrap_err().to_string();
+        assert!(err.contains("aggregator.token"), "{err}");
     }
 
     #[test]

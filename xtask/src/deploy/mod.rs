@@ -2,8 +2,9 @@
 //! hosts over SSH. See docs/deploy.md.
 //!
 //! The hosts ([`hosts`]) become one [`hosts::Install`] each; [`plan`] turns
-//! an install into named steps (shell scripts with their stdin, a
-//! `/healthz` poll, a registration); [`run`] executes them host by host (or
+//! an install into named steps (shell scripts from [`scripts`] with their
+//! stdin, a `/healthz` poll, a call to the aggregator) for [`ssh`] and
+//! [`http`]; [`run`] executes them host by host (or
 //! `--parallel N` at a time) and stops at the first failure, naming the host
 //! and the step; `--dry-run` prints the steps instead.
 
@@ -11,6 +12,7 @@ mod hosts;
 mod http;
 mod plan;
 mod run;
+mod scripts;
 mod ssh;
 
 use std::path::{Path, PathBuf};

@@ -15,9 +15,10 @@ use anyhow::{Context as _, anyhow, bail};
 
 use super::{
     Inventory, Selection,
-    hosts::{Install, Service},
+    hosts::{Install, Role, Service},
     http::{self, Endpoint},
     plan::{self, Action, DeployOptions, Mode, Payload, Shown, Step},
+    scripts,
     ssh::Input,
 };
 
@@ -35,15 +36,16 @@ pub fn deploy(
         }
         None => (0, None),
     };
-    let aggregator = inv.aggregator.as_ref().map(|a| (plan::endpoint(a), a.token.clone()));
-    let o = DeployOptions {
+    let binary_sha256 = binary.and_then(sha256);
+    let mut o = DeployOptions {
         binary: binary.map_or_else(|| "target/release/scaler".into(), Path::to_path_buf),
         binary_len,
+        binary_sha256,
         restart,
         health_timeout,
-        aggregator,
+        aggregator: aggregator_endpoint(inv),
     };
-    let agg_opts = DeployOptions { aggregator: None, ..clone_opts(&o) };
+    let agg_opts = DeployOptions { aggregator: None, ..o.clone() };
     if sel.dry_run {
         println!(
             "deploy plan: scaler agent on {} host(s), {} at a time, stopping at the first failure{}",
@@ -58,9 +60,7 @@ pub fn deploy(
                  (its size replaces the 0 in `copy binary`)"
             ),
         }
-        println!(
-            "each script runs on its host as root: `ssh ... USER@ADDRESS -- sh -c SCRIPT` (`sudo -n sh -c` for other users)"
-        );
+        print_preamble();
         if let Some(a) = &inv.aggregator {
             print_host(a, &deploy_variants(a, &agg_opts));
         }
@@ -72,6 +72,7 @@ pub fn deploy(
     let t0 = Instant::now();
     let control = Control::new()?;
     let inv = control.attach(inv);
+    o.aggregator = aggregator_endpoint(&inv);
     let deploy_one = |i: &Install, o: &DeployOptions| {
         let r = deploy_host(i, o, arch);
         i.ssh.close();
@@ -99,7 +100,7 @@ pub fn undeploy(inv: &Inventory, sel: &Selection, purge: bool) -> anyhow::Result
         print_preamble();
         for i in inv.agents.iter().chain(inv.aggregator.as_ref()) {
             let mut steps = vec![plan::connect()];
-            steps.extend(plan::undeploy(i, purge));
+            steps.extend(plan::undeploy(i, purge, aggregator_endpoint(inv).as_ref()));
             print_host(i, &steps.into_iter().map(|s| (None, s)).collect::<Vec<_>>());
         }
         return Ok(());
@@ -107,12 +108,13 @@ pub fn undeploy(inv: &Inventory, sel: &Selection, purge: bool) -> anyhow::Result
     let t0 = Instant::now();
     let control = Control::new()?;
     let inv = control.attach(inv);
+    let aggregator = aggregator_endpoint(&inv);
     let steps = |i: &Install| -> anyhow::Result<String> {
         exec(i, &plan::connect())?;
-        for s in plan::undeploy(i, purge) {
+        for s in plan::undeploy(i, purge, aggregator.as_ref()) {
             let t = Instant::now();
             let out = exec(i, &s)?;
-            say(&i.name, &format!("{}: {} ({:.1} s)", s.name, last_line(&out, "done"), t.elapsed().as_secs_f64()));
+            say(i, &format!("{}: {} ({:.1} s)", s.name, last_line(&out, "done"), t.elapsed().as_secs_f64()));
         }
         Ok(format!("removed from {}{}", i.prefix, if purge { format!(" and {}", i.state_dir) } else { String::new() }))
     };
@@ -161,14 +163,9 @@ impl Drop for Control {
     }
 }
 
-fn clone_opts(o: &DeployOptions) -> DeployOptions {
-    DeployOptions {
-        binary: o.binary.clone(),
-        binary_len: o.binary_len,
-        restart: o.restart,
-        health_timeout: o.health_timeout,
-        aggregator: o.aggregator.clone(),
-    }
+/// Where the aggregator answers (from this machine) and its token.
+fn aggregator_endpoint(inv: &Inventory) -> Option<(Endpoint, Option<String>)> {
+    inv.aggregator.as_ref().map(|a| (plan::endpoint(a), a.token.clone()))
 }
 
 /// Deploys to one host; returns where it answers.
@@ -191,21 +188,26 @@ fn deploy_host(i: &Install, o: &DeployOptions, arch: Option<&'static str>) -> an
         Service::Systemd => return Err(fail(anyhow!("service = \"systemd\" but the host does not run systemd"))),
     };
     let how = if mode == Mode::Systemd { "systemd" } else { "supervisor" };
-    say(&i.name, &format!("connected to {} ({host_arch}; {how})", i.ssh.destination()));
+    say(i, &format!("connected to {} ({host_arch}; {how})", i.ssh.destination()));
     for s in plan::deploy(i, mode, o) {
         let t = Instant::now();
         let out = exec(i, &s)?;
-        say(&i.name, &format!("{}: {} ({:.1} s)", s.name, last_line(&out, "done"), t.elapsed().as_secs_f64()));
+        say(i, &format!("{}: {} ({:.1} s)", s.name, last_line(&out, "done"), t.elapsed().as_secs_f64()));
     }
     let url = plan::endpoint(i).to_string();
-    say(&i.name, &format!("{} up at {url} ({:.1} s)", i.role.name(), t0.elapsed().as_secs_f64()));
+    say(i, &format!("{} up at {url} ({:.1} s)", i.role.name(), t0.elapsed().as_secs_f64()));
     Ok(url)
 }
 
 /// Runs one step on `i`'s host; the error names the host and the step.
 fn exec(i: &Install, s: &Step) -> anyhow::Result<String> {
     let r = match &s.action {
-        Action::Remote { script, input } => {
+        Action::Remote { unless: Some(check), .. }
+            if i.ssh.run(check, Input::None).is_ok_and(|o| o.trim() == "same") =>
+        {
+            Ok("unchanged".to_owned())
+        }
+        Action::Remote { script, input, .. } => {
             let input = match input {
                 Payload::None => Input::None,
                 Payload::File(p) => Input::File(p),
@@ -220,15 +222,19 @@ fn exec(i: &Install, s: &Step) -> anyhow::Result<String> {
                 if log.trim().is_empty() { e } else { e.context(format!("its log ends with:\n{}", log.trim_end())) }
             })
         }
-        Action::Register { endpoint, path, body, token } => {
-            let r = http::request(endpoint, "PUT", path, Some(body), token.as_deref(), Duration::from_secs(10));
-            r.and_then(|r| {
-                if (200..300).contains(&r.status) {
-                    Ok(format!("registered at {endpoint}{path}"))
-                } else {
-                    bail!("PUT {endpoint}{path} answered {}: {}", r.status, r.body.trim())
-                }
-            })
+        Action::Call { endpoint, method, path, body, token, ok_statuses, required } => {
+            let r = http::request(endpoint, method, path, body.as_deref(), token.as_deref(), Duration::from_secs(10))
+                .and_then(|r| {
+                    if (200..300).contains(&r.status) || ok_statuses.contains(&r.status) {
+                        Ok(format!("{method} {endpoint}{path}: {}", r.status))
+                    } else {
+                        bail!("{method} {endpoint}{path} answered {}: {}", r.status, r.body.trim())
+                    }
+                });
+            match r {
+                Err(e) if !required => Ok(format!("warning (going on): {e:#}")),
+                r => r,
+            }
         }
     };
     r.with_context(|| format!("host {} ({}): step \"{}\"", i.name, i.ssh.address, s.name))
@@ -262,7 +268,8 @@ fn wait_healthy(
                 } else if expect_host.is_some_and(|h| h != host) {
                     last = format!("answered as host {host:?}, not {:?}", expect_host.unwrap_or_default());
                 } else {
-                    return Ok(format!("ok (host {host}, version {})", v["version"].as_str().unwrap_or("?")));
+                    let host = if host.is_empty() { String::new() } else { format!("host {host}, ") };
+                    return Ok(format!("ok ({host}version {})", v["version"].as_str().unwrap_or("?")));
                 }
             }
             Ok(r) => last = format!("HTTP {}: {}", r.status, r.body.trim()),
@@ -336,8 +343,11 @@ fn for_each(
     }
 }
 
-fn say(host: &str, msg: &str) {
-    println!("[{host}] {msg}");
+fn say(i: &Install, msg: &str) {
+    match i.role {
+        Role::Agent => println!("[{}] {msg}", i.name),
+        Role::Aggregator => println!("[{} aggregator] {msg}", i.name),
+    }
 }
 
 fn last_line(out: &str, default: &str) -> String {
@@ -376,7 +386,7 @@ fn print_preamble() {
     );
     println!("a host's steps share one SSH connection (ControlMaster; socket in a private temporary directory)");
     println!("shell helpers, prepended to the scripts that use them:");
-    for l in plan::HELPERS.lines() {
+    for l in scripts::HELPERS.lines() {
         println!("  $ {l}");
     }
 }
@@ -403,13 +413,19 @@ fn print_host(i: &Install, steps: &[(Option<&'static str>, Step)]) {
             n += 1;
         }
         match &s.action {
-            Action::Remote { script, input } => {
+            Action::Remote { script, input, unless } => {
                 let stdin = match input {
                     Payload::None => String::new(),
                     Payload::File(p) => format!(" < {}", p.display()),
                     Payload::Text { what, text, .. } => format!(" < {what} ({} bytes)", text.len()),
                 };
                 println!("  {n}. {label}{stdin}");
+                if let Some(check) = unless {
+                    println!("       skipped when this prints `same`:");
+                    for l in check.lines() {
+                        println!("       ? {l}");
+                    }
+                }
                 if let Payload::Text { text, shown, .. } = input {
                     let shown = match shown {
                         Shown::Full => text.clone(),
@@ -420,7 +436,7 @@ fn print_host(i: &Install, steps: &[(Option<&'static str>, Step)]) {
                         println!("       < {l}");
                     }
                 }
-                let script = match script.strip_prefix(plan::HELPERS) {
+                let script = match script.strip_prefix(scripts::HELPERS) {
                     Some(rest) => {
                         println!("       $ <shell helpers ours, gone, stop: shown at the top>");
                         rest
@@ -436,9 +452,9 @@ fn print_host(i: &Install, steps: &[(Option<&'static str>, Step)]) {
                 expect_host.as_ref().map(|h| format!(", \"host\": {h:?}")).unwrap_or_default(),
                 timeout.as_secs()
             ),
-            Action::Register { endpoint, path, body, token } => println!(
-                "  {n}. {label}: PUT {endpoint}{path} {}{}",
-                redact_json(body),
+            Action::Call { endpoint, method, path, body, token, .. } => println!(
+                "  {n}. {label}: {method} {endpoint}{path}{}{}",
+                body.as_deref().map(|b| format!(" {}", redact_json(b))).unwrap_or_default(),
                 if token.is_some() { " with Authorization: Bearer ***" } else { "" }
             ),
         }
@@ -460,6 +476,14 @@ fn redact_json(body: &str) -> String {
         v["token"] = "***".into();
     }
     v.to_string()
+}
+
+/// The file's SHA-256 in hex, from coreutils' `sha256sum` (`None` without
+/// it: then every deploy copies the binary).
+fn sha256(p: &Path) -> Option<String> {
+    let out = crate::util::output(std::process::Command::new("sha256sum").arg(p))?;
+    let hex = out.split_whitespace().next()?.to_owned();
+    (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(hex)
 }
 
 /// The `uname -m` name of an ELF binary's machine, or `None` if unknown.
