@@ -16,6 +16,39 @@ pub const MAP_CPU_SLICE: &str = "CPU_SLICE";
 /// Global (read-only data) holding the [`BioOffsets`] found in the kernel's BTF.
 pub const GLOBAL_BIO_OFFSETS: &str = "BIO_OFFSETS";
 
+/// Hash: container cgroup v2 id (`u64`) -> [`NetLimit`]. Shared by all
+/// CPUs; the bucket fields are updated with atomics.
+pub const MAP_NET_LIMITS: &str = "NET_LIMITS";
+/// Array with one `u64`: bit `n` set when some limited container sits at
+/// cgroup level `n` (so packets look up only those ancestors; 0 = no limits,
+/// one array lookup per packet).
+pub const MAP_NET_LEVELS: &str = "NET_LEVELS";
+/// Most containers with a network rate limit.
+pub const NET_LIMITS_MAX_ENTRIES: u32 = 4096;
+/// Deepest cgroup level a limited container may sit at.
+pub const NET_MAX_LEVEL: u32 = 16;
+/// Direction index in [`NetLimit`] arrays.
+pub const NET_RX: usize = 0;
+pub const NET_TX: usize = 1;
+
+/// A token bucket per direction for one container. `rate_bps == 0` means
+/// that direction is not limited. User space writes `rate_bps` and `burst`
+/// (and resets `tokens`/`last_ns` to zero); the kernel refills and spends.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetLimit {
+    /// Bytes per second allowed, `[rx, tx]`.
+    pub rate_bps: [u64; 2],
+    /// Most bytes a bucket holds (and how far egress may run into debt
+    /// while signalling congestion before packets drop).
+    pub burst: [u64; 2],
+    /// Bytes available now (negative: in debt), `[rx, tx]`.
+    pub tokens: [i64; 2],
+    /// When the bucket was last refilled (`bpf_ktime_get_ns`).
+    pub last_ns: [u64; 2],
+}
+const _: () = assert!(size_of::<NetLimit>() == 64);
+
 /// Capacity of [`MAP_COUNTERS`]. LRU: cgroups that stopped doing anything are
 /// evicted first when it is full.
 pub const COUNTERS_MAX_ENTRIES: u32 = 16384;
@@ -153,4 +186,6 @@ mod user {
     unsafe impl aya::Pod for super::CpuSlice {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::BioOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NetLimit {}
 }

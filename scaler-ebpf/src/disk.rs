@@ -16,12 +16,7 @@ use scaler_common::{BioOffsets, REQ_OP_MASK, REQ_OP_READ, REQ_OP_WRITE};
 use crate::counters;
 
 #[unsafe(no_mangle)]
-static BIO_OFFSETS: BioOffsets = BioOffsets {
-    opf: 0,
-    size: 0,
-    valid: 0,
-    _pad: 0,
-};
+static BIO_OFFSETS: BioOffsets = BioOffsets { opf: 0, size: 0, valid: 0, _pad: 0 };
 
 #[btf_tracepoint(function = "block_bio_queue")]
 pub fn block_bio_queue(ctx: BtfTracePointContext) -> i32 {

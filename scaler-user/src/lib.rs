@@ -12,6 +12,8 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod ebpf;
+pub mod host;
 pub mod http;
+pub mod manage;
 pub mod names;
 pub mod sample;

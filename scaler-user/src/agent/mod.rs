@@ -4,12 +4,15 @@ pub mod sampler;
 pub mod state;
 
 use std::{
+    collections::{BTreeMap, HashMap},
     sync::{
-        Arc, RwLock,
+        Arc, Mutex, PoisonError, RwLock,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
+
+use policies::Resource;
 
 use anyhow::Context as _;
 use tracing::{error, info};
@@ -18,6 +21,10 @@ use crate::{
     cgroup::layout::Layout,
     config::Config,
     ebpf::{Kernel, loader::LoadOptions, preflight},
+    host,
+    http::AppState,
+    manage::{Manager, actuator::HostActuator, store::Store},
+    sample::Sample,
 };
 
 use self::{
@@ -29,6 +36,20 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Host capacity per resource: the config's values, else what the host has
+/// (CPU and memory), else not limited.
+fn capacity(cfg: &Config) -> BTreeMap<Resource, Option<u64>> {
+    let h = &cfg.host;
+    BTreeMap::from([
+        (Resource::Cpu, Some(h.cpu.unwrap_or_else(host::cpu_capacity))),
+        (Resource::Mem, h.mem.or_else(host::mem_capacity)),
+        (Resource::DiskRead, h.disk_read),
+        (Resource::DiskWrite, h.disk_write),
+        (Resource::NetRx, h.net_rx),
+        (Resource::NetTx, h.net_tx),
+    ])
 }
 
 /// Starts the agent and serves until SIGINT/SIGTERM.
@@ -45,6 +66,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     {
         tracing::warn!("bpf_stats: {e}");
     }
+    let store = Store::open(&cfg.agent.state_dir)?;
+    let actuator =
+        HostActuator { layout: layout.clone(), disk: host::root_disk(), net: kernel.take_net_limiter(layout.clone()) };
+    let manager = Manager::open(
+        store,
+        Box::new(actuator),
+        capacity(&cfg),
+        cfg.agent.cgroup_roots.clone(),
+        cfg.agent.default_policy.clone(),
+    )?;
+    let restored = manager.tracked().len();
+    let manager = Arc::new(Mutex::new(manager));
     let shared = Arc::new(Shared {
         host: cfg.agent.hostname.clone().unwrap_or_else(hostname),
         tick_ms: cfg.agent.tick_ms,
@@ -64,20 +97,26 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.agent.listen))?;
     let addr = listener.local_addr()?;
-    info!(%addr, layout = shared.layout, tick_ms = cfg.agent.tick_ms, "scaler agent listening on http://{addr}");
+    info!(%addr, layout = shared.layout, tick_ms = cfg.agent.tick_ms, subscriptions = restored, state_dir = %cfg.agent.state_dir.display(), "scaler agent listening on http://{addr}");
 
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (shared, stop) = (shared.clone(), stop.clone());
-        let mut sampler = Sampler::new(layout, &cfg);
+        let (shared, stop, manager) = (shared.clone(), stop.clone(), manager.clone());
+        let mut sampler = Sampler::new(layout.clone(), &cfg);
         let tick = Duration::from_millis(cfg.agent.tick_ms);
         std::thread::Builder::new().name("sampler".into()).spawn(move || {
-            sample_loop(&mut sampler, &kernel, &shared, tick, &stop);
+            sample_loop(&mut sampler, &kernel, &manager, &shared, tick, &stop);
             drop(kernel); // detaches the programs
         })?
     };
 
-    let app = crate::http::router(shared.clone());
+    let app = crate::http::router(AppState {
+        shared: shared.clone(),
+        manager,
+        layout,
+        token: cfg.agent.token.clone(),
+        power_model: cfg.energy.clone(),
+    });
     let stop_http = stop.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -93,13 +132,67 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sample_loop(sampler: &mut Sampler, kernel: &Kernel, shared: &Shared, tick: Duration, stop: &AtomicBool) {
+fn wall_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Whole-host CPU (from `/proc/stat`) and RAPL power between ticks.
+#[derive(Default)]
+struct HostMeter {
+    stat: Option<(u64, u64)>,
+    rapl: Option<(Instant, u64)>,
+}
+
+impl HostMeter {
+    fn read(&mut self) -> (Option<u64>, Option<u64>) {
+        let cur = std::fs::read_to_string("/proc/stat").ok().and_then(|t| host::parse_proc_stat(&t));
+        let cpu = self.stat.zip(cur).map(|(p, c)| host::host_cpu_millicores(p, c, host::cpu_capacity()));
+        self.stat = cur;
+        let now = Instant::now();
+        let energy = host::rapl_energy_uj();
+        let mw = self.rapl.zip(energy).and_then(|((t0, e0), e1)| {
+            let us = now.duration_since(t0).as_micros() as u64;
+            // µJ / µs = W; x1000 = mW. A wrapped counter gives no reading.
+            (us > 0 && e1 >= e0).then(|| (e1 - e0) * 1000 / us)
+        });
+        self.rapl = energy.map(|e| (now, e));
+        (cpu, mw)
+    }
+}
+
+fn sample_loop(
+    sampler: &mut Sampler,
+    kernel: &Kernel,
+    manager: &Mutex<Manager>,
+    shared: &Shared,
+    tick: Duration,
+    stop: &AtomicBool,
+) {
     let mut next = Instant::now();
+    let mut generation = 0;
+    let mut meter = HostMeter::default();
     while !stop.load(Ordering::Relaxed) {
         let start = Instant::now();
+        {
+            let m = manager.lock().unwrap_or_else(PoisonError::into_inner);
+            if m.generation != generation {
+                generation = m.generation;
+                sampler.set_subscribed(m.tracked());
+            }
+            sampler.set_net_limits(m.net_limits());
+        }
         let result = sampler.tick(kernel);
-        let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        shared.publish(time_ms, start.elapsed().as_micros() as u64, result);
+        let samples: HashMap<String, Sample> =
+            result.samples.iter().filter_map(|(d, s)| s.map(|s| (d.name.clone(), s))).collect();
+        let now = wall_ms();
+        manager.lock().unwrap_or_else(PoisonError::into_inner).step(now, &samples);
+        let (host_cpu, rapl_mw) = meter.read();
+        shared.publish(now, start.elapsed().as_micros() as u64, result);
+        {
+            let mut g = shared.write();
+            g.host_cpu = host_cpu;
+            g.rapl_mw = rapl_mw;
+        }
         next += tick;
         let now = Instant::now();
         if next < now {

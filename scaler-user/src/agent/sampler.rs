@@ -66,7 +66,12 @@ pub struct TickResult {
 pub struct Sampler {
     layout: Layout,
     discovery: DiscoveryOptions,
+    /// From the config file.
     configured: Vec<(String, String)>,
+    /// Subscribed containers: always tracked, under their subscription name.
+    subscribed: Vec<(String, String)>,
+    /// Network rates in force by cgroup: `(rx, tx)`.
+    net_limits: HashMap<String, (Option<u64>, Option<u64>)>,
     disk_source: DiskSource,
     mirror_v1_only: bool,
     discovery_interval: Duration,
@@ -103,6 +108,8 @@ impl Sampler {
             layout,
             discovery: cfg.discovery.clone(),
             configured: cfg.configured_containers(),
+            subscribed: Vec::new(),
+            net_limits: HashMap::new(),
             disk_source: cfg.agent.disk_source,
             mirror_v1_only: cfg.agent.mirror_v1_only,
             discovery_interval: Duration::from_millis(cfg.agent.discovery_interval_ms),
@@ -115,6 +122,18 @@ impl Sampler {
         &self.layout
     }
 
+    /// Sets the subscribed containers (tracked whatever discovery finds) and
+    /// rescans at the next tick.
+    pub fn set_subscribed(&mut self, subscribed: Vec<(String, String)>) {
+        self.subscribed = subscribed;
+        self.last_scan = None;
+    }
+
+    /// Sets the network rates in force, shown as `current` of `net_*`.
+    pub fn set_net_limits(&mut self, limits: HashMap<String, (Option<u64>, Option<u64>)>) {
+        self.net_limits = limits;
+    }
+
     /// Forces a discovery scan on the next tick.
     pub fn rescan_soon(&mut self) {
         self.last_scan = None;
@@ -122,7 +141,9 @@ impl Sampler {
 
     fn scan(&mut self, now: Instant, removed: &mut Vec<String>) {
         self.last_scan = Some(now);
-        let found = discover::scan(&self.layout, &self.discovery, &self.configured);
+        let mut wanted = self.configured.clone();
+        wanted.extend(self.subscribed.iter().cloned());
+        let found = discover::scan(&self.layout, &self.discovery, &wanted);
         let mut keep = std::collections::HashSet::new();
         for d in found {
             keep.insert(d.cgroup.clone());
@@ -208,8 +229,13 @@ impl Sampler {
                 };
                 build_sample(&input, &t.totals)
             });
-            if let Some(s) = &sample {
+            let mut sample = sample;
+            if let Some(s) = &mut sample {
                 t.totals = s.totals;
+                if let Some(&(rx, tx)) = self.net_limits.get(cg) {
+                    s.resources.net_rx.current = rx;
+                    s.resources.net_tx.current = tx;
+                }
             }
             t.prev = Some(Previous { at, counters: cur, stats });
             samples.push((t.info.clone(), sample));

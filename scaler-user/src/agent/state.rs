@@ -30,6 +30,10 @@ pub struct KernelFeatures {
 #[derive(Debug, Default)]
 pub struct Inner {
     pub time_ms: u64,
+    /// CPU used by the whole host over the last tick (millicores).
+    pub host_cpu: Option<u64>,
+    /// Package power from RAPL over the last tick, where the host has it.
+    pub rapl_mw: Option<u64>,
     pub ticks: u64,
     pub last_tick_us: u64,
     /// By container name.

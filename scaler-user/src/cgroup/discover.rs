@@ -197,9 +197,19 @@ pub fn scan(layout: &Layout, opts: &DiscoveryOptions, configured: &[(String, Str
             }
         }
     }
+    // A configured (or subscribed) name wins over the discovered one.
+    for (name, path) in configured {
+        let cgroup = format!("/{}", path.trim_matches('/'));
+        if let Some(d) = found.get_mut(&cgroup) {
+            d.name = name.clone();
+        }
+    }
+    let pinned: std::collections::HashSet<String> =
+        configured.iter().map(|(_, p)| format!("/{}", p.trim_matches('/'))).collect();
     let mut out: Vec<Discovered> = found.into_values().collect();
-    // On a name clash the shallower cgroup keeps the short name.
-    out.sort_by_key(|d| (d.cgroup.matches('/').count(), d.cgroup.clone()));
+    // On a name clash configured names win, then the shallower cgroup keeps
+    // the short name.
+    out.sort_by_key(|d| (!pinned.contains(&d.cgroup), d.cgroup.matches('/').count(), d.cgroup.clone()));
     let mut seen = std::collections::HashSet::new();
     for d in &mut out {
         d.name = crate::names::sanitize(&d.name);
@@ -328,13 +338,18 @@ mod tests {
         }
         let layout =
             Layout { v2: v2.clone(), v1: [("memory".to_owned(), mem), ("cpu".to_owned(), cpu)].into_iter().collect() };
-        let found = scan(&layout, &DiscoveryOptions::default(), &[("thing".into(), "/custom/thing".into())]);
+        let found = scan(
+            &layout,
+            &DiscoveryOptions::default(),
+            &[("thing".into(), "/custom/thing".into()), ("renamed".into(), "/system.slice/db.service".into())],
+        );
         let by_cg: BTreeMap<_, _> = found.iter().map(|d| (d.cgroup.as_str(), d)).collect();
         let web = by_cg["/lxc.payload.web"];
         assert_eq!((web.name.as_str(), web.in_v2, web.in_v1), ("web", true, true));
         let docker = by_cg[format!("/docker/{ID}").as_str()];
         assert_eq!((docker.in_v2, docker.in_v1, docker.kind), (false, true, Kind::Docker));
-        assert_eq!(by_cg["/system.slice/db.service"].name, "db.service");
+        assert_eq!(by_cg["/system.slice/db.service"].name, "renamed", "configured names win");
+        assert_eq!(by_cg["/system.slice/db.service"].kind, Kind::Systemd);
         assert_eq!(by_cg["/custom/thing"].kind, Kind::Configured);
         assert_eq!(by_cg["/a/lxc.payload.web"].name, "a_lxc.payload.web");
         assert_eq!(found.len(), 5);

@@ -5,3 +5,4 @@ pub mod layout;
 pub mod mirror;
 pub mod parse;
 pub mod reader;
+pub mod writer;

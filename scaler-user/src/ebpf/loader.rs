@@ -10,7 +10,7 @@ use aya::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
-use scaler_common::{BioOffsets, CgroupCounters, GLOBAL_BIO_OFFSETS, MAP_COUNTERS};
+use scaler_common::{BioOffsets, CgroupCounters, GLOBAL_BIO_OFFSETS, MAP_COUNTERS, MAP_NET_LEVELS, MAP_NET_LIMITS};
 use tracing::{info, warn};
 
 use super::btf::Btf;
@@ -144,6 +144,17 @@ impl Kernel {
             }
         }
         sum
+    }
+
+    /// Takes the rate-limiter maps out (once). `None` if network accounting
+    /// is off or they were taken already.
+    pub fn take_net_limiter(&mut self, layout: crate::cgroup::layout::Layout) -> Option<super::netlimit::NetLimiter> {
+        if !self.net_enabled {
+            return None;
+        }
+        let limits = aya::maps::HashMap::try_from(self.bpf.take_map(MAP_NET_LIMITS)?).ok()?;
+        let levels = aya::maps::Array::try_from(self.bpf.take_map(MAP_NET_LEVELS)?).ok()?;
+        Some(super::netlimit::NetLimiter::new(limits, levels, layout))
     }
 
     /// Turns on run-time statistics (`run_cnt`, `run_time_ns`) for as long

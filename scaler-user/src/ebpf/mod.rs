@@ -2,6 +2,7 @@
 //! the counter map; [`btf`] finds struct offsets the programs need.
 pub mod btf;
 pub mod loader;
+pub mod netlimit;
 pub mod preflight;
 
 pub use loader::{Kernel, LoadError, ProgramStat};

@@ -1,28 +1,83 @@
 //! The agent's HTTP API. [`router`] builds it as a plain function so tests
 //! call it without a socket; `agent::run` serves it.
 pub mod error;
+pub mod manage;
 pub mod metrics;
 pub mod query;
 pub mod stats;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use axum::{Router, http::StatusCode, routing::get};
+use axum::{
+    Router,
+    extract::{FromRef, Request, State},
+    http::{Method, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, put},
+};
 
-use crate::agent::state::Shared;
+use crate::{agent::state::Shared, cgroup::layout::Layout, config::EnergyConfig, manage::Manager};
 
 use self::error::ApiError;
 
-pub fn router(shared: Arc<Shared>) -> Router {
+/// Everything a handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub shared: Arc<Shared>,
+    pub manager: Arc<Mutex<Manager>>,
+    pub layout: Layout,
+    /// Bearer token required on mutating requests, when set.
+    pub token: Option<String>,
+    pub power_model: EnergyConfig,
+}
+
+impl AppState {
+    pub fn manager(&self) -> MutexGuard<'_, Manager> {
+        self.manager.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl FromRef<AppState> for Arc<Shared> {
+    fn from_ref(app: &AppState) -> Self {
+        app.shared.clone()
+    }
+}
+
+/// Mutating requests need `Authorization: Bearer <token>` when a token is
+/// configured (it must be when the agent listens off loopback).
+async fn auth(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let read_only = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if let Some(token) = app.token.as_deref().filter(|t| !t.is_empty())
+        && !read_only
+    {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if given != Some(format!("Bearer {token}").as_str()) {
+            return ApiError::new(StatusCode::UNAUTHORIZED, "this request needs Authorization: Bearer <agent.token>")
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/v1/stats", get(stats::all))
         .route("/v1/stats/{name}", get(stats::one))
         .route("/v1/stats/{name}/history", get(stats::history))
+        .route("/v1/containers", get(manage::list))
+        .route("/v1/containers/{name}", get(manage::get).put(manage::put).delete(manage::delete))
+        .route("/v1/containers/{name}/resources/{resource}", put(manage::put_resource))
+        .route("/v1/containers/{name}/ceiling", put(manage::put_ceiling).delete(manage::delete_ceiling))
+        .route("/v1/host", get(manage::get_host).put(manage::put_host))
+        .route("/v1/events", get(manage::events))
+        .route("/v1/events/stream", get(manage::stream))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(stats::healthz))
         .fallback(|| async { ApiError::not_found("no such endpoint; see docs/api.md") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
         })
-        .with_state(shared)
+        .layer(middleware::from_fn_with_state(app.clone(), auth))
+        .with_state(app)
 }

@@ -1,7 +1,9 @@
 //! `cargo xtask bench NAME`: each benchmark prints a table and writes JSON
 //! to `bench-results/NAME.json`.
 
-use anyhow::bail;
+mod policies;
+
+use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
 #[derive(Subcommand, Clone, Copy)]
@@ -18,12 +20,25 @@ pub enum Which {
 
 pub fn run(which: Which) -> anyhow::Result<()> {
     match which {
-        Which::Sampling | Which::Policies | Which::Reaction | Which::Aggregator => {
-            bail!("this benchmark is not built yet")
-        }
+        Which::Policies => policies::run(),
+        Which::Sampling | Which::Reaction | Which::Aggregator => bail!("this benchmark is not built yet"),
     }
 }
 
+/// Writes `bench-results/NAME.json`.
+pub fn write_result(name: &str, json: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all("bench-results").context("creating bench-results/")?;
+    let path = format!("bench-results/{name}.json");
+    std::fs::write(&path, json).with_context(|| format!("writing {path}"))
+}
+
+/// `cargo xtask gen-traces`: the standard traces into `traces/`.
 pub fn gen_traces() -> anyhow::Result<()> {
-    bail!("not built yet")
+    std::fs::create_dir_all("traces")?;
+    for (name, csv) in ::policies::traces::standard() {
+        let path = format!("traces/{name}.csv");
+        std::fs::write(&path, csv).with_context(|| format!("writing {path}"))?;
+        println!("wrote {path}");
+    }
+    Ok(())
 }

@@ -1,0 +1,198 @@
+//! Writes limits into cgroupfs through cgroups-rs, on v2 (`cpu.max`,
+//! `memory.max`, `io.max`) or v1 (`cpu.cfs_quota_us`, `memory.limit_in_bytes`,
+//! `blkio.throttle.*_bps_device`). The controllers are built on paths from
+//! the [`Layout`], so the same code writes a fake tree in tests and either
+//! layout on real hosts; for each resource the v2 file is used when the
+//! cgroup has it (the controller is enabled there), else the v1 one.
+//!
+//! `None` removes the limit. Network rates are not cgroupfs limits: see
+//! `ebpf::loader::NetLimiter`.
+
+use std::path::PathBuf;
+
+use cgroups_rs::fs::{blkio::BlkIoController, cpu::CpuController, memory::MemController};
+use policies::Resource;
+
+use super::layout::Layout;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("cgroup {cgroup} has no {what} control file in either hierarchy")]
+    NoControl { cgroup: String, what: &'static str },
+    #[error("writing {resource} limit of {cgroup}: {message}")]
+    Write { cgroup: String, resource: Resource, message: String },
+    #[error("{resource} limits are not written to cgroupfs")]
+    NotCgroupfs { resource: Resource },
+}
+
+/// A block device, `major:minor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Device {
+    pub major: u64,
+    pub minor: u64,
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.major, self.minor)
+    }
+}
+
+/// Default CFS period when a cgroup reports none (the kernel's default).
+const DEFAULT_PERIOD_US: u64 = 100_000;
+/// The kernel refuses quotas under 1 ms.
+const MIN_QUOTA_US: u64 = 1_000;
+
+/// Quota in µs for `millicores` at `period_us`, at least the kernel minimum.
+pub fn quota_us(millicores: u64, period_us: u64) -> u64 {
+    (millicores.saturating_mul(period_us) / 1000).max(MIN_QUOTA_US)
+}
+
+pub struct Writer<'a> {
+    layout: &'a Layout,
+    /// The device disk throttles apply to.
+    disk: Option<Device>,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(layout: &'a Layout, disk: Option<Device>) -> Self {
+        Self { layout, disk }
+    }
+
+    /// The v2 directory if it has `file`, else the v1 directory of `ctl` if it has `v1_file`.
+    fn pick(&self, rel: &str, file: &str, ctl: &str, v1_file: &str) -> Option<(PathBuf, bool)> {
+        let v2 = self.layout.v2_dir(rel);
+        if v2.join(file).exists() {
+            return Some((v2, true));
+        }
+        self.layout.v1_dir(ctl, rel).filter(|d| d.join(v1_file).exists()).map(|d| (d, false))
+    }
+
+    fn err(rel: &str, resource: Resource, e: impl std::fmt::Display) -> WriteError {
+        WriteError::Write { cgroup: rel.to_owned(), resource, message: e.to_string() }
+    }
+
+    /// Sets (or with `None` removes) the limit of `resource` on cgroup `rel`.
+    pub fn apply(&self, rel: &str, resource: Resource, value: Option<u64>) -> Result<(), WriteError> {
+        let no = |what| WriteError::NoControl { cgroup: rel.to_owned(), what };
+        match resource {
+            Resource::Cpu => {
+                let (dir, v2) = self.pick(rel, "cpu.max", "cpu", "cpu.cfs_quota_us").ok_or_else(|| no("cpu"))?;
+                let c = CpuController::new(dir.clone(), dir, v2);
+                let period = c.cfs_period().ok().filter(|&p| p > 0).unwrap_or(DEFAULT_PERIOD_US);
+                let quota = value.map_or(-1, |m| quota_us(m, period) as i64);
+                c.set_cfs_quota(quota).map_err(|e| Self::err(rel, resource, e))
+            }
+            Resource::Mem => {
+                let (dir, v2) =
+                    self.pick(rel, "memory.max", "memory", "memory.limit_in_bytes").ok_or_else(|| no("memory"))?;
+                let m = MemController::new(dir.clone(), dir, v2);
+                let limit = value.map_or(-1, |b| b.min(i64::MAX as u64) as i64);
+                m.set_limit(limit).map_err(|e| Self::err(rel, resource, e))
+            }
+            Resource::DiskRead | Resource::DiskWrite => {
+                let dev = self.disk.ok_or_else(|| no("block device (none found for /)"))?;
+                let read = resource == Resource::DiskRead;
+                let v1_file = if read { "blkio.throttle.read_bps_device" } else { "blkio.throttle.write_bps_device" };
+                let (dir, v2) = self.pick(rel, "io.max", "blkio", v1_file).ok_or_else(|| no("io"))?;
+                match (value, v2) {
+                    (Some(bps), _) => {
+                        let b = BlkIoController::new(dir.clone(), dir, v2);
+                        // 0 would mean "no limit" on v1: the smallest real limit is 1.
+                        let bps = bps.max(1);
+                        if read {
+                            b.throttle_read_bps_for_device(dev.major, dev.minor, bps)
+                        } else {
+                            b.throttle_write_bps_for_device(dev.major, dev.minor, bps)
+                        }
+                        .map_err(|e| Self::err(rel, resource, e))
+                    }
+                    // Removing: cgroups-rs cannot write "max" (v2) or 0 (v1).
+                    (None, true) => {
+                        let key = if read { "rbps" } else { "wbps" };
+                        std::fs::write(dir.join("io.max"), format!("{dev} {key}=max"))
+                            .map_err(|e| Self::err(rel, resource, e))
+                    }
+                    (None, false) => {
+                        std::fs::write(dir.join(v1_file), format!("{dev} 0")).map_err(|e| Self::err(rel, resource, e))
+                    }
+                }
+            }
+            other => Err(WriteError::NotCgroupfs { resource: other }),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn read(p: PathBuf) -> String {
+        std::fs::read_to_string(p).unwrap()
+    }
+
+    #[test]
+    fn quotas() {
+        assert_eq!(quota_us(500, 100_000), 50_000);
+        assert_eq!(quota_us(2500, 100_000), 250_000);
+        assert_eq!(quota_us(1, 100_000), 1_000, "kernel minimum");
+    }
+
+    #[test]
+    fn writes_v2_files_on_a_fake_pure_v2_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (f, c) in [("cpu.max", "max 100000\n"), ("memory.max", "max\n"), ("io.max", "")] {
+            std::fs::write(dir.join(f), c).unwrap();
+        }
+        let layout = Layout::pure_v2(tmp.path());
+        let w = Writer::new(&layout, Some(Device { major: 254, minor: 0 }));
+        w.apply("c", Resource::Cpu, Some(750)).unwrap();
+        assert_eq!(read(dir.join("cpu.max")).trim(), "75000 100000");
+        w.apply("c", Resource::Mem, Some(256 << 20)).unwrap();
+        assert_eq!(read(dir.join("memory.max")), "268435456");
+        w.apply("c", Resource::Mem, None).unwrap();
+        assert_eq!(read(dir.join("memory.max")), "max");
+        w.apply("c", Resource::DiskWrite, Some(10 << 20)).unwrap();
+        assert_eq!(read(dir.join("io.max")), "254:0 wbps=10485760");
+        w.apply("c", Resource::DiskRead, None).unwrap();
+        assert_eq!(read(dir.join("io.max")), "254:0 rbps=max");
+        assert!(matches!(w.apply("c", Resource::NetRx, Some(1)), Err(WriteError::NotCgroupfs { .. })));
+        assert!(matches!(w.apply("nope", Resource::Cpu, Some(1)), Err(WriteError::NoControl { .. })));
+    }
+
+    #[test]
+    fn writes_v1_files_on_a_fake_hybrid_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let mk = |ctl: &str, files: &[(&str, &str)]| {
+            let d = root.join(ctl).join("c");
+            std::fs::create_dir_all(&d).unwrap();
+            for (f, c) in files {
+                std::fs::write(d.join(f), c).unwrap();
+            }
+            d
+        };
+        std::fs::create_dir_all(root.join("unified/c")).unwrap();
+        let cpu = mk("cpu", &[("cpu.cfs_quota_us", "-1\n"), ("cpu.cfs_period_us", "50000\n")]);
+        let mem = mk("memory", &[("memory.limit_in_bytes", "9223372036854771712\n")]);
+        let blk = mk("blkio", &[("blkio.throttle.read_bps_device", ""), ("blkio.throttle.write_bps_device", "")]);
+        let layout = Layout {
+            v2: root.join("unified"),
+            v1: ["cpu", "memory", "blkio"].iter().map(|c| (c.to_string(), root.join(c))).collect(),
+        };
+        let w = Writer::new(&layout, Some(Device { major: 8, minor: 0 }));
+        w.apply("c", Resource::Cpu, Some(1500)).unwrap();
+        assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "75000", "1.5 cores of a 50 ms period");
+        w.apply("c", Resource::Cpu, None).unwrap();
+        assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "-1");
+        w.apply("c", Resource::Mem, Some(1 << 30)).unwrap();
+        assert_eq!(read(mem.join("memory.limit_in_bytes")), "1073741824");
+        w.apply("c", Resource::DiskRead, Some(20 << 20)).unwrap();
+        assert_eq!(read(blk.join("blkio.throttle.read_bps_device")), "8:0 20971520");
+        w.apply("c", Resource::DiskRead, None).unwrap();
+        assert_eq!(read(blk.join("blkio.throttle.read_bps_device")), "8:0 0");
+    }
+}

@@ -1,0 +1,122 @@
+//! User side of the network rate limiter: writes `NET_LIMITS` (one token
+//! bucket pair per container, keyed by the container's cgroup v2 id) and the
+//! `NET_LEVELS` mask the programs use to find limited ancestors.
+
+use std::{collections::BTreeMap, os::unix::fs::MetadataExt as _};
+
+use aya::maps::{Array, HashMap, MapData};
+use scaler_common::{NET_MAX_LEVEL, NET_RX, NET_TX, NetLimit};
+
+use crate::cgroup::layout::Layout;
+
+/// Bucket size for `rate` bytes/s: 20 ms of traffic, and at least two
+/// maximal loopback GSO packets, so a single large segment always fits.
+pub fn burst_for(rate: u64) -> u64 {
+    (rate / 50).max(256 * 1024)
+}
+
+struct Entry {
+    id: u64,
+    limit: NetLimit,
+}
+
+pub struct NetLimiter {
+    limits: HashMap<MapData, u64, NetLimit>,
+    levels: Array<MapData, u64>,
+    layout: Layout,
+    /// By cgroup path.
+    entries: BTreeMap<String, Entry>,
+}
+
+/// Cgroup level of a path (`/a/b` is 2; the root is 0).
+pub fn level_of(cgroup: &str) -> u32 {
+    cgroup.trim_matches('/').split('/').filter(|s| !s.is_empty()).count() as u32
+}
+
+impl NetLimiter {
+    pub fn new(limits: HashMap<MapData, u64, NetLimit>, levels: Array<MapData, u64>, layout: Layout) -> Self {
+        Self { limits, levels, layout, entries: BTreeMap::new() }
+    }
+
+    fn id_of(&self, cgroup: &str) -> Result<u64, String> {
+        std::fs::metadata(self.layout.v2_dir(cgroup)).map(|m| m.ino()).map_err(|e| {
+            format!("network limits need the cgroup in the v2 tree ({}): {e}", self.layout.v2_dir(cgroup).display())
+        })
+    }
+
+    fn sync_levels(&mut self) -> Result<(), String> {
+        let mask = self.entries.keys().fold(0u64, |m, c| m | (1u64 << level_of(c).min(63)));
+        self.levels.set(0, mask, 0).map_err(|e| format!("updating NET_LEVELS: {e}"))
+    }
+
+    /// Sets (or with `None` removes) the rate of one direction.
+    pub fn set(&mut self, cgroup: &str, rx: bool, rate: Option<u64>) -> Result<(), String> {
+        let level = level_of(cgroup);
+        if level == 0 || level > NET_MAX_LEVEL {
+            return Err(format!(
+                "cgroup {cgroup} is at level {level}; network limits work at levels 1..={NET_MAX_LEVEL}"
+            ));
+        }
+        let id = self.id_of(cgroup)?;
+        let dir = if rx { NET_RX } else { NET_TX };
+        let mut e = self.entries.remove(cgroup).unwrap_or(Entry { id, limit: NetLimit::default() });
+        if e.id != id {
+            let _ = self.limits.remove(&e.id);
+            e.id = id;
+        }
+        let rate = rate.unwrap_or(0);
+        e.limit.rate_bps[dir] = rate;
+        e.limit.burst[dir] = if rate == 0 { 0 } else { burst_for(rate) };
+        // A new rate starts with a full bucket.
+        e.limit.tokens[dir] = 0;
+        e.limit.last_ns[dir] = 0;
+        if e.limit.rate_bps == [0, 0] {
+            let _ = self.limits.remove(&id);
+        } else {
+            self.limits.insert(id, e.limit, 0).map_err(|err| format!("updating NET_LIMITS: {err}"))?;
+            self.entries.insert(cgroup.to_owned(), e);
+        }
+        self.sync_levels()
+    }
+
+    /// The rate in force for one direction.
+    pub fn get(&self, cgroup: &str, rx: bool) -> Option<u64> {
+        let r = self.entries.get(cgroup)?.limit.rate_bps[if rx { NET_RX } else { NET_TX }];
+        (r > 0).then_some(r)
+    }
+
+    /// Follows containers whose cgroup was recreated (a restarted container
+    /// gets a new id for the same path).
+    pub fn refresh(&mut self) {
+        let paths: Vec<String> = self.entries.keys().cloned().collect();
+        for p in paths {
+            let Ok(id) = self.id_of(&p) else { continue };
+            if let Some(e) = self.entries.get_mut(&p)
+                && e.id != id
+            {
+                let _ = self.limits.remove(&e.id);
+                e.id = id;
+                e.limit.tokens = [0, 0];
+                e.limit.last_ns = [0, 0];
+                let _ = self.limits.insert(id, e.limit, 0);
+            }
+        }
+    }
+
+    /// Dropped packets are counted per cgroup in the counters map.
+    pub fn limited(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn levels_and_bursts() {
+        assert_eq!(super::level_of("/a/b"), 2);
+        assert_eq!(super::level_of("/"), 0);
+        assert_eq!(super::level_of("/lxc.payload.x"), 1);
+        assert_eq!(super::burst_for(10 << 20), 256 * 1024);
+        assert_eq!(super::burst_for(1 << 30), (1 << 30) / 50);
+    }
+}

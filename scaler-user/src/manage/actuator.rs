@@ -1,0 +1,50 @@
+//! The real [`Actuator`]: cgroupfs through the writer, network rates
+//! through the eBPF limiter.
+
+use policies::Resource;
+
+use super::Actuator;
+use crate::{
+    cgroup::{
+        layout::Layout,
+        writer::{Device, Writer},
+    },
+    ebpf::netlimit::NetLimiter,
+};
+
+pub struct HostActuator {
+    pub layout: Layout,
+    pub disk: Option<Device>,
+    pub net: Option<NetLimiter>,
+}
+
+fn is_net(r: Resource) -> bool {
+    matches!(r, Resource::NetRx | Resource::NetTx)
+}
+
+impl Actuator for HostActuator {
+    fn apply(&mut self, cgroup: &str, resource: Resource, value: Option<u64>) -> Result<(), String> {
+        if is_net(resource) {
+            let net = self.net.as_mut().ok_or("network limits need the eBPF network programs, which are not loaded")?;
+            return net.set(cgroup, resource == Resource::NetRx, value);
+        }
+        Writer::new(&self.layout, self.disk).apply(cgroup, resource, value).map_err(|e| e.to_string())
+    }
+
+    fn own_limit(&self, cgroup: &str, resource: Resource) -> Option<u64> {
+        if !is_net(resource) {
+            return None;
+        }
+        self.net.as_ref()?.get(cgroup, resource == Resource::NetRx)
+    }
+
+    fn owns(&self, resource: Resource) -> bool {
+        is_net(resource)
+    }
+
+    fn refresh(&mut self) {
+        if let Some(n) = &mut self.net {
+            n.refresh();
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! The agent's guardian and scaler: subscriptions, a policy per container,
+//! arbitration against the host, limits written at once, every change logged
+//! and made durable.
+//!
+//! [`Manager::step`] runs once per tick on the sampler thread, right after
+//! sampling; the HTTP handlers call the other methods. Both go through one
+//! mutex. Every write to a limit goes through an [`Actuator`], so tests drive
+//! the whole manager against a fake cgroup tree.
+pub mod actuator;
+pub mod events;
+pub mod model;
+pub mod step;
+pub mod store;
+pub mod view;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use policies::{Policy, PolicyConfig, Resource};
+
+use self::{
+    events::EventLog,
+    model::{FieldError, SubscribeRequest, Subscription, field_err},
+    store::{Store, StoreError},
+};
+
+/// Writes limits (cgroupfs, eBPF maps) and reports the ones not read back
+/// from cgroupfs.
+pub trait Actuator: Send {
+    /// Sets (or with `None` removes) a limit.
+    fn apply(&mut self, cgroup: &str, resource: Resource, value: Option<u64>) -> Result<(), String>;
+    /// A limit this actuator keeps itself (network rates); `None` otherwise.
+    fn own_limit(&self, cgroup: &str, resource: Resource) -> Option<u64>;
+    /// Whether `resource` is kept by the actuator rather than read back.
+    fn owns(&self, resource: Resource) -> bool;
+    /// Called once per tick before limits are compared (e.g. to follow a
+    /// recreated cgroup).
+    fn refresh(&mut self) {}
+}
+
+/// What a handler found in the container's cgroup before subscribing.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    /// Limits in force (`None` = unlimited), for the resources cgroupfs has.
+    pub limits: BTreeMap<Resource, Option<u64>>,
+    /// Memory working set now.
+    pub mem_usage: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    #[error("{field}: {message}")]
+    Forbidden { field: String, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("could not apply the limits: {0}")]
+    Apply(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub(crate) struct Managed {
+    pub sub: Subscription,
+    pub policy: Box<dyn Policy>,
+    /// The cgroup was present at the last tick.
+    pub active: bool,
+    pub usage: BTreeMap<Resource, u64>,
+    pub last_oom: Option<u64>,
+    /// Resources whose last apply failed (logged once until it works again).
+    pub failing: BTreeSet<Resource>,
+}
+
+/// Memory never goes below usage plus this share of it...
+pub const MEM_HEADROOM_PERCENT: u64 = 10;
+/// ...and at least this much.
+pub const MEM_HEADROOM_MIN: u64 = 16 << 20;
+
+/// The lowest memory limit allowed for a working set of `usage` bytes.
+pub fn mem_floor(usage: u64) -> u64 {
+    usage.saturating_add((usage / 100 * MEM_HEADROOM_PERCENT).max(MEM_HEADROOM_MIN))
+}
+
+pub struct Manager {
+    pub(crate) subs: BTreeMap<String, Managed>,
+    store: Store,
+    pub(crate) act: Box<dyn Actuator>,
+    /// What the host offers per resource (`None` = not limited).
+    pub(crate) capacity: BTreeMap<Resource, Option<u64>>,
+    pub events: EventLog,
+    roots: Vec<String>,
+    default_policy: String,
+    /// Bumped whenever the set of (name, cgroup) pairs changes.
+    pub generation: u64,
+}
+
+fn build_policy(name: &str) -> Result<Box<dyn Policy>, FieldError> {
+    PolicyConfig::by_name(name).and_then(|c| c.build()).map_err(|e| field_err("policy", e.to_string()))
+}
+
+impl Manager {
+    /// Loads the durable state. `capacity` is the host's (config or
+    /// detected); overrides stored by `PUT /v1/host` win.
+    pub fn open(
+        store: Store,
+        act: Box<dyn Actuator>,
+        mut capacity: BTreeMap<Resource, Option<u64>>,
+        roots: Vec<String>,
+        default_policy: String,
+    ) -> Result<Self, ManageError> {
+        if let Some(stored) = store.setting::<BTreeMap<Resource, Option<u64>>>("capacity")? {
+            capacity.extend(stored);
+        }
+        let mut subs = BTreeMap::new();
+        for sub in store.load()? {
+            let policy = build_policy(&sub.policy)?;
+            subs.insert(
+                sub.name.clone(),
+                Managed {
+                    sub,
+                    policy,
+                    active: false,
+                    usage: BTreeMap::new(),
+                    last_oom: None,
+                    failing: BTreeSet::new(),
+                },
+            );
+        }
+        Ok(Self { subs, store, act, capacity, events: EventLog::new(10_000), roots, default_policy, generation: 1 })
+    }
+
+    /// (name, cgroup) of every subscription, for the sampler to track.
+    pub fn tracked(&self) -> Vec<(String, String)> {
+        self.subs.values().map(|m| (m.sub.name.clone(), m.sub.cgroup.clone())).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Subscription> {
+        self.subs.get(name).map(|m| &m.sub)
+    }
+
+    pub fn roots(&self) -> &[String] {
+        &self.roots
+    }
+
+    /// Validates a user-given cgroup path against the roots.
+    pub fn check_cgroup(&self, path: &str) -> Result<String, ManageError> {
+        model::check_cgroup_path(path, &self.roots)
+            .map_err(|e| ManageError::Forbidden { field: e.field, message: e.message })
+    }
+
+    /// Sum of `min` of `r` over subscriptions other than `except`.
+    fn mins_of_others(&self, r: Resource, except: &str) -> u64 {
+        self.subs.values().filter(|m| m.sub.name != except).filter_map(|m| m.sub.resources.get(&r)).map(|b| b.min).sum()
+    }
+
+    /// Sum of limits of `r` over subscriptions other than `except`.
+    fn limits_of_others(&self, r: Resource, except: &str) -> u64 {
+        self.subs
+            .values()
+            .filter(|m| m.sub.name != except && m.sub.resources.contains_key(&r))
+            .filter_map(|m| m.sub.limits.get(&r).copied().flatten())
+            .sum()
+    }
+
+    /// Subscribes (or replaces the subscription of) `name`. Applies the
+    /// starting limits at once; on any error nothing changes (limits already
+    /// written are put back).
+    pub fn subscribe(
+        &mut self,
+        now_ms: u64,
+        name: &str,
+        cgroup: &str,
+        req: &SubscribeRequest,
+        found: &Found,
+    ) -> Result<(), ManageError> {
+        let existing = self.subs.get(name).map(|m| m.sub.clone());
+        let policy_name = req.policy.clone().unwrap_or_else(|| self.default_policy.clone());
+        let mut plan: Vec<(Resource, Option<u64>, u64)> = Vec::new();
+        for (&r, rr) in &req.resources {
+            let b = rr.bounds;
+            let field = |k: &str| format!("resources.{r}.{k}");
+            if let Some(Some(cap)) = self.capacity.get(&r) {
+                let others = self.mins_of_others(r, name);
+                if others.saturating_add(b.min) > *cap {
+                    return Err(field_err(
+                        field("min"),
+                        format!("the host offers {cap}; other containers' minimums already take {others}"),
+                    )
+                    .into());
+                }
+            }
+            let in_force =
+                if self.act.owns(r) { self.act.own_limit(cgroup, r) } else { found.limits.get(&r).copied().flatten() };
+            let ceiling = existing.as_ref().and_then(|e| e.ceiling.get(&r).copied());
+            let eff_max = ceiling.map_or(b.max, |c| c.clamp(b.min, b.max));
+            let mut start = rr
+                .current
+                .or_else(|| existing.as_ref().and_then(|e| e.limits.get(&r).copied().flatten()))
+                .or(in_force)
+                .unwrap_or(b.max)
+                .clamp(b.min, eff_max);
+            if r == Resource::Mem
+                && let Some(u) = found.mem_usage
+            {
+                if u > b.max {
+                    return Err(field_err(
+                        field("max"),
+                        format!("{} is below the container's memory in use ({u} bytes)", b.max),
+                    )
+                    .into());
+                }
+                start = start.max(mem_floor(u).min(eff_max));
+            }
+            if let Some(Some(cap)) = self.capacity.get(&r) {
+                let free = cap.saturating_sub(self.limits_of_others(r, name));
+                start = start.min(free).max(b.min);
+            }
+            if r == Resource::Mem {
+                start = step::page_align(start, b.min);
+            }
+            plan.push((r, in_force, start));
+        }
+        // Apply, rolling back on the first failure.
+        let mut done: Vec<(Resource, Option<u64>)> = Vec::new();
+        for &(r, before, start) in &plan {
+            if before == Some(start) {
+                continue;
+            }
+            if let Err(e) = self.act.apply(cgroup, r, Some(start)) {
+                for (r, before) in done {
+                    let _ = self.act.apply(cgroup, r, before);
+                }
+                return Err(ManageError::Apply(format!("{r}: {e}")));
+            }
+            done.push((r, before));
+        }
+        let mut original = existing.as_ref().map(|e| e.original.clone()).unwrap_or_default();
+        for &(r, before, _) in &plan {
+            original.entry(r).or_insert(before);
+        }
+        let sub = Subscription {
+            name: name.to_owned(),
+            cgroup: cgroup.to_owned(),
+            policy: policy_name.clone(),
+            priority: req.priority,
+            resources: req.resources.iter().map(|(&r, rr)| (r, rr.bounds)).collect(),
+            limits: plan.iter().map(|&(r, _, start)| (r, Some(start))).collect(),
+            original,
+            ceiling: existing.as_ref().map(|e| e.ceiling.clone()).unwrap_or_default(),
+        };
+        if let Err(e) = self.store.save(&[&sub], &[]) {
+            for (r, before) in done {
+                let _ = self.act.apply(cgroup, r, before);
+            }
+            return Err(e.into());
+        }
+        for &(r, before, start) in &plan {
+            if before != Some(start) {
+                self.events.push(now_ms, name, r, before, Some(start), "subscribed: starting limit".into());
+            }
+        }
+        let keep_policy = self.subs.get(name).filter(|m| m.sub.policy == policy_name).is_some();
+        let same_target = existing.as_ref().is_some_and(|e| e.cgroup == cgroup);
+        match self.subs.get_mut(name) {
+            Some(m) if keep_policy => m.sub = sub,
+            _ => {
+                let policy = build_policy(&policy_name)?;
+                self.subs.insert(
+                    name.to_owned(),
+                    Managed {
+                        sub,
+                        policy,
+                        active: true,
+                        usage: BTreeMap::new(),
+                        last_oom: None,
+                        failing: BTreeSet::new(),
+                    },
+                );
+            }
+        }
+        if !same_target {
+            self.generation += 1;
+        }
+        Ok(())
+    }
+
+    /// Unsubscribes; with `restore`, writes the original limits back first.
+    /// Network limits are always removed (they live in the agent's maps).
+    pub fn unsubscribe(&mut self, now_ms: u64, name: &str, restore: bool) -> Result<bool, ManageError> {
+        let m = self.subs.get(name).ok_or_else(|| ManageError::NotFound(format!("{name:?} is not subscribed")))?;
+        let sub = m.sub.clone();
+        self.store.save(&[], &[name])?;
+        let mut restored = restore;
+        for (&r, &limit) in &sub.limits {
+            let owned = self.act.owns(r);
+            if !(restore || owned) {
+                continue;
+            }
+            let target = if owned { None } else { sub.original.get(&r).copied().flatten() };
+            match self.act.apply(&sub.cgroup, r, target) {
+                Ok(()) => self.events.push(now_ms, name, r, limit, target, "unsubscribed: restored".into()),
+                Err(e) => {
+                    restored = false;
+                    tracing::warn!(container = name, %r, "restoring limit: {e}");
+                }
+            }
+        }
+        self.subs.remove(name);
+        self.generation += 1;
+        Ok(restored)
+    }
+
+    /// Partial update of one resource (adding it when new).
+    pub fn update_resource(
+        &mut self,
+        now_ms: u64,
+        name: &str,
+        r: Resource,
+        patch: &model::ResourcePatch,
+        found: &Found,
+    ) -> Result<(), ManageError> {
+        let m = self.subs.get(name).ok_or_else(|| ManageError::NotFound(format!("{name:?} is not subscribed")))?;
+        let old = m.sub.resources.get(&r).copied();
+        let bounds = model::patched(old, patch, "")?;
+        let mut req = SubscribeRequest {
+            cgroup: Some(m.sub.cgroup.clone()),
+            policy: Some(m.sub.policy.clone()),
+            priority: m.sub.priority,
+            resources: m
+                .sub
+                .resources
+                .iter()
+                .map(|(&r, &b)| (r, model::ResourceRequest { bounds: b, current: None }))
+                .collect(),
+        };
+        req.resources.insert(r, model::ResourceRequest { bounds, current: patch.current });
+        let cgroup = m.sub.cgroup.clone();
+        self.subscribe(now_ms, name, &cgroup, &req, found).map_err(|e| match e {
+            // Field names from the body are relative to the resource here.
+            ManageError::Field(f) => {
+                ManageError::Field(field_err(f.field.rsplit('.').next().unwrap_or(&f.field).to_owned(), f.message))
+            }
+            other => other,
+        })
+    }
+
+    /// Sets external ceilings (`resource -> value`), or clears them all
+    /// with `None`. A limit above its new ceiling is lowered at once.
+    pub fn set_ceiling(
+        &mut self,
+        now_ms: u64,
+        name: &str,
+        ceiling: Option<BTreeMap<Resource, u64>>,
+    ) -> Result<(), ManageError> {
+        let m = self.subs.get_mut(name).ok_or_else(|| ManageError::NotFound(format!("{name:?} is not subscribed")))?;
+        if let Some(c) = &ceiling
+            && let Some(r) = c.keys().find(|r| !m.sub.resources.contains_key(r))
+        {
+            return Err(field_err(r.to_string(), format!("{r} is not managed for {name}")).into());
+        }
+        let mut sub = m.sub.clone();
+        sub.ceiling = ceiling.unwrap_or_default();
+        for (&r, &limit) in &m.sub.limits {
+            let Some(eff) = sub.effective_max(r) else { continue };
+            if limit.is_none_or(|l| l > eff) && sub.ceiling.contains_key(&r) {
+                match self.act.apply(&sub.cgroup, r, Some(eff)) {
+                    Ok(()) => {
+                        sub.limits.insert(r, Some(eff));
+                        self.events.push(now_ms, name, r, limit, Some(eff), "external ceiling".into());
+                    }
+                    Err(e) => return Err(ManageError::Apply(format!("{r}: {e}"))),
+                }
+            }
+        }
+        self.store.save(&[&sub], &[])?;
+        m.sub = sub;
+        Ok(())
+    }
+
+    /// Host capacity per resource.
+    pub fn capacity(&self) -> &BTreeMap<Resource, Option<u64>> {
+        &self.capacity
+    }
+
+    /// Changes host capacity (persisted). Refused when the managed
+    /// containers' minimums would no longer fit.
+    pub fn set_capacity(&mut self, changes: BTreeMap<Resource, Option<u64>>) -> Result<(), ManageError> {
+        for (&r, &cap) in &changes {
+            if let Some(cap) = cap {
+                let mins = self.mins_of_others(r, "");
+                if mins > cap {
+                    return Err(field_err(
+                        format!("capacity.{r}"),
+                        format!("{cap} is below the managed containers' minimums ({mins})"),
+                    )
+                    .into());
+                }
+            }
+        }
+        // Only what was set through the API is stored: resources never
+        // overridden keep following the config and the hardware.
+        let mut overrides: BTreeMap<Resource, Option<u64>> = self.store.setting("capacity")?.unwrap_or_default();
+        overrides.extend(changes.iter().map(|(&r, &v)| (r, v)));
+        self.store.set_setting("capacity", &overrides)?;
+        self.capacity.extend(changes);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

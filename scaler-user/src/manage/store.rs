@@ -1,0 +1,167 @@
+//! Durable host state in an embedded database (redb): subscriptions with
+//! their bounds, policy, ceilings and the limits the agent set, and the
+//! host's capacity overrides.
+//!
+//! Why redb: every write is an ACID transaction made durable (fsync) before
+//! `commit` returns, and a crash at any point leaves the previous committed
+//! state (copy-on-write B-trees with a checksummed commit slot), so a
+//! `kill -9` loses nothing that was acknowledged. It is pure Rust (no C
+//! build), and one transaction per tick batches every limit change of that
+//! tick into a single fsync.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+
+use super::model::Subscription;
+
+const SUBSCRIPTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("subscriptions");
+const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("creating state directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state database {path}: {message}")]
+    Db { path: PathBuf, message: String },
+    #[error("state database {path}: corrupt record {key}: {source}")]
+    Decode {
+        path: PathBuf,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) `dir/state.redb`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.into(), source })?;
+        let path = dir.join("state.redb");
+        let db = Database::create(&path).map_err(|e| StoreError::Db { path: path.clone(), message: e.to_string() })?;
+        let me = Self { db, path };
+        // Create the tables so readers never meet a missing one.
+        me.write(|_| Ok(()))?;
+        Ok(me)
+    }
+
+    fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Db { path: self.path.clone(), message: e.to_string() }
+    }
+
+    /// One durable transaction: `f` gets the subscriptions and settings tables.
+    fn write(
+        &self,
+        f: impl FnOnce(&mut (redb::Table<&str, &[u8]>, redb::Table<&str, &[u8]>)) -> Result<(), redb::Error>,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        {
+            let subs = tx.open_table(SUBSCRIPTIONS).map_err(|e| self.db_err(e))?;
+            let settings = tx.open_table(SETTINGS).map_err(|e| self.db_err(e))?;
+            let mut tables = (subs, settings);
+            f(&mut tables).map_err(|e| self.db_err(e))?;
+        }
+        tx.commit().map_err(|e| self.db_err(e))
+    }
+
+    /// Writes (inserts or replaces) these subscriptions and removes `gone`,
+    /// in one transaction.
+    pub fn save(&self, subs: &[&Subscription], gone: &[&str]) -> Result<(), StoreError> {
+        let encoded: Vec<(String, Vec<u8>)> =
+            subs.iter().map(|s| (s.name.clone(), serde_json::to_vec(s).unwrap_or_default())).collect();
+        self.write(|(t, _)| {
+            for (name, bytes) in &encoded {
+                t.insert(name.as_str(), bytes.as_slice())?;
+            }
+            for name in gone {
+                t.remove(*name)?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn load(&self) -> Result<Vec<Subscription>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let t = tx.open_table(SUBSCRIPTIONS).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            let s = serde_json::from_slice(v.value()).map_err(|source| StoreError::Decode {
+                path: self.path.clone(),
+                key: k.value().to_owned(),
+                source,
+            })?;
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    /// A JSON setting (`capacity`, ...).
+    pub fn setting<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let t = tx.open_table(SETTINGS).map_err(|e| self.db_err(e))?;
+        let Some(v) = t.get(key).map_err(|e| self.db_err(e))? else { return Ok(None) };
+        serde_json::from_slice(v.value()).map(Some).map_err(|source| StoreError::Decode {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            source,
+        })
+    }
+
+    pub fn set_setting<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        self.write(|(_, t)| {
+            t.insert(key, bytes.as_slice())?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use policies::Resource;
+
+    use super::*;
+
+    fn sub(name: &str) -> Subscription {
+        Subscription {
+            name: name.into(),
+            cgroup: format!("/{name}"),
+            policy: "fast".into(),
+            priority: 1,
+            resources: BTreeMap::new(),
+            limits: [(Resource::Cpu, Some(750)), (Resource::Mem, None)].into(),
+            original: [(Resource::Cpu, None)].into(),
+            ceiling: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn survives_reopen_and_removes() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(tmp.path()).unwrap();
+            s.save(&[&sub("a"), &sub("b")], &[]).unwrap();
+            s.save(&[], &["a"]).unwrap();
+            s.set_setting("capacity", &BTreeMap::from([("cpu", 1500u64)])).unwrap();
+        }
+        let s = Store::open(tmp.path()).unwrap();
+        let all = s.load().unwrap();
+        assert_eq!(all, vec![sub("b")]);
+        let cap: BTreeMap<String, u64> = s.setting("capacity").unwrap().unwrap();
+        assert_eq!(cap["cpu"], 1500);
+        assert!(s.setting::<u64>("missing").unwrap().is_none());
+    }
+}

@@ -1,0 +1,202 @@
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use policies::Resource;
+use serde_json::json;
+
+use super::{Actuator, Found, ManageError, Manager, mem_floor, model::parse_subscribe, store::Store};
+use crate::sample::{Reading, Sample};
+
+/// Records every write; optionally fails one resource.
+#[derive(Clone, Default)]
+struct Fake {
+    limits: Arc<Mutex<HashMap<(String, Resource), Option<u64>>>>,
+    fail: Option<Resource>,
+}
+
+impl Actuator for Fake {
+    fn apply(&mut self, cgroup: &str, r: Resource, v: Option<u64>) -> Result<(), String> {
+        if self.fail == Some(r) {
+            return Err("refused".into());
+        }
+        self.limits.lock().unwrap().insert((cgroup.to_owned(), r), v);
+        Ok(())
+    }
+    fn own_limit(&self, cgroup: &str, r: Resource) -> Option<u64> {
+        self.limits.lock().unwrap().get(&(cgroup.to_owned(), r)).copied().flatten()
+    }
+    fn owns(&self, r: Resource) -> bool {
+        matches!(r, Resource::NetRx | Resource::NetTx)
+    }
+}
+
+impl Fake {
+    fn get(&self, cg: &str, r: Resource) -> Option<u64> {
+        self.limits.lock().unwrap().get(&(cg.to_owned(), r)).copied().flatten()
+    }
+}
+
+const GIB: u64 = 1 << 30;
+
+fn manager(dir: &std::path::Path, fake: &Fake, cpu_cap: u64) -> Manager {
+    let cap = BTreeMap::from([(Resource::Cpu, Some(cpu_cap)), (Resource::Mem, Some(8 * GIB))]);
+    Manager::open(Store::open(dir).unwrap(), Box::new(fake.clone()), cap, vec!["/".into()], "fast".into()).unwrap()
+}
+
+fn all_events(m: &Manager) -> Vec<super::events::Event> {
+    m.events.query(&super::events::EventQuery { limit: usize::MAX, ..Default::default() })
+}
+
+fn req(v: serde_json::Value) -> super::model::SubscribeRequest {
+    parse_subscribe(&v).unwrap()
+}
+
+/// A sample where the limits in force are what the fake holds.
+fn sample(fake: &Fake, cg: &str, t: u64, cpu: u64, throttled_usec: u64, mem: u64) -> Sample {
+    let mut s = Sample { time_ms: t, interval_ms: 200, ..Default::default() };
+    s.resources.cpu = Reading { usage: Some(cpu), current: fake.get(cg, Resource::Cpu) };
+    s.resources.mem = Reading { usage: Some(mem), current: fake.get(cg, Resource::Mem) };
+    s.signals.cpu_throttled_usec = Some(throttled_usec);
+    s.signals.oom_kills = Some(0);
+    s
+}
+
+#[test]
+fn subscribe_applies_starting_limits_and_is_idempotent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 2000);
+    let r = req(json!({"resources": {"cpu": {"min": 100, "max": 1000}, "mem": {"min": 1, "max": GIB}}}));
+    let found =
+        Found { limits: BTreeMap::from([(Resource::Cpu, None), (Resource::Mem, None)]), mem_usage: Some(100 << 20) };
+    m.subscribe(0, "a", "/a", &r, &found).unwrap();
+    assert_eq!(fake.get("/a", Resource::Cpu), Some(1000), "unlimited starts at max");
+    assert_eq!(fake.get("/a", Resource::Mem), Some(GIB));
+    let events = all_events(&m).len();
+    let found_now = Found {
+        limits: BTreeMap::from([(Resource::Cpu, Some(1000)), (Resource::Mem, Some(GIB))]),
+        mem_usage: Some(100 << 20),
+    };
+    m.subscribe(0, "a", "/a", &r, &found_now).unwrap();
+    assert_eq!(all_events(&m).len(), events, "same PUT again changes nothing");
+    assert_eq!(m.get("a").unwrap().original[&Resource::Cpu], None, "original survives re-subscription");
+}
+
+#[test]
+fn a_failed_apply_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake { fail: Some(Resource::Mem), ..Default::default() };
+    let mut m = manager(tmp.path(), &fake, 2000);
+    let r = req(json!({"resources": {"cpu": {"min": 100, "max": 1000}, "mem": {"min": 1, "max": GIB}}}));
+    // CPU is found above max, so it is written first, then memory fails.
+    let found = Found { limits: BTreeMap::from([(Resource::Cpu, Some(5000))]), mem_usage: None };
+    assert!(matches!(m.subscribe(0, "a", "/a", &r, &found), Err(ManageError::Apply(_))));
+    assert_eq!(fake.get("/a", Resource::Cpu), Some(5000), "CPU rolled back to what was found");
+    assert!(m.get("a").is_none());
+    drop(m);
+    assert!(Store::open(tmp.path()).unwrap().load().unwrap().is_empty());
+}
+
+#[test]
+fn mins_must_fit_the_host_and_mem_max_must_cover_usage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 2000);
+    m.subscribe(0, "a", "/a", &req(json!({"resources": {"cpu": {"min": 1500, "max": 2000}}})), &Found::default())
+        .unwrap();
+    let e =
+        m.subscribe(0, "b", "/b", &req(json!({"resources": {"cpu": {"min": 600, "max": 2000}}})), &Found::default());
+    assert!(matches!(e, Err(ManageError::Field(f)) if f.field == "resources.cpu.min"));
+    let found = Found { limits: BTreeMap::new(), mem_usage: Some(GIB) };
+    let e = m.subscribe(0, "c", "/c", &req(json!({"resources": {"mem": {"min": 1, "max": 1000}}})), &found);
+    assert!(matches!(e, Err(ManageError::Field(f)) if f.field == "resources.mem.max"));
+}
+
+#[test]
+fn throttling_raises_cpu_within_a_tick_and_capacity_is_shared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 2000);
+    for name in ["a", "b"] {
+        let r = req(json!({"resources": {"cpu": {"min": 100, "max": 2000, "current": 500}}}));
+        m.subscribe(0, name, &format!("/{name}"), &r, &Found::default()).unwrap();
+    }
+    // Both want two cores: each is throttled for a whole extra core and more.
+    for t in 1..=3u64 {
+        let samples = HashMap::from([
+            ("a".to_owned(), sample(&fake, "/a", t * 200, 500, 300_000, 10 << 20)),
+            ("b".to_owned(), sample(&fake, "/b", t * 200, 500, 300_000, 10 << 20)),
+        ]);
+        m.step(t * 200, &samples);
+        let (a, b) = (fake.get("/a", Resource::Cpu).unwrap(), fake.get("/b", Resource::Cpu).unwrap());
+        assert!(a + b <= 2000, "tick {t}: {a} + {b} exceeds the host");
+        assert!((100..=2000).contains(&a) && (100..=2000).contains(&b));
+    }
+    let a = fake.get("/a", Resource::Cpu).unwrap();
+    assert!(a > 500, "raised from 500: {a}");
+    let ev = all_events(&m);
+    assert!(ev.iter().any(|e| e.reason.contains("limited by host capacity")), "{ev:?}");
+}
+
+#[test]
+fn memory_never_goes_below_usage_plus_headroom() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 2000);
+    let r = req(json!({"resources": {"mem": {"min": 1 << 20, "max": 4 * GIB, "current": 4 * GIB}}}));
+    m.subscribe(0, "a", "/a", &r, &Found::default()).unwrap();
+    let usage = 900 << 20;
+    for t in 1..200u64 {
+        let s = sample(&fake, "/a", t * 200, 10, 0, usage);
+        m.step(t * 200, &HashMap::from([("a".to_owned(), s)]));
+        let lim = fake.get("/a", Resource::Mem).unwrap();
+        assert!(lim >= mem_floor(usage) - 4096, "tick {t}: {lim} below floor");
+    }
+    assert!(fake.get("/a", Resource::Mem).unwrap() < 4 * GIB, "it did shrink");
+}
+
+#[test]
+fn outside_changes_are_adopted_ceilings_hold_and_restore_puts_originals_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 4000);
+    let r = req(json!({"resources": {"cpu": {"min": 100, "max": 3000, "current": 2000}}}));
+    let found = Found { limits: BTreeMap::from([(Resource::Cpu, Some(700))]), mem_usage: None };
+    m.subscribe(0, "a", "/a", &r, &found).unwrap();
+    fake.limits.lock().unwrap().insert(("/a".into(), Resource::Cpu), Some(1800));
+    m.step(200, &HashMap::from([("a".to_owned(), sample(&fake, "/a", 200, 1700, 0, 1))]));
+    let ev = all_events(&m);
+    assert!(ev.iter().any(|e| e.reason.contains("changed outside") && e.new == Some(1800)), "{ev:?}");
+    m.set_ceiling(300, "a", Some(BTreeMap::from([(Resource::Cpu, 900)]))).unwrap();
+    assert_eq!(fake.get("/a", Resource::Cpu), Some(900), "a ceiling acts at once");
+    m.step(400, &HashMap::from([("a".to_owned(), sample(&fake, "/a", 400, 1700, 200_000, 1))]));
+    assert_eq!(fake.get("/a", Resource::Cpu), Some(900), "held at the ceiling despite throttling");
+    assert!(m.set_ceiling(500, "a", Some(BTreeMap::from([(Resource::Mem, 1)]))).is_err(), "mem is not managed");
+    assert!(m.unsubscribe(600, "a", true).unwrap());
+    assert_eq!(fake.get("/a", Resource::Cpu), Some(700), "original limit restored");
+    assert!(matches!(m.unsubscribe(600, "a", true), Err(ManageError::NotFound(_))));
+}
+
+#[test]
+fn state_survives_reopening() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    {
+        let mut m = manager(tmp.path(), &fake, 2000);
+        let r = req(json!({"policy": "classic", "priority": 2, "resources": {"cpu": {"min": 100, "max": 900}}}));
+        m.subscribe(0, "a", "/x/a", &r, &Found::default()).unwrap();
+        m.set_ceiling(0, "a", Some(BTreeMap::from([(Resource::Cpu, 800)]))).unwrap();
+        m.set_capacity(BTreeMap::from([(Resource::Cpu, Some(1500))])).unwrap();
+        assert!(m.set_capacity(BTreeMap::from([(Resource::Cpu, Some(50))])).is_err(), "below the minimums");
+    }
+    let m = manager(tmp.path(), &fake, 2000);
+    let s = m.get("a").unwrap();
+    assert_eq!((s.cgroup.as_str(), s.policy.as_str(), s.priority), ("/x/a", "classic", 2));
+    assert_eq!(s.ceiling[&Resource::Cpu], 800);
+    assert_eq!(s.limits[&Resource::Cpu], Some(800));
+    assert_eq!(m.capacity()[&Resource::Cpu], Some(1500), "stored override wins over the config");
+}

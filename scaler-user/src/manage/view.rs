@@ -1,0 +1,116 @@
+//! The JSON shapes of `GET /v1/containers[/{name}]` and `GET /v1/host`.
+
+use std::collections::BTreeMap;
+
+use policies::{Resource, ResourceSpec};
+use serde::Serialize;
+
+use super::{Managed, Manager};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceView {
+    pub min: u64,
+    pub max: u64,
+    pub current: Option<u64>,
+    pub usage: Option<u64>,
+    pub guard: bool,
+    pub boundary: u8,
+    pub boundary_type: policies::BoundaryType,
+    pub upper: Option<i64>,
+    pub lower: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerView {
+    pub name: String,
+    pub cgroup: String,
+    pub policy: String,
+    pub priority: u32,
+    /// `active`, or `missing` while the cgroup does not exist.
+    pub status: &'static str,
+    pub resources: BTreeMap<Resource, ResourceView>,
+    pub ceiling: BTreeMap<Resource, u64>,
+    pub original: BTreeMap<Resource, Option<u64>>,
+}
+
+fn view(m: &Managed) -> ContainerView {
+    let s = &m.sub;
+    let resources = s
+        .resources
+        .iter()
+        .map(|(&r, b)| {
+            let current = s.limits.get(&r).copied().flatten();
+            let eff_max = s.effective_max(r).unwrap_or(b.max);
+            let limits = ResourceSpec::try_new(
+                b.min,
+                eff_max,
+                current.unwrap_or(eff_max).clamp(b.min, eff_max),
+                b.boundary,
+                b.boundary_type,
+            )
+            .ok()
+            .map(|spec| spec.limits());
+            let rv = ResourceView {
+                min: b.min,
+                max: b.max,
+                current,
+                usage: m.usage.get(&r).copied(),
+                guard: b.guard,
+                boundary: b.boundary,
+                boundary_type: b.boundary_type,
+                upper: limits.map(|l| l.upper),
+                lower: limits.map(|l| l.lower),
+            };
+            (r, rv)
+        })
+        .collect();
+    ContainerView {
+        name: s.name.clone(),
+        cgroup: s.cgroup.clone(),
+        policy: s.policy.clone(),
+        priority: s.priority,
+        status: if m.active { "active" } else { "missing" },
+        resources,
+        ceiling: s.ceiling.clone(),
+        original: s.original.clone(),
+    }
+}
+
+impl Manager {
+    pub fn view(&self, name: &str) -> Option<ContainerView> {
+        self.subs.get(name).map(view)
+    }
+
+    pub fn views(&self) -> Vec<ContainerView> {
+        self.subs.values().map(view).collect()
+    }
+
+    /// Sum of the managed containers' limits per resource.
+    pub fn allocated(&self) -> BTreeMap<Resource, u64> {
+        let mut out = BTreeMap::new();
+        for m in self.subs.values() {
+            for (&r, &v) in &m.sub.limits {
+                if m.sub.resources.contains_key(&r) {
+                    *out.entry(r).or_insert(0) += v.unwrap_or(0);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Manager {
+    /// Network rates in force by cgroup, `(rx, tx)`, for `/v1/stats`.
+    pub fn net_limits(&self) -> std::collections::HashMap<String, (Option<u64>, Option<u64>)> {
+        self.subs
+            .values()
+            .filter(|m| {
+                m.sub.resources.contains_key(&Resource::NetRx) || m.sub.resources.contains_key(&Resource::NetTx)
+            })
+            .map(|m| {
+                let get = |r| m.sub.limits.get(&r).copied().flatten();
+                (m.sub.cgroup.clone(), (get(Resource::NetRx), get(Resource::NetTx)))
+            })
+            .collect()
+    }
+}
