@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod agent;
+pub mod aggregator;
 pub mod cgroup;
 pub mod lxc;
 pub mod netns;

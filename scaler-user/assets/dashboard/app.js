@@ -6,6 +6,8 @@
 
 const RES = ['energy', 'cpu', 'mem', 'disk_read', 'disk_write', 'net_rx', 'net_tx'];
 const REFRESH_MS = 2000;
+// Smallest top of a plot's scale: an idle resource shows as a flat zero.
+const YMIN = { energy: 1000, cpu: 100, mem: 64 << 20, disk_read: 1024, disk_write: 1024, net_rx: 1024, net_tx: 1024 };
 const st = { sel: null, range: '15m', lists: { apps: [], hosts: [], containers: [] }, busy: false };
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
@@ -144,9 +146,11 @@ function renderHead(view) {
 function plot(svg, res, data) {
   const W = svg.clientWidth || 600, H = svg.clientHeight || 180;
   const m = { l: 62, r: 10, t: 12, b: 20 };
-  const x0 = data.since_ms, x1 = Math.max(data.until_ms, x0 + 1);
   const pts = data.points.map((p) => ({ t: p.time_ms, step: p.step_ms, r: p.resources[res] }));
-  let ymax = 1;
+  // The window, narrowed to the data when there is less (at least a minute).
+  const x1 = data.until_ms;
+  const x0 = Math.min(Math.max(data.since_ms, pts.length ? pts[0].t : data.since_ms), x1 - 60e3);
+  let ymax = YMIN[res] || 1;
   for (const p of pts) ymax = Math.max(ymax, p.r.usage ?? 0, p.r.current ?? 0);
   ymax *= 1.1;
   const X = (t) => m.l + ((t - x0) / (x1 - x0)) * (W - m.l - m.r);

@@ -12,7 +12,7 @@ use super::model::{self, Event, HostInfo, Stats, Subscription};
 pub enum ClientError {
     #[error("no answer within {0} ms")]
     Timeout(u64),
-    #[error("{path}: {source}")]
+    #[error("{path}: {}", chain(source))]
     Http {
         path: String,
         #[source]
@@ -28,6 +28,22 @@ pub enum ClientError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// An error and its causes on one line (reqwest's own message alone says
+/// only "error sending request").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 /// An agent to talk to.

@@ -1,0 +1,134 @@
+//! A `scaler aggregator` process on a free loopback port with its own config
+//! and state directory. The state directory outlives [`Aggregator::restart`]
+//! (that is what restarts test); the process is stopped (SIGTERM, then
+//! SIGKILL) on drop.
+
+use std::{
+    io::Read as _,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use crate::agent::{free_port, scaler_bin};
+
+pub struct Aggregator {
+    child: Option<Child>,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    cfg_path: PathBuf,
+    log: PathBuf,
+    http: reqwest::blocking::Client,
+}
+
+impl Aggregator {
+    /// Starts an aggregator with `config` (TOML; `listen` and `state_dir`
+    /// are added to its `[aggregator]` table) and waits for `/healthz`.
+    pub fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let state = dir.path().join("state");
+        let head = format!("[aggregator]\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"", state.display());
+        let config = if config.contains("[aggregator]") {
+            config.replacen("[aggregator]", &head, 1)
+        } else {
+            format!("{head}\n{config}")
+        };
+        let cfg_path = dir.path().join("aggregator.toml");
+        std::fs::write(&cfg_path, config).unwrap();
+        let mut me = Self {
+            child: None,
+            url: format!("http://127.0.0.1:{port}"),
+            log: dir.path().join("aggregator.log"),
+            dir,
+            cfg_path,
+            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+        };
+        me.spawn();
+        me
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(scaler_bin())
+            .args(["aggregator", "--config"])
+            .arg(&self.cfg_path)
+            .env("SCALER_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", scaler_bin().display()));
+        self.child = Some(child);
+        let ok = crate::wait_for(Duration::from_secs(20), || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("aggregator exited with {status}: {}", self.log());
+            }
+            self.http.get(format!("{}/healthz", self.url)).send().ok().filter(|r| r.status().is_success())
+        });
+        assert!(ok.is_some(), "aggregator did not answer /healthz: {}", self.log());
+    }
+
+    /// Stops it (SIGTERM: it flushes history) and starts it again on the
+    /// same port, config and state directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        let _ = std::fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut s));
+        s
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// GET `path`: status and JSON body (`Null` if not JSON).
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{}", self.url, path)).send().unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    /// GET `path` as text.
+    pub fn get_text(&self, path: &str) -> (u16, String) {
+        let r = self.http.get(format!("{}{}", self.url, path)).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    }
+
+    /// Sends a request with an optional JSON body.
+    pub fn send(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(m, format!("{}{}", self.url, path));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    /// Stops it with SIGTERM, waiting up to 10 s, then SIGKILL.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signal to a PID we started.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            if crate::wait_for(Duration::from_secs(10), || c.try_wait().ok().flatten()).is_none() {
+                crate::kill_pid(c.id());
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Aggregator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
