@@ -72,6 +72,14 @@ pub fn run() -> anyhow::Result<()> {
         )?;
     }
 
+    // The dashboard test drives Chromium with playwright-core, pinned by
+    // tests/dashboard/package-lock.json.
+    let dashboard = std::path::Path::new("tests/dashboard");
+    if dashboard.join("package-lock.json").exists() && !dashboard.join("node_modules/playwright-core").exists() {
+        step("npm ci in tests/dashboard (playwright-core)");
+        util::run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(dashboard))?;
+    }
+
     let nightly = output(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();
     if !nightly.lines().any(|l| l.starts_with("nightly")) {
         step("rustup toolchain install nightly");

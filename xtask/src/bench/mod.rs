@@ -1,6 +1,7 @@
 //! `cargo xtask bench NAME`: each benchmark prints a table and writes JSON
 //! to `bench-results/NAME.json`.
 
+mod aggregator;
 mod policies;
 
 use anyhow::{Context as _, bail};
@@ -21,7 +22,8 @@ pub enum Which {
 pub fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Policies => policies::run(),
-        Which::Sampling | Which::Reaction | Which::Aggregator => bail!("this benchmark is not built yet"),
+        Which::Aggregator => aggregator::run(),
+        Which::Sampling | Which::Reaction => bail!("this benchmark is not built yet"),
     }
 }
 

@@ -1,0 +1,309 @@
+//! `cargo xtask bench aggregator`: one release `scaler aggregator` gathering
+//! a fleet of simulated agents, each serving real HTTP on its own loopback
+//! port (1,000 hosts x 50 containers by default; `SCALER_BENCH_HOSTS`,
+//! `SCALER_BENCH_CONTAINERS`, `SCALER_BENCH_SECONDS` change that). The fleet
+//! runs in this process (a thread per port and per connection) and answers
+//! `/v1/stats`, `/v1/host`, `/v1/containers` and `/v1/events` with the
+//! agent's full JSON shapes and values that change every second. Reports
+//! round time (from the aggregator's `/healthz`, every round of the
+//! measurement), the aggregator's CPU (from /proc) and memory (RSS).
+
+use std::{
+    fmt::Write as _,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+use crate::util;
+
+fn env_or(key: &str, default: u64) -> u64 {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `/v1/stats` of host `h`: `n` containers with the agent's fields.
+fn stats(h: u64, n: u64) -> String {
+    let now = now_ms();
+    let mut s = String::with_capacity(n as usize * 1000);
+    let _ = write!(s, "{{\"host\":\"sim{h}\",\"time_ms\":{now},\"tick_ms\":200,\"containers\":[");
+    for c in 0..n {
+        let rate = 50 + (h * 7 + c * 13) % 900;
+        let wobble = (now / 1000 + c) % 7 * 10;
+        let _ = write!(
+            s,
+            "{}{{\"name\":\"c{c}\",\"cgroup\":\"/lxc.payload.c{c}\",\"kind\":\"lxc\",\"time_ms\":{now},\"interval_ms\":200,\
+             \"resources\":{{\"cpu\":{{\"usage\":{cpu},\"current\":{lim}}},\"mem\":{{\"usage\":{mem},\"current\":1073741824}},\
+             \"disk_read\":{{\"usage\":{dr},\"current\":null}},\"disk_write\":{{\"usage\":4096,\"current\":null}},\
+             \"net_rx\":{{\"usage\":{dr},\"current\":null}},\"net_tx\":{{\"usage\":1200,\"current\":null}}}},\
+             \"signals\":{{\"cpu_cgroupfs\":{cpu},\"cpu_throttled_usec\":0,\"cpu_nr_throttled\":0,\"mem_charged\":{mem},\
+             \"mem_reclaims\":0,\"oom_kills\":0,\"mem_stall_usec\":0,\"cpu_stall_usec\":12,\"io_stall_usec\":0,\
+             \"disk_read_ebpf\":{dr},\"disk_write_ebpf\":4096,\"disk_read_cgroupfs\":null,\"disk_write_cgroupfs\":null}},\
+             \"totals\":{{\"cpu_usec\":{usec},\"cpu_cgroupfs_usec\":{usec},\"net_rx_bytes\":{now},\"net_tx_bytes\":{now},\
+             \"disk_read_bytes\":{now},\"disk_write_bytes\":{now},\"disk_read_ebpf_bytes\":{now},\"disk_write_ebpf_bytes\":{now},\
+             \"disk_read_cgroupfs_bytes\":0,\"disk_write_cgroupfs_bytes\":0}}}}",
+            if c == 0 { "" } else { "," },
+            cpu = rate + wobble,
+            lim = rate * 2,
+            mem = (100 + c) << 20,
+            dr = wobble * 100,
+            usec = rate * now,
+        );
+    }
+    s.push_str("]}");
+    s
+}
+
+fn subscriptions(n: u64) -> String {
+    let list: Vec<Value> = (0..n)
+        .map(|c| {
+            json!({"name": format!("c{c}"), "cgroup": format!("/lxc.payload.c{c}"), "policy": "fast", "priority": 0,
+                   "status": "active", "resources": {"cpu": {"min": 100, "max": 4000, "current": 1000, "usage": 500,
+                   "guard": true, "boundary": 25, "boundary_type": "percent_of_max", "upper": 0, "lower": 0}},
+                   "ceiling": {}, "original": {"cpu": null, "mem": null}})
+        })
+        .collect();
+    json!({ "containers": list }).to_string()
+}
+
+fn respond(path: &str, h: u64, n: u64) -> (u16, String) {
+    let path = path.split('?').next().unwrap_or("");
+    match path {
+        "/v1/stats" => (200, stats(h, n)),
+        "/v1/host" => (
+            200,
+            json!({"host": format!("sim{h}"), "capacity": {"cpu": 16000, "mem": 68719476736u64},
+                   "allocated": {"cpu": n * 1000}, "usage": {"cpu": 9000 + h % 5000}, "rapl_mw": null,
+                   "power_model": {"idle_mw": 60000, "max_mw": 220000}})
+            .to_string(),
+        ),
+        "/v1/containers" => (200, subscriptions(n)),
+        "/v1/events" => (200, "{\"events\":[]}".to_owned()),
+        _ => (404, "{\"error\":\"no such endpoint\"}".to_owned()),
+    }
+}
+
+/// Serves one keep-alive connection of simulated host `h`.
+fn serve(conn: TcpStream, h: u64, n: u64) {
+    let Ok(mut out) = conn.try_clone() else { return };
+    let mut r = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        loop {
+            let mut hdr = String::new();
+            if r.read_line(&mut hdr).unwrap_or(0) == 0 {
+                return;
+            }
+            if hdr == "\r\n" || hdr == "\n" {
+                break;
+            }
+        }
+        let (status, body) = respond(&path, h, n);
+        let head = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            if status == 200 { "OK" } else { "Not Found" },
+            body.len()
+        );
+        if out.write_all(head.as_bytes()).and_then(|()| out.write_all(body.as_bytes())).is_err() {
+            return;
+        }
+    }
+}
+
+/// Starts `hosts` simulated agents; returns their ports.
+fn fleet(hosts: u64, n: u64) -> anyhow::Result<Vec<u16>> {
+    let mut ports = Vec::new();
+    for h in 0..hosts {
+        let l = TcpListener::bind("127.0.0.1:0").context("binding a simulated agent")?;
+        ports.push(l.local_addr()?.port());
+        std::thread::Builder::new().stack_size(128 << 10).spawn(move || {
+            for conn in l.incoming().flatten() {
+                let _ = std::thread::Builder::new().stack_size(256 << 10).spawn(move || serve(conn, h, n));
+            }
+        })?;
+    }
+    Ok(ports)
+}
+
+/// GET `path` on 127.0.0.1:`port` as JSON (plain std: xtask has no HTTP client).
+fn get(port: u16, path: &str) -> anyhow::Result<Value> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).context("no HTTP body")?;
+    Ok(serde_json::from_str(body)?)
+}
+
+/// `(utime + stime)` in seconds and `(VmRSS, VmHWM)` in MiB of `pid`.
+fn usage(pid: u32) -> anyhow::Result<(f64, f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat.rsplit_once(')').map(|x| x.1).context("bad /proc stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f
+        .get(11)
+        .zip(f.get(12))
+        .map_or(0.0, |(u, s)| u.parse::<f64>().unwrap_or(0.0) + s.parse::<f64>().unwrap_or(0.0));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // USER_HZ is 100 on Linux.
+    Ok((ticks / 100.0, kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0))
+}
+
+fn raise_nofile() {
+    #[repr(C)]
+    struct Rlimit {
+        cur: u64,
+        max: u64,
+    }
+    unsafe extern "C" {
+        fn getrlimit(resource: i32, rlim: *mut Rlimit) -> i32;
+        fn setrlimit(resource: i32, rlim: *const Rlimit) -> i32;
+    }
+    const RLIMIT_NOFILE: i32 = 7;
+    let mut r = Rlimit { cur: 0, max: 0 };
+    // SAFETY: plain syscalls with a valid pointer.
+    unsafe {
+        if getrlimit(RLIMIT_NOFILE, &mut r) == 0 {
+            r.cur = r.max;
+            setrlimit(RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+struct Stop(Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        // SIGTERM by PID (it flushes history), then reap.
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let (hosts, n, secs) =
+        (env_or("SCALER_BENCH_HOSTS", 1000), env_or("SCALER_BENCH_CONTAINERS", 50), env_or("SCALER_BENCH_SECONDS", 60));
+    raise_nofile();
+    util::step("cargo build --release (scaler)");
+    util::run(util::cargo().args(["build", "--release", "-p", "scaler-user", "--bin", "scaler"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let bin = target.join("release/scaler");
+    util::step(&format!("{hosts} simulated agents x {n} containers on loopback"));
+    let ports = fleet(hosts, n)?;
+    let dir = std::env::temp_dir().join(format!("scaler-bench-aggregator-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut cfg =
+        format!("[aggregator]\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\n", dir.join("state").display());
+    for (h, p) in ports.iter().enumerate() {
+        let _ = write!(cfg, "[[hosts]]\nname = \"sim{h}\"\nurl = \"http://127.0.0.1:{p}\"\n");
+    }
+    std::fs::write(dir.join("aggregator.toml"), cfg)?;
+    let log = std::fs::File::create(dir.join("aggregator.log"))?;
+    let child = Command::new(&bin)
+        .args(["aggregator", "--config"])
+        .arg(dir.join("aggregator.toml"))
+        .env("SCALER_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let agg = Stop(child);
+    let pid = agg.0.id();
+    util::step("warming up (10 rounds)");
+    let warm = Instant::now();
+    loop {
+        let h = get(port, "/healthz").unwrap_or(Value::Null);
+        if h["rounds"].as_u64() >= Some(10) && h["stale_hosts"] == 0 {
+            break;
+        }
+        if warm.elapsed() > Duration::from_secs(90) {
+            bail!("not warm after 90 s: {h}; log in {}", dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    util::step(&format!("measuring {secs} s"));
+    let (cpu0, _, _) = usage(pid)?;
+    let t0 = Instant::now();
+    let mut rounds: Vec<(u64, f64, f64, f64)> = Vec::new();
+    let mut stale_max = 0;
+    let mut last = Value::Null;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_millis(250));
+        let h = get(port, "/healthz")?;
+        stale_max = stale_max.max(h["stale_hosts"].as_u64().unwrap_or(0));
+        let r = h["rounds"].as_u64().unwrap_or(0);
+        if rounds.last().is_none_or(|l| l.0 < r) {
+            let ms = |k: &str| h["round_ms"][k].as_f64().unwrap_or(f64::NAN);
+            rounds.push((r, ms("last"), ms("gather"), ms("record")));
+        }
+        last = h;
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let (cpu1, rss, hwm) = usage(pid)?;
+    let mut d: Vec<f64> = rounds.iter().map(|r| r.1).collect();
+    d.sort_by(f64::total_cmp);
+    let pct = |q: f64| d.get(((d.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or(f64::NAN);
+    let mean = |i: usize| rounds.iter().map(|r| [r.1, r.2, r.3][i]).sum::<f64>() / rounds.len().max(1) as f64;
+    let cpu_pct = (cpu1 - cpu0) / wall * 100.0;
+    let result = json!({
+        "hosts": hosts, "containers_per_host": n, "containers": hosts * n, "poll_ms": 1000, "seconds": wall,
+        "rounds_observed": rounds.len(),
+        "round_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1.0), "mean": mean(0)},
+        "gather_ms_mean": mean(1), "record_ms_mean": mean(2),
+        "cpu_percent_of_one_core": cpu_pct, "rss_mib": rss, "peak_rss_mib": hwm,
+        "stale_hosts_max": stale_max,
+        "history_flush": last["flush"], "history_entities": last["history_entities"], "store_bytes": last["store_bytes"],
+        "machine_cpus": std::thread::available_parallelism().map_or(0, usize::from),
+        "note": "fleet and aggregator share this machine; the fleet's JSON generation competes for the same cores",
+    });
+    println!();
+    println!(
+        "aggregator over {hosts} hosts x {n} containers ({} containers), {} rounds in {wall:.0} s",
+        hosts * n,
+        rounds.len()
+    );
+    println!("| metric | value |\n|---|---|");
+    println!(
+        "| round time p50 / p90 / p99 / max | {:.0} / {:.0} / {:.0} / {:.0} ms |",
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(1.0)
+    );
+    println!("| of which gather (mean) / merge+record (mean) | {:.0} / {:.0} ms |", mean(1), mean(2));
+    println!("| aggregator CPU | {cpu_pct:.0} % of one core |");
+    println!("| aggregator RSS now / peak | {rss:.0} / {hwm:.0} MiB |");
+    println!(
+        "| history flush (last) | {} rows in {:.0} ms |",
+        last["flush"]["rows"],
+        last["flush"]["ms"].as_f64().unwrap_or(0.0)
+    );
+    println!("| store size | {:.1} MiB |", last["store_bytes"].as_f64().unwrap_or(0.0) / 1048576.0);
+    println!("| hosts stale at worst | {stale_max} |");
+    super::write_result("aggregator", &serde_json::to_string_pretty(&result)?)?;
+    println!("wrote bench-results/aggregator.json");
+    drop(agg);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
