@@ -6,8 +6,9 @@
 //! stdin, a `/healthz` poll, a call to the aggregator) for [`ssh`] and
 //! [`http`]; [`run`] executes them host by host (or
 //! `--parallel N` at a time) and stops at the first failure, naming the host
-//! and the step; `--dry-run` prints the steps instead.
+//! and the step; with `--dry-run`, [`dryrun`] prints the steps instead.
 
+mod dryrun;
 mod hosts;
 mod http;
 mod plan;
@@ -40,7 +41,9 @@ pub struct Selection {
     /// Agent state directory for hosts that name none [default: /var/lib/scaler].
     #[arg(long, value_name = "DIR")]
     state_dir: Option<String>,
-    /// Only these hosts of the file (comma-separated names).
+    /// Only these hosts of the file (comma-separated names; `aggregator`
+    /// for the aggregator itself, which is otherwise left alone while
+    /// agents are still registered with it).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     only: Vec<String>,
     /// The aggregator's host: a name from the hosts file or USER@ADDR[:PORT]
@@ -94,7 +97,16 @@ pub struct UndeployArgs {
 #[derive(Debug, Clone)]
 pub struct Inventory {
     pub agents: Vec<Install>,
+    /// Where agents register; deployed or removed only when `selected`.
     pub aggregator: Option<Install>,
+    pub aggregator_selected: bool,
+}
+
+impl Inventory {
+    /// The aggregator, if this run deploys or removes it.
+    pub fn deployed_aggregator(&self) -> Option<&Install> {
+        self.aggregator.as_ref().filter(|_| self.aggregator_selected)
+    }
 }
 
 pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
@@ -159,7 +171,7 @@ fn inventory(sel: &Selection, agent_config: toml::Table) -> anyhow::Result<Inven
             }
         }
     }
-    for o in &sel.only {
+    for o in sel.only.iter().filter(|o| *o != "aggregator") {
         if !all.iter().any(|a| &a.name == o) {
             bail!(
                 "--only {o}: no such host (hosts: {})",
@@ -174,7 +186,11 @@ fn inventory(sel: &Selection, agent_config: toml::Table) -> anyhow::Result<Inven
             plan::agent_url(a, agg).map_err(anyhow::Error::msg)?;
         }
     }
-    Ok(Inventory { agents, aggregator })
+    let aggregator_selected = sel.only.is_empty() || sel.only.iter().any(|o| o == "aggregator");
+    if aggregator_selected && aggregator.is_none() && !sel.only.is_empty() {
+        bail!("--only aggregator: no aggregator (give --aggregator HOST or [aggregator] in the hosts file)");
+    }
+    Ok(Inventory { agents, aggregator, aggregator_selected })
 }
 
 /// The aggregator's install: its host's address and SSH settings, with the

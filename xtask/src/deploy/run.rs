@@ -14,11 +14,10 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 
 use super::{
-    Inventory, Selection,
+    Inventory, Selection, dryrun,
     hosts::{Install, Role, Service},
     http::{self, Endpoint},
-    plan::{self, Action, DeployOptions, Mode, Payload, Shown, Step},
-    scripts,
+    plan::{self, Action, DeployOptions, Mode, Payload, Step},
     ssh::Input,
 };
 
@@ -51,7 +50,7 @@ pub fn deploy(
             "deploy plan: scaler agent on {} host(s), {} at a time, stopping at the first failure{}",
             inv.agents.len(),
             sel.parallel.max(1),
-            if inv.aggregator.is_some() { "; the aggregator first" } else { "" }
+            if inv.deployed_aggregator().is_some() { "; the aggregator first" } else { "" }
         );
         match binary {
             Some(b) => println!("binary: {} ({binary_len} bytes)", b.display()),
@@ -60,12 +59,12 @@ pub fn deploy(
                  (its size replaces the 0 in `copy binary`)"
             ),
         }
-        print_preamble();
-        if let Some(a) = &inv.aggregator {
-            print_host(a, &deploy_variants(a, &agg_opts));
+        dryrun::print_preamble();
+        if let Some(a) = inv.deployed_aggregator() {
+            dryrun::print_host(a, &dryrun::deploy_variants(a, &agg_opts));
         }
         for i in &inv.agents {
-            print_host(i, &deploy_variants(i, &o));
+            dryrun::print_host(i, &dryrun::deploy_variants(i, &o));
         }
         return Ok(());
     }
@@ -78,7 +77,7 @@ pub fn deploy(
         i.ssh.close();
         r
     };
-    if let Some(a) = &inv.aggregator {
+    if let Some(a) = inv.deployed_aggregator() {
         deploy_one(a, &agg_opts)?;
     }
     let done = for_each(&inv.agents, sel.parallel, |i| deploy_one(i, &o))?;
@@ -95,13 +94,13 @@ pub fn undeploy(inv: &Inventory, sel: &Selection, purge: bool) -> anyhow::Result
             "undeploy plan: scaler agent from {} host(s), {} at a time{}",
             inv.agents.len(),
             sel.parallel.max(1),
-            if inv.aggregator.is_some() { "; the aggregator last" } else { "" }
+            if inv.deployed_aggregator().is_some() { "; the aggregator last" } else { "" }
         );
-        print_preamble();
-        for i in inv.agents.iter().chain(inv.aggregator.as_ref()) {
+        dryrun::print_preamble();
+        for i in inv.agents.iter().chain(inv.deployed_aggregator()) {
             let mut steps = vec![plan::connect()];
             steps.extend(plan::undeploy(i, purge, aggregator_endpoint(inv).as_ref()));
-            print_host(i, &steps.into_iter().map(|s| (None, s)).collect::<Vec<_>>());
+            dryrun::print_host(i, &steps.into_iter().map(|s| (None, s)).collect::<Vec<_>>());
         }
         return Ok(());
     }
@@ -124,7 +123,7 @@ pub fn undeploy(inv: &Inventory, sel: &Selection, purge: bool) -> anyhow::Result
         r
     };
     let done = for_each(&inv.agents, sel.parallel, run)?;
-    if let Some(a) = &inv.aggregator {
+    if let Some(a) = inv.deployed_aggregator() {
         run(a)?;
     }
     println!("undeployed from {} host(s) in {:.1} s", done.len(), t0.elapsed().as_secs_f64());
@@ -153,7 +152,11 @@ impl Control {
             i.ssh.control_dir = Some(self.dir.clone());
             i
         };
-        Inventory { agents: inv.agents.iter().map(with).collect(), aggregator: inv.aggregator.as_ref().map(with) }
+        Inventory {
+            agents: inv.agents.iter().map(with).collect(),
+            aggregator: inv.aggregator.as_ref().map(with),
+            aggregator_selected: inv.aggregator_selected,
+        }
     }
 }
 
@@ -354,130 +357,6 @@ fn last_line(out: &str, default: &str) -> String {
     out.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or(default).to_owned()
 }
 
-/// Deploy steps for `--dry-run`: a host whose service is `auto` shows both
-/// variants of the steps that differ.
-fn deploy_variants(i: &Install, o: &DeployOptions) -> Vec<(Option<&'static str>, Step)> {
-    let mut out = vec![(None, plan::connect())];
-    match i.service {
-        Service::Systemd => out.extend(plan::deploy(i, Mode::Systemd, o).into_iter().map(|s| (None, s))),
-        Service::Supervisor => out.extend(plan::deploy(i, Mode::Supervisor, o).into_iter().map(|s| (None, s))),
-        Service::Auto => {
-            for (a, b) in plan::deploy(i, Mode::Systemd, o).into_iter().zip(plan::deploy(i, Mode::Supervisor, o)) {
-                // The health checks differ only in where the log is read on failure.
-                let same = match (&a.action, &b.action) {
-                    (Action::Health { endpoint: x, .. }, Action::Health { endpoint: y, .. }) => x == y,
-                    _ => a == b,
-                };
-                if same {
-                    out.push((None, a));
-                } else {
-                    out.push((Some("systemd hosts"), a));
-                    out.push((Some("other hosts"), b));
-                }
-            }
-        }
-    }
-    out
-}
-
-fn print_preamble() {
-    println!(
-        "each script runs on its host as root: `ssh ... USER@ADDRESS -- sh -c SCRIPT` (`sudo -n sh -c` for other users)"
-    );
-    println!("a host's steps share one SSH connection (ControlMaster; socket in a private temporary directory)");
-    println!("shell helpers, prepended to the scripts that use them:");
-    for l in scripts::HELPERS.lines() {
-        println!("  $ {l}");
-    }
-}
-
-fn print_host(i: &Install, steps: &[(Option<&'static str>, Step)]) {
-    println!(
-        "\nhost {} ({}): {} in {}, state in {}, service {}{}",
-        i.name,
-        i.ssh.destination(),
-        i.role.name(),
-        i.prefix,
-        i.state_dir,
-        i.service,
-        if i.service == Service::Auto { " (systemd if /run/systemd/system exists, else the supervisor)" } else { "" }
-    );
-    println!("  ssh: {}", i.ssh.display());
-    let mut n = 0;
-    for (variant, s) in steps {
-        let label = match variant {
-            Some(v) => format!("{} [{v}]", s.name),
-            None => s.name.to_owned(),
-        };
-        if !matches!(variant, Some("other hosts")) {
-            n += 1;
-        }
-        match &s.action {
-            Action::Remote { script, input, unless } => {
-                let stdin = match input {
-                    Payload::None => String::new(),
-                    Payload::File(p) => format!(" < {}", p.display()),
-                    Payload::Text { what, text, .. } => format!(" < {what} ({} bytes)", text.len()),
-                };
-                println!("  {n}. {label}{stdin}");
-                if let Some(check) = unless {
-                    println!("       skipped when this prints `same`:");
-                    for l in check.lines() {
-                        println!("       ? {l}");
-                    }
-                }
-                if let Payload::Text { text, shown, .. } = input {
-                    let shown = match shown {
-                        Shown::Full => text.clone(),
-                        Shown::Redacted => redact(text),
-                        Shown::Summary => String::new(),
-                    };
-                    for l in shown.lines() {
-                        println!("       < {l}");
-                    }
-                }
-                let script = match script.strip_prefix(scripts::HELPERS) {
-                    Some(rest) => {
-                        println!("       $ <shell helpers ours, gone, stop: shown at the top>");
-                        rest
-                    }
-                    None => script,
-                };
-                for l in script.lines() {
-                    println!("       $ {l}");
-                }
-            }
-            Action::Health { endpoint, expect_host, timeout, .. } => println!(
-                "  {n}. {label}: GET {endpoint}/healthz until 200 with \"status\": \"ok\"{} (up to {} s)",
-                expect_host.as_ref().map(|h| format!(", \"host\": {h:?}")).unwrap_or_default(),
-                timeout.as_secs()
-            ),
-            Action::Call { endpoint, method, path, body, token, .. } => println!(
-                "  {n}. {label}: {method} {endpoint}{path}{}{}",
-                body.as_deref().map(|b| format!(" {}", redact_json(b))).unwrap_or_default(),
-                if token.is_some() { " with Authorization: Bearer ***" } else { "" }
-            ),
-        }
-    }
-}
-
-/// TOML text with every `token = ...` value hidden.
-fn redact(toml_text: &str) -> String {
-    toml_text
-        .lines()
-        .map(|l| if l.trim_start().starts_with("token") && l.contains('=') { "token = \"***\"" } else { l })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn redact_json(body: &str) -> String {
-    let mut v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-    if v.get("token").is_some() {
-        v["token"] = "***".into();
-    }
-    v.to_string()
-}
-
 /// The file's SHA-256 in hex, from coreutils' `sha256sum` (`None` without
 /// it: then every deploy copies the binary).
 fn sha256(p: &Path) -> Option<String> {
@@ -554,12 +433,6 @@ mod tests {
         let msg = format!("{err:#}");
         assert!(msg.starts_with("host n1 (127.0.0.1): step \"connect\": ssh: "), "{msg}");
         assert!(msg.contains("Connection refused"), "{msg}");
-    }
-
-    #[test]
-    fn tokens_are_hidden_in_the_plan() {
-        assert_eq!(redact("[agent]\ntoken = \"s3cret\"\nx = 1"), "[agent]\ntoken = \"***\"\nx = 1");
-        assert_eq!(redact_json(r#"{"url":"u","token":"s3cret"}"#), r#"{"token":"***","url":"u"}"#);
     }
 
     #[test]
