@@ -260,3 +260,45 @@ fn build_release() -> anyhow::Result<PathBuf> {
         .next_back()
         .context("cargo build did not report the scaler executable")
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn selection(hosts: PathBuf) -> Selection {
+        Selection {
+            hosts: Some(hosts),
+            host: Vec::new(),
+            key: None,
+            prefix: None,
+            state_dir: None,
+            only: Vec::new(),
+            aggregator: None,
+            known_hosts: None,
+            parallel: 1,
+            dry_run: true,
+            connect_timeout: 10,
+        }
+    }
+
+    #[test]
+    fn the_example_hosts_file_is_valid() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hosts.example.toml");
+        let inv = inventory(&selection(file.clone()), toml::Table::new()).unwrap();
+        let names: Vec<_> = inv.agents.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["node1", "node2"]);
+        assert_eq!((inv.agents[1].ssh.user.as_str(), inv.agents[1].ssh.port), ("deploy", 2222));
+        let agg = inv.deployed_aggregator().unwrap();
+        assert_eq!((agg.name.as_str(), agg.listen.to_string().as_str()), ("node1", "10.0.0.2:8471"));
+
+        // --only picks agents and leaves the aggregator alone unless named.
+        let mut sel = selection(file);
+        sel.only = vec!["node2".into()];
+        let inv = inventory(&sel, toml::Table::new()).unwrap();
+        assert_eq!(inv.agents.len(), 1);
+        assert!(inv.aggregator.is_some() && inv.deployed_aggregator().is_none());
+        sel.only = vec!["nope".into()];
+        assert!(inventory(&sel, toml::Table::new()).unwrap_err().to_string().contains("--only nope"));
+    }
+}
