@@ -16,6 +16,7 @@ mod cpu;
 mod disk;
 mod mem;
 mod net;
+mod pacing;
 
 #[cfg(not(test))]
 #[panic_handler]

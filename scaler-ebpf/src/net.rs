@@ -32,10 +32,10 @@ const PASS: i32 = 1;
 const PASS_CN: i32 = 3;
 
 #[map(name = "NET_LIMITS")]
-static NET_LIMITS: HashMap<u64, NetLimit> = HashMap::with_max_entries(NET_LIMITS_MAX_ENTRIES, 0);
+pub static NET_LIMITS: HashMap<u64, NetLimit> = HashMap::with_max_entries(NET_LIMITS_MAX_ENTRIES, 0);
 
 #[map(name = "NET_LEVELS")]
-static NET_LEVELS: Array<u64> = Array::with_max_entries(1, 0);
+pub static NET_LEVELS: Array<u64> = Array::with_max_entries(1, 0);
 
 /// The limit of the nearest limited ancestor of the packet's socket.
 #[inline(always)]
@@ -132,12 +132,14 @@ fn handle(ctx: &SkBuffContext, egress: bool) -> i32 {
     verdict
 }
 
-#[cgroup_skb]
+#[cgroup_skb(ingress)]
 pub fn net_ingress(ctx: SkBuffContext) -> i32 {
     handle(&ctx, false)
 }
 
-#[cgroup_skb]
+// The egress attach type lets the program return "pass with congestion
+// notification" (3); the kernel refuses that value otherwise.
+#[cgroup_skb(egress)]
 pub fn net_egress(ctx: SkBuffContext) -> i32 {
     handle(&ctx, true)
 }

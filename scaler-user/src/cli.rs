@@ -58,8 +58,99 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List managed containers with bounds, limits and usage.
+    Containers {
+        name: Option<String>,
+        #[command(flatten)]
+        agent: AgentArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage a container: its limits will follow its usage within bounds.
+    Subscribe {
+        name: String,
+        /// cgroup path (default: the discovered container of that name).
+        #[arg(long)]
+        cgroup: Option<String>,
+        /// fast (default), classic, classic-defaults, static, vpa.
+        #[arg(long)]
+        policy: Option<String>,
+        #[arg(long)]
+        priority: Option<u32>,
+        #[command(flatten)]
+        bounds: crate::client::manage::Bounds,
+        #[command(flatten)]
+        agent: AgentArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change one resource of a managed container.
+    Set {
+        name: String,
+        /// cpu, mem, disk_read, disk_write, net_rx, net_tx.
+        resource: String,
+        #[arg(long)]
+        min: Option<String>,
+        #[arg(long)]
+        max: Option<String>,
+        #[arg(long)]
+        guard: Option<bool>,
+        #[arg(long)]
+        boundary: Option<u8>,
+        #[command(flatten)]
+        agent: AgentArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop managing a container.
+    Unsubscribe {
+        name: String,
+        /// Put back the limits found when it was subscribed.
+        #[arg(long)]
+        restore: bool,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// The decisions log; --follow streams new decisions as they happen.
+    Events {
+        #[arg(long)]
+        container: Option<String>,
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        agent: AgentArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Host capacity and allocation; --cpu/--mem change the capacity.
+    Host {
+        #[arg(long)]
+        cpu: Option<String>,
+        #[arg(long)]
+        mem: Option<String>,
+        #[command(flatten)]
+        agent: AgentArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the default configuration as TOML.
     DefaultConfig,
+}
+
+/// Where the agent is.
+#[derive(clap::Args, Debug)]
+pub struct AgentArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8470", env = "SCALER_AGENT")]
+    pub agent: String,
+    /// Bearer token for changes (the agent's `agent.token`).
+    #[arg(long, env = "SCALER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl AgentArgs {
+    fn client(&self) -> crate::client::Agent {
+        crate::client::Agent { url: self.agent.clone(), token: self.token.clone() }
+    }
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -101,6 +192,32 @@ pub fn run() -> anyhow::Result<()> {
                 print!("{report}");
             }
             Ok(())
+        }
+        Command::Containers { name, agent, json } => {
+            crate::client::manage::containers(&agent.client(), name.as_deref(), json)
+        }
+        Command::Subscribe { name, cgroup, policy, priority, bounds, agent, json } => {
+            let s = crate::client::manage::Subscribe {
+                name: &name,
+                cgroup: cgroup.as_deref(),
+                policy: policy.as_deref(),
+                priority,
+                bounds: &bounds,
+            };
+            crate::client::manage::subscribe(&agent.client(), &s, json)
+        }
+        Command::Set { name, resource, min, max, guard, boundary, agent, json } => {
+            let s = crate::client::manage::Set { min: min.as_deref(), max: max.as_deref(), guard, boundary };
+            crate::client::manage::set(&agent.client(), &name, &resource, &s, json)
+        }
+        Command::Unsubscribe { name, restore, agent } => {
+            crate::client::manage::unsubscribe(&agent.client(), &name, restore)
+        }
+        Command::Events { container, follow, agent, json } => {
+            crate::client::manage::events(&agent.client(), container.as_deref(), follow, json)
+        }
+        Command::Host { cpu, mem, agent, json } => {
+            crate::client::manage::host(&agent.client(), cpu.as_deref(), mem.as_deref(), json)
         }
         Command::DefaultConfig => {
             print!("{}", toml::to_string_pretty(&Config::default())?);

@@ -32,17 +32,23 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts an agent with `config` (TOML; `listen` is added) and waits for
-    /// `/healthz`.
+    /// Starts an agent with `config` (TOML; `listen` and `state_dir` are
+    /// added) and waits for `/healthz`.
     pub fn start(config: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), config)
+    }
+
+    /// Starts an agent whose state lives in `dir` (to restart one on the
+    /// same state after a crash).
+    pub fn start_in(dir: tempfile::TempDir, config: &str) -> Self {
         let port = free_port();
         let cfg_path = dir.path().join("agent.toml");
-        let config = if config.contains("[agent]") {
-            config.replacen("[agent]", &format!("[agent]\nlisten = \"127.0.0.1:{port}\""), 1)
-        } else {
-            format!("[agent]\nlisten = \"127.0.0.1:{port}\"\n{config}")
-        };
+        let mut head = format!("[agent]\nlisten = \"127.0.0.1:{port}\"");
+        if !config.contains("state_dir") {
+            head.push_str(&format!("\nstate_dir = \"{}\"", dir.path().join("state").display()));
+        }
+        let config =
+            if config.contains("[agent]") { config.replacen("[agent]", &head, 1) } else { format!("{head}\n{config}") };
         std::fs::write(&cfg_path, config).unwrap();
         let log = dir.path().join("agent.log");
         let child = Command::new(scaler_bin())
@@ -122,12 +128,20 @@ impl Agent {
         self.wait_container(name)["totals"][field].as_u64().unwrap_or_else(|| panic!("no totals.{field} for {name}"))
     }
 
-    /// Sends SIGKILL (a crash).
-    pub fn kill9(&mut self) {
+    /// Sends SIGKILL (a crash) and hands back the state directory.
+    pub fn kill9(mut self) -> tempfile::TempDir {
         if let Some(mut c) = self.child.take() {
             crate::kill_pid(c.id());
             let _ = c.wait();
         }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
+    /// The agent's events (`/v1/events`), oldest first.
+    pub fn events(&self, container: &str) -> Vec<Value> {
+        let (s, v) = self.get(&format!("/v1/events?container={container}&limit=100000"));
+        assert_eq!(s, 200, "{v}");
+        v["events"].as_array().cloned().unwrap_or_default()
     }
 
     /// Stops it with SIGTERM, waiting up to 5 s, then SIGKILL.

@@ -53,6 +53,8 @@ impl Lxc {
             String::from_utf8_lossy(&out.stdout).contains("RUNNING").then_some(())
         });
         assert!(up.is_some(), "container {name} did not reach RUNNING");
+        // `lxc.net.0.type = empty` leaves loopback down.
+        me.exec(&["ip", "link", "set", "lo", "up"]);
         me
     }
 
@@ -77,6 +79,19 @@ impl Lxc {
             .spawn()
             .unwrap();
         self.spawned.push(child);
+    }
+
+    /// Copies a host file into the container's rootfs (e.g. a test helper binary).
+    pub fn install(&self, host_path: &str, dest: &str) {
+        let target = format!("/var/lib/lxc/{}/rootfs{dest}", self.name);
+        std::fs::copy(host_path, &target).unwrap_or_else(|e| panic!("copying {host_path} to {target}: {e}"));
+    }
+
+    /// Reads a v1 control file of the container's cgroup.
+    pub fn get_v1(&self, ctl: &str, file: &str) -> String {
+        let root = crate::cgroup::v1_root(ctl).expect("no such v1 controller");
+        let p = root.join(self.cgroup().trim_start_matches('/')).join(file);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display())).trim().to_owned()
     }
 
     /// Writes a v1 control file of the container's cgroup (it is ours).

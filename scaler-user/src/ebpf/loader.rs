@@ -6,7 +6,7 @@ use aya::{
     Ebpf, EbpfLoader, Pod,
     maps::{MapData, PerCpuHashMap},
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, PerfEvent, ProgramError,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, PerfEvent, ProgramError, SockOps,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
@@ -78,8 +78,16 @@ pub struct Kernel {
     stats_fd: Option<OwnedFd>,
 }
 
-const PROGRAMS: [&str; 7] =
-    ["sched_switch", "cpu_clock", "net_ingress", "net_egress", "block_bio_queue", "memcg_reclaim", "mark_victim"];
+const PROGRAMS: [&str; 8] = [
+    "sched_switch",
+    "cpu_clock",
+    "net_ingress",
+    "net_egress",
+    "tcp_pacing",
+    "block_bio_queue",
+    "memcg_reclaim",
+    "mark_victim",
+];
 
 fn bio_offsets(btf_path: &Path) -> Option<BioOffsets> {
     let blob = std::fs::read(btf_path).ok()?;
@@ -243,6 +251,11 @@ fn attach_net(bpf: &mut Ebpf, root: &Path) -> Result<(), LoadError> {
         // the kernel refuses any flag, so the mode must be `Single` (0).
         p.attach(&cgroup, kind, CgroupAttachMode::Single).map_err(err)?;
     }
+    let name = "tcp_pacing";
+    let err = |source| LoadError::Program { name, source };
+    let p: &mut SockOps = program(bpf, name)?;
+    p.load().map_err(err)?;
+    p.attach(&cgroup, CgroupAttachMode::Single).map_err(err)?;
     Ok(())
 }
 

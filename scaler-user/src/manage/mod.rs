@@ -15,7 +15,7 @@ pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use policies::{Policy, PolicyConfig, Resource};
+use policies::{Policy, Resource};
 
 use self::{
     events::EventLog,
@@ -94,10 +94,6 @@ pub struct Manager {
     pub generation: u64,
 }
 
-fn build_policy(name: &str) -> Result<Box<dyn Policy>, FieldError> {
-    PolicyConfig::by_name(name).and_then(|c| c.build()).map_err(|e| field_err("policy", e.to_string()))
-}
-
 impl Manager {
     /// Loads the durable state. `capacity` is the host's (config or
     /// detected); overrides stored by `PUT /v1/host` win.
@@ -113,7 +109,7 @@ impl Manager {
         }
         let mut subs = BTreeMap::new();
         for sub in store.load()? {
-            let policy = build_policy(&sub.policy)?;
+            let policy = model::build_policy(&sub.policy, sub.policy_config.as_ref())?;
             subs.insert(
                 sub.name.clone(),
                 Managed {
@@ -175,6 +171,7 @@ impl Manager {
     ) -> Result<(), ManageError> {
         let existing = self.subs.get(name).map(|m| m.sub.clone());
         let policy_name = req.policy.clone().unwrap_or_else(|| self.default_policy.clone());
+        let policy_config = if req.policy.is_some() { req.policy_config.clone() } else { None };
         let mut plan: Vec<(Resource, Option<u64>, u64)> = Vec::new();
         for (&r, rr) in &req.resources {
             let b = rr.bounds;
@@ -242,6 +239,7 @@ impl Manager {
             name: name.to_owned(),
             cgroup: cgroup.to_owned(),
             policy: policy_name.clone(),
+            policy_config: policy_config.clone(),
             priority: req.priority,
             resources: req.resources.iter().map(|(&r, rr)| (r, rr.bounds)).collect(),
             limits: plan.iter().map(|&(r, _, start)| (r, Some(start))).collect(),
@@ -259,12 +257,13 @@ impl Manager {
                 self.events.push(now_ms, name, r, before, Some(start), "subscribed: starting limit".into());
             }
         }
-        let keep_policy = self.subs.get(name).filter(|m| m.sub.policy == policy_name).is_some();
+        let keep_policy =
+            self.subs.get(name).is_some_and(|m| m.sub.policy == policy_name && m.sub.policy_config == policy_config);
         let same_target = existing.as_ref().is_some_and(|e| e.cgroup == cgroup);
         match self.subs.get_mut(name) {
             Some(m) if keep_policy => m.sub = sub,
             _ => {
-                let policy = build_policy(&policy_name)?;
+                let policy = model::build_policy(&policy_name, policy_config.as_ref())?;
                 self.subs.insert(
                     name.to_owned(),
                     Managed {
@@ -325,6 +324,7 @@ impl Manager {
         let mut req = SubscribeRequest {
             cgroup: Some(m.sub.cgroup.clone()),
             policy: Some(m.sub.policy.clone()),
+            policy_config: m.sub.policy_config.clone(),
             priority: m.sub.priority,
             resources: m
                 .sub

@@ -35,7 +35,12 @@ pub struct Bounds {
 pub struct Subscription {
     pub name: String,
     pub cgroup: String,
+    /// The policy's name.
     pub policy: String,
+    /// Its full parameters when the user changed any (`None` = the defaults
+    /// of `policy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_config: Option<Value>,
     pub priority: u32,
     pub resources: BTreeMap<Resource, Bounds>,
     /// The limit in force as the agent last set or read it (`None` = unlimited).
@@ -59,6 +64,8 @@ impl Subscription {
 pub struct SubscribeRequest {
     pub cgroup: Option<String>,
     pub policy: Option<String>,
+    /// Full parameters when the request gave an object.
+    pub policy_config: Option<Value>,
     pub priority: u32,
     pub resources: BTreeMap<Resource, ResourceRequest>,
 }
@@ -203,13 +210,12 @@ pub fn parse_subscribe(v: &Value) -> Result<SubscribeRequest, FieldError> {
         Some(v) => Some(v.as_str().ok_or_else(|| field_err("cgroup", "must be a string"))?.to_owned()),
         None => None,
     };
-    let policy = match obj.get("policy").filter(|v| !v.is_null()) {
+    let (policy, policy_config) = match obj.get("policy").filter(|v| !v.is_null()) {
         Some(v) => {
-            let p = v.as_str().ok_or_else(|| field_err("policy", "must be a string"))?;
-            policies::PolicyConfig::by_name(p).map_err(|e| field_err("policy", e.to_string()))?;
-            Some(p.to_owned())
+            let (name, config) = parse_policy(v)?;
+            (Some(name), config)
         }
-        None => None,
+        None => (None, None),
     };
     let priority = match obj.get("priority").filter(|v| !v.is_null()) {
         Some(v) => u32::try_from(uint(v, "priority")?).map_err(|_| field_err("priority", "too large"))?,
@@ -227,7 +233,56 @@ pub fn parse_subscribe(v: &Value) -> Result<SubscribeRequest, FieldError> {
         let bounds = patched(None, &patch, &field)?;
         resources.insert(r, ResourceRequest { bounds, current: patch.current });
     }
-    Ok(SubscribeRequest { cgroup, policy, priority, resources })
+    Ok(SubscribeRequest { cgroup, policy, policy_config, priority, resources })
+}
+
+/// Overlays `over` on `base`: objects merge key by key, anything else replaces.
+pub fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// A policy given as a name (`"fast"`) or as an object with a `name` and
+/// any parameters to change (`{"name": "fast", "mem": {"lookback_ms": 10000}}`):
+/// the object is laid over the named preset and must then be valid.
+pub fn parse_policy(v: &Value) -> Result<(String, Option<Value>), FieldError> {
+    let name = match v {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => o
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| field_err("policy.name", "required when policy is an object"))?
+            .to_owned(),
+        _ => return Err(field_err("policy", "must be a name or an object with a name")),
+    };
+    let preset = policies::PolicyConfig::by_name(&name).map_err(|e| field_err("policy", e.to_string()))?;
+    let Value::Object(_) = v else { return Ok((name, None)) };
+    let mut full = serde_json::to_value(&preset).map_err(|e| field_err("policy", e.to_string()))?;
+    let mut over = v.clone();
+    // The preset's own tag (e.g. "classic" for "classic-defaults") stays.
+    if let Value::Object(o) = &mut over {
+        o.remove("name");
+    }
+    merge(&mut full, &over);
+    let config: policies::PolicyConfig =
+        serde_json::from_value(full.clone()).map_err(|e| field_err("policy", e.to_string()))?;
+    config.validate().map_err(|e| field_err("policy", e.to_string()))?;
+    Ok((name, Some(full)))
+}
+
+/// Builds the policy of a subscription.
+pub fn build_policy(name: &str, config: Option<&Value>) -> Result<Box<dyn policies::Policy>, FieldError> {
+    let cfg = match config {
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| field_err("policy", e.to_string()))?,
+        None => policies::PolicyConfig::by_name(name).map_err(|e| field_err("policy", e.to_string()))?,
+    };
+    cfg.build().map_err(|e| field_err("policy", e.to_string()))
 }
 
 /// Validates a cgroup path given by a user: absolute, no `..`, no empty or
@@ -310,6 +365,21 @@ mod tests {
     }
 
     #[test]
+    fn policy_objects_override_preset_parameters() {
+        let (name, cfg) = parse_policy(&json!({"name": "fast", "mem": {"lookback_ms": 10000}})).unwrap();
+        assert_eq!(name, "fast");
+        let cfg = cfg.unwrap();
+        assert_eq!(cfg["mem"]["lookback_ms"], 10000);
+        assert_eq!(cfg["mem"]["percentile"], 100, "the rest keeps the preset");
+        assert!(build_policy("fast", Some(&cfg)).is_ok());
+        assert_eq!(parse_policy(&json!("classic")).unwrap(), ("classic".into(), None));
+        assert_eq!(parse_policy(&json!({"mem": {}})).unwrap_err().field, "policy.name");
+        assert_eq!(parse_policy(&json!({"name": "fast", "mem": {"bogus": 1}})).unwrap_err().field, "policy");
+        assert_eq!(parse_policy(&json!({"name": "fast", "mem": {"up_threshold_pct": 0}})).unwrap_err().field, "policy");
+        assert_eq!(parse_policy(&json!(5)).unwrap_err().field, "policy");
+    }
+
+    #[test]
     fn patches_keep_what_they_do_not_name() {
         let old = Bounds { min: 10, max: 100, guard: true, boundary: 25, boundary_type: BoundaryType::PercentOfMax };
         let p = parse_patch(&json!({"max": 50, "guard": false}), "x").unwrap();
@@ -336,6 +406,7 @@ mod tests {
             name: "a".into(),
             cgroup: "/a".into(),
             policy: "fast".into(),
+            policy_config: None,
             priority: 0,
             resources: BTreeMap::new(),
             limits: BTreeMap::new(),

@@ -140,6 +140,7 @@ mod tests {
             name: name.into(),
             cgroup: format!("/{name}"),
             policy: "fast".into(),
+            policy_config: None,
             priority: 1,
             resources: BTreeMap::new(),
             limits: [(Resource::Cpu, Some(750)), (Resource::Mem, None)].into(),

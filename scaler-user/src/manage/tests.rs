@@ -11,10 +11,12 @@ use serde_json::json;
 use super::{Actuator, Found, ManageError, Manager, mem_floor, model::parse_subscribe, store::Store};
 use crate::sample::{Reading, Sample};
 
+type Written = HashMap<(String, Resource), Option<u64>>;
+
 /// Records every write; optionally fails one resource.
 #[derive(Clone, Default)]
 struct Fake {
-    limits: Arc<Mutex<HashMap<(String, Resource), Option<u64>>>>,
+    limits: Arc<Mutex<Written>>,
     fail: Option<Resource>,
 }
 

@@ -25,6 +25,8 @@ pub struct ContainerView {
     pub name: String,
     pub cgroup: String,
     pub policy: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_config: Option<serde_json::Value>,
     pub priority: u32,
     /// `active`, or `missing` while the cgroup does not exist.
     pub status: &'static str,
@@ -68,6 +70,7 @@ fn view(m: &Managed) -> ContainerView {
         name: s.name.clone(),
         cgroup: s.cgroup.clone(),
         policy: s.policy.clone(),
+        policy_config: s.policy_config.clone(),
         priority: s.priority,
         status: if m.active { "active" } else { "missing" },
         resources,

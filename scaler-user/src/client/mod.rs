@@ -1,20 +1,43 @@
 //! Client commands: talk to an agent's HTTP API and print tables or JSON.
+pub mod manage;
+pub mod units;
 
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
+/// An agent's address and the token for mutating requests.
+pub struct Agent {
+    pub url: String,
+    pub token: Option<String>,
+}
+
+impl Agent {
+    /// Sends a request and returns the JSON body; a 4xx/5xx becomes an
+    /// error carrying the API's message.
+    pub fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+        let url = format!("{}{}", self.url.trim_end_matches('/'), path);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(async {
+            let mut req = reqwest::Client::new().request(method.clone(), &url);
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.with_context(|| format!("{method} {url}"))?;
+            let status = resp.status();
+            let body: Value = resp.json().await.with_context(|| format!("{method} {url}: body is not JSON"))?;
+            if !status.is_success() {
+                bail!("{method} {url}: {status}: {}", body["error"].as_str().unwrap_or("(no message)"));
+            }
+            Ok(body)
+        })
+    }
+}
+
 fn get(base: &str, path: &str) -> anyhow::Result<Value> {
-    let url = format!("{}{}", base.trim_end_matches('/'), path);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        let resp = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?;
-        let status = resp.status();
-        let body: Value = resp.json().await.with_context(|| format!("GET {url}: body is not JSON"))?;
-        if !status.is_success() {
-            bail!("GET {url}: {status}: {}", body["error"].as_str().unwrap_or("(no message)"));
-        }
-        Ok(body)
-    })
+    Agent { url: base.to_owned(), token: None }.call(reqwest::Method::GET, path, None)
 }
 
 /// Human-readable quantity in the resource's unit.

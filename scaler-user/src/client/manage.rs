@@ -1,0 +1,242 @@
+//! `scaler containers | subscribe | set | unsubscribe | events | host`.
+
+use std::io::{BufRead as _, BufReader};
+
+use anyhow::Context as _;
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use super::{Agent, human, units};
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+const RESOURCES: [&str; 6] = ["cpu", "mem", "disk_read", "disk_write", "net_rx", "net_tx"];
+
+fn print_containers(list: &[Value]) {
+    println!(
+        "{:<20} {:<8} {:<8} {:<11} {:>16} {:>16} {:>16}",
+        "NAME", "STATUS", "POLICY", "RESOURCE", "MIN..MAX", "CURRENT", "USAGE"
+    );
+    for c in list {
+        let res = c["resources"].as_object().cloned().unwrap_or_default();
+        for (i, r) in RESOURCES.iter().filter(|r| res.contains_key(**r)).enumerate() {
+            let v = &res[*r];
+            let (name, status, policy) = if i == 0 {
+                (
+                    c["name"].as_str().unwrap_or("?"),
+                    c["status"].as_str().unwrap_or("?"),
+                    c["policy"].as_str().unwrap_or("?"),
+                )
+            } else {
+                ("", "", "")
+            };
+            println!(
+                "{name:<20} {status:<8} {policy:<8} {r:<11} {:>16} {:>16} {:>16}",
+                format!("{}..{}", human(r, v["min"].as_u64()), human(r, v["max"].as_u64())),
+                human(r, v["current"].as_u64()),
+                human(r, v["usage"].as_u64()),
+            );
+        }
+    }
+}
+
+pub fn containers(agent: &Agent, name: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let v = match name {
+        Some(n) => agent.call(Method::GET, &format!("/v1/containers/{n}"), None)?,
+        None => agent.call(Method::GET, "/v1/containers", None)?,
+    };
+    if json {
+        return print_json(&v);
+    }
+    let list = match name {
+        Some(_) => vec![v],
+        None => v["containers"].as_array().cloned().unwrap_or_default(),
+    };
+    print_containers(&list);
+    Ok(())
+}
+
+/// Per-resource `MIN:MAX` flags of `subscribe`.
+#[derive(Debug, Default, clap::Args)]
+pub struct Bounds {
+    /// CPU bounds, cores or millicores: 100m:2
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// Memory bounds: 64Mi:2Gi
+    #[arg(long)]
+    pub mem: Option<String>,
+    /// Disk read bandwidth bounds (bytes/s): 1Mi:100Mi
+    #[arg(long)]
+    pub disk_read: Option<String>,
+    /// Disk write bandwidth bounds (bytes/s)
+    #[arg(long)]
+    pub disk_write: Option<String>,
+    /// Network receive bandwidth bounds (bytes/s)
+    #[arg(long)]
+    pub net_rx: Option<String>,
+    /// Network transmit bandwidth bounds (bytes/s)
+    #[arg(long)]
+    pub net_tx: Option<String>,
+}
+
+impl Bounds {
+    /// `{"cpu": {"min": .., "max": ..}, ...}`.
+    pub fn to_json(&self) -> Result<Map<String, Value>, String> {
+        let mut out = Map::new();
+        let flags: [(&str, &Option<String>, units::Unit); 6] = [
+            ("cpu", &self.cpu, units::cpu),
+            ("mem", &self.mem, units::bytes),
+            ("disk_read", &self.disk_read, units::bytes),
+            ("disk_write", &self.disk_write, units::bytes),
+            ("net_rx", &self.net_rx, units::bytes),
+            ("net_tx", &self.net_tx, units::bytes),
+        ];
+        for (r, v, unit) in flags {
+            if let Some(v) = v {
+                let flag = format!("--{}", r.replace('_', "-"));
+                let (min, max) = units::range(&flag, v, unit)?;
+                out.insert(r.to_owned(), json!({"min": min, "max": max}));
+            }
+        }
+        if out.is_empty() {
+            return Err(
+                "name at least one resource to manage: --cpu, --mem, --disk-read, --disk-write, --net-rx or --net-tx"
+                    .into(),
+            );
+        }
+        Ok(out)
+    }
+}
+
+pub struct Subscribe<'a> {
+    pub name: &'a str,
+    pub cgroup: Option<&'a str>,
+    pub policy: Option<&'a str>,
+    pub priority: Option<u32>,
+    pub bounds: &'a Bounds,
+}
+
+pub fn subscribe(agent: &Agent, s: &Subscribe, json: bool) -> anyhow::Result<()> {
+    let mut body = Map::new();
+    body.insert("resources".into(), Value::Object(s.bounds.to_json().map_err(anyhow::Error::msg)?));
+    if let Some(c) = s.cgroup {
+        body.insert("cgroup".into(), c.into());
+    }
+    if let Some(p) = s.policy {
+        body.insert("policy".into(), p.into());
+    }
+    if let Some(p) = s.priority {
+        body.insert("priority".into(), p.into());
+    }
+    let v = agent.call(Method::PUT, &format!("/v1/containers/{}", s.name), Some(&Value::Object(body)))?;
+    if json {
+        return print_json(&v);
+    }
+    print_containers(&[v]);
+    Ok(())
+}
+
+pub struct Set<'a> {
+    pub min: Option<&'a str>,
+    pub max: Option<&'a str>,
+    pub guard: Option<bool>,
+    pub boundary: Option<u8>,
+}
+
+pub fn set(agent: &Agent, name: &str, resource: &str, s: &Set, json: bool) -> anyhow::Result<()> {
+    let unit: units::Unit = if resource == "cpu" { units::cpu } else { units::bytes };
+    let mut body = Map::new();
+    for (flag, key, v) in [("--min", "min", s.min), ("--max", "max", s.max)] {
+        if let Some(v) = v {
+            body.insert(key.into(), unit(flag, v).map_err(anyhow::Error::msg)?.into());
+        }
+    }
+    if let Some(g) = s.guard {
+        body.insert("guard".into(), g.into());
+    }
+    if let Some(b) = s.boundary {
+        body.insert("boundary".into(), b.into());
+    }
+    let v =
+        agent.call(Method::PUT, &format!("/v1/containers/{name}/resources/{resource}"), Some(&Value::Object(body)))?;
+    if json {
+        return print_json(&v);
+    }
+    print_containers(&[v]);
+    Ok(())
+}
+
+pub fn unsubscribe(agent: &Agent, name: &str, restore: bool) -> anyhow::Result<()> {
+    let v = agent.call(Method::DELETE, &format!("/v1/containers/{name}?restore={restore}"), None)?;
+    println!("unsubscribed {name}{}", if v["restored"] == true { " (original limits restored)" } else { "" });
+    Ok(())
+}
+
+fn print_event(e: &Value, json: bool) {
+    if json {
+        println!("{e}");
+        return;
+    }
+    let r = e["resource"].as_str().unwrap_or("?");
+    println!(
+        "{:>14} {:<20} {:<10} {:>12} -> {:<12} {}",
+        e["time_ms"].as_u64().unwrap_or(0),
+        e["container"].as_str().unwrap_or("?"),
+        r,
+        human(r, e["old"].as_u64()),
+        human(r, e["new"].as_u64()),
+        e["reason"].as_str().unwrap_or(""),
+    );
+}
+
+pub fn events(agent: &Agent, container: Option<&str>, follow: bool, json: bool) -> anyhow::Result<()> {
+    let q = container.map(|c| format!("?container={c}")).unwrap_or_default();
+    let v = agent.call(Method::GET, &format!("/v1/events{q}"), None)?;
+    for e in v["events"].as_array().into_iter().flatten() {
+        print_event(e, json);
+    }
+    if !follow {
+        return Ok(());
+    }
+    // Server-Sent Events: `data: {...}` lines, one event each.
+    let url = format!("{}/v1/events/stream", agent.url.trim_end_matches('/'));
+    let resp = reqwest::blocking::get(&url).with_context(|| format!("GET {url}"))?;
+    for line in BufReader::new(resp).lines() {
+        let line = line.with_context(|| format!("reading {url}"))?;
+        if let Some(data) = line.strip_prefix("data:") {
+            let e: Value = serde_json::from_str(data.trim()).with_context(|| format!("bad event from {url}"))?;
+            if container.is_none_or(|c| e["container"] == c) {
+                print_event(&e, json);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn host(agent: &Agent, cpu: Option<&str>, mem: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let v = if cpu.is_some() || mem.is_some() {
+        let mut cap = Map::new();
+        if let Some(c) = cpu {
+            cap.insert("cpu".into(), units::cpu("--cpu", c).map_err(anyhow::Error::msg)?.into());
+        }
+        if let Some(m) = mem {
+            cap.insert("mem".into(), units::bytes("--mem", m).map_err(anyhow::Error::msg)?.into());
+        }
+        agent.call(Method::PUT, "/v1/host", Some(&json!({"capacity": cap})))?
+    } else {
+        agent.call(Method::GET, "/v1/host", None)?
+    };
+    if json {
+        return print_json(&v);
+    }
+    println!("host {}", v["host"].as_str().unwrap_or("?"));
+    println!("{:<11} {:>16} {:>16}", "RESOURCE", "CAPACITY", "ALLOCATED");
+    for r in RESOURCES {
+        println!("{r:<11} {:>16} {:>16}", human(r, v["capacity"][r].as_u64()), human(r, v["allocated"][r].as_u64()));
+    }
+    println!("host CPU in use: {}", human("cpu", v["usage"]["cpu"].as_u64()));
+    Ok(())
+}
