@@ -43,6 +43,17 @@ fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap()
 }
 
+/// The binary to deploy: `scaler_bin()` without its debug info when
+/// `strip` is here (a quarter of the size: every copy is faster), else as is.
+fn deployable_binary(dir: &Path) -> PathBuf {
+    let out = dir.join("scaler");
+    let stripped = Command::new("strip").arg("-o").arg(&out).arg(scaler_bin()).status().is_ok_and(|s| s.success());
+    if !stripped {
+        std::fs::copy(scaler_bin(), &out).unwrap();
+    }
+    out
+}
+
 fn random_hex() -> String {
     tests::unique_name().trim_start_matches("scaler-test-").to_owned()
 }
@@ -130,7 +141,7 @@ fn deploy_to_three_hosts_upgrade_keeps_subscriptions_then_undeploy() {
         .collect();
     let hosts_file = work.path().join("hosts.toml");
     std::fs::write(&hosts_file, nodes.iter().map(|n| n.entry(&key)).collect::<String>()).unwrap();
-    let bin = scaler_bin();
+    let bin = deployable_binary(work.path());
     let (hf, kh, b) = (hosts_file.to_str().unwrap(), known_hosts.to_str().unwrap(), bin.to_str().unwrap());
     println!("test hosts ready in {:.1} s", t0.elapsed().as_secs_f64());
 
@@ -252,6 +263,7 @@ fn unreachable_or_refusing_hosts_stop_the_deploy_and_hosts_done_keep_running() {
             .output()
             .is_ok_and(|o| o.status.success())
     };
+    let bin = deployable_binary(work.path());
     let mut first_pid = None;
     for (bad, entry, why) in &cases {
         let file = work.path().join(format!("{bad}.toml"));
@@ -261,7 +273,7 @@ fn unreachable_or_refusing_hosts_stop_the_deploy_and_hosts_done_keep_running() {
             "--hosts",
             file.to_str().unwrap(),
             "--binary",
-            scaler_bin().to_str().unwrap(),
+            bin.to_str().unwrap(),
             "--known-hosts",
             kh.to_str().unwrap(),
             "--connect-timeout",
@@ -326,8 +338,8 @@ fn deploy_with_an_aggregator_registers_the_agents_and_undeploy_removes_both() {
     )
     .unwrap();
     let (f, k) = (file.to_str().unwrap(), kh.to_str().unwrap());
-    let (ok, out, err) =
-        xtask(&["deploy", "--hosts", f, "--binary", scaler_bin().to_str().unwrap(), "--known-hosts", k]);
+    let bin = deployable_binary(work.path());
+    let (ok, out, err) = xtask(&["deploy", "--hosts", f, "--binary", bin.to_str().unwrap(), "--known-hosts", k]);
     assert!(ok, "deploy failed: {err}");
     assert_eq!(out.matches("register with the aggregator: PUT").count(), 2, "{out}");
     let agg = format!("http://{agg_addr}:8471");
