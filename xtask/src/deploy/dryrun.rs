@@ -101,12 +101,14 @@ pub fn print_host(i: &Install, steps: &[(Option<&'static str>, Step)]) {
                 }
             }
             Action::Health { endpoint, expect_host, timeout, .. } => println!(
-                "  {n}. {label}: GET {endpoint}/healthz until 200 with \"status\": \"ok\"{} (up to {} s)",
+                "  {n}. {label}: GET {} until 200 with \"status\": \"ok\"{} (up to {} s)",
+                endpoint.show("/healthz"),
                 expect_host.as_ref().map(|h| format!(", \"host\": {h:?}")).unwrap_or_default(),
                 timeout.as_secs()
             ),
             Action::Call { endpoint, method, path, body, token, .. } => println!(
-                "  {n}. {label}: {method} {endpoint}{path}{}{}",
+                "  {n}. {label}: {method} {}{}{}",
+                endpoint.show(path),
                 body.as_deref().map(|b| format!(" {}", redact_json(b))).unwrap_or_default(),
                 if token.is_some() { " with Authorization: Bearer ***" } else { "" }
             ),

@@ -21,13 +21,20 @@ pub enum Endpoint {
     Tunnel { ssh: Box<Ssh>, target: String },
 }
 
+impl Endpoint {
+    /// `http://host:port/path`, and for a tunnel which host it is on.
+    pub fn show(&self, path: &str) -> String {
+        match self {
+            Endpoint::Direct { host, port } if host.contains(':') => format!("http://[{host}]:{port}{path}"),
+            Endpoint::Direct { host, port } => format!("http://{host}:{port}{path}"),
+            Endpoint::Tunnel { ssh, target } => format!("http://{target}{path} on {} (through ssh -W)", ssh.address),
+        }
+    }
+}
+
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Endpoint::Direct { host, port } if host.contains(':') => write!(f, "http://[{host}]:{port}"),
-            Endpoint::Direct { host, port } => write!(f, "http://{host}:{port}"),
-            Endpoint::Tunnel { ssh, target } => write!(f, "http://{target} on {} (through ssh -W)", ssh.address),
-        }
+        f.write_str(&self.show(""))
     }
 }
 

@@ -161,7 +161,19 @@ impl Control {
 }
 
 impl Drop for Control {
+    /// Ends any connection still open (a host that failed, the tunnels to
+    /// the aggregator), then removes the directory.
     fn drop(&mut self) {
+        for socket in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let _ = std::process::Command::new("ssh")
+                .arg("-S")
+                .arg(socket.path())
+                .args(["-O", "exit", "scaler-deploy"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -229,9 +241,9 @@ fn exec(i: &Install, s: &Step) -> anyhow::Result<String> {
             let r = http::request(endpoint, method, path, body.as_deref(), token.as_deref(), Duration::from_secs(10))
                 .and_then(|r| {
                     if (200..300).contains(&r.status) || ok_statuses.contains(&r.status) {
-                        Ok(format!("{method} {endpoint}{path}: {}", r.status))
+                        Ok(format!("{method} {}: {}", endpoint.show(path), r.status))
                     } else {
-                        bail!("{method} {endpoint}{path} answered {}: {}", r.status, r.body.trim())
+                        bail!("{method} {} answered {}: {}", endpoint.show(path), r.status, r.body.trim())
                     }
                 });
             match r {
@@ -279,11 +291,11 @@ fn wait_healthy(
             Err(e) => last = format!("{e:#}"),
         }
         if Instant::now() >= end {
-            bail!("{ep}/healthz did not answer ok within {} s (last: {last})", timeout.as_secs());
+            bail!("{} did not answer ok within {} s (last: {last})", ep.show("/healthz"), timeout.as_secs());
         }
         if Instant::now() >= next_crash_check {
             if crashed() {
-                bail!("it exited after it was started (last answer from {ep}/healthz: {last})");
+                bail!("it exited after it was started (last answer from {}: {last})", ep.show("/healthz"));
             }
             next_crash_check = Instant::now() + Duration::from_secs(2);
         }
