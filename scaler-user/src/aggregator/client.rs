@@ -74,6 +74,8 @@ impl Target {
 pub struct Fetched {
     pub stats: Option<Stats>,
     pub host: Option<HostInfo>,
+    /// Whether subscriptions were asked for this round.
+    pub subscriptions_read: bool,
     pub subscriptions: Option<Vec<Subscription>>,
     pub events: Option<Vec<Event>>,
 }
@@ -121,24 +123,30 @@ async fn get<T>(
 /// `events_since`: time and id of the newest event already seen (`None`:
 /// the first round, which takes the latest 100). Events are asked for by
 /// time, not id, so an agent that restarted (ids from 1 again) is still
-/// followed; the caller drops what it has already seen.
+/// followed; the caller drops what it has already seen. Subscriptions
+/// (bounds and ceilings, which change rarely) are read only when
+/// `subscriptions` is set.
 pub async fn fetch(
     client: &reqwest::Client,
     target: &Target,
     events_since: Option<(u64, u64)>,
+    subscriptions: bool,
     timeout: Duration,
     max_body: usize,
 ) -> Result<Fetched, ClientError> {
     let work = async {
         let stats = get(client, target, "/v1/stats", max_body, false, model::parse_stats).await?;
         let host = get(client, target, "/v1/host", max_body, true, model::parse_host).await?;
-        let subscriptions = get(client, target, "/v1/containers", max_body, true, model::parse_subscriptions).await?;
+        let subs = match subscriptions {
+            true => get(client, target, "/v1/containers", max_body, true, model::parse_subscriptions).await?,
+            false => None,
+        };
         let events_path = match events_since {
             Some((t, _)) => format!("/v1/events?since_ms={}&limit=500", t.saturating_sub(1)),
             None => "/v1/events?limit=100".to_owned(),
         };
         let events = get(client, target, &events_path, max_body, true, model::parse_events).await?;
-        Ok(Fetched { stats, host, subscriptions, events })
+        Ok(Fetched { stats, host, subscriptions_read: subscriptions, subscriptions: subs, events })
     };
     tokio::time::timeout(timeout, work).await.map_err(|_| ClientError::Timeout(timeout.as_millis() as u64))?
 }

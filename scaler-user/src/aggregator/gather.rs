@@ -23,8 +23,14 @@ use super::{
     totals,
 };
 
-/// A host to read: name, agent, newest event seen.
-type Job = (String, Target, Option<(u64, u64)>);
+/// A host to read: name, agent, newest event seen, whether to read its
+/// subscriptions.
+type Job = (String, Target, Option<(u64, u64)>, bool);
+
+/// Subscriptions (bounds, ceilings in force) are read every this many
+/// rounds, hosts staggered, and every round on hosts with ceilings to
+/// reconcile: they change rarely and are a third of what a round reads.
+const SUBSCRIPTIONS_EVERY: u64 = 5;
 
 /// Runs rounds until `stop` turns true.
 pub async fn run(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -48,7 +54,21 @@ pub async fn round(shared: &Arc<Shared>) {
     let now = now_ms();
     let targets: Vec<Job> = {
         let st = shared.read();
-        st.hosts.values().map(|h| (h.name.clone(), h.target.clone(), h.events_since)).collect()
+        let round = st.rounds.rounds;
+        let mut capped: std::collections::BTreeSet<&str> = st.ceilings.keys().map(|c| c.host.as_str()).collect();
+        for a in st.apps.values().filter(|a| a.record.cap_mw.is_some()) {
+            capped.extend(a.record.containers.iter().map(|c| c.host.as_str()));
+        }
+        st.hosts
+            .values()
+            .enumerate()
+            .map(|(i, h)| {
+                let subs = h.rounds_ok == 0
+                    || capped.contains(h.name.as_str())
+                    || (round + i as u64).is_multiple_of(SUBSCRIPTIONS_EVERY);
+                (h.name.clone(), h.target.clone(), h.events_since, subs)
+            })
+            .collect()
     };
     let results = fetch_all(shared, targets).await;
     let gathered = started.elapsed();
@@ -83,19 +103,16 @@ pub async fn round(shared: &Arc<Shared>) {
     st.rounds.push(started.elapsed().as_secs_f64() * 1e3);
 }
 
-async fn fetch_all(
-    shared: &Arc<Shared>,
-    targets: Vec<Job>,
-) -> Vec<(String, Result<Fetched, ClientError>)> {
+async fn fetch_all(shared: &Arc<Shared>, targets: Vec<Job>) -> Vec<(String, Result<Fetched, ClientError>)> {
     let a = &shared.cfg.aggregator;
     let sem = Arc::new(Semaphore::new(a.concurrency));
     let timeout = Duration::from_millis(a.timeout_ms);
     let mut set = JoinSet::new();
-    for (name, target, since) in targets {
+    for (name, target, since, subs) in targets {
         let (client, sem, max_body) = (shared.client.clone(), sem.clone(), a.max_body_bytes);
         set.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            let r = client::fetch(&client, &target, since, timeout, max_body).await;
+            let r = client::fetch(&client, &target, since, subs, timeout, max_body).await;
             (name, r)
         });
     }
@@ -143,7 +160,9 @@ fn apply(shared: &Shared, h: &mut HostState, f: Fetched, now: u64, events: &mut 
     h.rounds_ok += 1;
     h.last_ok_ms = Some(now);
     h.info = f.host;
-    h.subscriptions = f.subscriptions;
+    if f.subscriptions_read {
+        h.subscriptions = f.subscriptions;
+    }
     if let Some(list) = f.events {
         let last = h.events_since;
         for mut e in list {

@@ -14,6 +14,7 @@ use std::{
     net::{TcpListener, TcpStream},
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -74,25 +75,26 @@ fn subscriptions(n: u64) -> String {
     json!({ "containers": list }).to_string()
 }
 
-fn respond(path: &str, h: u64, n: u64) -> (u16, String) {
+/// What a simulated host answers that does not change: `/v1/host` and
+/// `/v1/containers` (built once, so the fleet spends its CPU on stats).
+struct Fixed {
+    host: String,
+    subscriptions: Arc<String>,
+}
+
+fn respond(path: &str, h: u64, n: u64, fixed: &Fixed) -> (u16, String) {
     let path = path.split('?').next().unwrap_or("");
     match path {
         "/v1/stats" => (200, stats(h, n)),
-        "/v1/host" => (
-            200,
-            json!({"host": format!("sim{h}"), "capacity": {"cpu": 16000, "mem": 68719476736u64},
-                   "allocated": {"cpu": n * 1000}, "usage": {"cpu": 9000 + h % 5000}, "rapl_mw": null,
-                   "power_model": {"idle_mw": 60000, "max_mw": 220000}})
-            .to_string(),
-        ),
-        "/v1/containers" => (200, subscriptions(n)),
+        "/v1/host" => (200, fixed.host.clone()),
+        "/v1/containers" => (200, fixed.subscriptions.as_ref().clone()),
         "/v1/events" => (200, "{\"events\":[]}".to_owned()),
         _ => (404, "{\"error\":\"no such endpoint\"}".to_owned()),
     }
 }
 
 /// Serves one keep-alive connection of simulated host `h`.
-fn serve(conn: TcpStream, h: u64, n: u64) {
+fn serve(conn: TcpStream, h: u64, n: u64, fixed: &Fixed) {
     let Ok(mut out) = conn.try_clone() else { return };
     let mut r = BufReader::new(conn);
     loop {
@@ -110,7 +112,7 @@ fn serve(conn: TcpStream, h: u64, n: u64) {
                 break;
             }
         }
-        let (status, body) = respond(&path, h, n);
+        let (status, body) = respond(&path, h, n, fixed);
         let head = format!(
             "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             if status == 200 { "OK" } else { "Not Found" },
@@ -125,12 +127,21 @@ fn serve(conn: TcpStream, h: u64, n: u64) {
 /// Starts `hosts` simulated agents; returns their ports.
 fn fleet(hosts: u64, n: u64) -> anyhow::Result<Vec<u16>> {
     let mut ports = Vec::new();
+    let subscriptions = Arc::new(subscriptions(n));
     for h in 0..hosts {
         let l = TcpListener::bind("127.0.0.1:0").context("binding a simulated agent")?;
         ports.push(l.local_addr()?.port());
+        let fixed = Arc::new(Fixed {
+            host: json!({"host": format!("sim{h}"), "capacity": {"cpu": 16000, "mem": 68719476736u64},
+                   "allocated": {"cpu": n * 1000}, "usage": {"cpu": 9000 + h % 5000}, "rapl_mw": null,
+                   "power_model": {"idle_mw": 60000, "max_mw": 220000}})
+            .to_string(),
+            subscriptions: subscriptions.clone(),
+        });
         std::thread::Builder::new().stack_size(128 << 10).spawn(move || {
             for conn in l.incoming().flatten() {
-                let _ = std::thread::Builder::new().stack_size(256 << 10).spawn(move || serve(conn, h, n));
+                let fixed = fixed.clone();
+                let _ = std::thread::Builder::new().stack_size(256 << 10).spawn(move || serve(conn, h, n, &fixed));
             }
         })?;
     }
@@ -200,58 +211,47 @@ impl Drop for Stop {
     }
 }
 
-pub fn run() -> anyhow::Result<()> {
-    let (hosts, n, secs) =
-        (env_or("SCALER_BENCH_HOSTS", 1000), env_or("SCALER_BENCH_CONTAINERS", 50), env_or("SCALER_BENCH_SECONDS", 60));
-    raise_nofile();
-    util::step("cargo build --release (scaler)");
-    util::run(util::cargo().args(["build", "--release", "-p", "scaler-user", "--bin", "scaler"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
-    let bin = target.join("release/scaler");
-    util::step(&format!("{hosts} simulated agents x {n} containers on loopback"));
-    let ports = fleet(hosts, n)?;
-    let dir = std::env::temp_dir().join(format!("scaler-bench-aggregator-{}", std::process::id()));
+/// One aggregator over the first `hosts` of the fleet: warm up, measure.
+fn measure(bin: &PathBuf, ports: &[u16], hosts: usize, n: u64, secs: u64) -> anyhow::Result<Value> {
+    let dir = std::env::temp_dir().join(format!("scaler-bench-aggregator-{}-{hosts}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut cfg =
         format!("[aggregator]\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\n", dir.join("state").display());
-    for (h, p) in ports.iter().enumerate() {
+    for (h, p) in ports.iter().take(hosts).enumerate() {
         let _ = write!(cfg, "[[hosts]]\nname = \"sim{h}\"\nurl = \"http://127.0.0.1:{p}\"\n");
     }
     std::fs::write(dir.join("aggregator.toml"), cfg)?;
     let log = std::fs::File::create(dir.join("aggregator.log"))?;
-    let child = Command::new(&bin)
+    let child = Command::new(bin)
         .args(["aggregator", "--config"])
         .arg(dir.join("aggregator.toml"))
-        .env("SCALER_LOG", "warn")
+        .env("SCALER_LOG", "error")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let agg = Stop(child);
     let pid = agg.0.id();
-    util::step("warming up (10 rounds)");
     let warm = Instant::now();
-    loop {
-        let h = get(port, "/healthz").unwrap_or(Value::Null);
-        if h["rounds"].as_u64() >= Some(10) && h["stale_hosts"] == 0 {
-            break;
-        }
-        if warm.elapsed() > Duration::from_secs(90) {
-            bail!("not warm after 90 s: {h}; log in {}", dir.display());
+    // Ten rounds (the first reads every host's stored history blocks).
+    while get(port, "/healthz").ok().and_then(|h| h["rounds"].as_u64()).unwrap_or(0) < 10 {
+        if warm.elapsed() > Duration::from_secs(120) {
+            bail!("fewer than 10 rounds in 120 s; log in {}", dir.display());
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    util::step(&format!("measuring {secs} s"));
+    let load0 = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let (cpu0, _, _) = usage(pid)?;
     let t0 = Instant::now();
     let mut rounds: Vec<(u64, f64, f64, f64)> = Vec::new();
-    let mut stale_max = 0;
+    let (mut stale_max, mut stale_sum, mut samples) = (0, 0, 0);
     let mut last = Value::Null;
     while t0.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(Duration::from_millis(250));
         let h = get(port, "/healthz")?;
-        stale_max = stale_max.max(h["stale_hosts"].as_u64().unwrap_or(0));
+        let stale = h["stale_hosts"].as_u64().unwrap_or(0);
+        (stale_max, stale_sum, samples) = (stale_max.max(stale), stale_sum + stale, samples + 1);
         let r = h["rounds"].as_u64().unwrap_or(0);
         if rounds.last().is_none_or(|l| l.0 < r) {
             let ms = |k: &str| h["round_ms"][k].as_f64().unwrap_or(f64::NAN);
@@ -261,49 +261,77 @@ pub fn run() -> anyhow::Result<()> {
     }
     let wall = t0.elapsed().as_secs_f64();
     let (cpu1, rss, hwm) = usage(pid)?;
+    drop(agg);
+    let _ = std::fs::remove_dir_all(&dir);
     let mut d: Vec<f64> = rounds.iter().map(|r| r.1).collect();
     d.sort_by(f64::total_cmp);
     let pct = |q: f64| d.get(((d.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or(f64::NAN);
     let mean = |i: usize| rounds.iter().map(|r| [r.1, r.2, r.3][i]).sum::<f64>() / rounds.len().max(1) as f64;
-    let cpu_pct = (cpu1 - cpu0) / wall * 100.0;
-    let result = json!({
-        "hosts": hosts, "containers_per_host": n, "containers": hosts * n, "poll_ms": 1000, "seconds": wall,
-        "rounds_observed": rounds.len(),
+    Ok(json!({
+        "hosts": hosts, "containers_per_host": n, "containers": hosts as u64 * n, "poll_ms": 1000, "seconds": wall,
+        "rounds": rounds.len(),
         "round_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1.0), "mean": mean(0)},
         "gather_ms_mean": mean(1), "record_ms_mean": mean(2),
-        "cpu_percent_of_one_core": cpu_pct, "rss_mib": rss, "peak_rss_mib": hwm,
-        "stale_hosts_max": stale_max,
+        "cpu_percent_of_one_core": (cpu1 - cpu0) / wall * 100.0, "rss_mib": rss, "peak_rss_mib": hwm,
+        "stale_hosts_mean": stale_sum as f64 / f64::from(samples.max(1)), "stale_hosts_max": stale_max,
         "history_flush": last["flush"], "history_entities": last["history_entities"], "store_bytes": last["store_bytes"],
-        "machine_cpus": std::thread::available_parallelism().map_or(0, usize::from),
-        "note": "fleet and aggregator share this machine; the fleet's JSON generation competes for the same cores",
-    });
+        "loadavg_before": load0.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        "loadavg_after": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    }))
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let sizes: Vec<usize> = std::env::var("SCALER_BENCH_HOSTS")
+        .unwrap_or_else(|_| "100,250,500,1000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let (n, secs) = (env_or("SCALER_BENCH_CONTAINERS", 50), env_or("SCALER_BENCH_SECONDS", 30));
+    let most = sizes.iter().copied().max().context("SCALER_BENCH_HOSTS names no size")?;
+    raise_nofile();
+    util::step("cargo build --release (scaler)");
+    util::run(util::cargo().args(["build", "--release", "-p", "scaler-user", "--bin", "scaler"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let bin = target.join("release/scaler");
+    util::step(&format!("{most} simulated agents x {n} containers on loopback"));
+    let ports = fleet(most as u64, n)?;
+    let mut results = Vec::new();
+    for &hosts in &sizes {
+        util::step(&format!("aggregator over {hosts} hosts: 10 rounds to warm up, {secs} s measured"));
+        let r = measure(&bin, &ports, hosts, n, secs)?;
+        println!("  {r}");
+        results.push(r);
+    }
     println!();
     println!(
-        "aggregator over {hosts} hosts x {n} containers ({} containers), {} rounds in {wall:.0} s",
-        hosts * n,
-        rounds.len()
+        "aggregator, {n} containers per host, one round a second (fleet on the same machine: {} CPUs)",
+        std::thread::available_parallelism().map_or(0, usize::from)
     );
-    println!("| metric | value |\n|---|---|");
     println!(
-        "| round time p50 / p90 / p99 / max | {:.0} / {:.0} / {:.0} / {:.0} ms |",
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        pct(1.0)
+        "| hosts | containers | round p50 / p99 ms | gather ms | CPU % of a core | RSS MiB | stale hosts (mean) | load |"
     );
-    println!("| of which gather (mean) / merge+record (mean) | {:.0} / {:.0} ms |", mean(1), mean(2));
-    println!("| aggregator CPU | {cpu_pct:.0} % of one core |");
-    println!("| aggregator RSS now / peak | {rss:.0} / {hwm:.0} MiB |");
-    println!(
-        "| history flush (last) | {} rows in {:.0} ms |",
-        last["flush"]["rows"],
-        last["flush"]["ms"].as_f64().unwrap_or(0.0)
-    );
-    println!("| store size | {:.1} MiB |", last["store_bytes"].as_f64().unwrap_or(0.0) / 1048576.0);
-    println!("| hosts stale at worst | {stale_max} |");
-    super::write_result("aggregator", &serde_json::to_string_pretty(&result)?)?;
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in &results {
+        println!(
+            "| {} | {} | {:.0} / {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {} |",
+            r["hosts"],
+            r["containers"],
+            r["round_ms"]["p50"].as_f64().unwrap_or(0.0),
+            r["round_ms"]["p99"].as_f64().unwrap_or(0.0),
+            r["gather_ms_mean"].as_f64().unwrap_or(0.0),
+            r["cpu_percent_of_one_core"].as_f64().unwrap_or(0.0),
+            r["rss_mib"].as_f64().unwrap_or(0.0),
+            r["stale_hosts_mean"].as_f64().unwrap_or(0.0),
+            r["loadavg_after"].as_str().unwrap_or(""),
+        );
+    }
+    let out = json!({
+        "benchmark": "aggregator",
+        "note": "simulated agents (full agent JSON) in the bench process on the same machine; they compete with the aggregator for CPU",
+        "machine_cpus": std::thread::available_parallelism().map_or(0, usize::from),
+        "results": results,
+    });
+    super::write_result("aggregator", &serde_json::to_string_pretty(&out)?)?;
     println!("wrote bench-results/aggregator.json");
-    drop(agg);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
