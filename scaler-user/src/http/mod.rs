@@ -81,3 +81,6 @@ pub fn router(app: AppState) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), auth))
         .with_state(app)
 }
+
+#[cfg(test)]
+mod tests;

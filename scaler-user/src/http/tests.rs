@@ -1,0 +1,135 @@
+//! The router called in-process, without a socket (the end-to-end tests in
+//! `tests/` cover the real socket).
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, RwLock},
+    time::Instant,
+};
+
+use axum::{
+    body::Body,
+    http::{Request, StatusCode, header},
+};
+use http_body_util::BodyExt as _;
+use policies::Resource;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+use super::{AppState, router};
+use crate::{
+    agent::state::{KernelFeatures, Shared},
+    cgroup::layout::Layout,
+    manage::{Actuator, Manager, store::Store},
+};
+
+struct Nothing;
+impl Actuator for Nothing {
+    fn apply(&mut self, _: &str, _: Resource, _: Option<u64>) -> Result<(), String> {
+        Ok(())
+    }
+    fn own_limit(&self, _: &str, _: Resource) -> Option<u64> {
+        None
+    }
+    fn owns(&self, _: Resource) -> bool {
+        false
+    }
+}
+
+fn app(dir: &std::path::Path, token: Option<&str>) -> axum::Router {
+    std::fs::create_dir_all(dir.join("cg/lxc.payload.web")).unwrap();
+    let manager = Manager::open(
+        Store::open(&dir.join("state")).unwrap(),
+        Box::new(Nothing),
+        BTreeMap::from([(Resource::Cpu, Some(2000))]),
+        vec!["/".into()],
+        "fast".into(),
+    )
+    .unwrap();
+    let shared = Arc::new(Shared {
+        host: "test".into(),
+        tick_ms: 200,
+        history_len: 10,
+        started: Instant::now(),
+        layout: "v2",
+        kernel: KernelFeatures::default(),
+        inner: RwLock::new(Default::default()),
+    });
+    router(AppState {
+        shared,
+        manager: Arc::new(Mutex::new(manager)),
+        layout: Layout::pure_v2(dir.join("cg")),
+        token: token.map(str::to_owned),
+        power_model: Default::default(),
+    })
+}
+
+async fn call(app: &axum::Router, method: &str, uri: &str, body: Option<Value>, auth: Option<&str>) -> (u16, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = auth {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req.body(body.map_or(Body::empty(), |b| Body::from(b.to_string()))).unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn errors_are_json_with_the_right_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = app(tmp.path(), None);
+    let (s, v) = call(&app, "GET", "/v1/stats", None, None).await;
+    assert_eq!((s, v["host"].as_str()), (200, Some("test")));
+    let (s, v) = call(&app, "GET", "/v1/stats/ghost", None, None).await;
+    assert_eq!(s, 404);
+    assert!(v["error"].as_str().unwrap().contains("ghost"));
+    let (s, v) = call(&app, "GET", "/v1/stats/ghost/history?limit=x", None, None).await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("limit")));
+    let (s, v) = call(&app, "GET", "/v1/events?since_id=-1", None, None).await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("since_id")));
+    let (s, _) = call(&app, "POST", "/v1/stats", None, None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED.as_u16());
+    let (s, v) = call(&app, "GET", "/nope", None, None).await;
+    assert!(s == 404 && v["error"].is_string());
+}
+
+#[tokio::test]
+async fn subscribe_by_path_list_and_unsubscribe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = app(tmp.path(), None);
+    let body = json!({"cgroup": "/lxc.payload.web", "resources": {"cpu": {"min": 100, "max": 1000}}});
+    let (s, v) = call(&app, "PUT", "/v1/containers/web", Some(body), None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["resources"]["cpu"]["current"], 1000);
+    let (s, v) = call(&app, "GET", "/v1/containers", None, None).await;
+    assert_eq!((s, v["containers"].as_array().unwrap().len()), (200, 1));
+    let (s, v) = call(&app, "PUT", "/v1/containers/web/ceiling", Some(json!({"cpu": 400})), None).await;
+    assert_eq!((s, v["resources"]["cpu"]["current"].as_u64()), (200, Some(400)));
+    let (s, v) = call(&app, "PUT", "/v1/host", Some(json!({"capacity": {"cpu": 0}})), None).await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("capacity.cpu")));
+    let missing = json!({"cgroup": "/nowhere", "resources": {"cpu": {"min": 1, "max": 2}}});
+    let (s, _) = call(&app, "PUT", "/v1/containers/x", Some(missing), None).await;
+    assert_eq!(s, 404);
+    let (s, v) = call(&app, "DELETE", "/v1/containers/web?restore=maybe", None, None).await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("restore")));
+    let (s, _) = call(&app, "DELETE", "/v1/containers/web", None, None).await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn a_token_guards_changes_but_not_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = app(tmp.path(), Some("s3cret"));
+    let body = json!({"cgroup": "/lxc.payload.web", "resources": {"cpu": {"min": 100, "max": 1000}}});
+    let (s, _) = call(&app, "PUT", "/v1/containers/web", Some(body.clone()), None).await;
+    assert_eq!(s, 401);
+    let (s, _) = call(&app, "PUT", "/v1/containers/web", Some(body.clone()), Some("wrong")).await;
+    assert_eq!(s, 401);
+    let (s, _) = call(&app, "PUT", "/v1/containers/web", Some(body), Some("s3cret")).await;
+    assert_eq!(s, 200);
+    let (s, _) = call(&app, "GET", "/v1/containers", None, None).await;
+    assert_eq!(s, 200);
+}
