@@ -133,6 +133,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Validate a configuration file without starting anything (exit 1 and
+    /// one line naming the field when it is wrong).
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The file is an aggregator configuration.
+        #[arg(long)]
+        aggregator: bool,
+    },
     /// Print the default configuration as TOML.
     DefaultConfig,
 }
@@ -218,6 +227,15 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::Host { cpu, mem, agent, json } => {
             crate::client::manage::host(&agent.client(), cpu.as_deref(), mem.as_deref(), json)
+        }
+        Command::CheckConfig { config, aggregator } => {
+            if aggregator {
+                crate::aggregator::config::AggConfig::load(&config)?;
+            } else {
+                Config::load(&config)?;
+            }
+            println!("{}: ok", config.display());
+            Ok(())
         }
         Command::DefaultConfig => {
             print!("{}", toml::to_string_pretty(&Config::default())?);
