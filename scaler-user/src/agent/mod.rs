@@ -171,7 +171,9 @@ fn sample_loop(
     let mut next = Instant::now();
     let mut generation = 0;
     let mut meter = HostMeter::default();
+    let mut ticks: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
+        ticks += 1;
         let start = Instant::now();
         {
             let m = manager.lock().unwrap_or_else(PoisonError::into_inner);
@@ -184,14 +186,22 @@ fn sample_loop(
         let result = sampler.tick(kernel);
         let samples: HashMap<String, Sample> =
             result.samples.iter().filter_map(|(d, s)| s.map(|s| (d.name.clone(), s))).collect();
-        let now = wall_ms();
-        manager.lock().unwrap_or_else(PoisonError::into_inner).step(now, &samples);
+        let sampled_ms = result.time_ms;
+        manager.lock().unwrap_or_else(PoisonError::into_inner).step(wall_ms(), &samples);
         let (host_cpu, rapl_mw) = meter.read();
-        shared.publish(now, start.elapsed().as_micros() as u64, result);
+        // `time_ms` is when the counters were read, not when the tick ended
+        // (a slow tick, e.g. a durable write, must not skew rates computed
+        // by readers across ticks).
+        shared.publish(sampled_ms, start.elapsed().as_micros() as u64, result);
         {
             let mut g = shared.write();
             g.host_cpu = host_cpu;
             g.rapl_mw = rapl_mw;
+        }
+        // Program statistics every 25 ticks (5 s at the default tick).
+        if ticks.is_multiple_of(25) || ticks == 1 {
+            let stats = kernel.program_stats();
+            shared.write().programs = stats;
         }
         next += tick;
         let now = Instant::now();

@@ -59,6 +59,8 @@ struct Tracked {
 
 /// What a tick produced.
 pub struct TickResult {
+    /// Wall-clock time the counters were read (ms since the epoch).
+    pub time_ms: u64,
     pub samples: Vec<(Discovered, Option<Sample>)>,
     pub removed: Vec<String>,
 }
@@ -245,7 +247,7 @@ impl Sampler {
                 self.drop_tracked(t, &mut removed);
             }
         }
-        TickResult { samples, removed }
+        TickResult { time_ms, samples, removed }
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Inner {
     pub last_tick_us: u64,
     /// By container name.
     pub containers: BTreeMap<String, Published>,
+    /// eBPF program run statistics (zero unless `kernel.bpf_stats_enabled`).
+    pub programs: Vec<crate::ebpf::ProgramStat>,
 }
 
 pub struct Shared {

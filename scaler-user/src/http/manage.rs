@@ -191,6 +191,7 @@ fn host_json(app: &AppState) -> Value {
         "capacity": m.capacity(),
         "allocated": m.allocated(),
         "usage": {"cpu": g.host_cpu},
+        "cpus_mc": crate::host::cpu_capacity(),
         "rapl_mw": g.rapl_mw,
         "power_model": app.power_model,
     })
