@@ -17,7 +17,7 @@ use crate::{
         discover::{self, Discovered, DiscoveryOptions},
         layout::Layout,
         mirror,
-        reader::{CgroupReader, CgroupStats},
+        reader::{CgroupReader, CgroupStats, Depth},
     },
     config::{Config, DiskSource},
     sample::{
@@ -36,6 +36,10 @@ impl Counters for crate::ebpf::Kernel {
         crate::ebpf::Kernel::read(self, cgroup_id)
     }
 }
+
+/// Watched (not managed) containers get a full cgroupfs reading once per
+/// this many ticks.
+pub const FULL_EVERY: u64 = 5;
 
 /// Most cgroup directories walked below one container (nested containers,
 /// systemd scopes inside LXC).
@@ -79,6 +83,7 @@ pub struct Sampler {
     discovery_interval: Duration,
     last_scan: Option<Instant>,
     tracked: BTreeMap<String, Tracked>,
+    ticks: u64,
 }
 
 /// v2 ids (directory inode numbers) of `dir` and its descendants.
@@ -117,6 +122,7 @@ impl Sampler {
             discovery_interval: Duration::from_millis(cfg.agent.discovery_interval_ms),
             last_scan: None,
             tracked: BTreeMap::new(),
+            ticks: 0,
         }
     }
 
@@ -209,8 +215,16 @@ impl Sampler {
         let time_ms = wall_ms();
         let mut samples = Vec::with_capacity(self.tracked.len());
         let mut vanished = Vec::new();
+        self.ticks += 1;
+        // Managed containers are read in full every tick (their limits are
+        // read back and their throttling and pressure drive decisions);
+        // watched ones read memory every tick and the rest once per
+        // FULL_EVERY ticks (a second at the default tick).
+        let full_tick = self.ticks.is_multiple_of(FULL_EVERY);
+        let managed: std::collections::HashSet<&str> = self.subscribed.iter().map(|(_, c)| c.as_str()).collect();
         for (cg, t) in &mut self.tracked {
-            let stats = match t.reader.read_stats() {
+            let depth = if full_tick || managed.contains(cg.as_str()) { Depth::Full } else { Depth::Usage };
+            let stats = match t.reader.read(depth) {
                 Ok(s) => s,
                 Err(_) => {
                     vanished.push(cg.clone());

@@ -336,8 +336,11 @@ mod tests {
         ] {
             std::fs::create_dir_all(d).unwrap();
         }
-        let layout =
-            Layout { v2: v2.clone(), v1: [("memory".to_owned(), mem), ("cpu".to_owned(), cpu)].into_iter().collect() };
+        let layout = Layout {
+            kernfs: false,
+            v2: v2.clone(),
+            v1: [("memory".to_owned(), mem), ("cpu".to_owned(), cpu)].into_iter().collect(),
+        };
         let found = scan(
             &layout,
             &DiscoveryOptions::default(),

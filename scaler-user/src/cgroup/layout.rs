@@ -31,12 +31,15 @@ pub struct Layout {
     pub v2: PathBuf,
     /// Mount point of each v1 controller (empty on pure v2 hosts).
     pub v1: BTreeMap<String, PathBuf>,
+    /// The hierarchies are real cgroup file systems (false for fake trees in
+    /// tests, where removed files stay readable through open handles).
+    pub kernfs: bool,
 }
 
 impl Layout {
     /// A pure v2 layout rooted at `v2`.
     pub fn pure_v2(v2: impl Into<PathBuf>) -> Self {
-        Self { v2: v2.into(), v1: BTreeMap::new() }
+        Self { v2: v2.into(), v1: BTreeMap::new(), kernfs: false }
     }
 
     /// Reads `/proc/self/mounts`.
@@ -69,7 +72,7 @@ impl Layout {
                 _ => {}
             }
         }
-        Ok(Self { v2: v2.ok_or(LayoutError::NoV2)?, v1 })
+        Ok(Self { v2: v2.ok_or(LayoutError::NoV2)?, v1, kernfs: true })
     }
 
     pub fn is_hybrid(&self) -> bool {

@@ -74,7 +74,7 @@ mod tests {
         std::fs::create_dir_all(mem.join("docker/abc")).unwrap();
         std::fs::create_dir_all(&v2).unwrap();
         std::fs::write(mem.join("docker/abc/cgroup.procs"), "10\n11\n").unwrap();
-        let layout = Layout { v2: v2.clone(), v1: [("memory".to_owned(), mem)].into_iter().collect() };
+        let layout = Layout { kernfs: false, v2: v2.clone(), v1: [("memory".to_owned(), mem)].into_iter().collect() };
         // On a plain directory each write replaces the file, so one pid remains;
         // on cgroupfs each write appends a process.
         assert_eq!(sync(&layout, "docker/abc").unwrap(), 2);

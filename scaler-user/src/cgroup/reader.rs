@@ -7,7 +7,7 @@
 //! value the v2 file is tried first, then the v1 one: on a hybrid host the v2
 //! directory has only `cpu.stat` usage and PSI, the rest comes from v1.
 
-use std::{collections::HashMap, fs::File, os::unix::fs::FileExt, path::PathBuf};
+use std::{fs::File, os::unix::fs::FileExt, path::PathBuf};
 
 use super::{
     layout::Layout,
@@ -58,12 +58,31 @@ enum Hier {
 #[error("cgroup {0} vanished")]
 pub struct Vanished(pub String);
 
+/// How much of a cgroup to read this tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Every file: limits, throttling, memory details, I/O, PSI.
+    Full,
+    /// Memory usage only; everything else keeps its last full reading.
+    /// (CPU, network and disk usage come from the eBPF counters anyway.)
+    Usage,
+}
+
 pub struct CgroupReader {
     rel: String,
+    /// The last full reading, carried into `Depth::Usage` ticks.
+    last: Option<CgroupStats>,
     v2_dir: PathBuf,
     v1_dirs: Vec<(&'static str, PathBuf)>,
-    files: HashMap<(Hier, &'static str), Option<File>>,
+    /// Open handles, or `None` when the file does not exist in this layout.
+    /// A short list searched linearly: a dozen entries, no hashing per read.
+    files: Vec<(Hier, &'static str, Option<File>)>,
+    /// Read buffer, grown as needed and never cleared (only `len` bytes of
+    /// it are valid after a read).
     buf: Vec<u8>,
+    /// Real cgroupfs: reads of a removed cgroup fail, so no directory check
+    /// is needed on quick ticks.
+    kernfs: bool,
     vanished: bool,
 }
 
@@ -77,15 +96,17 @@ impl CgroupReader {
             rel: rel.to_owned(),
             v2_dir: layout.v2_dir(rel),
             v1_dirs,
-            files: HashMap::new(),
-            buf: Vec::with_capacity(4096),
+            files: Vec::new(),
+            buf: vec![0; 4096],
+            kernfs: layout.kernfs,
             vanished: false,
+            last: None,
         }
     }
 
     /// Forget which files were missing, so they are looked for again.
     pub fn forget_absent(&mut self) {
-        self.files.retain(|_, f| f.is_some());
+        self.files.retain(|(_, _, f)| f.is_some());
     }
 
     fn dir(&self, h: Hier) -> Option<PathBuf> {
@@ -96,15 +117,16 @@ impl CgroupReader {
     }
 
     /// Content of a file, or `None` if this layout does not have it.
-    fn read(&mut self, h: Hier, name: &'static str) -> Option<&str> {
-        let key = (h, name);
-        if !self.files.contains_key(&key) {
-            let file = self.dir(h).and_then(|d| File::open(d.join(name)).ok());
-            self.files.insert(key, file);
-        }
-        let file = self.files.get(&key)?.as_ref()?;
-        self.buf.clear();
-        self.buf.resize(self.buf.capacity().max(4096), 0);
+    fn read_file(&mut self, h: Hier, name: &'static str) -> Option<&str> {
+        let i = match self.files.iter().position(|(fh, fname, _)| *fh == h && std::ptr::eq(*fname, name)) {
+            Some(i) => i,
+            None => {
+                let file = self.dir(h).and_then(|d| File::open(d.join(name)).ok());
+                self.files.push((h, name, file));
+                self.files.len() - 1
+            }
+        };
+        let file = self.files[i].2.as_ref()?;
         let mut len = 0;
         loop {
             match file.read_at(&mut self.buf[len..], len as u64) {
@@ -117,14 +139,13 @@ impl CgroupReader {
                 }
                 Err(_) => {
                     // ENODEV and friends: the cgroup was removed under us.
-                    self.files.remove(&key);
+                    self.files.remove(i);
                     self.vanished = true;
                     return None;
                 }
             }
         }
-        self.buf.truncate(len);
-        std::str::from_utf8(&self.buf).ok()
+        std::str::from_utf8(&self.buf[..len]).ok()
     }
 
     fn v2_then_v1<T>(
@@ -133,13 +154,40 @@ impl CgroupReader {
         v1: (&'static str, &'static str),
         f: impl Fn(&str) -> Option<T>,
     ) -> Option<T> {
-        if let Some(v) = self.read(Hier::V2, v2).and_then(&f) {
+        if let Some(v) = self.read_file(Hier::V2, v2).and_then(&f) {
             return Some(v);
         }
-        self.read(Hier::V1(v1.0), v1.1).and_then(f)
+        self.read_file(Hier::V1(v1.0), v1.1).and_then(f)
     }
 
-    /// Reads everything for this tick.
+    /// Memory charged now (v2 `memory.current`, else v1 `memory.usage_in_bytes`).
+    fn mem_charged(&mut self) -> Option<u64> {
+        self.read_file(Hier::V2, "memory.current")
+            .and_then(parse::single)
+            .or_else(|| self.read_file(Hier::V1("memory"), "memory.usage_in_bytes").and_then(parse::single))
+    }
+
+    /// Reads this tick, to `depth` (the first reading is always full).
+    pub fn read(&mut self, depth: Depth) -> Result<CgroupStats, Vanished> {
+        if depth == Depth::Usage
+            && let Some(last) = &self.last
+        {
+            self.vanished = false;
+            let mut s = last.clone();
+            s.mem_charged = self.mem_charged();
+            // kernfs fails reads of a removed cgroup; other trees (tests)
+            // keep serving open files, so look at the directory too.
+            if self.vanished || (!self.kernfs && !self.exists()) {
+                return Err(Vanished(self.rel.clone()));
+            }
+            return Ok(s);
+        }
+        let s = self.read_stats()?;
+        self.last = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Reads every file.
     pub fn read_stats(&mut self) -> Result<CgroupStats, Vanished> {
         self.vanished = false;
         let mut s = CgroupStats {
@@ -158,45 +206,46 @@ impl CgroupReader {
         if let Some((periods, throttled, ns)) = self.v2_then_v1("cpu.stat", ("cpu", "cpu.stat"), throttle) {
             (s.cpu_nr_periods, s.cpu_nr_throttled, s.cpu_throttled_ns) = (Some(periods), Some(throttled), Some(ns));
         }
-        s.cpu_quota = match self.read(Hier::V2, "cpu.max").map(parse::v2_cpu_max) {
+        s.cpu_quota = match self.read_file(Hier::V2, "cpu.max").map(parse::v2_cpu_max) {
             Some(q) => q,
             None => {
-                let quota = self.read(Hier::V1("cpu"), "cpu.cfs_quota_us").map(str::to_owned);
-                let period = self.read(Hier::V1("cpu"), "cpu.cfs_period_us");
+                let quota = self.read_file(Hier::V1("cpu"), "cpu.cfs_quota_us").map(str::to_owned);
+                let period = self.read_file(Hier::V1("cpu"), "cpu.cfs_period_us");
                 quota.zip(period).and_then(|(q, p)| parse::v1_cpu_quota(&q, p))
             }
         };
 
-        let v2_mem = self.read(Hier::V2, "memory.current").and_then(parse::single);
+        let v2_mem = self.read_file(Hier::V2, "memory.current").and_then(parse::single);
         if v2_mem.is_some() {
             s.mem_charged = v2_mem;
-            s.mem_limit = self.read(Hier::V2, "memory.max").and_then(parse::v2_max_or_value);
+            s.mem_limit = self.read_file(Hier::V2, "memory.max").and_then(parse::v2_max_or_value);
             s.mem_inactive_file =
-                self.read(Hier::V2, "memory.stat").and_then(|t| parse::flat_keyed(t, "inactive_file"));
-            s.oom_kills = self.read(Hier::V2, "memory.events").and_then(|t| parse::flat_keyed(t, "oom_kill"));
+                self.read_file(Hier::V2, "memory.stat").and_then(|t| parse::flat_keyed(t, "inactive_file"));
+            s.oom_kills = self.read_file(Hier::V2, "memory.events").and_then(|t| parse::flat_keyed(t, "oom_kill"));
         } else {
             let m = Hier::V1("memory");
-            s.mem_charged = self.read(m, "memory.usage_in_bytes").and_then(parse::single);
-            s.mem_limit = self.read(m, "memory.limit_in_bytes").and_then(parse::v1_mem_limit);
-            s.mem_inactive_file = self.read(m, "memory.stat").and_then(|t| parse::flat_keyed(t, "total_inactive_file"));
-            s.oom_kills = self.read(m, "memory.oom_control").and_then(|t| parse::flat_keyed(t, "oom_kill"));
+            s.mem_charged = self.read_file(m, "memory.usage_in_bytes").and_then(parse::single);
+            s.mem_limit = self.read_file(m, "memory.limit_in_bytes").and_then(parse::v1_mem_limit);
+            s.mem_inactive_file =
+                self.read_file(m, "memory.stat").and_then(|t| parse::flat_keyed(t, "total_inactive_file"));
+            s.oom_kills = self.read_file(m, "memory.oom_control").and_then(|t| parse::flat_keyed(t, "oom_kill"));
         }
 
-        if let Some(io) = self.read(Hier::V2, "io.stat").map(parse::v2_io_stat) {
+        if let Some(io) = self.read_file(Hier::V2, "io.stat").map(parse::v2_io_stat) {
             s.io = Some(io);
-            s.io_limits = self.read(Hier::V2, "io.max").map(parse::v2_io_max).unwrap_or_default();
+            s.io_limits = self.read_file(Hier::V2, "io.max").map(parse::v2_io_max).unwrap_or_default();
         } else {
             let b = Hier::V1("blkio");
-            s.io = self.read(b, "blkio.throttle.io_service_bytes_recursive").map(parse::v1_blkio_bytes);
+            s.io = self.read_file(b, "blkio.throttle.io_service_bytes_recursive").map(parse::v1_blkio_bytes);
             s.io_limits = IoLimits {
-                read_bps: self.read(b, "blkio.throttle.read_bps_device").and_then(parse::v1_bps_device),
-                write_bps: self.read(b, "blkio.throttle.write_bps_device").and_then(parse::v1_bps_device),
+                read_bps: self.read_file(b, "blkio.throttle.read_bps_device").and_then(parse::v1_bps_device),
+                write_bps: self.read_file(b, "blkio.throttle.write_bps_device").and_then(parse::v1_bps_device),
             };
         }
 
-        s.psi_cpu = self.read(Hier::V2, "cpu.pressure").and_then(parse::psi);
-        s.psi_mem = self.read(Hier::V2, "memory.pressure").and_then(parse::psi);
-        s.psi_io = self.read(Hier::V2, "io.pressure").and_then(parse::psi);
+        s.psi_cpu = self.read_file(Hier::V2, "cpu.pressure").and_then(parse::psi);
+        s.psi_mem = self.read_file(Hier::V2, "memory.pressure").and_then(parse::psi);
+        s.psi_io = self.read_file(Hier::V2, "io.pressure").and_then(parse::psi);
 
         if self.vanished || !self.exists() {
             return Err(Vanished(self.rel.clone()));
@@ -317,6 +366,7 @@ mod tests {
             ],
         );
         let layout = Layout {
+            kernfs: false,
             v2: root.join("unified"),
             v1: ["cpu", "memory", "blkio"].iter().map(|c| (c.to_string(), root.join(c))).collect(),
         };
@@ -332,6 +382,22 @@ mod tests {
         assert_eq!(s.io, Some(IoBytes { read: 100, write: 200 }));
         assert_eq!(s.io_limits, IoLimits { read_bps: Some(20971520), write_bps: None });
         assert_eq!(s.psi_mem.unwrap().some.total_us, 77);
+    }
+
+    #[test]
+    fn usage_ticks_reread_memory_and_carry_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c");
+        write(&dir, &[("memory.current", "100\n"), ("memory.max", "1000\n"), ("cpu.max", "50000 100000\n")]);
+        let mut r = CgroupReader::new(&Layout::pure_v2(tmp.path()), "c");
+        let first = r.read(Depth::Usage).unwrap();
+        assert_eq!((first.mem_charged, first.mem_limit), (Some(100), Some(1000)), "the first reading is full");
+        std::fs::write(dir.join("memory.current"), "200\n").unwrap();
+        std::fs::write(dir.join("memory.max"), "2000\n").unwrap();
+        let quick = r.read(Depth::Usage).unwrap();
+        assert_eq!((quick.mem_charged, quick.mem_limit), (Some(200), Some(1000)), "limit carried");
+        let full = r.read(Depth::Full).unwrap();
+        assert_eq!(full.mem_limit, Some(2000));
     }
 
     #[test]

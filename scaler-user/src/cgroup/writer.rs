@@ -180,6 +180,7 @@ mod tests {
         let mem = mk("memory", &[("memory.limit_in_bytes", "9223372036854771712\n")]);
         let blk = mk("blkio", &[("blkio.throttle.read_bps_device", ""), ("blkio.throttle.write_bps_device", "")]);
         let layout = Layout {
+            kernfs: false,
             v2: root.join("unified"),
             v1: ["cpu", "memory", "blkio"].iter().map(|c| (c.to_string(), root.join(c))).collect(),
         };

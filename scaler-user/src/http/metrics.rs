@@ -58,6 +58,24 @@ pub fn render(s: &Shared) -> String {
     let _ = writeln!(out, "# HELP scaler_container_mem_charged_bytes Memory charged including page cache.");
     let _ = writeln!(out, "# TYPE scaler_container_mem_charged_bytes gauge");
     out.push_str(&extra);
+    let _ = writeln!(
+        out,
+        "# HELP scaler_ebpf_program_runs_total Runs of each eBPF program (needs kernel.bpf_stats_enabled)."
+    );
+    let _ = writeln!(out, "# TYPE scaler_ebpf_program_runs_total counter");
+    for p in &g.programs {
+        let _ = writeln!(out, "scaler_ebpf_program_runs_total{{program=\"{}\"}} {}", p.name, p.run_count);
+    }
+    let _ = writeln!(out, "# HELP scaler_ebpf_program_run_seconds_total Time spent in each eBPF program.");
+    let _ = writeln!(out, "# TYPE scaler_ebpf_program_run_seconds_total counter");
+    for p in &g.programs {
+        let _ = writeln!(
+            out,
+            "scaler_ebpf_program_run_seconds_total{{program=\"{}\"}} {:.9}",
+            p.name,
+            p.run_time_ns as f64 / 1e9
+        );
+    }
     let _ = writeln!(out, "# HELP scaler_agent_ticks_total Sampling ticks since start.");
     let _ = writeln!(out, "# TYPE scaler_agent_ticks_total counter");
     let _ = writeln!(out, "scaler_agent_ticks_total {}", g.ticks);

@@ -2,9 +2,12 @@
 //! to `bench-results/NAME.json`.
 
 mod aggregator;
+mod harness;
 mod policies;
+mod reaction;
+mod sampling;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Subcommand;
 
 #[derive(Subcommand, Clone, Copy)]
@@ -23,7 +26,8 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Policies => policies::run(),
         Which::Aggregator => aggregator::run(),
-        Which::Sampling | Which::Reaction => bail!("this benchmark is not built yet"),
+        Which::Sampling => sampling::run(),
+        Which::Reaction => reaction::run(),
     }
 }
 

@@ -1,0 +1,148 @@
+//! `cargo xtask bench reaction`: time from a load step in an LXC container
+//! until the raised CPU limit is in force, for the default policy (`fast`,
+//! 200 ms tick) and for `classic` with the original's timing (5 s polling,
+//! 10 s window, its deployed monitoring delay and event timeout), in the
+//! same run; then the agent's CPU and RSS with 100 subscribed containers.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use super::harness::{Agent, Cgroups, Lxc, cpu_percent, release_binary, rss_kib, table};
+
+const STEPS: usize = 20;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Reaction times (ms) of `STEPS` idle-to-one-core steps under `policy`.
+fn steps(bin: &std::path::Path, policy: &str, tick_ms: u64, timeout: Duration) -> anyhow::Result<Vec<f64>> {
+    let c = Lxc::start()?;
+    let agent = Agent::start(bin, &format!("tick_ms = {tick_ms}\ndiscovery_interval_ms = {}\n", tick_ms.max(1000)))?;
+    let end = Instant::now() + Duration::from_secs(20);
+    while agent.get(&format!("/v1/stats/{}", c.name)).is_err() {
+        anyhow::ensure!(Instant::now() < end, "agent never saw container {}", c.name);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let path = format!("/v1/containers/{}", c.name);
+    agent.put(&path, &json!({"policy": policy, "resources": {"cpu": {"min": 100, "max": 2000, "current": 200}}}))?;
+    let mut times = Vec::new();
+    for step in 0..STEPS {
+        // Every step starts idle at 200 millicores.
+        agent.put(&format!("{path}/resources/cpu"), &json!({"current": 200}))?;
+        std::thread::sleep(Duration::from_millis(tick_ms.max(1000)));
+        let t0 = now_ms();
+        let mut load = c.spawn_sh("echo $$ > /tmp/load.pid; exec stress-ng --cpu 1 --timeout 300s --quiet")?;
+        let deadline = Instant::now() + timeout;
+        let reaction = loop {
+            let ev = agent.get(&format!("/v1/events?container={}&since_ms={}", c.name, t0.saturating_sub(1)))?;
+            let raise = ev["events"].as_array().into_iter().flatten().find(|e| {
+                e["resource"] == "cpu" && e["new"].as_u64() > e["old"].as_u64() && e["time_ms"].as_u64() >= Some(t0)
+            });
+            if let Some(e) = raise {
+                break Some(e["time_ms"].as_u64().unwrap_or(t0) - t0);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = c.sh("kill $(cat /tmp/load.pid)");
+        let _ = load.wait();
+        match reaction {
+            Some(ms) => {
+                eprintln!("    {policy} step {}: {ms} ms", step + 1);
+                times.push(ms as f64);
+            }
+            None => eprintln!("    {policy} step {}: no raise within {timeout:?}", step + 1),
+        }
+    }
+    Ok(times)
+}
+
+fn hundred_subscribed(bin: &std::path::Path) -> anyhow::Result<Value> {
+    let mut cg = Cgroups::new()?;
+    for i in 0..100 {
+        cg.child_with(&format!("s{i}"), &["sleep", "300"])?;
+    }
+    let agent = Agent::start(bin, "[discovery]\nsystemd_services = false\n")?;
+    for i in 0..100 {
+        agent
+            .put(
+                &format!("/v1/containers/s{i}"),
+                &json!({"cgroup": cg.rel(&format!("s{i}")),
+                        "resources": {"cpu": {"min": 10, "max": 1000}, "mem": {"min": 16 << 20, "max": 256 << 20}}}),
+            )
+            .with_context(|| format!("subscribing s{i}"))?;
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu = cpu_percent(agent.pid(), 15)?;
+    let rss = rss_kib(agent.pid())?;
+    Ok(json!({"subscribed": 100, "tick_ms": 200, "cpu_percent_of_one_core": (cpu * 100.0).round() / 100.0,
+              "rss_mib": (rss as f64 / 1024.0 * 10.0).round() / 10.0}))
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let bin = release_binary()?;
+    eprintln!("==> fast, 200 ms tick: {STEPS} steps");
+    let mut fast = steps(&bin, "fast", 200, Duration::from_secs(10))?;
+    eprintln!("==> classic, original timing (5 s polling, 10 s window): {STEPS} steps");
+    let mut classic = steps(&bin, "classic", 5000, Duration::from_secs(150))?;
+    eprintln!("==> agent with 100 subscribed containers");
+    let hundred = hundred_subscribed(&bin)?;
+    for v in [&mut fast, &mut classic] {
+        v.sort_by(f64::total_cmp);
+    }
+    let row = |name: &str, v: &[f64]| {
+        vec![
+            name.to_owned(),
+            format!("{}/{STEPS}", v.len()),
+            format!("{:.0}", percentile(v, 50.0)),
+            format!("{:.0}", percentile(v, 99.0)),
+        ]
+    };
+    println!();
+    let mut md = table(
+        &["policy", "steps raised", "p50 ms", "p99 ms"],
+        &[row("fast (default), 200 ms tick", &fast), row("classic, original timing (5 s poll, 10 s window)", &classic)],
+    );
+    let ratio50 = percentile(&classic, 50.0) / percentile(&fast, 50.0);
+    let ratio99 = percentile(&classic, 99.0) / percentile(&fast, 99.0);
+    let line = format!("\nclassic / fast: p50 {ratio50:.0}x, p99 {ratio99:.0}x\n");
+    print!("{line}");
+    md.push_str(&line);
+    println!();
+    md.push('\n');
+    md.push_str(&table(
+        &["agent", "subscribed", "tick", "CPU % of one core", "RSS MiB"],
+        &[vec![
+            "scaler agent".into(),
+            "100".into(),
+            "200 ms".into(),
+            hundred["cpu_percent_of_one_core"].to_string(),
+            hundred["rss_mib"].to_string(),
+        ]],
+    ));
+    let result = json!({
+        "steps": STEPS,
+        "fast_ms": fast, "classic_ms": classic,
+        "fast_p50_ms": percentile(&fast, 50.0), "fast_p99_ms": percentile(&fast, 99.0),
+        "classic_p50_ms": percentile(&classic, 50.0), "classic_p99_ms": percentile(&classic, 99.0),
+        "ratio_p50": ratio50, "ratio_p99": ratio99,
+        "hundred_subscribed": hundred,
+        "markdown": md,
+    });
+    super::write_result("reaction", &serde_json::to_string_pretty(&result)?)?;
+    eprintln!("wrote bench-results/reaction.json");
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! `cargo xtask bench sampling`: what in-kernel sampling costs.
+//!
+//! 1. eBPF cost per event (`kernel.bpf_stats_enabled`, read back through the
+//!    agent's `/metrics`) under a mixed load: CPU with sleeps, a context
+//!    switch storm, direct I/O and a loopback transfer.
+//! 2. The agent's CPU and RSS watching 10, 100 and 500 cgroups (each with a
+//!    process) at the default tick.
+//! 3. atop, the monitor the original system used, sampling the same 500
+//!    cgroups' processes at its 1 s interval, in the same run.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use super::harness::{Agent, Cgroups, TempDir, cpu_percent, release_binary, rss_kib, table};
+
+const MEASURE_S: u64 = 15;
+
+/// `(runs, seconds)` per program from the agent's `/metrics`.
+fn program_stats(agent: &Agent) -> anyhow::Result<Vec<(String, f64, f64)>> {
+    let text = super::harness::http(&agent.addr, "GET", "/metrics", None)?;
+    let mut out: Vec<(String, f64, f64)> = Vec::new();
+    for line in text.lines() {
+        let (metric, value) = match line.rsplit_once(' ') {
+            Some(x) => x,
+            None => continue,
+        };
+        let value: f64 = value.parse().unwrap_or(0.0);
+        for (prefix, runs) in
+            [("scaler_ebpf_program_runs_total{program=\"", true), ("scaler_ebpf_program_run_seconds_total{program=\"", false)]
+        {
+            if let Some(name) = metric.strip_prefix(prefix).and_then(|r| r.strip_suffix("\"}")) {
+                let i = match out.iter().position(|(n, _, _)| n == name) {
+                    Some(i) => i,
+                    None => {
+                        out.push((name.to_owned(), 0.0, 0.0));
+                        out.len() - 1
+                    }
+                };
+                if runs { out[i].1 = value } else { out[i].2 = value }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn ebpf_cost(bin: &std::path::Path) -> anyhow::Result<Vec<Value>> {
+    let mut cg = Cgroups::new()?;
+    let secs = format!("{}s", MEASURE_S + 15);
+    cg.child_with("cpu", &["stress-ng", "--cpu", "1", "--cpu-load", "60", "--timeout", &secs, "--quiet"])?;
+    cg.child_with("switch", &["stress-ng", "--switch", "1", "--timeout", &secs, "--quiet"])?;
+    let tmp = TempDir::new()?;
+    let file = tmp.0.join("fio.dat");
+    cg.child_with(
+        "io",
+        &["fio", "--name=b", &format!("--filename={}", file.display()), "--rw=randrw", "--bs=64k", "--size=128M",
+          "--direct=1", "--time_based", &format!("--runtime={}", MEASURE_S + 15)],
+    )?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
+    cg.child_with("netd", &["iperf3", "-s", "-p", &port])?;
+    std::thread::sleep(Duration::from_millis(500));
+    cg.child_with("net", &["iperf3", "-c", "127.0.0.1", "-p", &port, "-t", &(MEASURE_S + 12).to_string(), "-b", "200M"])?;
+    let agent = Agent::start(
+        bin,
+        &format!("bpf_stats = true\n[discovery]\nsystemd_services = false\nwatch = [\"{}/*\"]\n", cg.name),
+    )?;
+    // Statistics refresh every 25 ticks (5 s): wait for one, measure across two.
+    std::thread::sleep(Duration::from_secs(6));
+    let a = program_stats(&agent)?;
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(MEASURE_S));
+    let b = program_stats(&agent)?;
+    let dt = t0.elapsed().as_secs_f64();
+    let mut rows = Vec::new();
+    for (name, runs, secs) in &b {
+        let (r0, s0) = a.iter().find(|(n, _, _)| n == name).map_or((0.0, 0.0), |(_, r, s)| (*r, *s));
+        let (dr, ds) = (runs - r0, secs - s0);
+        rows.push(json!({
+            "program": name,
+            "events_per_s": (dr / dt).round(),
+            "ns_per_event": if dr > 0.0 { (ds * 1e9 / dr).round() } else { 0.0 },
+            "cpu_percent_of_one_core": (ds / dt * 100.0 * 1000.0).round() / 1000.0,
+        }));
+    }
+    Ok(rows)
+}
+
+fn agent_overhead(bin: &std::path::Path, n: usize) -> anyhow::Result<Value> {
+    let mut cg = Cgroups::new()?;
+    for i in 0..n {
+        cg.child_with(&format!("c{i}"), &["sleep", "300"])?;
+    }
+    let agent =
+        Agent::start(bin, &format!("[discovery]\nsystemd_services = false\nwatch = [\"{}/*\"]\n", cg.name))?;
+    // Discovery and a first scan of everything.
+    let end = Instant::now() + Duration::from_secs(20);
+    while agent.get("/v1/stats")?["containers"].as_array().map_or(0, Vec::len) < n {
+        anyhow::ensure!(Instant::now() < end, "agent never saw all {n} cgroups");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu = cpu_percent(agent.pid(), MEASURE_S)?;
+    let rss = rss_kib(agent.pid())?;
+    let mut ticks = Vec::new();
+    for _ in 0..10 {
+        ticks.push(agent.get("/healthz")?["last_tick_us"].as_u64().unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(230));
+    }
+    let tick_us = ticks.iter().sum::<u64>() / ticks.len() as u64;
+    Ok(json!({"cgroups": n, "tick_ms": 200, "cpu_percent_of_one_core": (cpu * 100.0).round() / 100.0,
+              "rss_mib": (rss as f64 / 1024.0 * 10.0).round() / 10.0, "tick_us": tick_us}))
+}
+
+fn atop_overhead() -> anyhow::Result<Value> {
+    let mut cg = Cgroups::new()?;
+    for i in 0..500 {
+        cg.child_with(&format!("c{i}"), &["sleep", "300"])?;
+    }
+    let tmp = TempDir::new()?;
+    let mut atop = std::process::Command::new("atop")
+        .args(["-w"])
+        .arg(tmp.0.join("atop.raw"))
+        .arg("1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting atop (cargo xtask setup installs it)")?;
+    std::thread::sleep(Duration::from_secs(3));
+    let result = (|| -> anyhow::Result<Value> {
+        let cpu = cpu_percent(atop.id(), MEASURE_S)?;
+        let rss = rss_kib(atop.id())?;
+        Ok(json!({"interval_ms": 1000, "processes_in_cgroups": 500, "cpu_percent_of_one_core": (cpu * 100.0).round() / 100.0,
+                  "rss_mib": (rss as f64 / 1024.0 * 10.0).round() / 10.0}))
+    })();
+    let _ = atop.kill();
+    let _ = atop.wait();
+    result
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let bin = release_binary()?;
+    eprintln!("==> eBPF cost per event under a mixed load ({MEASURE_S} s)");
+    let ebpf = ebpf_cost(&bin)?;
+    let mut agent = Vec::new();
+    for n in [10, 100, 500] {
+        eprintln!("==> agent watching {n} cgroups ({MEASURE_S} s)");
+        agent.push(agent_overhead(&bin, n)?);
+    }
+    eprintln!("==> atop -w at 1 s with 500 cgroups' processes ({MEASURE_S} s)");
+    let atop = atop_overhead()?;
+
+    println!("\neBPF programs (kernel.bpf_stats_enabled), mixed load:\n");
+    let rows: Vec<Vec<String>> = ebpf
+        .iter()
+        .map(|r| {
+            vec![
+                r["program"].as_str().unwrap_or("?").to_owned(),
+                r["events_per_s"].to_string(),
+                r["ns_per_event"].to_string(),
+                r["cpu_percent_of_one_core"].to_string(),
+            ]
+        })
+        .collect();
+    let t1 = table(&["program", "events/s", "ns/event", "CPU % of one core"], &rows);
+    println!("\nMonitoring overhead:\n");
+    let mut rows: Vec<Vec<String>> = agent
+        .iter()
+        .map(|r| {
+            vec![
+                "scaler agent (eBPF + cgroupfs)".to_owned(),
+                r["cgroups"].to_string(),
+                "200 ms".to_owned(),
+                r["cpu_percent_of_one_core"].to_string(),
+                r["rss_mib"].to_string(),
+                format!("{} us", r["tick_us"]),
+            ]
+        })
+        .collect();
+    rows.push(vec![
+        "atop -w (the original's monitor)".to_owned(),
+        "500 (processes)".to_owned(),
+        "1 s".to_owned(),
+        atop["cpu_percent_of_one_core"].to_string(),
+        atop["rss_mib"].to_string(),
+        "-".to_owned(),
+    ]);
+    let t2 = table(&["monitor", "cgroups", "interval", "CPU % of one core", "RSS MiB", "tick time"], &rows);
+    let result = json!({"ebpf": ebpf, "agent": agent, "atop": atop, "markdown": format!("{t1}\n{t2}")});
+    super::write_result("sampling", &serde_json::to_string_pretty(&result)?)?;
+    eprintln!("wrote bench-results/sampling.json");
+    Ok(())
+}
