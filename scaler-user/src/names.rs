@@ -6,6 +6,9 @@ pub fn validate(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 128 {
         return Err(format!("name {name:?} must be 1 to 128 characters"));
     }
+    if name == "." || name == ".." {
+        return Err(format!("name {name:?} is not addressable in a URL"));
+    }
     if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "._:@-".contains(*c))) {
         return Err(format!("name {name:?} contains {c:?}; allowed: letters, digits and . _ : @ -"));
     }
@@ -36,6 +39,7 @@ mod tests {
         assert!(super::validate("web-1.service").is_ok());
         assert!(super::validate("").is_err());
         assert!(super::validate("a/b").is_err());
+        assert!(super::validate("..").is_err());
         assert!(super::validate(&"x".repeat(129)).is_err());
     }
 }

@@ -98,6 +98,10 @@ impl Shared {
         for name in &r.removed {
             g.containers.remove(name);
         }
+        // Every tracked container is in `samples` each tick: a name that is
+        // not (its cgroup now goes by another name) is gone.
+        let live: std::collections::HashSet<&str> = r.samples.iter().map(|(d, _)| d.name.as_str()).collect();
+        g.containers.retain(|name, _| live.contains(name.as_str()));
         for (info, sample) in r.samples {
             let history_len = self.history_len;
             let p = g.containers.entry(info.name.clone()).or_insert_with(|| Published {

@@ -36,6 +36,9 @@ impl From<ManageError> for ApiError {
                 ApiError { status: StatusCode::FORBIDDEN, error: format!("{field}: {message}"), field: Some(field) }
             }
             ManageError::NotFound(m) => ApiError::not_found(m),
+            ManageError::Conflict { field, message } => {
+                ApiError { status: StatusCode::CONFLICT, error: format!("{field}: {message}"), field: Some(field) }
+            }
             ManageError::Apply(m) => ApiError::new(StatusCode::CONFLICT, format!("could not apply the limits: {m}")),
             ManageError::Store(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
@@ -106,11 +109,17 @@ fn resolve_cgroup(app: &AppState, name: &str, given: Option<&str>) -> Result<Str
     Ok(cg)
 }
 
-pub async fn list(State(app): State<AppState>) -> Json<Value> {
-    Json(json!({"containers": app.manager().views()}))
+pub async fn list(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    Ok(Json(json!({"containers": app.manager().views()})))
 }
 
-pub async fn get(State(app): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
     app.manager()
         .view(&name)
         .map(|v| Json(json!(v)))
@@ -148,7 +157,7 @@ pub async fn put_resource(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let r = model::parse_resource("resource", &resource)?;
-    let patch = model::parse_patch(&json_body(&body)?, "body")?;
+    let patch = model::parse_patch(&json_body(&body)?, "")?;
     let cgroup = app
         .manager()
         .get(&name)
@@ -197,8 +206,9 @@ fn host_json(app: &AppState) -> Value {
     })
 }
 
-pub async fn get_host(State(app): State<AppState>) -> Json<Value> {
-    Json(host_json(&app))
+pub async fn get_host(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    Ok(Json(host_json(&app)))
 }
 
 pub async fn put_host(State(app): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
@@ -238,10 +248,12 @@ pub async fn events(State(app): State<AppState>, RawQuery(q): RawQuery) -> Resul
 
 pub async fn stream(
     State(app): State<AppState>,
-) -> Sse<impl futures_core::Stream<Item = Result<SseEvent, Infallible>>> {
+    RawQuery(q): RawQuery,
+) -> Result<Sse<impl futures_core::Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
     let rx = app.manager().events.subscribe();
     let s = async_stream(rx);
-    Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 /// Turns the broadcast receiver into an SSE stream (lagging readers skip

@@ -60,6 +60,27 @@ async fn auth(State(app): State<AppState>, req: Request, next: Next) -> Response
     next.run(req).await
 }
 
+/// Turns any error response that is not JSON (axum's own rejections: a
+/// path segment that is not UTF-8, a body over the size limit, ...) into the
+/// API's JSON error, keeping the status.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let text = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text };
+    ApiError::new(status, message).into_response()
+}
+
 pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/v1/stats", get(stats::all))
@@ -74,11 +95,13 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/events/stream", get(manage::stream))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(stats::healthz))
+        // After routing: an unknown path or method is 404/405 before any 401.
+        .route_layer(middleware::from_fn_with_state(app.clone(), auth))
         .fallback(|| async { ApiError::not_found("no such endpoint; see docs/api.md") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
         })
-        .layer(middleware::from_fn_with_state(app.clone(), auth))
+        .layer(middleware::map_response(json_errors))
         .with_state(app)
 }
 

@@ -102,9 +102,10 @@ pub async fn history(
     Ok(Json(json!({"name": name, "tick_ms": s.tick_ms, "points": points})))
 }
 
-pub async fn healthz(State(s): State<Arc<Shared>>) -> Json<Value> {
+pub async fn healthz(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
     let g = s.read();
-    Json(json!({
+    Ok(Json(json!({
         "status": "ok",
         "host": s.host,
         "uptime_s": s.started.elapsed().as_secs(),
@@ -114,5 +115,5 @@ pub async fn healthz(State(s): State<Arc<Shared>>) -> Json<Value> {
         "cgroup_layout": s.layout,
         "kernel": s.kernel,
         "version": env!("CARGO_PKG_VERSION"),
-    }))
+    })))
 }

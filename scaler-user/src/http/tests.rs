@@ -94,6 +94,14 @@ async fn errors_are_json_with_the_right_status() {
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED.as_u16());
     let (s, v) = call(&app, "GET", "/nope", None, None).await;
     assert!(s == 404 && v["error"].is_string());
+    // axum's own rejections come back as JSON too.
+    let (s, v) = call(&app, "GET", "/v1/stats/%FF", None, None).await;
+    assert!(s == 400 && v["error"].is_string(), "{s} {v}");
+    let big = json!({"resources": {"cpu": {"min": 1, "max": 2}}, "pad": "x".repeat(3 << 20)});
+    let (s, v) = call(&app, "PUT", "/v1/containers/web", Some(big), None).await;
+    assert!(s == 413 && v["error"].is_string(), "{s} {v}");
+    let (s, v) = call(&app, "GET", "/v1/host?x=1", None, None).await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("x")));
 }
 
 #[tokio::test]
@@ -131,5 +139,27 @@ async fn a_token_guards_changes_but_not_reads() {
     let (s, _) = call(&app, "PUT", "/v1/containers/web", Some(body), Some("s3cret")).await;
     assert_eq!(s, 200);
     let (s, _) = call(&app, "GET", "/v1/containers", None, None).await;
+    assert_eq!(s, 200);
+    let (s, _) = call(&app, "POST", "/v1/stats", None, None).await;
+    assert_eq!(s, 405, "a wrong method is 405 before any 401");
+}
+
+#[tokio::test]
+async fn one_cgroup_has_one_name_and_amounts_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = app(tmp.path(), None);
+    let body = json!({"cgroup": "/lxc.payload.web", "resources": {"cpu": {"min": 100, "max": 1000}}});
+    let (s, _) = call(&app, "PUT", "/v1/containers/a", Some(body.clone()), None).await;
+    assert_eq!(s, 200);
+    let (s, v) = call(&app, "PUT", "/v1/containers/b", Some(body), None).await;
+    assert_eq!((s, v["field"].as_str()), (409, Some("cgroup")), "{v}");
+    let huge = json!({"cgroup": "/lxc.payload.web", "resources": {"mem": {"min": 1, "max": u64::MAX}}});
+    let (s, v) = call(&app, "PUT", "/v1/containers/a", Some(huge), None).await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("resources.mem.max")), "{v}");
+    let (s, v) = call(&app, "PUT", "/v1/containers/a/resources/cpu", Some(json!({"min": 10, "max": 5})), None).await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("min")), "{v}");
+    let (s, v) = call(&app, "PUT", "/v1/containers/a/resources/cpu", Some(json!({"min": -1})), None).await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("min")), "{v}");
+    let (s, _) = call(&app, "GET", "/v1/host", None, None).await;
     assert_eq!(s, 200);
 }

@@ -54,6 +54,8 @@ pub enum ManageError {
     Forbidden { field: String, message: String },
     #[error("{0}")]
     NotFound(String),
+    #[error("{field}: {message}")]
+    Conflict { field: String, message: String },
     #[error("could not apply the limits: {0}")]
     Apply(String),
     #[error(transparent)]
@@ -146,7 +148,11 @@ impl Manager {
 
     /// Sum of `min` of `r` over subscriptions other than `except`.
     fn mins_of_others(&self, r: Resource, except: &str) -> u64 {
-        self.subs.values().filter(|m| m.sub.name != except).filter_map(|m| m.sub.resources.get(&r)).map(|b| b.min).sum()
+        self.subs
+            .values()
+            .filter(|m| m.sub.name != except)
+            .filter_map(|m| m.sub.resources.get(&r))
+            .fold(0u64, |a, b| a.saturating_add(b.min))
     }
 
     /// Sum of limits of `r` over subscriptions other than `except`.
@@ -155,7 +161,7 @@ impl Manager {
             .values()
             .filter(|m| m.sub.name != except && m.sub.resources.contains_key(&r))
             .filter_map(|m| m.sub.limits.get(&r).copied().flatten())
-            .sum()
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Subscribes (or replaces the subscription of) `name`. Applies the
@@ -169,6 +175,12 @@ impl Manager {
         req: &SubscribeRequest,
         found: &Found,
     ) -> Result<(), ManageError> {
+        if let Some(other) = self.subs.values().find(|m| m.sub.cgroup == cgroup && m.sub.name != name) {
+            return Err(ManageError::Conflict {
+                field: "cgroup".into(),
+                message: format!("{cgroup} is already managed as {:?}; one cgroup has one name", other.sub.name),
+            });
+        }
         let existing = self.subs.get(name).map(|m| m.sub.clone());
         let policy_name = req.policy.clone().unwrap_or_else(|| self.default_policy.clone());
         let policy_config = if req.policy.is_some() { req.policy_config.clone() } else { None };

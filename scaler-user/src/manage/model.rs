@@ -117,9 +117,18 @@ fn join(prefix: &str, key: &str) -> String {
     if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") }
 }
 
-/// A non-negative integer (JSON number without fraction).
+/// The largest amount accepted anywhere (2^52, what the policies compute
+/// with exactly): far above any real host (4 PiB, 4.5e12 cores), and sums of
+/// thousands of such amounts cannot overflow.
+pub const MAX_AMOUNT: u64 = policies::resource::MAX_AMOUNT;
+
+/// A non-negative integer (JSON number without fraction) of at most
+/// [`MAX_AMOUNT`].
 pub fn uint(v: &Value, field: &str) -> Result<u64, FieldError> {
     if let Some(u) = v.as_u64() {
+        if u > MAX_AMOUNT {
+            return Err(field_err(field, format!("{u} is above the largest accepted amount, 2^52")));
+        }
         return Ok(u);
     }
     match v.as_i64() {
@@ -356,6 +365,7 @@ mod tests {
             (json!({"policy": "nope", "resources": {"cpu": {"min": 1, "max": 2}}}), "policy"),
             (json!({"priority": -1, "resources": {"cpu": {"min": 1, "max": 2}}}), "priority"),
             (json!({"cgroup": 5, "resources": {"cpu": {"min": 1, "max": 2}}}), "cgroup"),
+            (json!({"resources": {"net_tx": {"min": 1, "max": u64::MAX}}}), "resources.net_tx.max"),
             (json!({"bogus": 1, "resources": {"cpu": {"min": 1, "max": 2}}}), "bogus"),
             (json!([1, 2]), "body"),
         ];

@@ -26,7 +26,7 @@ struct Want {
 pub(crate) fn page_align(value: u64, min: u64) -> u64 {
     const PAGE: u64 = 4096;
     let down = value / PAGE * PAGE;
-    if down >= min { down } else { min.div_ceil(PAGE) * PAGE }
+    if down >= min { down } else { min.div_ceil(PAGE).saturating_mul(PAGE) }
 }
 
 fn policy_sample(s: &Sample, r: Resource, usage: u64, oom_delta: u64) -> policies::Sample {

@@ -94,7 +94,8 @@ impl Manager {
         for m in self.subs.values() {
             for (&r, &v) in &m.sub.limits {
                 if m.sub.resources.contains_key(&r) {
-                    *out.entry(r).or_insert(0) += v.unwrap_or(0);
+                    let e = out.entry(r).or_insert(0u64);
+                    *e = e.saturating_add(v.unwrap_or(0));
                 }
             }
         }
