@@ -27,9 +27,10 @@ fn program_stats(agent: &Agent) -> anyhow::Result<Vec<(String, f64, f64)>> {
             None => continue,
         };
         let value: f64 = value.parse().unwrap_or(0.0);
-        for (prefix, runs) in
-            [("scaler_ebpf_program_runs_total{program=\"", true), ("scaler_ebpf_program_run_seconds_total{program=\"", false)]
-        {
+        for (prefix, runs) in [
+            ("scaler_ebpf_program_runs_total{program=\"", true),
+            ("scaler_ebpf_program_run_seconds_total{program=\"", false),
+        ] {
             if let Some(name) = metric.strip_prefix(prefix).and_then(|r| r.strip_suffix("\"}")) {
                 let i = match out.iter().position(|(n, _, _)| n == name) {
                     Some(i) => i,
@@ -54,13 +55,25 @@ fn ebpf_cost(bin: &std::path::Path) -> anyhow::Result<Vec<Value>> {
     let file = tmp.0.join("fio.dat");
     cg.child_with(
         "io",
-        &["fio", "--name=b", &format!("--filename={}", file.display()), "--rw=randrw", "--bs=64k", "--size=128M",
-          "--direct=1", "--time_based", &format!("--runtime={}", MEASURE_S + 15)],
+        &[
+            "fio",
+            "--name=b",
+            &format!("--filename={}", file.display()),
+            "--rw=randrw",
+            "--bs=64k",
+            "--size=128M",
+            "--direct=1",
+            "--time_based",
+            &format!("--runtime={}", MEASURE_S + 15),
+        ],
     )?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
     cg.child_with("netd", &["iperf3", "-s", "-p", &port])?;
     std::thread::sleep(Duration::from_millis(500));
-    cg.child_with("net", &["iperf3", "-c", "127.0.0.1", "-p", &port, "-t", &(MEASURE_S + 12).to_string(), "-b", "200M"])?;
+    cg.child_with(
+        "net",
+        &["iperf3", "-c", "127.0.0.1", "-p", &port, "-t", &(MEASURE_S + 12).to_string(), "-b", "200M"],
+    )?;
     let agent = Agent::start(
         bin,
         &format!("bpf_stats = true\n[discovery]\nsystemd_services = false\nwatch = [\"{}/*\"]\n", cg.name),
@@ -91,8 +104,7 @@ fn agent_overhead(bin: &std::path::Path, n: usize) -> anyhow::Result<Value> {
     for i in 0..n {
         cg.child_with(&format!("c{i}"), &["sleep", "300"])?;
     }
-    let agent =
-        Agent::start(bin, &format!("[discovery]\nsystemd_services = false\nwatch = [\"{}/*\"]\n", cg.name))?;
+    let agent = Agent::start(bin, &format!("[discovery]\nsystemd_services = false\nwatch = [\"{}/*\"]\n", cg.name))?;
     // Discovery and a first scan of everything.
     let end = Instant::now() + Duration::from_secs(20);
     while agent.get("/v1/stats")?["containers"].as_array().map_or(0, Vec::len) < n {
@@ -130,8 +142,10 @@ fn atop_overhead() -> anyhow::Result<Value> {
     let result = (|| -> anyhow::Result<Value> {
         let cpu = cpu_percent(atop.id(), MEASURE_S)?;
         let rss = rss_kib(atop.id())?;
-        Ok(json!({"interval_ms": 1000, "processes_in_cgroups": 500, "cpu_percent_of_one_core": (cpu * 100.0).round() / 100.0,
-                  "rss_mib": (rss as f64 / 1024.0 * 10.0).round() / 10.0}))
+        Ok(
+            json!({"interval_ms": 1000, "processes_in_cgroups": 500, "cpu_percent_of_one_core": (cpu * 100.0).round() / 100.0,
+                  "rss_mib": (rss as f64 / 1024.0 * 10.0).round() / 10.0}),
+        )
     })();
     let _ = atop.kill();
     let _ = atop.wait();
