@@ -133,7 +133,8 @@ fn test(filter: Option<&str>, no_lint: bool) -> anyhow::Result<()> {
     util::run(&mut unit)?;
     util::step("end-to-end tests (root, real kernel, real cgroups and LXC containers)");
     let mut e2e = util::cargo();
-    e2e.args(["test", "-p", "tests"]).env("SCALER_BIN", &bin);
+    // --no-fail-fast: a failing test binary must not hide the others.
+    e2e.args(["test", "-p", "tests", "--no-fail-fast"]).env("SCALER_BIN", &bin);
     if let Some(f) = filter {
         e2e.arg(f);
     }

@@ -204,13 +204,18 @@ impl CapControllerConfig {
         CapControllerConfig::Proportional { dead_band_permille: 25 }
     }
 
-    /// The model-inverting controller with its defaults: no integral term
-    /// (re-estimating `k` every period already drives any monotone plant to
-    /// the cap, and an integral reacting to the one stale split after a
-    /// demand change overshoots: 10.5 % over the cap on `bigdata` with gain
-    /// 0.5), newest `k` weighted 0.5.
+    /// The model-inverting controller with its defaults: a small integral
+    /// term (gain 0.1) and the newest `k` weighted 0.5.
+    ///
+    /// Re-estimating `k` every period drives a plant whose usage equals its
+    /// budget to the cap exactly, but on real hosts measured usage runs a few
+    /// percent off the quota (interrupt time counted inside a task's slices),
+    /// which left power 1.5-5 % over the cap in the end-to-end test. The
+    /// integral removes that bias; kept small because it reacts to the one
+    /// stale split after a demand change (on `bigdata`: peak over cap 2.2 %
+    /// at gain 0.1, 6.4 % at 0.3, 10.5 % at 0.5; settling 2 s either way).
     pub fn inverting() -> Self {
-        CapControllerConfig::Inverting { gain_permille: 0, smoothing_permille: 500 }
+        CapControllerConfig::Inverting { gain_permille: 100, smoothing_permille: 500 }
     }
 
     /// A controller object.
