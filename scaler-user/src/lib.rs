@@ -16,4 +16,5 @@ pub mod host;
 pub mod http;
 pub mod manage;
 pub mod names;
+pub mod process;
 pub mod sample;

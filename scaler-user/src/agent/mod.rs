@@ -56,7 +56,7 @@ fn capacity(cfg: &Config) -> BTreeMap<Resource, Option<u64>> {
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     preflight::check(&cfg.agent.btf_path)?;
     let layout = Layout::detect()?;
-    raise_fd_limit();
+    crate::process::raise_fd_limit();
     let mut kernel = Kernel::load(
         &layout.v2,
         &LoadOptions { btf_path: cfg.agent.btf_path.clone(), cpu_flush_hz: cfg.agent.cpu_flush_hz },
@@ -120,7 +120,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let stop_http = stop.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            shutdown_signal().await;
+            crate::process::shutdown_signal().await;
             stop_http.store(true, Ordering::SeqCst);
         })
         .await?;
@@ -211,33 +211,5 @@ fn sample_loop(
             next = now;
         }
         std::thread::sleep(next - now);
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = ctrl_c.await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term.recv() => {},
-    }
-}
-
-/// Each watched container keeps a dozen cgroupfs files open: raise the soft
-/// open-file limit to the hard one.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: valid pointer to an rlimit struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
     }
 }

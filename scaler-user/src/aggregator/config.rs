@@ -11,27 +11,7 @@ use std::{
 use policies::energy::{CapControllerConfig, PowerModel};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("config {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: Box<toml::de::Error>,
-    },
-    #[error("config field `{field}`: {reason}")]
-    Invalid { field: String, reason: String },
-}
-
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field: field.into(), reason: reason.into() }
-}
+pub use crate::config::{ConfigError, invalid};
 
 /// `[aggregator]`: where it listens, where it keeps state, how it polls.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -197,9 +177,7 @@ pub fn validate_url(url: &str) -> Result<reqwest::Url, String> {
 impl AggConfig {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let cfg: Self = toml::from_str(&text)
-            .map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })?;
+        let cfg: Self = crate::config::load_toml(path)?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -126,7 +126,7 @@ pub fn main(config: Option<&Path>, listen: Option<SocketAddr>) -> anyhow::Result
         cfg.aggregator.listen = l;
         cfg.validate()?;
     }
-    raise_fd_limit();
+    crate::process::raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -150,7 +150,7 @@ pub async fn run(cfg: AggConfig) -> anyhow::Result<()> {
     let app = api::router(shared.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            shutdown_signal().await;
+            crate::process::shutdown_signal().await;
             let _ = stop_tx.send(true);
         })
         .await?;
@@ -187,31 +187,6 @@ async fn flush_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<
             }
             Ok(Err(e)) => warn!("history flush: {e}"),
             Err(e) => warn!("history flush: {e}"),
-        }
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
-        let _ = ctrl_c.await;
-        return;
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term.recv() => {},
-    }
-}
-
-/// One connection per agent: a thousand hosts need more than the usual
-/// 1024 descriptors. Raise the soft limit to the hard one.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: valid pointer to an rlimit struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }
