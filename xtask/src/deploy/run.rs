@@ -425,7 +425,15 @@ mod tests {
             let started = Mutex::new(Vec::new());
             let r = for_each(&hosts(5), parallel, |i| {
                 started.lock().unwrap().push(i.name.clone());
-                if i.name == "n2" { bail!("host n2: step \"connect\": boom") } else { Ok(i.name.clone()) }
+                if i.name == "n2" {
+                    bail!("host n2: step \"connect\": boom")
+                }
+                // Hosts that succeed take a moment (as a deploy does), so the
+                // failure is seen before the next host would start; with
+                // instant successes a free worker could legitimately start
+                // every remaining host first.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                Ok(i.name.clone())
             });
             assert!(r.unwrap_err().to_string().contains("n2"));
             let started = started.into_inner().unwrap();
