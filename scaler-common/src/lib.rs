@@ -27,6 +27,14 @@ pub const MAP_NET_LEVELS: &str = "NET_LEVELS";
 pub const NET_LIMITS_MAX_ENTRIES: u32 = 4096;
 /// Deepest cgroup level a limited container may sit at.
 pub const NET_MAX_LEVEL: u32 = 16;
+/// Hash: cgroup v2 id (`u64`) -> v2 id of the container it belongs to
+/// (`u64`), for every cgroup in every container the agent tracks, innermost
+/// container first. User space refreshes it after each discovery scan; the
+/// `sock_ops` program uses it to know which container owns a TCP socket
+/// (and so which rate to pace it at, when one is set later).
+pub const MAP_SOCK_OWNERS: &str = "SOCK_OWNERS";
+/// Capacity of [`MAP_SOCK_OWNERS`].
+pub const SOCK_OWNERS_MAX_ENTRIES: u32 = 65536;
 /// Direction index in [`NetLimit`] arrays.
 pub const NET_RX: usize = 0;
 pub const NET_TX: usize = 1;

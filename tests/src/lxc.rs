@@ -68,6 +68,21 @@ impl Lxc {
         run(Command::new("lxc-attach").args(["-n", &self.name, "--"]).args(args))
     }
 
+    /// PID (on the host) of the container's init.
+    pub fn init_pid(&self) -> u32 {
+        let out = run(Command::new("lxc-info").args(["-n", &self.name, "-p", "-H"]));
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|e| panic!("lxc-info -p: {e}"))
+    }
+
+    /// A host command that runs in the container's network namespace but
+    /// stays in the caller's cgroups (a client outside the container that
+    /// can reach its loopback services).
+    pub fn in_netns(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &self.init_pid().to_string(), "-n", "--"]).args(args);
+        cmd
+    }
+
     /// Starts a command inside in the background. Bound it with `timeout`;
     /// stopping the container ends it in any case.
     pub fn spawn(&mut self, args: &[&str]) {

@@ -187,6 +187,62 @@ fn lxc_network_rates_hold_under_iperf3() {
     assert_eq!(stats["resources"]["net_rx"]["current"].as_u64(), Some(rate));
 }
 
+/// Throughput (bytes/s) per one-second interval of an iperf3 client run.
+fn iperf3_intervals(out: &std::process::Output) -> Vec<f64> {
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("iperf3 output: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    v["intervals"].as_array().unwrap().iter().map(|i| i["sum"]["bits_per_second"].as_f64().unwrap() / 8.0).collect()
+}
+
+/// A server container: its sockets are accepted ones (created in softirq
+/// context, not by a task of the container), it was listening before it
+/// was subscribed, and its limit changes while a connection is open.
+#[test]
+fn lxc_server_sends_at_its_rate_on_accepted_connections_when_the_limit_comes_later() {
+    require_root();
+    let c = Lxc::start();
+    let agent = Agent::start(WATCH);
+    agent.wait_container(&c.name);
+    // Listening while merely watched, with no limit anywhere.
+    c.exec(&["iperf3", "-s", "-D", "-p", "5202"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let rate = 10 * MIB;
+    subscribe(&agent, &c.name, json!({"resources": {"net_tx": {"min": rate, "max": rate}}}));
+    // The client runs in the container's network namespace but in the test's
+    // own cgroup; with -R the server in the container sends.
+    let client = |secs: &str| {
+        c.in_netns(&["iperf3", "-c", "127.0.0.1", "-p", "5202", "-R", "-t", secs, "-J"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = client("5").wait_with_output().unwrap();
+    let at_10: f64 = iperf3_intervals(&first)[1..].iter().sum::<f64>() / 4.0;
+    // Lowered to 5 MiB/s while a transfer runs: the open connection follows.
+    let running = client("8");
+    std::thread::sleep(Duration::from_secs(3));
+    let half = rate / 2;
+    let (s, v) = agent.send(
+        "PUT",
+        &format!("/v1/containers/{}/resources/net_tx", c.name),
+        Some(&json!({"min": half, "max": half})),
+    );
+    assert_eq!(s, 200, "{v}");
+    let second = iperf3_intervals(&running.wait_with_output().unwrap());
+    let mb = |x: f64| x / MIB as f64;
+    let before: f64 = second[1..3].iter().sum::<f64>() / 2.0;
+    let after: f64 = second[5..8].iter().sum::<f64>() / 3.0;
+    println!(
+        "accepted connections: net_tx 10 MiB/s -> {:.2} MiB/s; one connection before/after lowering to 5 MiB/s: {:.2} / {:.2} MiB/s",
+        mb(at_10),
+        mb(before),
+        mb(after)
+    );
+    assert!(rel_err(at_10, rate as f64) < 0.10, "accepted connection at 10 MiB/s: {}", mb(at_10));
+    assert!(rel_err(before, rate as f64) < 0.10, "before lowering: {}", mb(before));
+    assert!(rel_err(after, half as f64) < 0.10, "after lowering to 5 MiB/s: {}", mb(after));
+}
+
 #[test]
 fn unsubscribe_restores_the_original_limits_when_asked() {
     require_root();

@@ -105,7 +105,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let mut sampler = Sampler::new(layout.clone(), &cfg);
         let tick = Duration::from_millis(cfg.agent.tick_ms);
         std::thread::Builder::new().name("sampler".into()).spawn(move || {
-            sample_loop(&mut sampler, &kernel, &manager, &shared, tick, &stop);
+            sample_loop(&mut sampler, &mut kernel, &manager, &shared, tick, &stop);
             drop(kernel); // detaches the programs
         })?
     };
@@ -162,7 +162,7 @@ impl HostMeter {
 
 fn sample_loop(
     sampler: &mut Sampler,
-    kernel: &Kernel,
+    kernel: &mut Kernel,
     manager: &Mutex<Manager>,
     shared: &Shared,
     tick: Duration,
@@ -172,6 +172,7 @@ fn sample_loop(
     let mut generation = 0;
     let mut meter = HostMeter::default();
     let mut ticks: u64 = 0;
+    let mut scans = 0;
     while !stop.load(Ordering::Relaxed) {
         ticks += 1;
         let start = Instant::now();
@@ -183,7 +184,11 @@ fn sample_loop(
             }
             sampler.set_net_limits(m.net_limits());
         }
-        let result = sampler.tick(kernel);
+        let result = sampler.tick(&*kernel);
+        if sampler.scans() != scans {
+            scans = sampler.scans();
+            kernel.sync_sock_owners(&sampler.sock_owners());
+        }
         let samples: HashMap<String, Sample> =
             result.samples.iter().filter_map(|(d, s)| s.map(|s| (d.name.clone(), s))).collect();
         let sampled_ms = result.time_ms;

@@ -84,6 +84,8 @@ pub struct Sampler {
     last_scan: Option<Instant>,
     tracked: BTreeMap<String, Tracked>,
     ticks: u64,
+    /// Discovery scans done so far.
+    scans: u64,
 }
 
 /// v2 ids (directory inode numbers) of `dir` and its descendants.
@@ -123,6 +125,7 @@ impl Sampler {
             last_scan: None,
             tracked: BTreeMap::new(),
             ticks: 0,
+            scans: 0,
         }
     }
 
@@ -147,8 +150,28 @@ impl Sampler {
         self.last_scan = None;
     }
 
+    /// Discovery scans done so far (what [`Self::sock_owners`] says changes
+    /// only when this does).
+    pub fn scans(&self) -> u64 {
+        self.scans
+    }
+
+    /// Every cgroup v2 id inside a tracked container -> the v2 id of that
+    /// container; a cgroup inside nested containers belongs to the innermost.
+    pub fn sock_owners(&self) -> HashMap<u64, u64> {
+        let mut by_depth: Vec<&Tracked> = self.tracked.values().filter(|t| !t.ids.is_empty()).collect();
+        by_depth.sort_by_key(|t| crate::ebpf::netlimit::level_of(&t.info.cgroup));
+        let mut owners = HashMap::new();
+        for t in by_depth {
+            let container = t.ids[0];
+            owners.extend(t.ids.iter().map(|&id| (id, container)));
+        }
+        owners
+    }
+
     fn scan(&mut self, now: Instant, removed: &mut Vec<String>) {
         self.last_scan = Some(now);
+        self.scans += 1;
         let mut wanted = self.configured.clone();
         wanted.extend(self.subscribed.iter().cloned());
         let found = discover::scan(&self.layout, &self.discovery, &wanted);
@@ -448,5 +471,38 @@ mod tests {
         let r = s.tick(&k);
         assert!(r.samples.is_empty());
         assert_eq!(r.removed, vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn sock_owners_map_every_cgroup_to_its_innermost_container() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = tmp.path().join("lxc.payload.a");
+        let b = tmp.path().join("lxc.payload.b");
+        for d in [a.join("init.scope"), a.join("inner/x"), b.clone()] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let mut s = Sampler::new(Layout::pure_v2(tmp.path()), &Config::default());
+        // A container nested in another (discovery stops at the outer one;
+        // a subscription names the inner one).
+        s.set_subscribed(vec![("inner".into(), "/lxc.payload.a/inner".into())]);
+        let k = FakeKernel::default();
+        assert_eq!(s.scans(), 0);
+        s.tick(&k);
+        assert_eq!(s.scans(), 1);
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        let owners = s.sock_owners();
+        assert_eq!(owners.len(), 5, "{owners:?}");
+        assert_eq!(owners[&ino(&a)], ino(&a));
+        assert_eq!(owners[&ino(&a.join("init.scope"))], ino(&a));
+        // Nested: the inner container owns its subtree.
+        assert_eq!(owners[&ino(&a.join("inner"))], ino(&a.join("inner")));
+        assert_eq!(owners[&ino(&a.join("inner/x"))], ino(&a.join("inner")));
+        assert_eq!(owners[&ino(&b)], ino(&b));
+        let b_id = ino(&b);
+        std::fs::remove_dir_all(&b).unwrap();
+        s.rescan_soon();
+        s.tick(&k);
+        assert_eq!(s.scans(), 2);
+        assert!(!s.sock_owners().values().any(|&c| c == b_id), "a removed container owns nothing");
     }
 }

@@ -10,7 +10,10 @@ use aya::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
-use scaler_common::{BioOffsets, CgroupCounters, GLOBAL_BIO_OFFSETS, MAP_COUNTERS, MAP_NET_LEVELS, MAP_NET_LIMITS};
+use scaler_common::{
+    BioOffsets, CgroupCounters, GLOBAL_BIO_OFFSETS, MAP_COUNTERS, MAP_NET_LEVELS, MAP_NET_LIMITS, MAP_SOCK_OWNERS,
+    SOCK_OWNERS_MAX_ENTRIES,
+};
 use tracing::{info, warn};
 
 use super::btf::Btf;
@@ -76,6 +79,10 @@ pub struct Kernel {
     pub net_enabled: bool,
     pub mem_events_enabled: bool,
     stats_fd: Option<OwnedFd>,
+    /// Which container each tracked cgroup belongs to, for TCP pacing
+    /// (`None` when network accounting is off), and what was written to it.
+    sock_owners: Option<aya::maps::HashMap<MapData, u64, u64>>,
+    sock_owners_written: std::collections::HashMap<u64, u64>,
 }
 
 const PROGRAMS: [&str; 8] = [
@@ -138,8 +145,23 @@ impl Kernel {
 
         let map = bpf.take_map(MAP_COUNTERS).ok_or(LoadError::NoMap(MAP_COUNTERS))?;
         let counters = PerCpuHashMap::try_from(map).map_err(|source| LoadError::Map { name: MAP_COUNTERS, source })?;
+        let sock_owners = if net_enabled {
+            let map = bpf.take_map(MAP_SOCK_OWNERS).ok_or(LoadError::NoMap(MAP_SOCK_OWNERS))?;
+            Some(aya::maps::HashMap::try_from(map).map_err(|source| LoadError::Map { name: MAP_SOCK_OWNERS, source })?)
+        } else {
+            None
+        };
         info!(net_enabled, disk_enabled, mem_events_enabled, "eBPF programs attached");
-        Ok(Self { bpf, counters, disk_enabled, net_enabled, mem_events_enabled, stats_fd: None })
+        Ok(Self {
+            bpf,
+            counters,
+            disk_enabled,
+            net_enabled,
+            mem_events_enabled,
+            stats_fd: None,
+            sock_owners,
+            sock_owners_written: std::collections::HashMap::new(),
+        })
     }
 
     /// Counters of one cgroup id summed over CPUs; zero if the kernel has
@@ -152,6 +174,40 @@ impl Kernel {
             }
         }
         sum
+    }
+
+    /// Makes `SOCK_OWNERS` say `want` (cgroup v2 id -> container v2 id),
+    /// writing only what changed. Entries beyond the map's capacity are left
+    /// out (their sockets are then only policed).
+    pub fn sync_sock_owners(&mut self, want: &std::collections::HashMap<u64, u64>) {
+        let Some(map) = self.sock_owners.as_mut() else { return };
+        let gone: Vec<u64> = self.sock_owners_written.keys().filter(|k| !want.contains_key(k)).copied().collect();
+        for k in gone {
+            let _ = map.remove(&k);
+            self.sock_owners_written.remove(&k);
+        }
+        for (&cgroup, &container) in want {
+            if self.sock_owners_written.get(&cgroup) == Some(&container) {
+                continue;
+            }
+            if self.sock_owners_written.len() >= SOCK_OWNERS_MAX_ENTRIES as usize
+                && !self.sock_owners_written.contains_key(&cgroup)
+            {
+                warn!(
+                    "SOCK_OWNERS is full ({SOCK_OWNERS_MAX_ENTRIES} cgroups): some containers' sockets are policed, not paced"
+                );
+                break;
+            }
+            match map.insert(cgroup, container, 0) {
+                Ok(()) => {
+                    self.sock_owners_written.insert(cgroup, container);
+                }
+                Err(e) => {
+                    warn!("updating SOCK_OWNERS: {e}");
+                    break;
+                }
+            }
+        }
     }
 
     /// Takes the rate-limiter maps out (once). `None` if network accounting
