@@ -68,7 +68,8 @@ impl Cgroups {
         roots.into_iter().map(|r| r.join(&self.name).join(rel)).collect()
     }
 
-    fn mkdir(&self, rel: &str) -> anyhow::Result<()> {
+    /// Creates child `rel` (empty) in every hierarchy.
+    pub fn mkdir(&self, rel: &str) -> anyhow::Result<()> {
         for d in self.dirs(rel) {
             std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }

@@ -67,16 +67,23 @@ fn ebpf_cost(bin: &std::path::Path) -> anyhow::Result<Vec<Value>> {
             &format!("--runtime={}", MEASURE_S + 15),
         ],
     )?;
+    // The transfer's cgroups exist before the agent starts and its sockets
+    // open after the agent has discovered them, so they are marked for
+    // pacing and `tcp_pacing` runs on every round trip, as it does for any
+    // container the agent tracks.
+    cg.mkdir("netd")?;
+    cg.mkdir("net")?;
+    let agent = Agent::start(
+        bin,
+        &format!("bpf_stats = true\n[discovery]\nsystemd_services = false\nwatch = [\"{}/*\"]\n", cg.name),
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
     cg.child_with("netd", &["iperf3", "-s", "-p", &port])?;
     std::thread::sleep(Duration::from_millis(500));
     cg.child_with(
         "net",
         &["iperf3", "-c", "127.0.0.1", "-p", &port, "-t", &(MEASURE_S + 12).to_string(), "-b", "200M"],
-    )?;
-    let agent = Agent::start(
-        bin,
-        &format!("bpf_stats = true\n[discovery]\nsystemd_services = false\nwatch = [\"{}/*\"]\n", cg.name),
     )?;
     // Statistics refresh every 25 ticks (5 s): wait for one, measure across two.
     std::thread::sleep(Duration::from_secs(6));
