@@ -37,9 +37,11 @@ pub static NET_LIMITS: HashMap<u64, NetLimit> = HashMap::with_max_entries(NET_LI
 #[map(name = "NET_LEVELS")]
 pub static NET_LEVELS: Array<u64> = Array::with_max_entries(1, 0);
 
-/// The limit of the nearest limited ancestor of the packet's socket.
+/// The nearest limited ancestor, its cgroup v2 id and its limit.
+/// `ancestor(level)` gives the id of the ancestor at `level` (0 when there
+/// is none); only the levels marked in `NET_LEVELS` are asked.
 #[inline(always)]
-fn limit_for(ctx: &SkBuffContext) -> Option<*mut NetLimit> {
+pub fn nearest_limited(ancestor: impl Fn(i32) -> u64) -> Option<(u64, *mut NetLimit)> {
     let levels = *NET_LEVELS.get(0)?;
     if levels == 0 {
         return None;
@@ -47,17 +49,23 @@ fn limit_for(ctx: &SkBuffContext) -> Option<*mut NetLimit> {
     let mut level = NET_MAX_LEVEL as i32;
     while level >= 1 {
         if levels & (1u64 << level) != 0 {
-            // SAFETY: the program's own `__sk_buff`.
-            let id = unsafe { bpf_skb_ancestor_cgroup_id(ctx.skb.skb, level) };
+            let id = ancestor(level);
             if id != 0
                 && let Some(l) = NET_LIMITS.get_ptr_mut(id)
             {
-                return Some(l);
+                return Some((id, l));
             }
         }
         level -= 1;
     }
     None
+}
+
+/// The limit of the nearest limited ancestor of the packet's socket.
+#[inline(always)]
+fn limit_for(ctx: &SkBuffContext) -> Option<*mut NetLimit> {
+    // SAFETY: the program's own `__sk_buff`.
+    nearest_limited(|level| unsafe { bpf_skb_ancestor_cgroup_id(ctx.skb.skb, level) }).map(|(_, l)| l)
 }
 
 /// Spends `len` bytes from direction `dir` of the bucket; returns the

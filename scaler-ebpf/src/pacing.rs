@@ -33,9 +33,9 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap},
     programs::SockOpsContext,
 };
-use scaler_common::{NET_MAX_LEVEL, NET_TX, SOCK_OWNERS_MAX_ENTRIES};
+use scaler_common::{NET_TX, SOCK_OWNERS_MAX_ENTRIES};
 
-use crate::net::{NET_LEVELS, NET_LIMITS};
+use crate::net::{NET_LIMITS, nearest_limited};
 
 const SOL_SOCKET: i32 = 1;
 const SO_MAX_PACING_RATE: i32 = 47;
@@ -69,22 +69,8 @@ static LISTENERS: LruHashMap<[u64; 2], u64> = LruHashMap::with_max_entries(16384
 /// The nearest limited ancestor of the current task's cgroup.
 #[inline(always)]
 fn current_container() -> Option<u64> {
-    let levels = *NET_LEVELS.get(0)?;
-    if levels == 0 {
-        return None;
-    }
-    let mut level = NET_MAX_LEVEL as i32;
-    while level >= 1 {
-        if levels & (1u64 << level) != 0 {
-            // SAFETY: plain helper call.
-            let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
-            if id != 0 && NET_LIMITS.get_ptr(id).is_some() {
-                return Some(id);
-            }
-        }
-        level -= 1;
-    }
-    None
+    // SAFETY: plain helper call.
+    nearest_limited(|level| unsafe { bpf_get_current_ancestor_cgroup_id(level) }).map(|(id, _)| id)
 }
 
 /// The transmit rate of container `id` as a pacing rate (0 = unlimited).

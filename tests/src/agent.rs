@@ -11,6 +11,8 @@ use std::{
 
 use serde_json::Value;
 
+use crate::api::Api;
+
 /// Path to the `scaler` binary: `SCALER_BIN` (set by `cargo xtask test`) or
 /// the workspace's debug build.
 pub fn scaler_bin() -> PathBuf {
@@ -25,10 +27,9 @@ pub fn free_port() -> u16 {
 
 pub struct Agent {
     child: Option<Child>,
-    pub url: String,
     pub dir: tempfile::TempDir,
     log: PathBuf,
-    http: reqwest::blocking::Client,
+    api: Api,
 }
 
 impl Agent {
@@ -61,16 +62,15 @@ impl Agent {
             .unwrap_or_else(|e| panic!("starting {}: {e}", scaler_bin().display()));
         let mut me = Self {
             child: Some(child),
-            url: format!("http://127.0.0.1:{port}"),
             dir,
             log,
-            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap(),
+            api: Api::new(format!("http://127.0.0.1:{port}"), Duration::from_secs(5)),
         };
         let ok = crate::wait_for(Duration::from_secs(20), || {
             if let Some(Ok(Some(status))) = me.child.as_mut().map(|c| c.try_wait()) {
                 panic!("agent exited with {status}: {}", me.log());
             }
-            me.http.get(format!("{}/healthz", me.url)).send().ok().filter(|r| r.status().is_success())
+            me.api.healthy().then_some(())
         });
         assert!(ok.is_some(), "agent did not answer /healthz: {}", me.log());
         me
@@ -84,31 +84,6 @@ impl Agent {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
-    }
-
-    /// GET `path`: status and JSON body (`Null` if not JSON).
-    pub fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}{}", self.url, path)).send().unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().unwrap_or(Value::Null))
-    }
-
-    /// GET `path` as text.
-    pub fn get_text(&self, path: &str) -> (u16, String) {
-        let r = self.http.get(format!("{}{}", self.url, path)).send().unwrap();
-        (r.status().as_u16(), r.text().unwrap_or_default())
-    }
-
-    /// Sends a request with an optional JSON body.
-    pub fn send(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.http.request(m, format!("{}{}", self.url, path));
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let r = req.send().unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().unwrap_or(Value::Null))
     }
 
     /// The container named `name` from `/v1/stats`, once it has a sample.
@@ -162,5 +137,13 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Requests go through the shared [`Api`] client (`get`, `send`, `url`).
+impl std::ops::Deref for Agent {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
     }
 }

@@ -10,17 +10,16 @@ use std::{
     time::Duration,
 };
 
-use serde_json::Value;
+use crate::api::Api;
 
 use crate::agent::{free_port, scaler_bin};
 
 pub struct Aggregator {
     child: Option<Child>,
-    pub url: String,
     pub dir: tempfile::TempDir,
     cfg_path: PathBuf,
     log: PathBuf,
-    http: reqwest::blocking::Client,
+    api: Api,
 }
 
 impl Aggregator {
@@ -40,11 +39,10 @@ impl Aggregator {
         std::fs::write(&cfg_path, config).unwrap();
         let mut me = Self {
             child: None,
-            url: format!("http://127.0.0.1:{port}"),
             log: dir.path().join("aggregator.log"),
             dir,
             cfg_path,
-            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+            api: Api::new(format!("http://127.0.0.1:{port}"), Duration::from_secs(10)),
         };
         me.spawn();
         me
@@ -65,7 +63,7 @@ impl Aggregator {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("aggregator exited with {status}: {}", self.log());
             }
-            self.http.get(format!("{}/healthz", self.url)).send().ok().filter(|r| r.status().is_success())
+            self.api.healthy().then_some(())
         });
         assert!(ok.is_some(), "aggregator did not answer /healthz: {}", self.log());
     }
@@ -87,31 +85,6 @@ impl Aggregator {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    /// GET `path`: status and JSON body (`Null` if not JSON).
-    pub fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.http.get(format!("{}{}", self.url, path)).send().unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().unwrap_or(Value::Null))
-    }
-
-    /// GET `path` as text.
-    pub fn get_text(&self, path: &str) -> (u16, String) {
-        let r = self.http.get(format!("{}{}", self.url, path)).send().unwrap();
-        (r.status().as_u16(), r.text().unwrap_or_default())
-    }
-
-    /// Sends a request with an optional JSON body.
-    pub fn send(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.http.request(m, format!("{}{}", self.url, path));
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let r = req.send().unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().unwrap_or(Value::Null))
-    }
-
     /// Stops it with SIGTERM, waiting up to 10 s, then SIGKILL.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -130,5 +103,13 @@ impl Aggregator {
 impl Drop for Aggregator {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Requests go through the shared [`Api`] client (`get`, `send`, `url`).
+impl std::ops::Deref for Aggregator {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod aggregator;
+pub mod api;
 pub mod cgroup;
 pub mod lxc;
 pub mod netns;

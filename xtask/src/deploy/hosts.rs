@@ -120,6 +120,21 @@ pub struct Fallback {
     pub config: toml::Table,
 }
 
+#[cfg(test)]
+impl Fallback {
+    /// Nothing set, a 5 s connect timeout: for unit tests.
+    pub fn for_tests() -> Self {
+        Self {
+            key: None,
+            prefix: None,
+            state_dir: None,
+            known_hosts: None,
+            connect_timeout_s: 5,
+            config: toml::Table::new(),
+        }
+    }
+}
+
 pub fn load_file(path: &Path) -> anyhow::Result<HostsFile> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut f: HostsFile = toml::from_str(&text).with_context(|| format!("hosts file {}", path.display()))?;
@@ -343,17 +358,6 @@ fn check_dir(what: &str, field: &str, p: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn fb() -> Fallback {
-        Fallback {
-            key: None,
-            prefix: None,
-            state_dir: None,
-            known_hosts: None,
-            connect_timeout_s: 5,
-            config: toml::Table::new(),
-        }
-    }
-
     const FILE: &str = r#"
 [defaults]
 user = "admin"
@@ -381,7 +385,7 @@ user = "root"
     #[test]
     fn file_hosts_merge_defaults_and_their_own_config() {
         let f: HostsFile = toml::from_str(FILE).unwrap();
-        let a = resolve(&f.hosts[0], &f.defaults, &fb(), Role::Agent).unwrap();
+        let a = resolve(&f.hosts[0], &f.defaults, &Fallback::for_tests(), Role::Agent).unwrap();
         assert_eq!((a.name.as_str(), a.ssh.user.as_str(), a.ssh.port), ("node1", "admin", 22));
         assert_eq!((a.prefix.as_str(), a.state_dir.as_str()), ("/opt/scaler-1", "/var/lib/scaler-1"));
         assert_eq!(a.listen.to_string(), "10.0.0.2:8470");
@@ -392,7 +396,7 @@ user = "root"
         assert_eq!(cfg["agent"]["hostname"].as_str(), Some("node1"));
         assert_eq!(cfg["host"]["cpu"].as_integer(), Some(4000));
 
-        let b = resolve(&f.hosts[1], &f.defaults, &fb(), Role::Agent).unwrap();
+        let b = resolve(&f.hosts[1], &f.defaults, &Fallback::for_tests(), Role::Agent).unwrap();
         assert_eq!((b.name.as_str(), b.ssh.user.as_str(), b.ssh.port), ("10.0.0.3", "root", 2222));
         assert_eq!((b.prefix.as_str(), b.state_dir.as_str()), ("/opt/scaler", "/var/lib/scaler"));
         assert_eq!(b.listen.to_string(), "127.0.0.1:8470");
@@ -401,7 +405,7 @@ user = "root"
     #[test]
     fn a_public_listen_address_needs_a_token() {
         let e: Entry = toml::from_str("address = \"h\"\n[config.agent]\nlisten = \"0.0.0.0:8470\"\n").unwrap();
-        let err = resolve(&e, &Entry::default(), &fb(), Role::Agent).unwrap_err().to_string();
+        let err = resolve(&e, &Entry::default(), &Fallback::for_tests(), Role::Agent).unwrap_err().to_string();
         assert!(err.contains("host h") && err.contains("agent.token"), "{err}");
     }
 
@@ -409,11 +413,11 @@ user = "root"
     fn dangerous_directories_are_refused() {
         for bad in ["/", "/var/lib", "relative", "/opt/../etc", "/opt/my dir", "/opt/$(x)"] {
             let e = Entry { address: Some("h".into()), prefix: Some(bad.into()), ..Entry::default() };
-            let err = resolve(&e, &Entry::default(), &fb(), Role::Agent).unwrap_err().to_string();
+            let err = resolve(&e, &Entry::default(), &Fallback::for_tests(), Role::Agent).unwrap_err().to_string();
             assert!(err.contains("prefix"), "{bad}: {err}");
         }
         let e = Entry { address: Some("h".into()), state_dir: Some("/".into()), ..Entry::default() };
-        assert!(resolve(&e, &Entry::default(), &fb(), Role::Agent).is_err());
+        assert!(resolve(&e, &Entry::default(), &Fallback::for_tests(), Role::Agent).is_err());
     }
 
     #[test]
@@ -421,7 +425,12 @@ user = "root"
         let e: Entry =
             toml::from_str("address = \"h\"\nstate_dir = \"/srv/a\"\n[config.agent]\nstate_dir = \"/srv/b\"\n")
                 .unwrap();
-        assert!(resolve(&e, &Entry::default(), &fb(), Role::Agent).unwrap_err().to_string().contains("differ"));
+        assert!(
+            resolve(&e, &Entry::default(), &Fallback::for_tests(), Role::Agent)
+                .unwrap_err()
+                .to_string()
+                .contains("differ")
+        );
     }
 
     #[test]
@@ -443,7 +452,7 @@ user = "root"
         )
         .unwrap();
         let d: Entry = toml::from_str("state_dir = \"/srv/agents\"\n").unwrap();
-        let a = resolve(&e, &d, &fb(), Role::Aggregator).unwrap();
+        let a = resolve(&e, &d, &Fallback::for_tests(), Role::Aggregator).unwrap();
         assert_eq!((a.state_dir.as_str(), a.unit.as_str()), ("/var/lib/scaler-aggregator", "scaler-aggregator"));
         assert_eq!((a.listen.to_string().as_str(), a.token.as_deref()), ("0.0.0.0:8471", Some("agg")));
         let cfg: toml::Table = toml::from_str(&a.config).unwrap();
@@ -452,7 +461,7 @@ user = "root"
         assert!(cfg["aggregator"].get("hostname").is_none());
         assert_eq!(cfg["history"]["flush_ms"].as_integer(), Some(5000));
         let e: Entry = toml::from_str("address = \"h\"\nlisten = \"0.0.0.0:8471\"\n").unwrap();
-        let err = resolve(&e, &Entry::default(), &fb(), Role::Aggregator).unwrap_err().to_string();
+        let err = resolve(&e, &Entry::default(), &Fallback::for_tests(), Role::Aggregator).unwrap_err().to_string();
         assert!(err.contains("aggregator.token"), "{err}");
     }
 

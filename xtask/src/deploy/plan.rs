@@ -259,23 +259,12 @@ mod tests {
         ssh::Ssh,
     };
 
-    fn fallback() -> Fallback {
-        Fallback {
-            key: None,
-            prefix: None,
-            state_dir: None,
-            known_hosts: None,
-            connect_timeout_s: 5,
-            config: toml::Table::new(),
-        }
-    }
-
     fn install(config: &str) -> Install {
         let e: Entry = toml::from_str(&format!(
             "name = \"n1\"\naddress = \"10.0.0.2\"\nprefix = \"/srv/p1\"\nstate_dir = \"/srv/s1\"\n{config}"
         ))
         .unwrap();
-        resolve(&e, &Entry::default(), &fallback(), Role::Agent).unwrap()
+        resolve(&e, &Entry::default(), &Fallback::for_tests(), Role::Agent).unwrap()
     }
 
     fn opts() -> DeployOptions {

@@ -403,14 +403,7 @@ mod tests {
     use crate::deploy::hosts::{Entry, Fallback, Role, resolve};
 
     fn hosts(n: usize) -> Vec<Install> {
-        let fb = Fallback {
-            key: None,
-            prefix: None,
-            state_dir: None,
-            known_hosts: None,
-            connect_timeout_s: 5,
-            config: toml::Table::new(),
-        };
+        let fb = Fallback::for_tests();
         (1..=n)
             .map(|k| {
                 let e = Entry { name: Some(format!("n{k}")), address: Some(format!("10.0.0.{k}")), ..Entry::default() };
