@@ -29,6 +29,17 @@ pub const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "chromium",
     "chromium-driver",
+    // cargo xtask bench workloads: a kernel build, PostgreSQL + pgbench,
+    // Python, xz.
+    "linux-source-6.1",
+    "flex",
+    "bison",
+    "bc",
+    "libelf-dev",
+    "libssl-dev",
+    "postgresql",
+    "python3",
+    "xz-utils",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

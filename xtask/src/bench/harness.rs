@@ -23,7 +23,7 @@ fn mounts() -> Vec<PathBuf> {
         .collect()
 }
 
-fn v2_root() -> Option<PathBuf> {
+pub fn v2_root() -> Option<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mounts").ok()?;
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
@@ -31,7 +31,7 @@ fn v2_root() -> Option<PathBuf> {
     })
 }
 
-fn v1_root(ctl: &str) -> Option<PathBuf> {
+pub fn v1_root(ctl: &str) -> Option<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mounts").ok()?;
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
@@ -91,6 +91,22 @@ impl Cgroups {
             .context("starting a process in a bench cgroup")?;
         self.children.push(child);
         Ok(())
+    }
+
+    /// Starts `cmd` in child `rel` (which must exist), in `cwd`, with its
+    /// output in `log`; the caller waits for it.
+    pub fn spawn(&self, rel: &str, cmd: &[&str], cwd: &std::path::Path, log: std::fs::File) -> anyhow::Result<Child> {
+        let joins: String =
+            self.dirs(rel).iter().map(|d| format!("echo $$ > '{}/cgroup.procs' && ", d.display())).collect();
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("{joins}exec \"$0\" \"$@\""))
+            .args(cmd)
+            .current_dir(cwd)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting a process in a bench cgroup")
     }
 
     /// Path relative to the hierarchy roots.

@@ -6,11 +6,12 @@ mod harness;
 mod policies;
 mod reaction;
 mod sampling;
+mod workloads;
 
 use anyhow::Context as _;
 use clap::Subcommand;
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 pub enum Which {
     /// eBPF cost per event, agent CPU and RSS at 10/100/500 cgroups, vs atop.
     Sampling,
@@ -20,6 +21,10 @@ pub enum Which {
     Reaction,
     /// Aggregator round time, CPU and memory over many simulated hosts.
     Aggregator,
+    /// Real programs (a kernel build, a sort pipeline, an analytics job,
+    /// PostgreSQL under pgbench, all four at once) unlimited, static,
+    /// classic and under the default policy: allocation against use.
+    Workloads(workloads::Args),
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -28,6 +33,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
         Which::Aggregator => aggregator::run(),
         Which::Sampling => sampling::run(),
         Which::Reaction => reaction::run(),
+        Which::Workloads(args) => workloads::run(&args),
     }
 }
 
