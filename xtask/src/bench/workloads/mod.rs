@@ -40,6 +40,11 @@ pub struct Args {
     /// Results go to bench-results/NAME.json and bench-results/NAME/.
     #[arg(long, default_value = "workloads")]
     pub out: String,
+    /// Runs of each workload under each mode, interleaved (mode A, B, ...,
+    /// A, B, ...); the table gives medians and the spread. This machine's
+    /// latency varies by tens of percent between identical runs.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
 }
 
 /// A workload: one or more jobs, each in its own container, started after
@@ -146,6 +151,8 @@ pub struct ContainerRun {
 pub struct RunResult {
     pub workload: &'static str,
     pub mode: String,
+    /// Which repetition (0-based).
+    pub rep: usize,
     pub containers: Vec<ContainerRun>,
 }
 
@@ -169,7 +176,7 @@ fn changes(agent: &Agent, name: &str) -> u64 {
         })
 }
 
-fn run_one(bin: &std::path::Path, w: &Workload, mode: &Mode) -> anyhow::Result<RunResult> {
+fn run_one(bin: &std::path::Path, w: &Workload, mode: &Mode, rep: usize) -> anyhow::Result<RunResult> {
     let names = container_names(w);
     let agent = Agent::start(bin, &mode.agent_config(names.len()))?;
     let cg = Cgroups::new()?;
@@ -222,7 +229,7 @@ fn run_one(bin: &std::path::Path, w: &Workload, mode: &Mode) -> anyhow::Result<R
             changes: changes(&agent, name),
         });
     }
-    Ok(RunResult { workload: w.name, mode: mode.label(), containers })
+    Ok(RunResult { workload: w.name, mode: mode.label(), rep, containers })
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -257,14 +264,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let out_dir = std::path::PathBuf::from("bench-results").join(&args.out);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut results = Vec::new();
+    let repeat = args.repeat.max(1);
     for w in &workloads {
-        for mode in &modes {
-            eprintln!("==> {} under {}", w.name, mode.label());
-            let t0 = Instant::now();
-            let r = run_one(&bin, w, mode)?;
-            eprintln!("    {:.0} s", t0.elapsed().as_secs_f64());
-            report::write_run(&out_dir, &r)?;
-            results.push(r);
+        for rep in 0..repeat {
+            for mode in &modes {
+                eprintln!("==> {} under {} (run {} of {repeat})", w.name, mode.label(), rep + 1);
+                let t0 = Instant::now();
+                let r = run_one(&bin, w, mode, rep)?;
+                eprintln!("    {:.0} s", t0.elapsed().as_secs_f64());
+                if rep == 0 {
+                    report::write_run(&out_dir, &r)?;
+                }
+                results.push(r);
+            }
         }
         report::write_overview(&out_dir, w.name, &results)?;
     }
@@ -273,6 +285,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let doc = json!({
         "machine": report::machine(),
         "bounds": {"cpu": CPU_BOUNDS, "mem": MEM_BOUNDS},
+        "repeat": repeat,
         "service_steps": jobs::SERVICE_STEPS,
         "runs": json,
         "markdown": md,

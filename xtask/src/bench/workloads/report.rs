@@ -103,60 +103,111 @@ fn vs(v: Option<f64>, base: Option<f64>) -> String {
     }
 }
 
-/// The Markdown table and the JSON of every run.
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+/// The median of each number over repeated runs.
+fn medians(ms: &[Metrics]) -> Metrics {
+    let med = |f: &dyn Fn(&Metrics) -> Option<f64>| median(ms.iter().filter_map(f).collect());
+    Metrics {
+        cpu_used_of_alloc: med(&|m| m.cpu_used_of_alloc),
+        mem_alloc_over_ws: med(&|m| m.mem_alloc_over_ws),
+        core_s_used: med(&|m| Some(m.core_s_used)).unwrap_or(0.0),
+        core_s_alloc: med(&|m| m.core_s_alloc),
+        gib_s_ws: med(&|m| Some(m.gib_s_ws)).unwrap_or(0.0),
+        gib_s_alloc: med(&|m| m.gib_s_alloc),
+        throttled_s: med(&|m| Some(m.throttled_s)).unwrap_or(0.0),
+        // Kills and failures add up: one is one too many.
+        oom_kills: ms.iter().map(|m| m.oom_kills).sum(),
+        changes: med(&|m| Some(m.changes as f64)).unwrap_or(0.0) as u64,
+        seconds: med(&|m| Some(m.seconds)).unwrap_or(0.0),
+        ok: ms.iter().all(|m| m.ok),
+        p50_ms: med(&|m| m.p50_ms),
+        p99_ms: med(&|m| m.p99_ms),
+    }
+}
+
+/// `min-max` of a number over repeated runs, when there are several.
+fn spread(ms: &[Metrics], f: &dyn Fn(&Metrics) -> Option<f64>, prec: usize) -> String {
+    let v: Vec<f64> = ms.iter().filter_map(f).collect();
+    if v.len() < 2 {
+        return String::new();
+    }
+    let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    format!(" ({lo:.prec$}-{hi:.prec$})")
+}
+
+/// The Markdown table (medians over repetitions, spreads in brackets) and
+/// the JSON of every run.
 pub fn summarise(results: &[RunResult]) -> (String, Value) {
-    let mut rows = Vec::new();
-    let mut json_runs = Vec::new();
+    // Groups of (workload, mode, container), in the order first run.
+    let mut groups: Vec<(&str, &str, &str, &ContainerRun, Vec<Metrics>)> = Vec::new();
     for r in results {
-        let mut containers = Vec::new();
         for c in &r.containers {
             let m = metrics(c);
-            let base = results
-                .iter()
-                .find(|b| b.workload == r.workload && b.mode == "unlimited")
-                .and_then(|b| b.containers.iter().find(|x| x.name == c.name))
-                .map(metrics);
-            let (time, time_vs) = if c.job.is_service() {
-                (
-                    format!("{} / {}", f(m.p50_ms, 2, ""), f(m.p99_ms, 2, "")),
-                    format!(
-                        "{} / {}",
-                        vs(m.p50_ms, base.as_ref().and_then(|b| b.p50_ms)),
-                        vs(m.p99_ms, base.as_ref().and_then(|b| b.p99_ms))
-                    ),
-                )
-            } else {
-                (
-                    if m.ok { format!("{:.1} s", m.seconds) } else { format!("failed after {:.1} s", m.seconds) },
-                    vs(Some(m.seconds), base.as_ref().map(|b| b.seconds)),
-                )
-            };
-            rows.push(vec![
-                r.workload.to_owned(),
-                c.name.clone(),
-                r.mode.clone(),
-                f(m.cpu_used_of_alloc.map(|x| x * 100.0), 1, " %"),
-                f(m.mem_alloc_over_ws, 2, "x"),
-                time,
-                time_vs,
-                format!("{:.1}", m.throttled_s),
-                m.oom_kills.to_string(),
-                m.changes.to_string(),
-            ]);
-            containers.push(json!({
-                "name": c.name, "job": c.job.name(), "start_s": c.start_s, "end_s": c.end_s,
+            match groups.iter_mut().find(|g| g.0 == r.workload && g.1 == r.mode && g.2 == c.name) {
+                Some(g) => g.4.push(m),
+                None => groups.push((r.workload, &r.mode, &c.name, c, vec![m])),
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    let mut json_rows = Vec::new();
+    for (workload, mode, name, c, ms) in &groups {
+        let m = medians(ms);
+        let base =
+            groups.iter().find(|g| g.0 == *workload && g.1 == "unlimited" && g.2 == *name).map(|g| medians(&g.4));
+        let (time, time_vs) = if c.job.is_service() {
+            (
+                format!("{} / {}{}", f(m.p50_ms, 2, ""), f(m.p99_ms, 2, ""), spread(ms, &|m| m.p99_ms, 2)),
+                format!(
+                    "{} / {}",
+                    vs(m.p50_ms, base.as_ref().and_then(|b| b.p50_ms)),
+                    vs(m.p99_ms, base.as_ref().and_then(|b| b.p99_ms))
+                ),
+            )
+        } else {
+            let sp = spread(ms, &|m| Some(m.seconds), 1);
+            (
+                if m.ok { format!("{:.1} s{sp}", m.seconds) } else { format!("failed, {:.1} s{sp}", m.seconds) },
+                vs(Some(m.seconds), base.as_ref().map(|b| b.seconds)),
+            )
+        };
+        rows.push(vec![
+            workload.to_string(),
+            name.to_string(),
+            mode.to_string(),
+            f(m.cpu_used_of_alloc.map(|x| x * 100.0), 1, " %"),
+            f(m.mem_alloc_over_ws, 2, "x"),
+            time,
+            time_vs,
+            format!("{:.1}", m.throttled_s),
+            m.oom_kills.to_string(),
+            m.changes.to_string(),
+        ]);
+        let one = |m: &Metrics| {
+            json!({
                 "ok": m.ok, "seconds": m.seconds,
                 "cpu_used_of_alloc": m.cpu_used_of_alloc, "mem_alloc_over_ws": m.mem_alloc_over_ws,
                 "core_s_used": m.core_s_used, "core_s_alloc": m.core_s_alloc,
                 "gib_s_ws": m.gib_s_ws, "gib_s_alloc": m.gib_s_alloc,
                 "throttled_s": m.throttled_s, "oom_kills": m.oom_kills, "limit_changes": m.changes,
                 "p50_ms": m.p50_ms, "p99_ms": m.p99_ms,
-                "transactions": c.outcome.done, "scheduled": c.outcome.scheduled,
-                "runtime_vs_unlimited": base.as_ref().filter(|_| !c.job.is_service()).map(|b| m.seconds / b.seconds - 1.0),
-                "p99_vs_unlimited": base.as_ref().and_then(|b| Some(m.p99_ms? / b.p99_ms? - 1.0)),
-            }));
-        }
-        json_runs.push(json!({"workload": r.workload, "mode": r.mode, "containers": containers}));
+            })
+        };
+        json_rows.push(json!({
+            "workload": workload, "mode": mode, "container": name, "job": c.job.name(),
+            "median": one(&m),
+            "runtime_vs_unlimited": base.as_ref().filter(|_| !c.job.is_service()).map(|b| m.seconds / b.seconds - 1.0),
+            "p99_vs_unlimited": base.as_ref().and_then(|b| Some(m.p99_ms? / b.p99_ms? - 1.0)),
+            "runs": ms.iter().map(one).collect::<Vec<_>>(),
+        }));
     }
     let md = table(
         &[
@@ -173,7 +224,7 @@ pub fn summarise(results: &[RunResult]) -> (String, Value) {
         ],
         &rows,
     );
-    (md, Value::Array(json_runs))
+    (md, Value::Array(json_rows))
 }
 
 /// The two panels (CPU, memory) of one container.
@@ -255,7 +306,7 @@ pub fn write_run(dir: &Path, r: &RunResult) -> anyhow::Result<()> {
 
 /// `NAME/<workload>.svg`: every mode of the workload, one above the other.
 pub fn write_overview(dir: &Path, workload: &str, results: &[RunResult]) -> anyhow::Result<()> {
-    let runs: Vec<&RunResult> = results.iter().filter(|r| r.workload == workload).collect();
+    let runs: Vec<&RunResult> = results.iter().filter(|r| r.workload == workload && r.rep == 0).collect();
     let rows: Vec<Vec<Panel>> = runs
         .iter()
         .flat_map(|r| {
