@@ -274,9 +274,15 @@ impl Planner {
         }
         for (r, idx) in by_resource {
             let Some(cap) = capacity.get(r) else { continue };
+            // Memory in use counts as a minimum, so that the floors are
+            // served before anything above them.
             let requests: Vec<Request> = idx
                 .iter()
-                .map(|&i| Request { min: wants[i].min, want: wants[i].want, priority: wants[i].priority })
+                .map(|&i| Request {
+                    min: wants[i].min.max(wants[i].floor),
+                    want: wants[i].want,
+                    priority: wants[i].priority,
+                })
                 .collect();
             for (k, g) in arbitrate(&requests, cap).into_iter().enumerate() {
                 let i = idx[k];

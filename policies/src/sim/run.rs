@@ -4,11 +4,9 @@ use std::collections::BTreeMap;
 
 use super::report::{Acc, Report};
 use super::{SimConfig, SimError};
-use crate::arbitrate::{Request, arbitrate};
 use crate::config::PolicyConfig;
-use crate::policy::Policy;
+use crate::planner::{Bounds, ContainerState, Observation, Planner, ResourceState};
 use crate::resource::Resource;
-use crate::sample::Sample;
 use crate::spec::ResourceSpecs;
 use crate::trace::Trace;
 
@@ -60,8 +58,10 @@ impl Series<'_> {
 }
 
 struct Container<'a> {
-    policy: Box<dyn Policy>,
+    name: String,
     specs: ResourceSpecs,
+    /// OOM kills so far (the counter the planner differences).
+    oom_kills: u64,
     /// Memory first, so that an OOM kill idles the other resources in the
     /// same step.
     series: Vec<Series<'a>>,
@@ -93,11 +93,13 @@ impl Container<'_> {
         }
     }
 
-    /// Serve one step; returns the OOM kills it caused.
-    fn step(&mut self, t: u64, cfg: &SimConfig) -> u64 {
+    /// Serve one step and tell the planner what was measured; returns the
+    /// OOM kills it caused.
+    fn step(&mut self, t: u64, cfg: &SimConfig, planner: &mut Planner) -> u64 {
         let step = cfg.step_ms;
         let mut restarting = t < self.restart_until;
         let mut kills = 0;
+        let mut obs = Observation { time_ms: t + step, interval_ms: step, ..Observation::default() };
         for s in &mut self.series {
             let Some(spec) = self.specs.get(s.resource) else {
                 continue;
@@ -105,31 +107,31 @@ impl Container<'_> {
             let (limit, max) = (spec.current(), spec.max());
             let d = s.demand(t);
             s.track_step(t, d, limit, max, cfg);
-            let mut sample = Sample::new(t + step, step, 0);
             if s.resource == Resource::Mem && !restarting && d > limit {
                 kills += 1;
                 self.restart_until = t + cfg.oom_restart_ms;
                 restarting = true;
-                sample.oom_kills = 1;
             }
             let used = if restarting { 0 } else { d.min(limit) };
-            sample.usage = used;
+            obs.usage.insert(s.resource, used);
             if !restarting && s.resource == Resource::Cpu {
                 // Millicores x ms = CPU-microseconds.
-                sample.cpu_throttled_usec = (d - used).saturating_mul(step);
+                obs.cpu_throttled_usec = (d - used).saturating_mul(step);
             }
             let ps = u128::from(cfg.pressure_start_pct);
             if !restarting && s.resource == Resource::Mem && u128::from(used) * 100 > u128::from(limit) * ps {
                 let over = u128::from(used) * 100 - u128::from(limit) * ps;
                 let span = u128::from(limit) * (100 - ps);
                 let stall = u128::from(step) * 1000 * over / span / 2;
-                sample.mem_pressure = u64::try_from(stall).unwrap_or(u64::MAX);
+                obs.mem_stall_usec = u64::try_from(stall).unwrap_or(u64::MAX);
             }
-            self.policy.observe(s.resource, &sample);
             s.acc.demand += u128::from(d) * u128::from(step);
             s.acc.used += u128::from(used) * u128::from(step);
             s.acc.allocated += u128::from(limit) * u128::from(step);
         }
+        self.oom_kills += kills;
+        obs.oom_kills = Some(self.oom_kills);
+        planner.observe(&self.name, &obs);
         kills
     }
 }
@@ -142,6 +144,7 @@ pub fn simulate(policy: &PolicyConfig, trace_name: &str, trace: &Trace, cfg: &Si
     let tick = cfg.tick_ms.unwrap_or(timing.tick_ms).max(1);
     let delay = cfg.actuation_delay_ms.unwrap_or(timing.actuation_delay_ms);
     let mut containers = Vec::new();
+    let mut planner = Planner::new();
     for name in trace.containers() {
         let mut resources = trace.resources(name);
         resources.sort_by_key(|r| (*r != Resource::Mem, *r));
@@ -161,7 +164,15 @@ pub fn simulate(policy: &PolicyConfig, trace_name: &str, trace: &Trace, cfg: &Si
                 acc: Acc::default(),
             });
         }
-        containers.push(Container { policy: policy.build()?, specs, series, restart_until: 0, pending: Vec::new() });
+        planner.insert(name, policy.build()?);
+        containers.push(Container {
+            name: name.to_owned(),
+            specs,
+            oom_kills: 0,
+            series,
+            restart_until: 0,
+            pending: Vec::new(),
+        });
     }
 
     let step = cfg.step_ms;
@@ -172,11 +183,11 @@ pub fn simulate(policy: &PolicyConfig, trace_name: &str, trace: &Trace, cfg: &Si
         let now = t + step;
         for c in &mut containers {
             c.apply_due(t);
-            oom_events += c.step(t, cfg);
+            oom_events += c.step(t, cfg, &mut planner);
         }
         if now >= next_tick {
             next_tick = now + tick;
-            decide_all(&mut containers, now, now + delay, cfg);
+            decide_all(&mut planner, &mut containers, now, now + delay, cfg);
         }
         t = now;
     }
@@ -193,43 +204,38 @@ pub fn simulate(policy: &PolicyConfig, trace_name: &str, trace: &Trace, cfg: &Si
     Ok(Report::build(policy.name(), trace_name, trace.end_ms(), containers.len(), &accs, oom_events))
 }
 
-/// Ask every policy, arbitrate per resource, schedule what changes.
-fn decide_all(containers: &mut [Container<'_>], now: u64, apply_at: u64, cfg: &SimConfig) {
-    let mut wants: Vec<BTreeMap<Resource, u64>> = Vec::with_capacity(containers.len());
-    for c in containers.iter_mut() {
-        let mut w: BTreeMap<Resource, u64> = c.series.iter().map(|s| (s.resource, s.target)).collect();
-        for d in c.policy.decide(now, &c.specs) {
-            w.insert(d.resource, d.new);
-        }
-        wants.push(w);
-    }
-    for r in Resource::LIMITABLE {
-        let members: Vec<usize> = (0..containers.len()).filter(|&i| wants[i].contains_key(&r)).collect();
-        let grants: Vec<u64> = match cfg.host.get(r) {
-            Some(capacity) => {
-                let requests: Vec<Request> = members
-                    .iter()
-                    .map(|&i| Request {
-                        min: containers[i].specs.get(r).map_or(0, |s| s.min()),
-                        want: wants[i][&r],
-                        priority: 0,
-                    })
-                    .collect();
-                arbitrate(&requests, capacity).iter().map(|g| g.amount).collect()
-            }
-            None => members.iter().map(|&i| wants[i][&r]).collect(),
-        };
-        for (k, &i) in members.iter().enumerate() {
-            let c = &mut containers[i];
-            let Some(s) = c.series.iter_mut().find(|s| s.resource == r) else {
-                continue;
-            };
-            let Some(spec) = c.specs.get(r) else { continue };
-            let grant = spec.clamp(grants[k]);
-            if grant != s.target {
-                s.target = grant;
-                c.pending.push((apply_at, r, grant));
-            }
+/// Ask the planner (every policy, floors, arbitration: what the agent does)
+/// and schedule what changes. The limit "in force" a policy sees is the one
+/// last scheduled, so a change on its way is not asked for twice.
+fn decide_all(planner: &mut Planner, containers: &mut [Container<'_>], now: u64, apply_at: u64, cfg: &SimConfig) {
+    let states: Vec<ContainerState> = containers
+        .iter()
+        .map(|c| ContainerState {
+            name: c.name.clone(),
+            priority: 0,
+            resources: c
+                .series
+                .iter()
+                .filter_map(|s| {
+                    let spec = c.specs.get(s.resource)?;
+                    let bounds = Bounds {
+                        min: spec.min(),
+                        max: spec.max(),
+                        guard: spec.guard(),
+                        boundary: spec.boundary(),
+                        boundary_type: spec.boundary_type(),
+                    };
+                    Some(ResourceState { resource: s.resource, bounds, ceiling: None, in_force: Some(s.target) })
+                })
+                .collect(),
+        })
+        .collect();
+    for ch in planner.decide(now, &states, &cfg.host) {
+        let Some(c) = containers.iter_mut().find(|c| c.name == ch.container) else { continue };
+        let Some(s) = c.series.iter_mut().find(|s| s.resource == ch.resource) else { continue };
+        if ch.new != s.target {
+            s.target = ch.new;
+            c.pending.push((apply_at, ch.resource, ch.new));
         }
     }
 }

@@ -9,7 +9,7 @@ use std::{
         Arc, Mutex, PoisonError, RwLock,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use policies::Resource;
@@ -132,10 +132,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Whole-host CPU (from `/proc/stat`) and RAPL power between ticks.
 #[derive(Default)]
 struct HostMeter {
@@ -192,7 +188,9 @@ fn sample_loop(
         let samples: HashMap<String, Sample> =
             result.samples.iter().filter_map(|(d, s)| s.map(|s| (d.name.clone(), s))).collect();
         let sampled_ms = result.time_ms;
-        manager.lock().unwrap_or_else(PoisonError::into_inner).step(wall_ms(), &samples);
+        // Decisions are made at the time the counters were read, so a
+        // recorded run replays exactly (see `policies::planner`).
+        manager.lock().unwrap_or_else(PoisonError::into_inner).step(sampled_ms, &samples);
         let (host_cpu, rapl_mw) = meter.read();
         // `time_ms` is when the counters were read, not when the tick ended
         // (a slow tick, e.g. a durable write, must not skew rates computed

@@ -13,9 +13,14 @@ pub mod step;
 pub mod store;
 pub mod view;
 
+pub use policies::planner::mem_floor;
+
 use std::collections::{BTreeMap, BTreeSet};
 
-use policies::{Policy, Resource};
+use policies::{
+    Resource,
+    planner::{Planner, StartInput, start_limit},
+};
 
 use self::{
     events::EventLog,
@@ -64,27 +69,24 @@ pub enum ManageError {
 
 pub(crate) struct Managed {
     pub sub: Subscription,
-    pub policy: Box<dyn Policy>,
     /// The cgroup was present at the last tick.
     pub active: bool,
-    pub usage: BTreeMap<Resource, u64>,
-    pub last_oom: Option<u64>,
+    /// Latest usage per managed resource.
+    pub usage: step::Usage,
     /// Resources whose last apply failed (logged once until it works again).
     pub failing: BTreeSet<Resource>,
 }
 
-/// Memory never goes below usage plus this share of it...
-pub const MEM_HEADROOM_PERCENT: u64 = 10;
-/// ...and at least this much.
-pub const MEM_HEADROOM_MIN: u64 = 16 << 20;
-
-/// The lowest memory limit allowed for a working set of `usage` bytes.
-pub fn mem_floor(usage: u64) -> u64 {
-    usage.saturating_add((usage / 100 * MEM_HEADROOM_PERCENT).max(MEM_HEADROOM_MIN))
+impl Managed {
+    fn new(sub: Subscription, active: bool) -> Self {
+        Self { sub, active, usage: BTreeMap::new(), failing: BTreeSet::new() }
+    }
 }
 
 pub struct Manager {
     pub(crate) subs: BTreeMap<String, Managed>,
+    /// Every decision: one policy per subscription, floors, arbitration.
+    planner: Planner,
     store: Store,
     pub(crate) act: Box<dyn Actuator>,
     /// What the host offers per resource (`None` = not limited).
@@ -110,21 +112,22 @@ impl Manager {
             capacity.extend(stored);
         }
         let mut subs = BTreeMap::new();
+        let mut planner = Planner::new();
         for sub in store.load()? {
-            let policy = model::build_policy(&sub.policy, sub.policy_config.as_ref())?;
-            subs.insert(
-                sub.name.clone(),
-                Managed {
-                    sub,
-                    policy,
-                    active: false,
-                    usage: BTreeMap::new(),
-                    last_oom: None,
-                    failing: BTreeSet::new(),
-                },
-            );
+            planner.insert(&sub.name, model::build_policy(&sub.policy, sub.policy_config.as_ref())?);
+            subs.insert(sub.name.clone(), Managed::new(sub, false));
         }
-        Ok(Self { subs, store, act, capacity, events: EventLog::new(10_000), roots, default_policy, generation: 1 })
+        Ok(Self {
+            subs,
+            planner,
+            store,
+            act,
+            capacity,
+            events: EventLog::new(10_000),
+            roots,
+            default_policy,
+            generation: 1,
+        })
     }
 
     /// (name, cgroup) of every subscription, for the sampler to track.
@@ -201,32 +204,31 @@ impl Manager {
             let in_force =
                 if self.act.owns(r) { self.act.own_limit(cgroup, r) } else { found.limits.get(&r).copied().flatten() };
             let ceiling = existing.as_ref().and_then(|e| e.ceiling.get(&r).copied());
-            let eff_max = ceiling.map_or(b.max, |c| c.clamp(b.min, b.max));
-            let mut start = rr
-                .current
-                .or_else(|| existing.as_ref().and_then(|e| e.limits.get(&r).copied().flatten()))
-                .or(in_force)
-                .unwrap_or(b.max)
-                .clamp(b.min, eff_max);
             if r == Resource::Mem
                 && let Some(u) = found.mem_usage
+                && u > b.max
             {
-                if u > b.max {
-                    return Err(field_err(
-                        field("max"),
-                        format!("{} is below the container's memory in use ({u} bytes)", b.max),
-                    )
-                    .into());
-                }
-                start = start.max(mem_floor(u).min(eff_max));
+                return Err(field_err(
+                    field("max"),
+                    format!("{} is below the container's memory in use ({u} bytes)", b.max),
+                )
+                .into());
             }
-            if let Some(Some(cap)) = self.capacity.get(&r) {
-                let free = cap.saturating_sub(self.limits_of_others(r, name));
-                start = start.min(free).max(b.min);
-            }
-            if r == Resource::Mem {
-                start = step::page_align(start, b.min);
-            }
+            let start = start_limit(&StartInput {
+                resource: r,
+                bounds: b,
+                ceiling,
+                requested: rr.current,
+                previous: existing.as_ref().and_then(|e| e.limits.get(&r).copied().flatten()),
+                in_force,
+                mem_usage: if r == Resource::Mem { found.mem_usage } else { None },
+                free: self
+                    .capacity
+                    .get(&r)
+                    .copied()
+                    .flatten()
+                    .map(|cap| cap.saturating_sub(self.limits_of_others(r, name))),
+            });
             plan.push((r, in_force, start));
         }
         // Apply, rolling back on the first failure.
@@ -275,18 +277,8 @@ impl Manager {
         match self.subs.get_mut(name) {
             Some(m) if keep_policy => m.sub = sub,
             _ => {
-                let policy = model::build_policy(&policy_name, policy_config.as_ref())?;
-                self.subs.insert(
-                    name.to_owned(),
-                    Managed {
-                        sub,
-                        policy,
-                        active: true,
-                        usage: BTreeMap::new(),
-                        last_oom: None,
-                        failing: BTreeSet::new(),
-                    },
-                );
+                self.planner.insert(name, model::build_policy(&policy_name, policy_config.as_ref())?);
+                self.subs.insert(name.to_owned(), Managed::new(sub, true));
             }
         }
         if !same_target {
@@ -317,6 +309,7 @@ impl Manager {
             }
         }
         self.subs.remove(name);
+        self.planner.remove(name);
         self.generation += 1;
         Ok(restored)
     }

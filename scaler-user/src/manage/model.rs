@@ -20,15 +20,8 @@ pub fn field_err(field: impl Into<String>, message: impl Into<String>) -> FieldE
     FieldError { field: field.into(), message: message.into() }
 }
 
-/// The bounds of one managed resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Bounds {
-    pub min: u64,
-    pub max: u64,
-    pub guard: bool,
-    pub boundary: u8,
-    pub boundary_type: BoundaryType,
-}
+/// The bounds of one managed resource (the planner's type).
+pub use policies::planner::Bounds;
 
 /// A managed container, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
