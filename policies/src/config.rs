@@ -5,16 +5,18 @@ use serde::{Deserialize, Serialize};
 use crate::baselines::{Static, Vpa, VpaConfig};
 use crate::classic::{Classic, ClassicConfig};
 use crate::fast::{Fast, FastConfig};
+use crate::follow::{Follow, FollowConfig};
 use crate::policy::{Policy, Timing};
 
 /// Names [`PolicyConfig::by_name`] accepts.
-pub const POLICY_NAMES: [&str; 6] = ["fast", "classic", "classic-deployed", "classic-defaults", "static", "vpa"];
+pub const POLICY_NAMES: [&str; 7] =
+    ["follow", "fast", "classic", "classic-deployed", "classic-defaults", "static", "vpa"];
 
 /// Error from choosing or validating a policy configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// No policy has this name.
-    #[error("unknown policy {name:?}; known: fast, classic, classic-deployed, classic-defaults, static, vpa")]
+    #[error("unknown policy {name:?}; known: follow, fast, classic, classic-deployed, classic-defaults, static, vpa")]
     UnknownPolicy {
         /// The name asked for.
         name: String,
@@ -68,9 +70,12 @@ pub enum PolicyConfig {
     /// or use [`PolicyConfig::by_name`]`("classic-defaults")`.
     #[serde(alias = "classic-deployed")]
     Classic(ClassicConfig),
-    /// The default: reacts within a tick or two to throttling, pressure and
-    /// saturation; shrinks toward a high percentile of recent usage.
+    /// Reacts within a tick or two to throttling, pressure and saturation;
+    /// shrinks toward a high percentile of recent usage plus 15 %.
     Fast(FastConfig),
+    /// Follows the recent peak closely, with CPU headroom adapted to an
+    /// allowed slowdown.
+    Follow(FollowConfig),
     /// Baseline: every limit at `max`, never changed.
     Static,
     /// Baseline: VPA-like recommender.
@@ -93,6 +98,7 @@ impl PolicyConfig {
     pub fn by_name(name: &str) -> Result<Self, ConfigError> {
         Ok(match name {
             "fast" => PolicyConfig::Fast(FastConfig::default()),
+            "follow" => PolicyConfig::Follow(FollowConfig::default()),
             "classic" | "classic-deployed" => PolicyConfig::Classic(ClassicConfig::deployed()),
             "classic-defaults" => PolicyConfig::Classic(ClassicConfig::code_defaults()),
             "static" => PolicyConfig::Static,
@@ -108,6 +114,7 @@ impl PolicyConfig {
         match self {
             PolicyConfig::Classic(_) => "classic",
             PolicyConfig::Fast(_) => "fast",
+            PolicyConfig::Follow(_) => "follow",
             PolicyConfig::Static => "static",
             PolicyConfig::Vpa(_) => "vpa",
         }
@@ -118,6 +125,7 @@ impl PolicyConfig {
         match self {
             PolicyConfig::Classic(c) => c.validate(),
             PolicyConfig::Fast(c) => c.validate(),
+            PolicyConfig::Follow(c) => c.validate(),
             PolicyConfig::Static => Ok(()),
             PolicyConfig::Vpa(c) => c.validate(),
         }
@@ -128,6 +136,7 @@ impl PolicyConfig {
         match self {
             PolicyConfig::Classic(c) => c.timing(),
             PolicyConfig::Fast(c) => c.timing(),
+            PolicyConfig::Follow(c) => c.timing(),
             PolicyConfig::Static => Static.timing(),
             PolicyConfig::Vpa(c) => c.timing(),
         }
@@ -139,6 +148,7 @@ impl PolicyConfig {
         Ok(match self {
             PolicyConfig::Classic(c) => Box::new(Classic::new(c.clone())?),
             PolicyConfig::Fast(c) => Box::new(Fast::new(c.clone())?),
+            PolicyConfig::Follow(c) => Box::new(Follow::new(c.clone())?),
             PolicyConfig::Static => Box::new(Static),
             PolicyConfig::Vpa(c) => Box::new(Vpa::new(c.clone())?),
         })

@@ -86,6 +86,8 @@ pub enum Reason {
         /// Stall time over the evaluated interval, microseconds.
         stall_us: u64,
     },
+    /// Tasks waited at the memory limit for it to be raised.
+    MemoryWait,
     /// The container was OOM-killed.
     OomKill {
         /// Kills seen.
@@ -127,6 +129,7 @@ impl fmt::Display for Reason {
             Reason::AboveUpper { usage } => write!(f, "usage {usage} above upper"),
             Reason::Saturated { usage } => write!(f, "usage {usage} saturates the limit"),
             Reason::MemoryPressure { stall_us } => write!(f, "memory pressure, {stall_us} us stall"),
+            Reason::MemoryWait => f.write_str("tasks waiting at the memory limit"),
             Reason::OomKill { kills } => write!(f, "{kills} OOM kill(s)"),
             Reason::JumpRoom { need } => write!(f, "room for a recent jump needs {need}"),
             Reason::Shrink { target } => write!(f, "usage well below limit, target {target}"),

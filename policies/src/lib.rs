@@ -26,6 +26,7 @@ pub mod config;
 pub mod decision;
 pub mod energy;
 pub mod fast;
+pub mod follow;
 pub mod planner;
 pub mod policy;
 pub mod resource;

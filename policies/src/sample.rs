@@ -32,6 +32,11 @@ pub struct Sample {
     /// Memory only: OOM kills during the interval.
     #[serde(default)]
     pub oom_kills: u64,
+    /// Memory only: tasks were waiting at the limit for it to be raised
+    /// (the agent keeps the OOM killer off below `max`: cgroup v1
+    /// `under_oom`).
+    #[serde(default)]
+    pub mem_waiting: bool,
 }
 
 impl Sample {
@@ -55,6 +60,12 @@ impl Sample {
     /// The same sample with OOM kills.
     pub fn with_oom_kills(mut self, kills: u64) -> Self {
         self.oom_kills = kills;
+        self
+    }
+
+    /// The same sample with tasks waiting at the memory limit.
+    pub fn with_waiting(mut self, waiting: bool) -> Self {
+        self.mem_waiting = waiting;
         self
     }
 

@@ -15,7 +15,7 @@ use policies::{
 };
 use proptest::prelude::*;
 
-const POLICIES: [&str; 5] = ["fast", "classic-deployed", "classic-defaults", "static", "vpa"];
+const POLICIES: [&str; 6] = ["follow", "fast", "classic-deployed", "classic-defaults", "static", "vpa"];
 
 #[derive(Debug, Clone)]
 struct Box1 {
@@ -81,6 +81,7 @@ proptest! {
                     cpu_throttled_usec: thr,
                     mem_stall_usec: stall,
                     oom_kills: Some(ooms[i]),
+                    mem_waiting: stall > 150_000,
                 });
             }
             let states: Vec<ContainerState> = boxes.iter().enumerate().map(|(i, b)| ContainerState {

@@ -12,7 +12,7 @@ use policies::{
 };
 use proptest::prelude::*;
 
-const POLICIES: [&str; 5] = ["fast", "classic-deployed", "classic-defaults", "static", "vpa"];
+const POLICIES: [&str; 6] = ["follow", "fast", "classic-deployed", "classic-defaults", "static", "vpa"];
 const RESOURCES: [Resource; 4] = [Resource::Mem, Resource::Cpu, Resource::DiskRead, Resource::NetTx];
 
 /// Checks one decision against the spec in force and the latest usage.
@@ -205,6 +205,7 @@ proptest! {
                     cpu_throttled_usec: throttled,
                     mem_pressure: pressure,
                     oom_kills: oom,
+                    mem_waiting: oom > 1,
                 };
                 if r == Resource::Mem {
                     mem_usage = usage;

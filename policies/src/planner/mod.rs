@@ -91,6 +91,9 @@ pub struct Observation {
     /// OOM kills in the container since it was created (a counter; the
     /// planner takes differences).
     pub oom_kills: Option<u64>,
+    /// Tasks wait at the memory limit for it to be raised.
+    #[serde(default)]
+    pub mem_waiting: bool,
 }
 
 /// One managed resource of a container as it stands when deciding.
@@ -204,7 +207,7 @@ impl Planner {
                 // millicores.
                 Resource::Cpu => s = s.with_throttled(obs.cpu_throttled_usec),
                 Resource::Mem => {
-                    s = s.with_pressure(obs.mem_stall_usec).with_oom_kills(oom_delta);
+                    s = s.with_pressure(obs.mem_stall_usec).with_oom_kills(oom_delta).with_waiting(obs.mem_waiting);
                     m.mem_usage = Some(usage);
                 }
                 _ => {}

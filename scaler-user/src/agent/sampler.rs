@@ -362,6 +362,7 @@ pub fn build_sample(i: &SampleInput, totals: &Totals) -> Sample {
             mem_charged: cur.mem_charged,
             mem_reclaims: d.mem_reclaims,
             oom_kills: cur.oom_kills,
+            mem_waiting: cur.mem_waiting,
             mem_stall_usec: stall(prev.psi_mem, cur.psi_mem),
             cpu_stall_usec: stall(prev.psi_cpu, cur.psi_cpu),
             io_stall_usec: stall(prev.psi_io, cur.psi_io),

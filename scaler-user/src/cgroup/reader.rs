@@ -29,8 +29,12 @@ pub struct CgroupStats {
     pub mem_charged: Option<u64>,
     /// Reclaimable file cache inside `mem_charged`.
     pub mem_inactive_file: Option<u64>,
+    /// The memory limit in force: v2 the lower of `memory.high` (where the
+    /// agent keeps a waiting limit) and `memory.max`; v1 `limit_in_bytes`.
     pub mem_limit: Option<u64>,
     pub oom_kills: Option<u64>,
+    /// v1 with the OOM killer off: tasks wait at the limit (`under_oom`).
+    pub mem_waiting: Option<bool>,
     pub io: Option<IoBytes>,
     pub io_limits: IoLimits,
     pub psi_cpu: Option<Psi>,
@@ -218,7 +222,12 @@ impl CgroupReader {
         let v2_mem = self.read_file(Hier::V2, "memory.current").and_then(parse::single);
         if v2_mem.is_some() {
             s.mem_charged = v2_mem;
-            s.mem_limit = self.read_file(Hier::V2, "memory.max").and_then(parse::v2_max_or_value);
+            let max = self.read_file(Hier::V2, "memory.max").and_then(parse::v2_max_or_value);
+            let high = self.read_file(Hier::V2, "memory.high").and_then(parse::v2_max_or_value);
+            s.mem_limit = match (high, max) {
+                (Some(h), Some(m)) => Some(h.min(m)),
+                (h, m) => h.or(m),
+            };
             s.mem_inactive_file =
                 self.read_file(Hier::V2, "memory.stat").and_then(|t| parse::flat_keyed(t, "inactive_file"));
             s.oom_kills = self.read_file(Hier::V2, "memory.events").and_then(|t| parse::flat_keyed(t, "oom_kill"));
@@ -228,7 +237,10 @@ impl CgroupReader {
             s.mem_limit = self.read_file(m, "memory.limit_in_bytes").and_then(parse::v1_mem_limit);
             s.mem_inactive_file =
                 self.read_file(m, "memory.stat").and_then(|t| parse::flat_keyed(t, "total_inactive_file"));
-            s.oom_kills = self.read_file(m, "memory.oom_control").and_then(|t| parse::flat_keyed(t, "oom_kill"));
+            if let Some(t) = self.read_file(m, "memory.oom_control") {
+                s.oom_kills = parse::flat_keyed(t, "oom_kill");
+                s.mem_waiting = parse::flat_keyed(t, "under_oom").map(|v| v > 0);
+            }
         }
 
         if let Some(io) = self.read_file(Hier::V2, "io.stat").map(parse::v2_io_stat) {

@@ -53,6 +53,9 @@ pub struct Signals {
     pub mem_reclaims: u64,
     /// OOM kills in this cgroup since it was created (cgroupfs).
     pub oom_kills: Option<u64>,
+    /// Tasks wait at the memory limit for the agent to raise it (v1 with
+    /// the OOM killer off below max: `under_oom`).
+    pub mem_waiting: Option<bool>,
     /// Memory stall ("some") during the interval (µs, PSI).
     pub mem_stall_usec: Option<u64>,
     /// CPU stall ("some") during the interval (µs, PSI).

@@ -1,0 +1,308 @@
+//! `follow`, the default policy: the limit follows the peak of the last
+//! second or few of demand, a few percent above it, and is raised within a
+//! tick when the kernel says demand went unmet (CPU throttled, tasks waiting
+//! at the memory limit, reclaim stalls, an OOM kill, a saturated link).
+//!
+//! CPU headroom adapts to the one knob, `slowdown_permille`: the share of
+//! CPU demand the limit may leave waiting (throttled time over demand,
+//! measured over the last 10 s). A steady job ends a few percent above its
+//! use; a bursty one that the tight limit slows more than allowed gets
+//! headroom until it is slowed no more than that.
+//!
+//! Memory follows the peak working set of the last 3 s plus 10 % and
+//! 16 MiB, shrinking as soon as that has held a second without stalls. Growth is
+//! met by raising at 95 % of the limit (by 25 % plus a few ticks of the
+//! growth seen); where the agent keeps the OOM killer off below `max`,
+//! growth faster than that waits at the limit for one tick instead of
+//! being killed.
+
+mod config;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+
+pub use config::{FollowConfig, FollowParams};
+
+use crate::config::ConfigError;
+use crate::decision::{Decision, Reason};
+use crate::policy::{Policy, Timing, propose};
+use crate::resource::{Resource, ResourceKind};
+use crate::sample::Sample;
+use crate::spec::{ResourceSpec, ResourceSpecs};
+
+/// The follow policy for one container.
+#[derive(Debug, Clone)]
+pub struct Follow {
+    cfg: FollowConfig,
+    state: BTreeMap<Resource, State>,
+}
+
+/// What arrived since the last decision.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pending {
+    interval_ms: u64,
+    usage_ms: u128,
+    throttled_us: u64,
+    stall_us: u64,
+    oom_kills: u64,
+    waiting: bool,
+    max_usage: u64,
+    samples: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+struct State {
+    /// `(time, demand)` of each decision interval within `window_ms`.
+    recent: VecDeque<(u64, u64)>,
+    /// `(time, unmet x ms, demand x ms)` within `adapt_window_ms`.
+    ledger: VecDeque<(u64, u128, u128)>,
+    /// Memory: `(time, rise over the interval)` within `adapt_window_ms`.
+    rises: VecDeque<(u64, u64)>,
+    pending: Pending,
+    /// Adaptive headroom, percentage points on top of `headroom_pct`.
+    extra_pct: u32,
+    last_adapt_ms: u64,
+    first_ms: Option<u64>,
+    last_usage: Option<u64>,
+    over_since_ms: Option<u64>,
+    /// Last raise, or (memory) last stall.
+    last_raise_ms: Option<u64>,
+}
+
+fn mul_pct(x: u64, pct: u32) -> u64 {
+    u64::try_from(u128::from(x) * u128::from(pct) / 100).unwrap_or(u64::MAX)
+}
+
+/// `x * 100 > limit * p`: x is above p % of limit.
+fn above_pct(x: u64, limit: u64, p: u32) -> bool {
+    u128::from(x) * 100 > u128::from(limit) * u128::from(p)
+}
+
+impl State {
+    fn peak(&self) -> u64 {
+        self.recent.iter().map(|&(_, d)| d).max().unwrap_or(0)
+    }
+
+    fn max_rise(&self) -> u64 {
+        self.rises.iter().map(|&(_, r)| r).max().unwrap_or(0)
+    }
+
+    fn prune(&mut self, now: u64, p: &FollowParams) {
+        let w = now.saturating_sub(p.window_ms);
+        while self.recent.front().is_some_and(|&(t, _)| t <= w) {
+            self.recent.pop_front();
+        }
+        let a = now.saturating_sub(p.adapt_window_ms);
+        while self.ledger.front().is_some_and(|&(t, _, _)| t <= a) {
+            self.ledger.pop_front();
+        }
+        while self.rises.front().is_some_and(|&(t, _)| t <= a) {
+            self.rises.pop_front();
+        }
+    }
+
+    /// CPU: once a second, more headroom while the unmet share of demand
+    /// is above `slowdown`, less while it is below half of it.
+    fn adapt(&mut self, now: u64, p: &FollowParams, slowdown_permille: u32) {
+        if now.saturating_sub(self.last_adapt_ms) < 1_000 {
+            return;
+        }
+        self.last_adapt_ms = now;
+        let (unmet, demand) = self.ledger.iter().fold((0u128, 0u128), |(u, d), &(_, a, b)| (u + a, d + b));
+        if demand == 0 {
+            return;
+        }
+        let share = unmet * 1000 / demand;
+        if share > u128::from(slowdown_permille) {
+            self.extra_pct = (self.extra_pct + p.adapt_up_pct).min(p.adapt_max_pct);
+        } else if share * 2 < u128::from(slowdown_permille) {
+            self.extra_pct = self.extra_pct.saturating_sub(p.adapt_down_pct);
+        }
+    }
+}
+
+impl Follow {
+    /// A policy with validated parameters.
+    pub fn new(cfg: FollowConfig) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        Ok(Follow { cfg, state: BTreeMap::new() })
+    }
+
+    /// The parameters.
+    pub fn config(&self) -> &FollowConfig {
+        &self.cfg
+    }
+
+    /// CPU, disk and network: rates with (CPU) or without (bandwidth) a
+    /// measure of unmet demand.
+    fn rate(&mut self, now: u64, resource: Resource, spec: &ResourceSpec, pd: Pending) -> Option<Decision> {
+        let p = *self.cfg.params(resource)?;
+        let slowdown = self.cfg.slowdown_permille;
+        let st = self.state.get_mut(&resource)?;
+        let cur = spec.current();
+        let mean = u64::try_from(pd.usage_ms / u128::from(pd.interval_ms.max(1))).unwrap_or(u64::MAX);
+        let cpu = resource.kind() == ResourceKind::Cpu;
+        let unmet = if cpu { pd.throttled_us.checked_div(pd.interval_ms).unwrap_or(0) } else { 0 };
+        let saturated = !cpu && mean > 0 && u128::from(mean) * 100 >= u128::from(cur) * u128::from(p.saturation_pct);
+        let demand = mean.saturating_add(unmet);
+        st.recent.push_back((now, demand));
+        let ms = u128::from(pd.interval_ms);
+        st.ledger.push_back((now, u128::from(unmet) * ms, u128::from(demand) * ms));
+        st.prune(now, &p);
+        if cpu {
+            st.adapt(now, &p, slowdown);
+        }
+        let factor = 100 + p.headroom_pct + st.extra_pct;
+        let grow = |x: u64| mul_pct(x, factor).saturating_add(p.min_headroom);
+        let target = grow(st.peak());
+        // Raise at once when demand went unmet or usage nears the limit.
+        let raise = if unmet > 0 {
+            Some((grow(demand).max(target), Reason::Throttled { unmet }))
+        } else if saturated {
+            Some((mul_pct(cur, p.saturation_factor_pct).max(target), Reason::Saturated { usage: mean }))
+        } else if above_pct(mean, cur, p.up_threshold_pct) {
+            Some((grow(mean).max(target), Reason::AboveUpper { usage: mean }))
+        } else {
+            None
+        };
+        if let Some((new, reason)) = raise.filter(|&(new, _)| new > cur) {
+            st.over_since_ms = None;
+            let d = propose(resource, spec, new, None, reason);
+            if d.is_some() {
+                st.last_raise_ms = Some(now);
+            }
+            return d;
+        }
+        self.shrink(now, resource, spec, target, None)
+    }
+
+    /// Memory: a level, with signals of unmet demand (tasks waiting at the
+    /// limit, reclaim stalls, OOM kills).
+    fn memory(&mut self, now: u64, resource: Resource, spec: &ResourceSpec, pd: Pending) -> Option<Decision> {
+        let p = *self.cfg.params(resource)?;
+        let st = self.state.get_mut(&resource)?;
+        let cur = spec.current();
+        let usage = st.last_usage.unwrap_or(0);
+        st.recent.push_back((now, pd.max_usage));
+        st.prune(now, &p);
+        let factor = 100 + p.headroom_pct;
+        let target = mul_pct(st.peak(), factor).saturating_add(p.min_headroom);
+        let stalled = u128::from(pd.stall_us) * 1000
+            > u128::from(pd.interval_ms) * 1000 * u128::from(p.pressure_threshold_permille);
+        // Room for three more ticks of the fastest recent growth.
+        let growing = mul_pct(pd.max_usage, 100 + p.grow_pct)
+            .saturating_add(st.max_rise().saturating_mul(3))
+            .saturating_add(p.min_headroom);
+        let raise = if pd.oom_kills > 0 {
+            Some((mul_pct(cur, 100 + p.oom_step_pct).max(growing), Reason::OomKill { kills: pd.oom_kills }))
+        } else if pd.waiting {
+            Some((mul_pct(cur, 100 + p.oom_step_pct).max(growing), Reason::MemoryWait))
+        } else if stalled {
+            Some((
+                mul_pct(cur, 100 + p.pressure_step_pct).max(growing),
+                Reason::MemoryPressure { stall_us: pd.stall_us },
+            ))
+        } else if above_pct(pd.max_usage, cur, p.up_threshold_pct) {
+            Some((growing, Reason::AboveUpper { usage: pd.max_usage }))
+        } else {
+            None
+        };
+        if stalled || pd.waiting || pd.oom_kills > 0 {
+            // No shrinking right after the container was short of memory.
+            st.last_raise_ms = Some(now);
+        }
+        if let Some((new, reason)) = raise.filter(|&(new, _)| new > cur) {
+            st.over_since_ms = None;
+            let d = propose(resource, spec, new, Some(usage), reason);
+            if d.is_some() {
+                st.last_raise_ms = Some(now);
+            }
+            return d;
+        }
+        self.shrink(now, resource, spec, target, Some(usage))
+    }
+
+    /// Down to `target` once the limit has been above it (by the
+    /// hysteresis) for `down_hold_ms` and the last raise is that old.
+    fn shrink(
+        &mut self,
+        now: u64,
+        resource: Resource,
+        spec: &ResourceSpec,
+        target: u64,
+        floor: Option<u64>,
+    ) -> Option<Decision> {
+        let p = *self.cfg.params(resource)?;
+        let st = self.state.get_mut(&resource)?;
+        let cur = spec.current();
+        let over = above_pct(cur, target, 100 + p.down_hysteresis_pct) && cur > spec.min();
+        let history = st.first_ms.map_or(0, |f| now.saturating_sub(f));
+        if !over || history < p.down_hold_ms {
+            st.over_since_ms = None;
+            return None;
+        }
+        let since = *st.over_since_ms.get_or_insert(now);
+        let calm = st.last_raise_ms.is_none_or(|t| now.saturating_sub(t) >= p.down_hold_ms);
+        if now.saturating_sub(since) < p.down_hold_ms || !calm {
+            return None;
+        }
+        st.over_since_ms = None;
+        propose(resource, spec, target, floor, Reason::Shrink { target })
+    }
+}
+
+impl Policy for Follow {
+    fn name(&self) -> &str {
+        "follow"
+    }
+
+    fn observe(&mut self, resource: Resource, sample: &Sample) {
+        if self.cfg.params(resource).is_none() {
+            return;
+        }
+        let st = self.state.entry(resource).or_default();
+        st.first_ms.get_or_insert(sample.time_ms);
+        if resource.kind() == ResourceKind::Memory
+            && let Some(prev) = st.last_usage
+            && sample.usage > prev
+        {
+            st.rises.push_back((sample.time_ms, sample.usage - prev));
+        }
+        st.last_usage = Some(sample.usage);
+        let pd = &mut st.pending;
+        pd.samples += 1;
+        pd.interval_ms += sample.interval_ms;
+        pd.usage_ms += u128::from(sample.usage) * u128::from(sample.interval_ms);
+        pd.throttled_us = pd.throttled_us.saturating_add(sample.cpu_throttled_usec);
+        pd.stall_us = pd.stall_us.saturating_add(sample.mem_pressure);
+        pd.oom_kills = pd.oom_kills.saturating_add(sample.oom_kills);
+        pd.waiting |= sample.mem_waiting;
+        pd.max_usage = pd.max_usage.max(sample.usage);
+    }
+
+    fn decide(&mut self, now_ms: u64, specs: &ResourceSpecs) -> Vec<Decision> {
+        let mut out = Vec::new();
+        for (resource, spec) in specs.iter() {
+            if !spec.guard() {
+                continue;
+            }
+            let Some(st) = self.state.get_mut(&resource) else { continue };
+            let pd = std::mem::take(&mut st.pending);
+            if pd.samples == 0 {
+                continue;
+            }
+            let d = match resource.kind() {
+                ResourceKind::Memory => self.memory(now_ms, resource, spec, pd),
+                ResourceKind::Cpu | ResourceKind::Bandwidth => self.rate(now_ms, resource, spec, pd),
+                ResourceKind::Power => None,
+            };
+            out.extend(d);
+        }
+        out
+    }
+
+    fn timing(&self) -> Timing {
+        self.cfg.timing()
+    }
+}
