@@ -30,6 +30,13 @@ pub trait Policy: Send {
     /// How often the policy wants to be called and how long its decisions
     /// take to apply; used by the simulator.
     fn timing(&self) -> Timing;
+
+    /// Whether the policy raises memory at once when tasks wait at the
+    /// limit ([`Sample::mem_waiting`]). Then the agent lets tasks that reach
+    /// the limit below `max` wait for it instead of being OOM-killed.
+    fn raises_waiting_memory(&self) -> bool {
+        false
+    }
 }
 
 /// When a policy runs.

@@ -13,6 +13,14 @@
 //! container and resource; before its first row a series demands 0. Times
 //! of one series must not decrease; a repeated time replaces the earlier
 //! row. The trace lasts until its latest time.
+//!
+//! A *recorded* trace (`scaler record`, header [`RECORDED_HEADER`]) has
+//! seven more columns, what the agent measured and had in force at each
+//! tick: `interval_ms`, `usage`, `limit` (empty: unlimited),
+//! `throttled_us`, `stall_us`, `oom_kills` (since the cgroup was created;
+//! empty: unknown) and `waiting` (0 or 1). The simulator uses its demand
+//! like any trace; [`crate::planner::replay`] feeds the rest to the planner
+//! to check that it makes the agent's decisions.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -21,6 +29,51 @@ use crate::resource::{MAX_AMOUNT, Resource, ResourceError};
 
 /// The header line every trace starts with.
 pub const HEADER: &str = "time_s,container,resource,demand";
+
+/// The header of a recorded trace.
+pub const RECORDED_HEADER: &str =
+    "time_s,container,resource,demand,interval_ms,usage,limit,throttled_us,stall_us,oom_kills,waiting";
+
+/// What the agent measured and had in force for one resource at one tick
+/// (a row of a recorded trace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recorded {
+    /// When the counters were read, ms.
+    pub time_ms: u64,
+    /// Length of the interval, ms.
+    pub interval_ms: u64,
+    /// Usage (`None`: not measurable for this container).
+    pub usage: Option<u64>,
+    /// The limit in force (`None`: unlimited).
+    pub limit: Option<u64>,
+    /// CPU time throttled during the interval, µs.
+    pub throttled_us: u64,
+    /// Memory PSI stall during the interval, µs.
+    pub stall_us: u64,
+    /// OOM kills since the cgroup was created.
+    pub oom_kills: Option<u64>,
+    /// Tasks waited at the memory limit.
+    pub waiting: bool,
+}
+
+impl Recorded {
+    /// The CSV row of this record (under [`RECORDED_HEADER`]).
+    pub fn row(&self, container: &str, resource: Resource, demand: u64) -> String {
+        let opt = |v: Option<u64>| v.map_or_else(String::new, |x| x.to_string());
+        format!(
+            "{}.{:03},{container},{resource},{demand},{},{},{},{},{},{},{}",
+            self.time_ms / 1000,
+            self.time_ms % 1000,
+            self.interval_ms,
+            opt(self.usage),
+            opt(self.limit),
+            self.throttled_us,
+            self.stall_us,
+            opt(self.oom_kills),
+            u8::from(self.waiting)
+        )
+    }
+}
 
 /// Error from parsing a trace; each names the line (1-based) at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,6 +147,18 @@ pub enum TraceError {
         /// The previous row's time.
         previous_ms: u64,
     },
+    /// A column of a recorded trace is not what it should be.
+    #[error("line {line}: {field} {value:?} is invalid: {expected}")]
+    Recorded {
+        /// Line number.
+        line: usize,
+        /// Which column.
+        field: &'static str,
+        /// The field.
+        value: String,
+        /// What would be valid.
+        expected: &'static str,
+    },
     /// No data rows.
     #[error("trace has no data rows")]
     Empty,
@@ -104,7 +169,42 @@ pub enum TraceError {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Trace {
     series: BTreeMap<String, BTreeMap<Resource, Vec<(u64, u64)>>>,
+    /// Recorded traces only: each row's measurements.
+    recorded: BTreeMap<String, BTreeMap<Resource, Vec<Recorded>>>,
     end_ms: u64,
+}
+
+/// Parses one extra column of a recorded row.
+fn column(line: usize, field: &'static str, value: &str, empty_ok: bool) -> Result<Option<u64>, TraceError> {
+    if value.is_empty() && empty_ok {
+        return Ok(None);
+    }
+    value.parse::<u64>().ok().filter(|v| *v <= MAX_AMOUNT).map(Some).ok_or_else(|| TraceError::Recorded {
+        line,
+        field,
+        value: value.to_owned(),
+        expected: if empty_ok { "empty or a non-negative integer" } else { "a non-negative integer" },
+    })
+}
+
+fn recorded_row(line: usize, time_ms: u64, f: &[&str]) -> Result<Recorded, TraceError> {
+    let waiting = match f[6] {
+        "0" => false,
+        "1" => true,
+        other => {
+            return Err(TraceError::Recorded { line, field: "waiting", value: other.to_owned(), expected: "0 or 1" });
+        }
+    };
+    Ok(Recorded {
+        time_ms,
+        interval_ms: column(line, "interval_ms", f[0], false)?.unwrap_or(0),
+        usage: column(line, "usage", f[1], true)?,
+        limit: column(line, "limit", f[2], true)?,
+        throttled_us: column(line, "throttled_us", f[3], false)?.unwrap_or(0),
+        stall_us: column(line, "stall_us", f[4], false)?.unwrap_or(0),
+        oom_kills: column(line, "oom_kills", f[5], true)?,
+        waiting,
+    })
 }
 
 fn parse_time(s: &str) -> Result<u64, &'static str> {
@@ -131,6 +231,7 @@ impl Trace {
     pub fn parse(text: &str) -> Result<Trace, TraceError> {
         let mut trace = Trace::default();
         let mut header_seen = false;
+        let mut recorded = false;
         let mut rows = 0usize;
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
@@ -140,14 +241,19 @@ impl Trace {
             }
             if !header_seen {
                 let normalised: String = l.split(',').map(str::trim).collect::<Vec<_>>().join(",");
-                if normalised != HEADER {
+                recorded = normalised == RECORDED_HEADER;
+                if normalised != HEADER && !recorded {
                     return Err(TraceError::Header { line, found: l.to_owned() });
                 }
                 header_seen = true;
                 continue;
             }
             let fields: Vec<&str> = l.split(',').map(str::trim).collect();
-            let [time, container, resource, demand] = fields[..] else {
+            let expected = if recorded { 11 } else { 4 };
+            if fields.len() != expected {
+                return Err(TraceError::FieldCount { line, found: fields.len() });
+            }
+            let [time, container, resource, demand] = fields[..4] else {
                 return Err(TraceError::FieldCount { line, found: fields.len() });
             };
             let time_ms =
@@ -165,6 +271,14 @@ impl Trace {
                 .filter(|d| *d <= MAX_AMOUNT)
                 .ok_or_else(|| TraceError::Demand { line, value: demand.to_owned() })?;
             trace.push(line, container, resource, time_ms, demand)?;
+            if recorded {
+                let r = recorded_row(line, time_ms, &fields[4..])?;
+                let rows = trace.recorded.entry(container.to_owned()).or_default().entry(resource).or_default();
+                match rows.last_mut() {
+                    Some(last) if last.time_ms == time_ms => *last = r,
+                    _ => rows.push(r),
+                }
+            }
             rows += 1;
         }
         if rows == 0 {
@@ -208,7 +322,27 @@ impl Trace {
         Ok(t)
     }
 
-    /// The latest time in the trace, ms: the simulation runs `[0, end)`.
+    /// A recorded trace's measurements of one series (`None` for a plain
+    /// demand trace).
+    pub fn recorded(&self, container: &str, resource: Resource) -> Option<&[Recorded]> {
+        self.recorded.get(container).and_then(|m| m.get(&resource)).map(Vec::as_slice)
+    }
+
+    /// Whether this is a recorded trace.
+    pub fn is_recorded(&self) -> bool {
+        !self.recorded.is_empty()
+    }
+
+    /// Where the trace starts, ms: 0 for a demand trace, the first tick's
+    /// wall-clock time for a recorded one. The simulation runs `[start, end)`.
+    pub fn start_ms(&self) -> u64 {
+        if !self.is_recorded() {
+            return 0;
+        }
+        self.series.values().flat_map(|m| m.values()).filter_map(|p| p.first()).map(|&(t, _)| t).min().unwrap_or(0)
+    }
+
+    /// The latest time in the trace, ms.
     pub fn end_ms(&self) -> u64 {
         self.end_ms
     }
@@ -311,6 +445,29 @@ mod tests {
         }
         let e = err("5,a,cpu,1\n4,a,cpu,2").to_string();
         assert!(e.starts_with("line 3: time 4000 ms of a/cpu"), "{e}");
+    }
+
+    #[test]
+    fn recorded_traces_carry_what_the_agent_saw() {
+        let r = Recorded {
+            time_ms: 1_200,
+            interval_ms: 200,
+            usage: Some(900),
+            limit: None,
+            throttled_us: 20_000,
+            stall_us: 0,
+            oom_kills: Some(1),
+            waiting: true,
+        };
+        let text = format!("{RECORDED_HEADER}\n{}\n", r.row("a", Resource::Cpu, 1000));
+        let t = Trace::parse(&text).unwrap();
+        assert_eq!(t.demand_at("a", Resource::Cpu, 1_200), 1000);
+        assert_eq!(t.recorded("a", Resource::Cpu).unwrap(), &[r]);
+        assert!(t.is_recorded() && !Trace::parse(OK).unwrap().is_recorded());
+        let e = Trace::parse(&format!("{RECORDED_HEADER}\n1,a,cpu,1,200,5,,0,0,,2\n")).unwrap_err();
+        assert!(e.to_string().contains("waiting \"2\""), "{e}");
+        let e = Trace::parse(&format!("{RECORDED_HEADER}\n1,a,cpu,1\n")).unwrap_err();
+        assert!(matches!(e, TraceError::FieldCount { found: 4, .. }));
     }
 
     #[test]

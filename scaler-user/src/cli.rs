@@ -50,7 +50,7 @@ pub enum Command {
     /// Replay a usage trace (CSV: time_s,container,resource,demand) through
     /// a policy and report allocation, unmet demand, OOMs and reaction time.
     Simulate {
-        /// fast, classic, classic-defaults, static, vpa.
+        /// follow, fast, classic, classic-defaults, static, vpa.
         #[arg(long, default_value = "fast")]
         policy: String,
         #[arg(long)]
@@ -132,6 +132,20 @@ pub enum Command {
         agent: AgentArgs,
         #[arg(long)]
         json: bool,
+    },
+    /// Record a container's usage, limits and signals from a running agent,
+    /// tick by tick, as a trace for `scaler simulate` (and for replaying the
+    /// agent's decisions).
+    Record {
+        name: String,
+        /// How long: 90s, 10m, 1h.
+        #[arg(long, default_value = "10m")]
+        duration: String,
+        /// The CSV file to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        agent: AgentArgs,
     },
     /// Validate a configuration file without starting anything (exit 1 and
     /// one line naming the field when it is wrong).
@@ -227,6 +241,10 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::Host { cpu, mem, agent, json } => {
             crate::client::manage::host(&agent.client(), cpu.as_deref(), mem.as_deref(), json)
+        }
+        Command::Record { name, duration, out, agent } => {
+            let duration = crate::client::units::duration("--duration", &duration).map_err(anyhow::Error::msg)?;
+            crate::client::record::record(&agent.client(), &name, duration, &out, std::time::Duration::from_secs(2))
         }
         Command::CheckConfig { config, aggregator } => {
             if aggregator {

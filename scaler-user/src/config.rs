@@ -91,6 +91,11 @@ pub struct AgentConfig {
     pub cgroup_roots: Vec<String>,
     /// Policy of a subscription that names none.
     pub default_policy: String,
+    /// Below `max`, tasks of a managed container that reach its memory limit
+    /// wait for the agent to raise it instead of being OOM-killed (v1: the
+    /// OOM killer off; v2: the limit in `memory.high`), for policies that
+    /// react to it (`follow`).
+    pub memory_wait: bool,
 }
 
 impl Default for AgentConfig {
@@ -114,6 +119,8 @@ impl Default for AgentConfig {
             // Anything on the host may be subscribed; narrow this on shared hosts.
             cgroup_roots: vec!["/".to_owned()],
             default_policy: "fast".to_owned(),
+            // A tick's wait instead of an OOM kill.
+            memory_wait: true,
         }
     }
 }

@@ -86,6 +86,11 @@ impl Agent {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// Base URL of its API (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        self.api.url.clone()
+    }
+
     /// The container named `name` from `/v1/stats`, once it has a sample.
     pub fn container(&self, name: &str) -> Option<Value> {
         let (s, v) = self.get(&format!("/v1/stats/{name}"));

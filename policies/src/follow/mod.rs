@@ -305,4 +305,8 @@ impl Policy for Follow {
     fn timing(&self) -> Timing {
         self.cfg.timing()
     }
+
+    fn raises_waiting_memory(&self) -> bool {
+        true
+    }
 }

@@ -17,7 +17,10 @@
 //! 6. returns the limits that change, with why.
 //!
 //! Starting limits for a new subscription come from [`start_limit`].
+//! [`replay`] feeds a recorded agent run back through a planner and checks
+//! that it sets the same limits.
 
+mod replay;
 mod start;
 #[cfg(test)]
 mod tests;
@@ -26,6 +29,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use replay::{Mismatch, Replay, ReplayError, replay};
 pub use start::{StartInput, start_limit};
 
 use crate::arbitrate::{Request, arbitrate};
@@ -187,6 +191,12 @@ impl Planner {
     /// The policy's name for `name`.
     pub fn policy_name(&self, name: &str) -> Option<&str> {
         self.members.get(name).map(|m| m.policy.name())
+    }
+
+    /// Whether `name`'s policy raises memory when tasks wait at the limit
+    /// (see [`Policy::raises_waiting_memory`]).
+    pub fn raises_waiting_memory(&self, name: &str) -> bool {
+        self.members.get(name).is_some_and(|m| m.policy.raises_waiting_memory())
     }
 
     /// Records what was measured for `name` (ignored when not managed).

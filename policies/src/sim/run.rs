@@ -177,8 +177,9 @@ pub fn simulate(policy: &PolicyConfig, trace_name: &str, trace: &Trace, cfg: &Si
 
     let step = cfg.step_ms;
     let mut oom_events = 0;
-    let mut next_tick = tick;
-    let mut t = 0;
+    // A recorded trace starts at the wall-clock time of its first tick.
+    let mut t = trace.start_ms();
+    let mut next_tick = t + tick;
     while t < trace.end_ms() {
         let now = t + step;
         for c in &mut containers {
@@ -201,7 +202,7 @@ pub fn simulate(policy: &PolicyConfig, trace_name: &str, trace: &Trace, cfg: &Si
             accs.entry(s.resource).or_default().merge(&s.acc);
         }
     }
-    Ok(Report::build(policy.name(), trace_name, trace.end_ms(), containers.len(), &accs, oom_events))
+    Ok(Report::build(policy.name(), trace_name, trace.end_ms() - trace.start_ms(), containers.len(), &accs, oom_events))
 }
 
 /// Ask the planner (every policy, floors, arbitration: what the agent does)

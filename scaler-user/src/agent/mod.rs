@@ -67,15 +67,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::warn!("bpf_stats: {e}");
     }
     let store = Store::open(&cfg.agent.state_dir)?;
-    let actuator =
-        HostActuator { layout: layout.clone(), disk: host::root_disk(), net: kernel.take_net_limiter(layout.clone()) };
+    let actuator = HostActuator {
+        layout: layout.clone(),
+        disk: host::root_disk(),
+        net: kernel.take_net_limiter(layout.clone()),
+        waiting: Default::default(),
+    };
     let manager = Manager::open(
         store,
         Box::new(actuator),
         capacity(&cfg),
         cfg.agent.cgroup_roots.clone(),
         cfg.agent.default_policy.clone(),
-    )?;
+    )?
+    .with_memory_wait(cfg.agent.memory_wait);
     let restored = manager.tracked().len();
     let manager = Arc::new(Mutex::new(manager));
     let shared = Arc::new(Shared {
@@ -112,7 +117,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let app = crate::http::router(AppState {
         shared: shared.clone(),
-        manager,
+        manager: manager.clone(),
         layout,
         token: cfg.agent.token.clone(),
         power_model: cfg.energy.clone(),
@@ -128,6 +133,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if sampler.join().is_err() {
         error!("sampler thread panicked");
     }
+    // With the agent gone nothing raises a waiting memory limit: back to
+    // OOM kills until it runs again.
+    manager.lock().unwrap_or_else(PoisonError::into_inner).release_waits();
     info!("scaler agent stopped");
     Ok(())
 }

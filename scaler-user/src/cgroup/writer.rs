@@ -121,6 +121,41 @@ impl<'a> Writer<'a> {
             other => Err(WriteError::NotCgroupfs { resource: other }),
         }
     }
+
+    /// Whether tasks that reach the memory limit wait for it to be raised
+    /// (`Some(hard_max)`) or are OOM-killed as usual (`None`). v1: the OOM
+    /// killer off or on (`memory.oom_control`). v2: the limit moves to
+    /// `memory.high` (reclaim and throttling, never a kill) with
+    /// `memory.max` at `hard_max`; off, `memory.high` goes back to `max`
+    /// (the next [`Self::apply_waiting`] or [`Self::apply`] sets the limit).
+    pub fn set_mem_wait(&self, rel: &str, hard_max: Option<u64>) -> Result<(), WriteError> {
+        let err = |e: std::io::Error| Self::err(rel, Resource::Mem, e);
+        let v2 = self.layout.v2_dir(rel);
+        if v2.join("memory.high").exists() {
+            match hard_max {
+                Some(h) => std::fs::write(v2.join("memory.max"), h.to_string()).map_err(err),
+                None => std::fs::write(v2.join("memory.high"), "max").map_err(err),
+            }
+        } else {
+            let dir = self
+                .layout
+                .v1_dir("memory", rel)
+                .filter(|d| d.join("memory.oom_control").exists())
+                .ok_or_else(|| WriteError::NoControl { cgroup: rel.to_owned(), what: "memory.oom_control" })?;
+            std::fs::write(dir.join("memory.oom_control"), if hard_max.is_some() { "1" } else { "0" }).map_err(err)
+        }
+    }
+
+    /// Sets the memory limit of a container that waits at it (see
+    /// [`Self::set_mem_wait`]): v2 `memory.high`, v1 `limit_in_bytes`.
+    pub fn apply_waiting(&self, rel: &str, value: u64) -> Result<(), WriteError> {
+        let v2 = self.layout.v2_dir(rel);
+        if v2.join("memory.high").exists() {
+            std::fs::write(v2.join("memory.high"), value.to_string()).map_err(|e| Self::err(rel, Resource::Mem, e))
+        } else {
+            self.apply(rel, Resource::Mem, Some(value))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -161,6 +196,46 @@ mod tests {
         assert_eq!(read(dir.join("io.max")), "254:0 rbps=max");
         assert!(matches!(w.apply("c", Resource::NetRx, Some(1)), Err(WriteError::NotCgroupfs { .. })));
         assert!(matches!(w.apply("nope", Resource::Cpu, Some(1)), Err(WriteError::NoControl { .. })));
+    }
+
+    #[test]
+    fn waiting_memory_limits_on_both_layouts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (f, c) in [("memory.max", "max\n"), ("memory.high", "max\n")] {
+            std::fs::write(dir.join(f), c).unwrap();
+        }
+        let layout = Layout::pure_v2(tmp.path());
+        let w = Writer::new(&layout, None);
+        w.set_mem_wait("c", Some(4 << 30)).unwrap();
+        w.apply_waiting("c", 300 << 20).unwrap();
+        assert_eq!(read(dir.join("memory.max")), (4u64 << 30).to_string(), "hard stop at max");
+        assert_eq!(read(dir.join("memory.high")), (300u64 << 20).to_string(), "the scaled limit");
+        w.set_mem_wait("c", None).unwrap();
+        w.apply("c", Resource::Mem, Some(4 << 30)).unwrap();
+        assert_eq!(read(dir.join("memory.high")), "max");
+        assert_eq!(read(dir.join("memory.max")), (4u64 << 30).to_string());
+
+        // v1: the OOM killer off and on.
+        let root = tmp.path().join("v1");
+        let mem = root.join("memory/c");
+        std::fs::create_dir_all(&mem).unwrap();
+        std::fs::create_dir_all(root.join("unified/c")).unwrap();
+        std::fs::write(mem.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\n").unwrap();
+        std::fs::write(mem.join("memory.limit_in_bytes"), "9223372036854771712\n").unwrap();
+        let layout = Layout {
+            kernfs: false,
+            v2: root.join("unified"),
+            v1: [("memory".to_string(), root.join("memory"))].into_iter().collect(),
+        };
+        let w = Writer::new(&layout, None);
+        w.set_mem_wait("c", Some(1 << 30)).unwrap();
+        assert_eq!(read(mem.join("memory.oom_control")), "1");
+        w.apply_waiting("c", 200 << 20).unwrap();
+        assert_eq!(read(mem.join("memory.limit_in_bytes")), (200u64 << 20).to_string());
+        w.set_mem_wait("c", None).unwrap();
+        assert_eq!(read(mem.join("memory.oom_control")), "0");
     }
 
     #[test]

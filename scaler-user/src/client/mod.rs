@@ -1,5 +1,6 @@
 //! Client commands: talk to an agent's HTTP API and print tables or JSON.
 pub mod manage;
+pub mod record;
 pub mod units;
 
 use anyhow::{Context as _, bail};

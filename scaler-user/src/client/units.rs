@@ -39,6 +39,17 @@ pub fn bytes(flag: &str, s: &str) -> Result<u64, String> {
     Ok((v * mult as f64).round() as u64)
 }
 
+/// A duration: `500ms`, `90s`, `10m`, `2h`, or plain seconds.
+pub fn duration(flag: &str, s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{flag}: {s:?} is not a duration (e.g. 90s, 10m, 1h)");
+    let (num, ms) = [("ms", 1u64), ("s", 1_000), ("m", 60_000), ("h", 3_600_000)]
+        .iter()
+        .find_map(|(suf, m)| s.strip_suffix(suf).filter(|n| !n.ends_with('m')).map(|n| (n, *m)))
+        .unwrap_or((s, 1_000));
+    let v: u64 = num.parse().map_err(|_| bad())?;
+    v.checked_mul(ms).map(std::time::Duration::from_millis).ok_or_else(bad)
+}
+
 /// `MIN:MAX` with the resource's unit parser.
 pub fn range(flag: &str, s: &str, unit: Unit) -> Result<(u64, u64), String> {
     let (a, b) = s.split_once(':').ok_or_else(|| format!("{flag}: {s:?} must be MIN:MAX (e.g. 100m:2)"))?;
@@ -53,6 +64,18 @@ pub fn range(flag: &str, s: &str, unit: Unit) -> Result<(u64, u64), String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        let ms = |s: &str| duration("--duration", s).map(|d| d.as_millis());
+        assert_eq!(ms("500ms"), Ok(500));
+        assert_eq!(ms("90s"), Ok(90_000));
+        assert_eq!(ms("10m"), Ok(600_000));
+        assert_eq!(ms("2h"), Ok(7_200_000));
+        assert_eq!(ms("15"), Ok(15_000));
+        assert!(ms("ten").unwrap_err().starts_with("--duration: \"ten\""));
+        assert!(ms("-1s").is_err());
+    }
 
     #[test]
     fn quantities() {

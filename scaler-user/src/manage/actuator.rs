@@ -16,6 +16,9 @@ pub struct HostActuator {
     pub layout: Layout,
     pub disk: Option<Device>,
     pub net: Option<NetLimiter>,
+    /// Containers whose tasks wait at their memory limit (see
+    /// [`Writer::set_mem_wait`]).
+    pub waiting: std::collections::HashSet<String>,
 }
 
 fn is_net(r: Resource) -> bool {
@@ -28,7 +31,22 @@ impl Actuator for HostActuator {
             let net = self.net.as_mut().ok_or("network limits need the eBPF network programs, which are not loaded")?;
             return net.set(cgroup, resource == Resource::NetRx, value);
         }
-        Writer::new(&self.layout, self.disk).apply(cgroup, resource, value).map_err(|e| e.to_string())
+        let w = Writer::new(&self.layout, self.disk);
+        match value {
+            Some(v) if resource == Resource::Mem && self.waiting.contains(cgroup) => w.apply_waiting(cgroup, v),
+            _ => w.apply(cgroup, resource, value),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn set_mem_wait(&mut self, cgroup: &str, hard_max: Option<u64>) -> Result<(), String> {
+        Writer::new(&self.layout, self.disk).set_mem_wait(cgroup, hard_max).map_err(|e| e.to_string())?;
+        if hard_max.is_some() {
+            self.waiting.insert(cgroup.to_owned());
+        } else {
+            self.waiting.remove(cgroup);
+        }
+        Ok(())
     }
 
     fn own_limit(&self, cgroup: &str, resource: Resource) -> Option<u64> {

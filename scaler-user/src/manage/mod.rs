@@ -40,6 +40,13 @@ pub trait Actuator: Send {
     /// Called once per tick before limits are compared (e.g. to follow a
     /// recreated cgroup).
     fn refresh(&mut self) {}
+    /// Tasks reaching the memory limit wait for it to be raised
+    /// (`Some(hard_max)`: the OOM killer off, or on v2 the limit in
+    /// `memory.high` under a hard `memory.max`), or are OOM-killed as usual
+    /// (`None`).
+    fn set_mem_wait(&mut self, _cgroup: &str, _hard_max: Option<u64>) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What a handler found in the container's cgroup before subscribing.
@@ -75,11 +82,25 @@ pub(crate) struct Managed {
     pub usage: step::Usage,
     /// Resources whose last apply failed (logged once until it works again).
     pub failing: BTreeSet<Resource>,
+    /// Whether tasks wait at the memory limit (`None`: not set yet).
+    pub mem_wait: Option<bool>,
+    /// The host's capacity held the memory limit below what was wanted.
+    pub mem_limited: bool,
+    /// When the policy began (ms): samples read before are not its to see.
+    pub since_ms: u64,
 }
 
 impl Managed {
-    fn new(sub: Subscription, active: bool) -> Self {
-        Self { sub, active, usage: BTreeMap::new(), failing: BTreeSet::new() }
+    fn new(sub: Subscription, active: bool, since_ms: u64) -> Self {
+        Self {
+            sub,
+            active,
+            usage: BTreeMap::new(),
+            failing: BTreeSet::new(),
+            mem_wait: None,
+            mem_limited: false,
+            since_ms,
+        }
     }
 }
 
@@ -94,6 +115,9 @@ pub struct Manager {
     pub events: EventLog,
     roots: Vec<String>,
     default_policy: String,
+    /// Let tasks wait at the memory limit where the policy raises it (see
+    /// `agent.memory_wait`).
+    memory_wait: bool,
     /// Bumped whenever the set of (name, cgroup) pairs changes.
     pub generation: u64,
 }
@@ -115,7 +139,7 @@ impl Manager {
         let mut planner = Planner::new();
         for sub in store.load()? {
             planner.insert(&sub.name, model::build_policy(&sub.policy, sub.policy_config.as_ref())?);
-            subs.insert(sub.name.clone(), Managed::new(sub, false));
+            subs.insert(sub.name.clone(), Managed::new(sub, false, 0));
         }
         Ok(Self {
             subs,
@@ -126,8 +150,65 @@ impl Manager {
             events: EventLog::new(10_000),
             roots,
             default_policy,
+            memory_wait: true,
             generation: 1,
         })
+    }
+
+    /// Whether tasks may wait at the memory limit (`agent.memory_wait`).
+    pub fn with_memory_wait(mut self, on: bool) -> Self {
+        self.memory_wait = on;
+        self
+    }
+
+    /// Lets `name`'s tasks wait at its memory limit when that is wanted: the
+    /// agent lets them (`agent.memory_wait`), the policy raises waiting
+    /// memory, the limit is below `max` (at max, a container past its
+    /// bound is OOM-killed as it would be anyway) and the host did not hold
+    /// the limit back (then nothing would raise it). Logged when it changes.
+    pub(crate) fn sync_mem_wait(&mut self, now_ms: u64, name: &str) {
+        let Some(m) = self.subs.get_mut(name) else { return };
+        let Some(b) = m.sub.resources.get(&Resource::Mem) else { return };
+        let limit = m.sub.limits.get(&Resource::Mem).copied().flatten();
+        let want = self.memory_wait
+            && self.planner.raises_waiting_memory(name)
+            && limit.is_some_and(|l| l < b.max)
+            && !m.mem_limited;
+        if m.mem_wait == Some(want) {
+            return;
+        }
+        match self.act.set_mem_wait(&m.sub.cgroup, want.then_some(b.max)) {
+            Ok(()) => {
+                if m.mem_wait.is_some() || want {
+                    let what = if want {
+                        "tasks wait at the memory limit for a raise (no OOM kill below max)"
+                    } else {
+                        "tasks reaching the memory limit are OOM-killed (at max or held by the host)"
+                    };
+                    self.events.push(now_ms, name, Resource::Mem, limit, limit, what.into());
+                }
+                m.mem_wait = Some(want);
+            }
+            Err(e) => {
+                if m.mem_wait.is_none() {
+                    tracing::warn!(container = name, "memory wait: {e}");
+                }
+                m.mem_wait = Some(false);
+            }
+        }
+    }
+
+    /// Puts every container back to OOM kills at the limit (on shutdown:
+    /// with the agent gone, nothing would raise a waiting limit).
+    pub fn release_waits(&mut self) {
+        for m in self.subs.values_mut() {
+            if m.mem_wait == Some(true) {
+                if let Err(e) = self.act.set_mem_wait(&m.sub.cgroup, None) {
+                    tracing::warn!(container = %m.sub.name, "memory wait off: {e}");
+                }
+                m.mem_wait = None;
+            }
+        }
     }
 
     /// (name, cgroup) of every subscription, for the sampler to track.
@@ -278,12 +359,16 @@ impl Manager {
             Some(m) if keep_policy => m.sub = sub,
             _ => {
                 self.planner.insert(name, model::build_policy(&policy_name, policy_config.as_ref())?);
-                self.subs.insert(name.to_owned(), Managed::new(sub, true));
+                self.subs.insert(name.to_owned(), Managed::new(sub, true, now_ms));
             }
         }
         if !same_target {
             self.generation += 1;
+            if let Some(m) = self.subs.get_mut(name) {
+                m.mem_wait = None;
+            }
         }
+        self.sync_mem_wait(now_ms, name);
         Ok(())
     }
 
@@ -291,8 +376,11 @@ impl Manager {
     /// Network limits are always removed (they live in the agent's maps).
     pub fn unsubscribe(&mut self, now_ms: u64, name: &str, restore: bool) -> Result<bool, ManageError> {
         let m = self.subs.get(name).ok_or_else(|| ManageError::NotFound(format!("{name:?} is not subscribed")))?;
-        let sub = m.sub.clone();
+        let (sub, waiting) = (m.sub.clone(), m.mem_wait == Some(true));
         self.store.save(&[], &[name])?;
+        if waiting && let Err(e) = self.act.set_mem_wait(&sub.cgroup, None) {
+            tracing::warn!(container = name, "memory wait off: {e}");
+        }
         let mut restored = restore;
         for (&r, &limit) in &sub.limits {
             let owned = self.act.owns(r);

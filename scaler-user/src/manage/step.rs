@@ -49,6 +49,10 @@ impl Manager {
                 continue;
             };
             m.active = true;
+            if s.time_ms < m.since_ms {
+                // Read before the subscription (or its new policy) began.
+                continue;
+            }
             let obs = observation(s, m.sub.resources.keys().copied());
             m.usage.extend(obs.usage.iter().map(|(&r, &u)| (r, u)));
             self.planner.observe(name, &obs);
@@ -77,6 +81,9 @@ impl Manager {
         let changes = self.planner.decide(now_ms, &states, &self.host_capacity());
         for c in changes {
             let Some(m) = self.subs.get_mut(&c.container) else { continue };
+            if c.resource == Resource::Mem {
+                m.mem_limited = c.limited;
+            }
             match self.act.apply(&m.sub.cgroup, c.resource, Some(c.new)) {
                 Ok(()) => {
                     m.failing.remove(&c.resource);
@@ -92,6 +99,10 @@ impl Manager {
             }
         }
 
+        let names: Vec<String> = states.into_iter().map(|c| c.name).collect();
+        for name in names {
+            self.sync_mem_wait(now_ms, &name);
+        }
         dirty.sort();
         dirty.dedup();
         if !dirty.is_empty() {

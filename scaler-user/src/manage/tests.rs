@@ -17,6 +17,8 @@ type Written = HashMap<(String, Resource), Option<u64>>;
 #[derive(Clone, Default)]
 struct Fake {
     limits: Arc<Mutex<Written>>,
+    /// Memory wait per cgroup: the hard max, or `None` (OOM kills).
+    waits: Arc<Mutex<HashMap<String, Option<u64>>>>,
     fail: Option<Resource>,
 }
 
@@ -33,6 +35,10 @@ impl Actuator for Fake {
     }
     fn owns(&self, r: Resource) -> bool {
         matches!(r, Resource::NetRx | Resource::NetTx)
+    }
+    fn set_mem_wait(&mut self, cgroup: &str, hard_max: Option<u64>) -> Result<(), String> {
+        self.waits.lock().unwrap().insert(cgroup.to_owned(), hard_max);
+        Ok(())
     }
 }
 
@@ -201,4 +207,38 @@ fn state_survives_reopening() {
     assert_eq!(s.ceiling[&Resource::Cpu], 800);
     assert_eq!(s.limits[&Resource::Cpu], Some(800));
     assert_eq!(m.capacity()[&Resource::Cpu], Some(1500), "stored override wins over the config");
+}
+
+#[test]
+fn tasks_wait_at_the_memory_limit_below_max_only_where_the_policy_raises_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 2000);
+    let wait = |cg: &str| fake.waits.lock().unwrap().get(cg).copied().flatten();
+    let r = |policy: &str, current: u64| {
+        req(json!({"policy": policy, "resources": {"mem": {"min": 1 << 20, "max": 4 * GIB, "current": current}}}))
+    };
+    m.subscribe(0, "a", "/a", &r("follow", GIB), &Found::default()).unwrap();
+    assert_eq!(wait("/a"), Some(4 * GIB), "below max: wait, with max as the hard stop");
+    m.subscribe(0, "b", "/b", &r("fast", GIB), &Found::default()).unwrap();
+    assert_eq!(wait("/b"), None, "fast does not react to waiting tasks");
+    // At max, a container past its bound is killed as with a static limit.
+    m.subscribe(0, "a", "/a", &r("follow", 4 * GIB), &Found::default()).unwrap();
+    assert_eq!(wait("/a"), None);
+    // Waiting tasks get a raise at the next tick.
+    m.subscribe(0, "a", "/a", &r("follow", GIB), &Found::default()).unwrap();
+    let mut s = sample(&fake, "/a", 200, 10, 0, GIB - (8 << 20));
+    s.signals.mem_waiting = Some(true);
+    m.step(200, &HashMap::from([("a".to_owned(), s)]));
+    assert!(fake.get("/a", Resource::Mem).unwrap() >= GIB * 3 / 2, "raised by half");
+    assert!(all_events(&m).iter().any(|e| e.reason.contains("waiting at the memory limit")));
+    m.release_waits();
+    assert_eq!(wait("/a"), None, "released on shutdown");
+    m.step(400, &HashMap::from([("a".to_owned(), sample(&fake, "/a", 400, 10, 0, GIB))]));
+    assert_eq!(wait("/a"), Some(4 * GIB), "and set again at the next tick");
+    m.unsubscribe(600, "a", false).unwrap();
+    assert_eq!(wait("/a"), None, "off when unsubscribed");
+    let mut off = manager(tempfile::tempdir().unwrap().path(), &fake, 2000).with_memory_wait(false);
+    off.subscribe(0, "c", "/c", &r("follow", GIB), &Found::default()).unwrap();
+    assert_eq!(wait("/c"), None, "agent.memory_wait = false");
 }

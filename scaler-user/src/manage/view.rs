@@ -33,6 +33,9 @@ pub struct ContainerView {
     pub resources: BTreeMap<Resource, ResourceView>,
     pub ceiling: BTreeMap<Resource, u64>,
     pub original: BTreeMap<Resource, Option<u64>>,
+    /// When the current policy began deciding (ms since the epoch; 0 when
+    /// it began with the agent).
+    pub policy_since_ms: u64,
 }
 
 fn view(m: &Managed) -> ContainerView {
@@ -76,6 +79,7 @@ fn view(m: &Managed) -> ContainerView {
         resources,
         ceiling: s.ceiling.clone(),
         original: s.original.clone(),
+        policy_since_ms: m.since_ms,
     }
 }
 

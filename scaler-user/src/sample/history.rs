@@ -1,5 +1,7 @@
-//! A bounded per-container history in a compact form (resources only, about
-//! 100 bytes a point), so hundreds of containers can keep a minute or more.
+//! A bounded per-container history in a compact form (resources and the
+//! signals the policies act on, about 140 bytes a point), so hundreds of
+//! containers can keep a minute or more, and `scaler record` can write what
+//! a policy saw, tick by tick.
 
 use std::collections::VecDeque;
 
@@ -20,15 +22,32 @@ fn unpack(v: u64) -> Option<u64> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Point {
     time_ms: u64,
+    interval_ms: u32,
+    mem_waiting: u8,
     usage: [u64; 6],
     current: [u64; 6],
+    cpu_throttled_usec: u64,
+    mem_stall_usec: u64,
+    oom_kills: u64,
+}
+
+/// The signals the policies act on, per interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PointSignals {
+    pub cpu_throttled_usec: Option<u64>,
+    pub mem_stall_usec: Option<u64>,
+    /// OOM kills since the cgroup was created.
+    pub oom_kills: Option<u64>,
+    pub mem_waiting: Option<bool>,
 }
 
 /// A history point as served by the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct HistoryPoint {
     pub time_ms: u64,
+    pub interval_ms: u64,
     pub resources: Resources,
+    pub signals: PointSignals,
 }
 
 #[derive(Debug, Clone)]
@@ -49,8 +68,16 @@ impl History {
         let r = s.resources.as_array();
         self.points.push_back(Point {
             time_ms: s.time_ms,
+            interval_ms: u32::try_from(s.interval_ms).unwrap_or(u32::MAX),
+            mem_waiting: match s.signals.mem_waiting {
+                None => 2,
+                Some(w) => u8::from(w),
+            },
             usage: r.map(|x| pack(x.usage)),
             current: r.map(|x| pack(x.current)),
+            cpu_throttled_usec: pack(s.signals.cpu_throttled_usec),
+            mem_stall_usec: pack(s.signals.mem_stall_usec),
+            oom_kills: pack(s.signals.oom_kills),
         });
     }
 
@@ -73,6 +100,13 @@ impl History {
                 let r = |i: usize| Reading { usage: unpack(p.usage[i]), current: unpack(p.current[i]) };
                 HistoryPoint {
                     time_ms: p.time_ms,
+                    interval_ms: u64::from(p.interval_ms),
+                    signals: PointSignals {
+                        cpu_throttled_usec: unpack(p.cpu_throttled_usec),
+                        mem_stall_usec: unpack(p.mem_stall_usec),
+                        oom_kills: unpack(p.oom_kills),
+                        mem_waiting: (p.mem_waiting < 2).then_some(p.mem_waiting == 1),
+                    },
                     resources: Resources {
                         cpu: r(0),
                         mem: r(1),
@@ -110,5 +144,23 @@ mod tests {
         assert_eq!(h.since(300, usize::MAX).len(), 2);
         assert_eq!(h.since(0, 1)[0].time_ms, 500);
         assert!(h.since(500, 10).is_empty());
+        let mut x = s(600, 6);
+        x.interval_ms = 200;
+        x.signals.cpu_throttled_usec = Some(5);
+        x.signals.oom_kills = Some(2);
+        x.signals.mem_waiting = Some(true);
+        h.push(&x);
+        let last = h.since(500, 1)[0];
+        assert_eq!(last.interval_ms, 200);
+        assert_eq!(
+            last.signals,
+            PointSignals {
+                cpu_throttled_usec: Some(5),
+                mem_stall_usec: None,
+                oom_kills: Some(2),
+                mem_waiting: Some(true)
+            }
+        );
+        assert_eq!(all[0].signals.oom_kills, None);
     }
 }

@@ -2,9 +2,10 @@
 //! under several modes in one invocation (no limit, a static limit at max,
 //! `classic` with the original's timing, the default policy, or any other
 //! policy by name), with the bench's own probe reading cgroupfs every
-//! 200 ms. Prints a table, writes `bench-results/NAME.json`, and draws
+//! 200 ms. Prints a table, writes `bench-results/NAME.json`, draws
 //! allocated against used over time for every run in
-//! `bench-results/NAME/*.svg`.
+//! `bench-results/NAME/*.svg`, and keeps what the agent saw of each
+//! container (`scaler record`) in `bench-results/NAME/<workload>-<mode>-<container>.csv`.
 
 mod jobs;
 mod plot;
@@ -103,15 +104,21 @@ impl Mode {
         }
     }
 
-    fn agent_config(&self, containers: usize) -> String {
+    /// The agent's configuration: `containers` as `(name, cgroup)` are
+    /// watched in every mode (so `scaler record` sees them unlimited too).
+    fn agent_config(&self, containers: &[(String, String)]) -> String {
         let timing = if *self == Mode::Classic { "tick_ms = 5000\ndiscovery_interval_ms = 5000\n" } else { "" };
         // CPU limits may add up to more than the host (they are ceilings,
         // not reservations): every container may have its max, as a static
         // allocation would.
-        format!(
+        let mut cfg = format!(
             "{timing}history_len = 3000\n[discovery]\nsystemd_services = false\n[host]\ncpu = {}\n",
-            CPU_BOUNDS.1 * containers as u64
-        )
+            CPU_BOUNDS.1 * containers.len() as u64
+        );
+        for (name, cgroup) in containers {
+            cfg.push_str(&format!("[[containers]]\nname = \"{name}\"\ncgroup = \"{cgroup}\"\n"));
+        }
+        cfg
     }
 
     fn subscription(&self, cgroup: &str) -> Option<Value> {
@@ -176,10 +183,46 @@ fn changes(agent: &Agent, name: &str) -> u64 {
         })
 }
 
-fn run_one(bin: &std::path::Path, w: &Workload, mode: &Mode, rep: usize) -> anyhow::Result<RunResult> {
+/// `scaler record` of one container into `out`, stopped on drop.
+struct Recorder(std::process::Child);
+
+impl Recorder {
+    fn start(bin: &std::path::Path, agent: &Agent, name: &str, out: &std::path::Path) -> anyhow::Result<Self> {
+        let end = Instant::now() + Duration::from_secs(15);
+        while agent.get(&format!("/v1/stats/{name}")).map(|v| v["time_ms"].is_null()).unwrap_or(true) {
+            anyhow::ensure!(Instant::now() < end, "the agent never sampled {name}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let child = std::process::Command::new(bin)
+            .args(["record", name, "--duration", "2h", "--agent", &format!("http://{}", agent.addr), "--out"])
+            .arg(out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting scaler record")?;
+        Ok(Recorder(child))
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        // Rows are flushed as they come: the file is whole at any moment.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run_one(
+    bin: &std::path::Path,
+    w: &Workload,
+    mode: &Mode,
+    rep: usize,
+    out_dir: &std::path::Path,
+) -> anyhow::Result<RunResult> {
     let names = container_names(w);
-    let agent = Agent::start(bin, &mode.agent_config(names.len()))?;
     let cg = Cgroups::new()?;
+    let watched: Vec<(String, String)> = names.iter().map(|n| (n.clone(), cg.rel(n))).collect();
+    let agent = Agent::start(bin, &mode.agent_config(&watched))?;
     let work = TempDir::new()?;
     let mut ctxs = Vec::new();
     for (name, (job, _)) in names.iter().zip(w.parts) {
@@ -192,6 +235,14 @@ fn run_one(bin: &std::path::Path, w: &Workload, mode: &Mode, rep: usize) -> anyh
             agent.put(&format!("/v1/containers/{name}"), &body).with_context(|| format!("subscribing {name}"))?;
         }
         ctxs.push(ctx);
+    }
+    // What the agent saw, tick by tick (first run of each mode only).
+    let mut recorders = Vec::new();
+    if rep == 0 {
+        for name in &names {
+            let out = out_dir.join(format!("{}-{}-{name}.csv", w.name, mode.label()));
+            recorders.push(Recorder::start(bin, &agent, name, &out)?);
+        }
     }
     let start = Instant::now();
     let rels: Vec<String> = names.iter().map(|n| cg.rel(n)).collect();
@@ -211,7 +262,8 @@ fn run_one(bin: &std::path::Path, w: &Workload, mode: &Mode, rep: usize) -> anyh
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("job thread panicked")))).collect()
     });
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(3));
+    drop(recorders);
     let points = probe.finish();
     let mut containers = Vec::new();
     for (((name, (job, _)), out), points) in names.iter().zip(w.parts).zip(outcomes).zip(points) {
@@ -270,7 +322,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             for mode in &modes {
                 eprintln!("==> {} under {} (run {} of {repeat})", w.name, mode.label(), rep + 1);
                 let t0 = Instant::now();
-                let r = run_one(&bin, w, mode, rep)?;
+                let r = run_one(&bin, w, mode, rep, &out_dir)?;
                 eprintln!("    {:.0} s", t0.elapsed().as_secs_f64());
                 if rep == 0 {
                     report::write_run(&out_dir, &r)?;

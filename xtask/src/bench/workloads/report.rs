@@ -1,6 +1,6 @@
 //! Numbers, tables and pictures from the runs.
 
-use std::{fmt::Write as _, path::Path};
+use std::path::Path;
 
 use serde_json::{Value, json};
 
@@ -277,30 +277,11 @@ fn t_max(r: &RunResult) -> f64 {
     r.containers.iter().flat_map(|c| c.points.last()).map(|p| p.t_ms as f64 / 1000.0).fold(1.0, f64::max)
 }
 
-/// `NAME/<workload>-<mode>.svg` and the run's usage as a trace
-/// (`<workload>-<mode>.csv`, CPU demand = usage + throttled time).
+/// `NAME/<workload>-<mode>.svg`.
 pub fn write_run(dir: &Path, r: &RunResult) -> anyhow::Result<()> {
     let rows: Vec<Vec<Panel>> = r.containers.iter().map(|c| panels(c, &c.name)).collect();
     let title = format!("{} under {}: allocated (blue) and used (orange)", r.workload, r.mode);
     std::fs::write(dir.join(format!("{}-{}.svg", r.workload, r.mode)), plot::svg(&title, &rows, t_max(r)))?;
-    let mut csv = format!(
-        "# {} under {}: measured by cargo xtask bench workloads every 200 ms\n{}\n",
-        r.workload,
-        r.mode,
-        ::policies::trace::HEADER
-    );
-    for c in &r.containers {
-        let mut prev_t = None;
-        for p in &c.points {
-            let dt = p.t_ms - prev_t.unwrap_or(p.t_ms.saturating_sub(200));
-            prev_t = Some(p.t_ms);
-            let demand = p.cpu + p.throttled_us.checked_div(dt.max(1)).unwrap_or(0);
-            let ts = p.t_ms as f64 / 1000.0;
-            let _ = writeln!(csv, "{ts:.3},{},cpu,{demand}", c.name);
-            let _ = writeln!(csv, "{ts:.3},{},mem,{}", c.name, p.ws);
-        }
-    }
-    std::fs::write(dir.join(format!("{}-{}.csv", r.workload, r.mode)), csv)?;
     Ok(())
 }
 
