@@ -1,5 +1,5 @@
 //! The policy comparison behind `cargo xtask bench policies`: every trace
-//! through `classic` (deployed preset), `fast`, `static` and `vpa`.
+//! through `classic` (deployed preset), `fast`, `follow` (the default), `static` and `vpa`.
 
 use std::fmt::Write as _;
 
@@ -26,7 +26,7 @@ pub enum BenchError {
 }
 
 /// The policies compared, by [`PolicyConfig::by_name`] name.
-pub const BENCH_POLICIES: [&str; 4] = ["classic-deployed", "fast", "static", "vpa"];
+pub const BENCH_POLICIES: [&str; 5] = ["classic-deployed", "fast", "follow", "static", "vpa"];
 
 /// One trace through one policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,17 +53,17 @@ impl BenchRow {
     }
 }
 
-/// `fast` against `classic` on one trace.
+/// The default policy (`follow`) against `classic` on one trace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     /// Trace name.
     pub trace: String,
-    /// fast's mean unmet demand <= classic's.
+    /// Its mean unmet demand <= classic's.
     pub unmet_not_worse: bool,
-    /// fast's median reaction <= classic's (no steps counts as 0, never
+    /// Its median reaction <= classic's (no steps counts as 0, never
     /// covered as infinite).
     pub reaction_not_worse: bool,
-    /// fast's CPU and memory utilisation each >= classic's.
+    /// Its CPU and memory utilisation each >= classic's.
     pub utilisation_not_lower: bool,
 }
 
@@ -81,7 +81,7 @@ pub struct BenchTable {
     pub sim: SimConfig,
     /// Rows, trace-major.
     pub rows: Vec<BenchRow>,
-    /// fast vs classic per trace.
+    /// The default vs classic per trace.
     pub verdicts: Vec<Verdict>,
 }
 
@@ -122,7 +122,7 @@ fn reaction_key(r: &Report) -> u64 {
 
 fn verdicts(rows: &[BenchRow]) -> Vec<Verdict> {
     let mut out = Vec::new();
-    for fast in rows.iter().filter(|r| r.policy == "fast") {
+    for fast in rows.iter().filter(|r| r.policy == crate::config::DEFAULT_POLICY) {
         let Some(classic) = rows.iter().find(|r| r.trace == fast.trace && r.policy.starts_with("classic")) else {
             continue;
         };
@@ -179,7 +179,7 @@ impl BenchTable {
                 r.gib_seconds,
             );
         }
-        s.push_str("\n| trace | fast unmet <= classic | fast reaction <= classic | fast cpu & mem utilisation >= classic |\n|---|---|---|---|\n");
+        s.push_str("\n| trace | follow unmet <= classic | follow reaction <= classic | follow cpu & mem utilisation >= classic |\n|---|---|---|---|\n");
         let yn = |b: bool| if b { "yes" } else { "**no**" };
         for v in &self.verdicts {
             let _ = writeln!(
@@ -274,9 +274,9 @@ pub fn document(table: &BenchTable, energy: &[CapReport]) -> String {
     s.push_str(&table.to_markdown());
     let all_ok = table.verdicts.iter().all(Verdict::ok);
     s.push_str(if all_ok {
-        "\n`fast` beats `classic` on every trace: no more unmet demand, no slower\nreaction, and CPU and memory utilisation at least as high.\n"
+        "\n`follow` (the default) beats `classic` on every trace: no more unmet demand, no slower\nreaction, and CPU and memory utilisation at least as high.\n"
     } else {
-        "\n**`fast` does not beat `classic` on every trace**: see the verdicts above.\n"
+        "\n**`follow` (the default) does not beat `classic` on every trace**: see the verdicts above.\n"
     });
     s.push_str(DOC_ENERGY);
     s.push_str(&energy_markdown(energy));

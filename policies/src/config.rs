@@ -82,10 +82,13 @@ pub enum PolicyConfig {
     Vpa(VpaConfig),
 }
 
+/// The name of the default policy.
+pub const DEFAULT_POLICY: &str = "follow";
+
 impl Default for PolicyConfig {
-    /// `fast` is the default policy.
+    /// `follow` is the default policy.
     fn default() -> Self {
-        PolicyConfig::Fast(FastConfig::default())
+        PolicyConfig::Follow(FollowConfig::default())
     }
 }
 
@@ -167,7 +170,7 @@ mod tests {
             let p = cfg.build().unwrap();
             assert_eq!(p.name(), cfg.name());
         }
-        assert_eq!(PolicyConfig::default().name(), "fast");
+        assert_eq!(PolicyConfig::default().name(), DEFAULT_POLICY);
     }
 
     #[test]
@@ -195,7 +198,7 @@ mod tests {
         assert_eq!(c.event_timeout_ms, 60_000);
         assert_eq!(c.delay_ms, 20_000);
         let json = serde_json::to_string(&PolicyConfig::default()).unwrap();
-        assert!(json.starts_with(r#"{"name":"fast""#));
+        assert!(json.starts_with(r#"{"name":"follow""#));
         let back: PolicyConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, PolicyConfig::default());
         let dep: PolicyConfig = serde_json::from_str(r#"{"name":"classic-deployed"}"#).unwrap();

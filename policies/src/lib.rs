@@ -37,7 +37,7 @@ pub mod trace;
 pub mod traces;
 
 pub use arbitrate::{Grant, Request, arbitrate};
-pub use config::{ConfigError, POLICY_NAMES, PolicyConfig};
+pub use config::{ConfigError, DEFAULT_POLICY, POLICY_NAMES, PolicyConfig};
 pub use decision::{Decision, Direction, Reason};
 pub use policy::{Policy, Timing};
 pub use resource::{GIB, MB, MIB, MILLICORES_PER_CORE, Resource, ResourceError, ResourceKind};

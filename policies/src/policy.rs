@@ -31,6 +31,13 @@ pub trait Policy: Send {
     /// take to apply; used by the simulator.
     fn timing(&self) -> Timing;
 
+    /// Where the policy would start a limit given the usage measured now
+    /// (`None`: no opinion; the planner starts from what is in force, or
+    /// `max`).
+    fn start(&self, _resource: Resource, _usage: u64) -> Option<u64> {
+        None
+    }
+
     /// Whether the policy raises memory at once when tasks wait at the
     /// limit ([`Sample::mem_waiting`]). Then the agent lets tasks that reach
     /// the limit below `max` wait for it instead of being OOM-killed.

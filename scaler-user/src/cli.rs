@@ -51,7 +51,7 @@ pub enum Command {
     /// a policy and report allocation, unmet demand, OOMs and reaction time.
     Simulate {
         /// follow, fast, classic, classic-defaults, static, vpa.
-        #[arg(long, default_value = "fast")]
+        #[arg(long, default_value = "follow")]
         policy: String,
         #[arg(long)]
         trace: PathBuf,

@@ -96,6 +96,12 @@ pub struct AgentConfig {
     /// OOM killer off; v2: the limit in `memory.high`), for policies that
     /// react to it (`follow`).
     pub memory_wait: bool,
+    /// Unused CPU quota a managed container may bank for short bursts, in
+    /// % of its quota (`cpu.cfs_burst_us` / `cpu.max.burst`; 0 = none).
+    /// Over any second the container still averages within about a tenth
+    /// of its limit, but a request burst inside one 100 ms period is not
+    /// stopped by the quota.
+    pub cpu_burst_pct: u64,
 }
 
 impl Default for AgentConfig {
@@ -118,9 +124,11 @@ impl Default for AgentConfig {
             token: None,
             // Anything on the host may be subscribed; narrow this on shared hosts.
             cgroup_roots: vec!["/".to_owned()],
-            default_policy: "fast".to_owned(),
+            default_policy: "follow".to_owned(),
             // A tick's wait instead of an OOM kill.
             memory_wait: true,
+            // A whole quota banked: bursty services keep their latency.
+            cpu_burst_pct: 100,
         }
     }
 }
@@ -218,6 +226,12 @@ impl Config {
         }
         if a.discovery_interval_ms < a.tick_ms {
             return Err(invalid("agent.discovery_interval_ms", "must be at least agent.tick_ms"));
+        }
+        if a.cpu_burst_pct > 100 {
+            return Err(invalid(
+                "agent.cpu_burst_pct",
+                format!("{} is not a percentage of the quota (0..=100)", a.cpu_burst_pct),
+            ));
         }
         if a.cpu_flush_hz > 10_000 {
             return Err(invalid("agent.cpu_flush_hz", format!("{} is above 10000", a.cpu_flush_hz)));

@@ -27,17 +27,20 @@ pub struct FollowParams {
     pub down_hysteresis_pct: u32,
     /// ...for this long, and the last raise this old, ms.
     pub down_hold_ms: u64,
-    /// CPU: the adaptive headroom looks at this much history, ms.
+    /// CPU and memory: the adaptive headroom looks at this much history, ms.
     pub adapt_window_ms: u64,
-    /// CPU: each second the unmet share of demand stays above the allowed
-    /// slowdown, the headroom grows by this many percentage points...
+    /// CPU and memory: each second the slowdown the limit causes (CPU:
+    /// throttled share of demand; memory: reclaim stall share of time)
+    /// stays above the allowed slowdown, the headroom grows by this many
+    /// percentage points...
     pub adapt_up_pct: u32,
     /// ...and each second it stays below half of it, shrinks by this many.
     pub adapt_down_pct: u32,
-    /// CPU: the most the adaptive headroom adds, percentage points.
+    /// The most the adaptive headroom adds, percentage points.
     pub adapt_max_pct: u32,
     /// Memory: a raise while usage grows puts the limit at usage x (100 +
-    /// this) / 100 plus room for a few ticks of the growth seen.
+    /// this) / 100 plus room for two more intervals of the fastest growth
+    /// seen within `window_ms`.
     pub grow_pct: u32,
     /// Memory: raise when PSI stall exceeds this share of the interval,
     /// per mille...
@@ -85,29 +88,30 @@ impl FollowParams {
         }
     }
 
-    /// Memory defaults: the peak working set of the last 3 s plus 10 % and
+    /// Memory defaults: the peak working set of the last 2 s plus 10 % and
     /// 16 MiB; raised at once when usage nears the limit, tasks wait at it,
     /// or reclaim stalls them.
     pub fn mem() -> Self {
         FollowParams {
             headroom_pct: 10,
             min_headroom: 16 * MIB,
-            // The peak of the last 3 s...
-            window_ms: 3_000,
+            // The peak of the last 2 s...
+            window_ms: 2_000,
             // Raise above 95 % (the target sits at 1.1x: below 91 %).
             up_threshold_pct: 95,
             down_hysteresis_pct: 10,
             // ...held a second; a second between a raise or a stall and a
             // shrink.
             down_hold_ms: 1_000,
+            // Stall share over the last 10 s against the allowed slowdown.
             adapt_window_ms: 10_000,
-            adapt_up_pct: 0,
-            adapt_down_pct: 0,
-            adapt_max_pct: 0,
-            // Growing: 25 % above usage plus three ticks of the growth.
-            grow_pct: 25,
-            // Stall above 1 % of the interval.
-            pressure_threshold_permille: 10,
+            adapt_up_pct: 10,
+            adapt_down_pct: 2,
+            adapt_max_pct: 200,
+            // Growing: 15 % above usage plus two ticks of the growth.
+            grow_pct: 15,
+            // A stall above 10 % of the interval raises at once.
+            pressure_threshold_permille: 100,
             pressure_step_pct: 20,
             oom_step_pct: 50,
             saturation_pct: 98,

@@ -9,10 +9,12 @@
 //! use; a bursty one that the tight limit slows more than allowed gets
 //! headroom until it is slowed no more than that.
 //!
-//! Memory follows the peak working set of the last 3 s plus 10 % and
-//! 16 MiB, shrinking as soon as that has held a second without stalls. Growth is
-//! met by raising at 95 % of the limit (by 25 % plus a few ticks of the
-//! growth seen); where the agent keeps the OOM killer off below `max`,
+//! Memory follows the peak working set of the last 2 s plus 10 % and
+//! 16 MiB, shrinking as soon as that has held a second without stalls; the
+//! headroom grows while reclaim stalls (PSI) slow the container more than
+//! the same allowed slowdown.
+//! Growth is met by raising at 95 % of the limit (to 15 % above usage plus
+//! two ticks of the growth seen); where the agent keeps the OOM killer off below `max`,
 //! growth faster than that waits at the limit for one tick instead of
 //! being killed.
 
@@ -55,9 +57,11 @@ struct Pending {
 struct State {
     /// `(time, demand)` of each decision interval within `window_ms`.
     recent: VecDeque<(u64, u64)>,
-    /// `(time, unmet x ms, demand x ms)` within `adapt_window_ms`.
+    /// `(time, waited, wanted)` within `adapt_window_ms`: CPU unmet and
+    /// demand (x ms), memory stall and interval (µs). Their ratio is the
+    /// slowdown the limit caused.
     ledger: VecDeque<(u64, u128, u128)>,
-    /// Memory: `(time, rise over the interval)` within `adapt_window_ms`.
+    /// Memory: `(time, rise over the interval)` within `window_ms`.
     rises: VecDeque<(u64, u64)>,
     pending: Pending,
     /// Adaptive headroom, percentage points on top of `headroom_pct`.
@@ -68,7 +72,14 @@ struct State {
     over_since_ms: Option<u64>,
     /// Last raise, or (memory) last stall.
     last_raise_ms: Option<u64>,
+    /// Memory: after an OOM kill, no shrinking below this level until
+    /// this time `(until_ms, level)`: a restarting container uses nothing
+    /// for a while and would otherwise be shrunk into the next kill.
+    oom_floor: Option<(u64, u64)>,
 }
+
+/// How long memory stays at least where an OOM kill put it, ms.
+const OOM_MEMORY_MS: u64 = 60_000;
 
 fn mul_pct(x: u64, pct: u32) -> u64 {
     u64::try_from(u128::from(x) * u128::from(pct) / 100).unwrap_or(u64::MAX)
@@ -97,23 +108,23 @@ impl State {
         while self.ledger.front().is_some_and(|&(t, _, _)| t <= a) {
             self.ledger.pop_front();
         }
-        while self.rises.front().is_some_and(|&(t, _)| t <= a) {
+        while self.rises.front().is_some_and(|&(t, _)| t <= w) {
             self.rises.pop_front();
         }
     }
 
-    /// CPU: once a second, more headroom while the unmet share of demand
-    /// is above `slowdown`, less while it is below half of it.
+    /// Once a second, more headroom while the slowdown (waited over
+    /// wanted) is above `slowdown`, less while it is below half of it.
     fn adapt(&mut self, now: u64, p: &FollowParams, slowdown_permille: u32) {
         if now.saturating_sub(self.last_adapt_ms) < 1_000 {
             return;
         }
         self.last_adapt_ms = now;
-        let (unmet, demand) = self.ledger.iter().fold((0u128, 0u128), |(u, d), &(_, a, b)| (u + a, d + b));
-        if demand == 0 {
+        let (waited, wanted) = self.ledger.iter().fold((0u128, 0u128), |(u, d), &(_, a, b)| (u + a, d + b));
+        if wanted == 0 {
             return;
         }
-        let share = unmet * 1000 / demand;
+        let share = waited * 1000 / wanted;
         if share > u128::from(slowdown_permille) {
             self.extra_pct = (self.extra_pct + p.adapt_up_pct).min(p.adapt_max_pct);
         } else if share * 2 < u128::from(slowdown_permille) {
@@ -181,18 +192,23 @@ impl Follow {
     /// limit, reclaim stalls, OOM kills).
     fn memory(&mut self, now: u64, resource: Resource, spec: &ResourceSpec, pd: Pending) -> Option<Decision> {
         let p = *self.cfg.params(resource)?;
+        let slowdown = self.cfg.slowdown_permille;
         let st = self.state.get_mut(&resource)?;
         let cur = spec.current();
         let usage = st.last_usage.unwrap_or(0);
         st.recent.push_back((now, pd.max_usage));
+        st.ledger.push_back((now, u128::from(pd.stall_us), u128::from(pd.interval_ms) * 1000));
         st.prune(now, &p);
-        let factor = 100 + p.headroom_pct;
-        let target = mul_pct(st.peak(), factor).saturating_add(p.min_headroom);
+        // Reclaim stalls (PSI) slow the container down: more headroom while
+        // they exceed the allowed slowdown, as throttling does for CPU.
+        st.adapt(now, &p, slowdown);
+        let factor = 100 + p.headroom_pct + st.extra_pct;
+        let target = mul_pct(st.peak(), factor).saturating_add(mul_pct(p.min_headroom, 100 + st.extra_pct));
         let stalled = u128::from(pd.stall_us) * 1000
             > u128::from(pd.interval_ms) * 1000 * u128::from(p.pressure_threshold_permille);
-        // Room for three more ticks of the fastest recent growth.
+        // Room for two more ticks of the fastest recent growth.
         let growing = mul_pct(pd.max_usage, 100 + p.grow_pct)
-            .saturating_add(st.max_rise().saturating_mul(3))
+            .saturating_add(st.max_rise().saturating_mul(2))
             .saturating_add(p.min_headroom);
         let raise = if pd.oom_kills > 0 {
             Some((mul_pct(cur, 100 + p.oom_step_pct).max(growing), Reason::OomKill { kills: pd.oom_kills }))
@@ -211,6 +227,18 @@ impl Follow {
         if stalled || pd.waiting || pd.oom_kills > 0 {
             // No shrinking right after the container was short of memory.
             st.last_raise_ms = Some(now);
+        }
+        let mut target = target.max(if stalled { cur } else { 0 });
+        if let Some((until, level)) = st.oom_floor {
+            if now < until {
+                target = target.max(level);
+            } else {
+                st.oom_floor = None;
+            }
+        }
+        if pd.oom_kills > 0 {
+            let level = raise.as_ref().map_or(cur, |&(v, _)| v.max(cur));
+            st.oom_floor = Some((now + OOM_MEMORY_MS, level));
         }
         if let Some((new, reason)) = raise.filter(|&(new, _)| new > cur) {
             st.over_since_ms = None;
@@ -308,5 +336,12 @@ impl Policy for Follow {
 
     fn raises_waiting_memory(&self) -> bool {
         true
+    }
+
+    /// From usage, as it would be after following it: a job subscribed as
+    /// it starts is not over-allocated for its first seconds.
+    fn start(&self, resource: Resource, usage: u64) -> Option<u64> {
+        let p = self.cfg.params(resource)?;
+        Some(mul_pct(usage, 100 + p.headroom_pct).saturating_add(p.min_headroom))
     }
 }

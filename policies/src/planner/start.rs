@@ -16,6 +16,9 @@ pub struct StartInput {
     pub requested: Option<u64>,
     /// The limit the agent had set before (a re-subscription).
     pub previous: Option<u64>,
+    /// Where the policy would start from the usage measured now
+    /// ([`crate::Policy::start`]).
+    pub policy_start: Option<u64>,
     /// The limit found in force (`None` = unlimited).
     pub in_force: Option<u64>,
     /// Memory: the working set now.
@@ -26,14 +29,15 @@ pub struct StartInput {
 }
 
 /// The starting limit: what the user asked for, else what the agent had
-/// set, else what was in force, else `max`; within `[min, max]` (max
+/// set, else where the policy starts from the usage now, else what was in
+/// force, else `max`; within `[min, max]` (max
 /// lowered by a ceiling); memory at least [`mem_floor`] of what is in use;
 /// at most what the host has free (but never below `min`); memory in whole
 /// pages.
 pub fn start_limit(i: &StartInput) -> u64 {
     let b = i.bounds;
     let eff_max = b.effective_max(i.ceiling);
-    let mut start = i.requested.or(i.previous).or(i.in_force).unwrap_or(b.max).clamp(b.min, eff_max);
+    let mut start = i.requested.or(i.previous).or(i.policy_start).or(i.in_force).unwrap_or(b.max).clamp(b.min, eff_max);
     if i.resource == Resource::Mem
         && let Some(u) = i.mem_usage
     {

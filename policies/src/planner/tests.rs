@@ -94,6 +94,7 @@ fn starting_limits() {
         ceiling: None,
         requested: None,
         previous: None,
+        policy_start: None,
         in_force: None,
         mem_usage: None,
         free: None,
@@ -104,6 +105,9 @@ fn starting_limits() {
     assert_eq!(start_limit(&StartInput { requested: Some(300 * MIB), previous: Some(200 * MIB), ..base }), 300 * MIB);
     assert_eq!(start_limit(&StartInput { requested: Some(1), mem_usage: Some(500 * MIB), ..base }), 550 * MIB);
     assert_eq!(start_limit(&StartInput { ceiling: Some(1024 * MIB), ..base }), 1024 * MIB);
+    let from_usage = StartInput { policy_start: Some(700 * MIB), in_force: Some(2048 * MIB), ..base };
+    assert_eq!(start_limit(&from_usage), 700 * MIB, "the policy's start wins over what was in force");
+    assert_eq!(start_limit(&StartInput { previous: Some(900 * MIB), ..from_usage }), 900 * MIB);
     assert_eq!(start_limit(&StartInput { free: Some(10), ..base }), 64 * MIB, "never below min");
     let cpu = StartInput { resource: Resource::Cpu, bounds: bounds(100, 2000), free: Some(1500), ..base };
     assert_eq!(start_limit(&cpu), 1500);

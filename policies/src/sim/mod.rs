@@ -116,6 +116,10 @@ pub struct SimConfig {
     pub cover_pct: u32,
     /// Memory use above this percentage of the limit stalls (PSI).
     pub pressure_start_pct: u32,
+    /// As the agent's `memory_wait`: below max, memory demand above the
+    /// limit of a container whose policy raises waiting memory waits (the
+    /// container serves nothing that step) instead of being OOM-killed.
+    pub memory_wait: bool,
 }
 
 impl Default for SimConfig {
@@ -160,8 +164,11 @@ impl Default for SimConfig {
             step_rise_pct: 20,
             // Covered at 95 % of the stepped demand.
             cover_pct: 95,
-            // Reclaim stalls start at 90 % of the limit.
-            pressure_start_pct: 90,
+            // Reclaim stalls start at 97 % of the limit (with no page cache
+            // modelled, reclaim only stalls a container right at its limit).
+            pressure_start_pct: 97,
+            // As the agent.
+            memory_wait: true,
         }
     }
 }

@@ -98,6 +98,11 @@ impl Container<'_> {
     fn step(&mut self, t: u64, cfg: &SimConfig, planner: &mut Planner) -> u64 {
         let step = cfg.step_ms;
         let mut restarting = t < self.restart_until;
+        // Tasks that reach the memory limit wait for a raise (the agent's
+        // `memory_wait`) where the policy raises waiting memory and the
+        // limit is below max; the container then serves nothing else.
+        let waits = cfg.memory_wait && planner.raises_waiting_memory(&self.name);
+        let mut waiting = false;
         let mut kills = 0;
         let mut obs = Observation { time_ms: t + step, interval_ms: step, ..Observation::default() };
         for s in &mut self.series {
@@ -108,13 +113,18 @@ impl Container<'_> {
             let d = s.demand(t);
             s.track_step(t, d, limit, max, cfg);
             if s.resource == Resource::Mem && !restarting && d > limit {
-                kills += 1;
-                self.restart_until = t + cfg.oom_restart_ms;
-                restarting = true;
+                if waits && limit < max {
+                    waiting = true;
+                    obs.mem_waiting = true;
+                } else {
+                    kills += 1;
+                    self.restart_until = t + cfg.oom_restart_ms;
+                    restarting = true;
+                }
             }
-            let used = if restarting { 0 } else { d.min(limit) };
+            let used = if restarting || (waiting && s.resource != Resource::Mem) { 0 } else { d.min(limit) };
             obs.usage.insert(s.resource, used);
-            if !restarting && s.resource == Resource::Cpu {
+            if !restarting && !waiting && s.resource == Resource::Cpu {
                 // Millicores x ms = CPU-microseconds.
                 obs.cpu_throttled_usec = (d - used).saturating_mul(step);
             }

@@ -1,7 +1,8 @@
 // scaler dashboard: plain JavaScript, no dependencies, served by the
 // aggregator. It polls the API every two seconds and draws SVG plots of
-// allocated (current) against used (usage) for the selected host,
-// application or container, power against the cap, and recent events.
+// allocated (current, blue steps) against used (usage, orange) for the
+// selected host, application or container (the same picture as the
+// workloads bench), power against the cap, and recent events.
 'use strict';
 
 const RES = ['energy', 'cpu', 'mem', 'disk_read', 'disk_write', 'net_rx', 'net_tx'];
@@ -166,18 +167,20 @@ function plot(svg, res, data) {
     const t = x0 + ((x1 - x0) / 4) * i;
     nodes.push(el('svg:text', { x: X(t), y: H - 4, 'text-anchor': i === 0 ? 'start' : i === 4 ? 'end' : 'middle' }, clock(t, secs)));
   }
-  const line = (key) => {
+  // A limit holds until it changes: drawn as steps.
+  const line = (key, step) => {
     let d = '', prev = null;
     for (const p of pts) {
       const v = p.r[key];
       if (v === null || v === undefined) { prev = null; continue; }
       const gap = prev && p.t - prev.t > 3 * Math.max(p.step, 1000);
+      if (prev && !gap && step) d += `L${X(p.t).toFixed(1)},${Y(prev.r[key]).toFixed(1)}`;
       d += `${!prev || gap ? 'M' : 'L'}${X(p.t).toFixed(1)},${Y(v).toFixed(1)}`;
       prev = p;
     }
     return d;
   };
-  const used = line('usage'), alloc = line('current');
+  const used = line('usage', false), alloc = line('current', true);
   const usedPts = pts.filter((p) => p.r.usage !== null && p.r.usage !== undefined);
   if (usedPts.length > 1) {
     const first = usedPts[0], last = usedPts[usedPts.length - 1];

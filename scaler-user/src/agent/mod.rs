@@ -72,6 +72,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         disk: host::root_disk(),
         net: kernel.take_net_limiter(layout.clone()),
         waiting: Default::default(),
+        cpu_burst_pct: cfg.agent.cpu_burst_pct,
     };
     let manager = Manager::open(
         store,

@@ -52,11 +52,32 @@ pub struct Writer<'a> {
     layout: &'a Layout,
     /// The device disk throttles apply to.
     disk: Option<Device>,
+    /// Unused CPU quota a container may bank for bursts, % of its quota
+    /// (`cpu.cfs_burst_us` / `cpu.max.burst`, where the kernel has them).
+    burst_pct: u64,
 }
 
 impl<'a> Writer<'a> {
     pub fn new(layout: &'a Layout, disk: Option<Device>) -> Self {
-        Self { layout, disk }
+        Self { layout, disk, burst_pct: 0 }
+    }
+
+    /// The same writer, letting CPU limits bank `pct` % of their quota.
+    pub fn with_burst(mut self, pct: u64) -> Self {
+        self.burst_pct = pct.min(100);
+        self
+    }
+
+    /// Writes the burst file next to a quota (if the kernel has one): the
+    /// kernel refuses a burst above the quota, so it is cleared before the
+    /// quota changes and set after.
+    fn burst(&self, dir: &std::path::Path, v2: bool, quota_us: Option<u64>) -> std::io::Result<()> {
+        let file = dir.join(if v2 { "cpu.max.burst" } else { "cpu.cfs_burst_us" });
+        if !file.exists() {
+            return Ok(());
+        }
+        let burst = quota_us.map_or(0, |q| q * self.burst_pct / 100);
+        std::fs::write(file, burst.to_string())
     }
 
     /// The v2 directory if it has `file`, else the v1 directory of `ctl` if it has `v1_file`.
@@ -78,10 +99,15 @@ impl<'a> Writer<'a> {
         match resource {
             Resource::Cpu => {
                 let (dir, v2) = self.pick(rel, "cpu.max", "cpu", "cpu.cfs_quota_us").ok_or_else(|| no("cpu"))?;
-                let c = CpuController::new(dir.clone(), dir, v2);
+                let c = CpuController::new(dir.clone(), dir.clone(), v2);
                 let period = c.cfs_period().ok().filter(|&p| p > 0).unwrap_or(DEFAULT_PERIOD_US);
-                let quota = value.map_or(-1, |m| quota_us(m, period) as i64);
-                c.set_cfs_quota(quota).map_err(|e| Self::err(rel, resource, e))
+                let quota = value.map(|m| quota_us(m, period));
+                self.burst(&dir, v2, None).map_err(|e| Self::err(rel, resource, e))?;
+                c.set_cfs_quota(quota.map_or(-1, |q| q as i64)).map_err(|e| Self::err(rel, resource, e))?;
+                if self.burst_pct > 0 && quota.is_some() {
+                    self.burst(&dir, v2, quota).map_err(|e| Self::err(rel, resource, e))?;
+                }
+                Ok(())
             }
             Resource::Mem => {
                 let (dir, v2) =
@@ -251,7 +277,8 @@ mod tests {
             d
         };
         std::fs::create_dir_all(root.join("unified/c")).unwrap();
-        let cpu = mk("cpu", &[("cpu.cfs_quota_us", "-1\n"), ("cpu.cfs_period_us", "50000\n")]);
+        let cpu =
+            mk("cpu", &[("cpu.cfs_quota_us", "-1\n"), ("cpu.cfs_period_us", "50000\n"), ("cpu.cfs_burst_us", "0\n")]);
         let mem = mk("memory", &[("memory.limit_in_bytes", "9223372036854771712\n")]);
         let blk = mk("blkio", &[("blkio.throttle.read_bps_device", ""), ("blkio.throttle.write_bps_device", "")]);
         let layout = Layout {
@@ -262,6 +289,10 @@ mod tests {
         let w = Writer::new(&layout, Some(Device { major: 8, minor: 0 }));
         w.apply("c", Resource::Cpu, Some(1500)).unwrap();
         assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "75000", "1.5 cores of a 50 ms period");
+        assert_eq!(read(cpu.join("cpu.cfs_burst_us")), "0", "no burst unless asked");
+        let wb = Writer::new(&layout, None).with_burst(100);
+        wb.apply("c", Resource::Cpu, Some(500)).unwrap();
+        assert_eq!(read(cpu.join("cpu.cfs_burst_us")), "25000", "a whole quota banked");
         w.apply("c", Resource::Cpu, None).unwrap();
         assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "-1");
         w.apply("c", Resource::Mem, Some(1 << 30)).unwrap();

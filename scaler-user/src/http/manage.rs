@@ -67,6 +67,20 @@ fn probe(app: &AppState, cgroup: &str) -> Found {
         found.limits.insert(Resource::DiskWrite, s.io_limits.write_bps);
         found.mem_usage = s.mem_working_set();
     }
+    // What the sampler last measured of it, if it watches it already.
+    let g = app.shared.read();
+    if let Some(sample) = g.containers.values().find(|p| p.info.cgroup == cgroup).and_then(|p| p.latest) {
+        for r in
+            [Resource::Cpu, Resource::Mem, Resource::DiskRead, Resource::DiskWrite, Resource::NetRx, Resource::NetTx]
+        {
+            if let Some(u) = sample.resources.get(&r.to_string()).and_then(|x| x.usage) {
+                found.usage.insert(r, u);
+            }
+        }
+    }
+    if let Some(m) = found.mem_usage {
+        found.usage.insert(Resource::Mem, m);
+    }
     found
 }
 

@@ -19,6 +19,8 @@ pub struct HostActuator {
     /// Containers whose tasks wait at their memory limit (see
     /// [`Writer::set_mem_wait`]).
     pub waiting: std::collections::HashSet<String>,
+    /// CPU quota a container may bank for bursts, % of its quota.
+    pub cpu_burst_pct: u64,
 }
 
 fn is_net(r: Resource) -> bool {
@@ -31,7 +33,7 @@ impl Actuator for HostActuator {
             let net = self.net.as_mut().ok_or("network limits need the eBPF network programs, which are not loaded")?;
             return net.set(cgroup, resource == Resource::NetRx, value);
         }
-        let w = Writer::new(&self.layout, self.disk);
+        let w = Writer::new(&self.layout, self.disk).with_burst(self.cpu_burst_pct);
         match value {
             Some(v) if resource == Resource::Mem && self.waiting.contains(cgroup) => w.apply_waiting(cgroup, v),
             _ => w.apply(cgroup, resource, value),

@@ -56,6 +56,9 @@ pub struct Found {
     pub limits: BTreeMap<Resource, Option<u64>>,
     /// Memory working set now.
     pub mem_usage: Option<u64>,
+    /// Usage as last measured, for the resources the sampler knows
+    /// (nothing for a container it does not watch yet).
+    pub usage: BTreeMap<Resource, u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -268,6 +271,7 @@ impl Manager {
         let existing = self.subs.get(name).map(|m| m.sub.clone());
         let policy_name = req.policy.clone().unwrap_or_else(|| self.default_policy.clone());
         let policy_config = if req.policy.is_some() { req.policy_config.clone() } else { None };
+        let policy = model::build_policy(&policy_name, policy_config.as_ref())?;
         let mut plan: Vec<(Resource, Option<u64>, u64)> = Vec::new();
         for (&r, rr) in &req.resources {
             let b = rr.bounds;
@@ -301,6 +305,7 @@ impl Manager {
                 ceiling,
                 requested: rr.current,
                 previous: existing.as_ref().and_then(|e| e.limits.get(&r).copied().flatten()),
+                policy_start: found.usage.get(&r).and_then(|&u| policy.start(r, u)),
                 in_force,
                 mem_usage: if r == Resource::Mem { found.mem_usage } else { None },
                 free: self
@@ -358,7 +363,7 @@ impl Manager {
         match self.subs.get_mut(name) {
             Some(m) if keep_policy => m.sub = sub,
             _ => {
-                self.planner.insert(name, model::build_policy(&policy_name, policy_config.as_ref())?);
+                self.planner.insert(name, policy);
                 self.subs.insert(name.to_owned(), Managed::new(sub, true, now_ms));
             }
         }

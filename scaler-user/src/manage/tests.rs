@@ -79,8 +79,11 @@ fn subscribe_applies_starting_limits_and_is_idempotent() {
     let fake = Fake::default();
     let mut m = manager(tmp.path(), &fake, 2000);
     let r = req(json!({"resources": {"cpu": {"min": 100, "max": 1000}, "mem": {"min": 1, "max": GIB}}}));
-    let found =
-        Found { limits: BTreeMap::from([(Resource::Cpu, None), (Resource::Mem, None)]), mem_usage: Some(100 << 20) };
+    let found = Found {
+        limits: BTreeMap::from([(Resource::Cpu, None), (Resource::Mem, None)]),
+        mem_usage: Some(100 << 20),
+        usage: BTreeMap::new(),
+    };
     m.subscribe(0, "a", "/a", &r, &found).unwrap();
     assert_eq!(fake.get("/a", Resource::Cpu), Some(1000), "unlimited starts at max");
     assert_eq!(fake.get("/a", Resource::Mem), Some(GIB));
@@ -88,6 +91,7 @@ fn subscribe_applies_starting_limits_and_is_idempotent() {
     let found_now = Found {
         limits: BTreeMap::from([(Resource::Cpu, Some(1000)), (Resource::Mem, Some(GIB))]),
         mem_usage: Some(100 << 20),
+        usage: BTreeMap::new(),
     };
     m.subscribe(0, "a", "/a", &r, &found_now).unwrap();
     assert_eq!(all_events(&m).len(), events, "same PUT again changes nothing");
@@ -101,7 +105,8 @@ fn a_failed_apply_changes_nothing() {
     let mut m = manager(tmp.path(), &fake, 2000);
     let r = req(json!({"resources": {"cpu": {"min": 100, "max": 1000}, "mem": {"min": 1, "max": GIB}}}));
     // CPU is found above max, so it is written first, then memory fails.
-    let found = Found { limits: BTreeMap::from([(Resource::Cpu, Some(5000))]), mem_usage: None };
+    let found =
+        Found { limits: BTreeMap::from([(Resource::Cpu, Some(5000))]), mem_usage: None, usage: BTreeMap::new() };
     assert!(matches!(m.subscribe(0, "a", "/a", &r, &found), Err(ManageError::Apply(_))));
     assert_eq!(fake.get("/a", Resource::Cpu), Some(5000), "CPU rolled back to what was found");
     assert!(m.get("a").is_none());
@@ -119,7 +124,7 @@ fn mins_must_fit_the_host_and_mem_max_must_cover_usage() {
     let e =
         m.subscribe(0, "b", "/b", &req(json!({"resources": {"cpu": {"min": 600, "max": 2000}}})), &Found::default());
     assert!(matches!(e, Err(ManageError::Field(f)) if f.field == "resources.cpu.min"));
-    let found = Found { limits: BTreeMap::new(), mem_usage: Some(GIB) };
+    let found = Found { limits: BTreeMap::new(), mem_usage: Some(GIB), usage: BTreeMap::new() };
     let e = m.subscribe(0, "c", "/c", &req(json!({"resources": {"mem": {"min": 1, "max": 1000}}})), &found);
     assert!(matches!(e, Err(ManageError::Field(f)) if f.field == "resources.mem.max"));
 }
@@ -173,7 +178,7 @@ fn outside_changes_are_adopted_ceilings_hold_and_restore_puts_originals_back() {
     let fake = Fake::default();
     let mut m = manager(tmp.path(), &fake, 4000);
     let r = req(json!({"resources": {"cpu": {"min": 100, "max": 3000, "current": 2000}}}));
-    let found = Found { limits: BTreeMap::from([(Resource::Cpu, Some(700))]), mem_usage: None };
+    let found = Found { limits: BTreeMap::from([(Resource::Cpu, Some(700))]), mem_usage: None, usage: BTreeMap::new() };
     m.subscribe(0, "a", "/a", &r, &found).unwrap();
     fake.limits.lock().unwrap().insert(("/a".into(), Resource::Cpu), Some(1800));
     m.step(200, &HashMap::from([("a".to_owned(), sample(&fake, "/a", 200, 1700, 0, 1))]));
