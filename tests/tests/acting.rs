@@ -300,6 +300,8 @@ fn kill_9_and_restart_keeps_subscriptions_bounds_and_limits_and_scaling_resumes(
         let mut v = v.clone();
         for c in v["containers"].as_array_mut().unwrap() {
             c.as_object_mut().unwrap().remove("status");
+            // A restarted agent starts its policies afresh.
+            c.as_object_mut().unwrap().remove("policy_since_ms");
             for r in c["resources"].as_object_mut().unwrap().values_mut() {
                 r.as_object_mut().unwrap().remove("usage");
             }

@@ -54,9 +54,10 @@ pub struct Bounds {
 }
 
 impl Bounds {
-    /// `max` lowered by an external ceiling, never below `min`.
+    /// `max` lowered by an external ceiling, never below `min` (nor, for
+    /// bounds that are not valid, above `max`: no panic on bad input).
     pub fn effective_max(&self, ceiling: Option<u64>) -> u64 {
-        ceiling.map_or(self.max, |c| c.clamp(self.min, self.max))
+        ceiling.map_or(self.max, |c| c.max(self.min).min(self.max))
     }
 }
 
@@ -237,7 +238,9 @@ impl Planner {
             for rs in &c.resources {
                 let b = rs.bounds;
                 let eff_max = b.effective_max(rs.ceiling);
-                let cur = rs.in_force.unwrap_or(b.max).clamp(b.min, eff_max);
+                // Bounds the user could not have given (min above max) are
+                // left alone, never a panic.
+                let cur = rs.in_force.unwrap_or(b.max).max(b.min).min(eff_max);
                 if let Ok(spec) = ResourceSpec::try_new(b.min, eff_max, cur, b.boundary, b.boundary_type) {
                     specs.insert(rs.resource, spec.with_guard(b.guard));
                 }

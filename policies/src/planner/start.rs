@@ -37,7 +37,8 @@ pub struct StartInput {
 pub fn start_limit(i: &StartInput) -> u64 {
     let b = i.bounds;
     let eff_max = b.effective_max(i.ceiling);
-    let mut start = i.requested.or(i.previous).or(i.policy_start).or(i.in_force).unwrap_or(b.max).clamp(b.min, eff_max);
+    let mut start =
+        i.requested.or(i.previous).or(i.policy_start).or(i.in_force).unwrap_or(b.max).max(b.min).min(eff_max);
     if i.resource == Resource::Mem
         && let Some(u) = i.mem_usage
     {

@@ -73,6 +73,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         net: kernel.take_net_limiter(layout.clone()),
         waiting: Default::default(),
         cpu_burst_pct: cfg.agent.cpu_burst_pct,
+        no_burst: Default::default(),
     };
     let manager = Manager::open(
         store,
@@ -81,7 +82,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.agent.cgroup_roots.clone(),
         cfg.agent.default_policy.clone(),
     )?
-    .with_memory_wait(cfg.agent.memory_wait);
+    .with_memory_wait(cfg.agent.memory_wait)
+    .with_own_cgroups(
+        std::fs::read_to_string("/proc/self/cgroup")
+            .map(|t| crate::cgroup::parse::proc_cgroup_paths(&t))
+            .unwrap_or_default(),
+    );
     let restored = manager.tracked().len();
     let manager = Arc::new(Mutex::new(manager));
     let shared = Arc::new(Shared {
@@ -111,7 +117,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let mut sampler = Sampler::new(layout.clone(), &cfg);
         let tick = Duration::from_millis(cfg.agent.tick_ms);
         std::thread::Builder::new().name("sampler".into()).spawn(move || {
-            sample_loop(&mut sampler, &mut kernel, &manager, &shared, tick, &stop);
+            let run = std::panic::AssertUnwindSafe(|| {
+                sample_loop(&mut sampler, &mut kernel, &manager, &shared, tick, &stop);
+            });
+            if std::panic::catch_unwind(run).is_err() {
+                // Never a silent stop: a dead sampler scales nothing.
+                error!("the sampler thread panicked (message above); exiting for the supervisor to restart the agent");
+                manager.lock().unwrap_or_else(PoisonError::into_inner).release_waits();
+                std::process::exit(70);
+            }
             drop(kernel); // detaches the programs
         })?
     };

@@ -36,6 +36,8 @@ pub struct Inner {
     pub rapl_mw: Option<u64>,
     pub ticks: u64,
     pub last_tick_us: u64,
+    /// When the last tick was published (`None` before the first).
+    pub last_tick_at: Option<Instant>,
     /// By container name.
     pub containers: BTreeMap<String, Published>,
     /// eBPF program run statistics (zero unless `kernel.bpf_stats_enabled`).
@@ -81,6 +83,16 @@ impl ContainerView {
 }
 
 impl Shared {
+    /// How old the last tick is, and whether that is too old: more than
+    /// five ticks (at least 5 s) since the last one, or none 10 s after
+    /// start. A sampler that stopped is not a healthy agent.
+    pub fn tick_age(&self) -> (std::time::Duration, bool) {
+        let since = self.read().last_tick_at.unwrap_or(self.started).elapsed();
+        let limit = std::time::Duration::from_millis((self.tick_ms * 5).max(5_000));
+        let first = self.read().last_tick_at.is_none();
+        (since, if first { since > limit * 2 } else { since > limit })
+    }
+
     pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -94,6 +106,7 @@ impl Shared {
         let mut g = self.write();
         g.time_ms = time_ms;
         g.ticks += 1;
+        g.last_tick_at = Some(Instant::now());
         g.last_tick_us = tick_us;
         for name in &r.removed {
             g.containers.remove(name);

@@ -61,21 +61,31 @@ struct RawSignals {
     cpu_throttled_usec: Option<u64>,
 }
 
+/// A field that may be absent or `null` (the agent sends `null` for what a
+/// container in its first interval does not have yet): its default then.
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
+}
+
 #[derive(Debug, Clone, Deserialize)]
 struct RawContainer {
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     cgroup: String,
     #[serde(default)]
     kind: Option<String>,
     time_ms: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     interval_ms: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     resources: RawResources,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     totals: RawTotals,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     signals: RawSignals,
 }
 
@@ -320,6 +330,26 @@ mod tests {
         assert_eq!((c.cpu_usec, c.cpu_throttled_usec), (Some(99), Some(7)));
         assert!(parse_stats(b"<html>").is_err());
         assert!(parse_stats(br#"{"time_ms":"x","containers":[]}"#).is_err());
+    }
+
+    #[test]
+    fn a_container_in_its_first_interval_is_not_garbage() {
+        // As the agent sends it before a container's second tick (docs/api.md).
+        let s = parse_stats(
+            br#"{"host":"n","time_ms":5,"tick_ms":200,"containers":[{"name":"new","cgroup":"/new","kind":"lxc",
+            "time_ms":null,"interval_ms":null,"resources":null,"signals":null,"totals":null},
+            {"name":"old","cgroup":null,"kind":"lxc","time_ms":5,"interval_ms":200,
+            "resources":{"cpu":{"usage":1,"current":null}},"signals":{"cpu_throttled_usec":null},"totals":{"cpu_usec":null}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.containers.len(), 2);
+        assert_eq!((s.containers[0].time_ms, s.containers[0].interval_ms), (None, 0));
+        assert_eq!(s.containers[0].resources, Readings::default());
+        assert_eq!(s.containers[1].resources[CPU].usage, Some(1));
+        assert!(
+            parse_stats(br#"{"time_ms":5,"containers":[{"name":"x","interval_ms":"soon"}]}"#).is_err(),
+            "wrong types still are"
+        );
     }
 
     #[test]

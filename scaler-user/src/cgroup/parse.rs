@@ -186,6 +186,20 @@ pub fn psi(text: &str) -> Option<Psi> {
     out
 }
 
+/// The cgroup paths of a process (`/proc/PID/cgroup`: `id:controllers:path`
+/// per hierarchy), without duplicates.
+pub fn proc_cgroup_paths(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if let Some(path) = line.splitn(3, ':').nth(2).map(str::trim).filter(|p| p.starts_with('/'))
+            && !out.iter().any(|o| o == path)
+        {
+            out.push(path.to_owned());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -209,6 +223,12 @@ mod tests {
         assert_eq!(v1_mem_limit("268435456\n"), Some(268435456));
         assert_eq!(v2_max_or_value("max\n"), None);
         assert_eq!(v2_max_or_value("1073741824\n"), Some(1 << 30));
+    }
+
+    #[test]
+    fn own_cgroups() {
+        let t = "9:name=systemd:/\n4:memory:/process_api/abc\n1:cpu:/\n0::/system.slice/scaler.service\nbad\n";
+        assert_eq!(proc_cgroup_paths(t), vec!["/", "/process_api/abc", "/system.slice/scaler.service"]);
     }
 
     #[test]

@@ -68,16 +68,37 @@ impl<'a> Writer<'a> {
         self
     }
 
-    /// Writes the burst file next to a quota (if the kernel has one): the
-    /// kernel refuses a burst above the quota, so it is cleared before the
-    /// quota changes and set after.
-    fn burst(&self, dir: &std::path::Path, v2: bool, quota_us: Option<u64>) -> std::io::Result<()> {
+    /// The burst file next to a quota and its value, if the kernel has one.
+    fn burst_now(dir: &std::path::Path, v2: bool) -> Option<(PathBuf, u64)> {
         let file = dir.join(if v2 { "cpu.max.burst" } else { "cpu.cfs_burst_us" });
-        if !file.exists() {
-            return Ok(());
+        let v = std::fs::read_to_string(&file).ok()?.trim().parse().unwrap_or(0);
+        Some((file, v))
+    }
+
+    /// Sets the quota (`None`: no limit) and its burst with as few writes as
+    /// possible: every write makes the kernel refill the cgroup's runtime,
+    /// so needless ones would hand out CPU time beyond the limit. The
+    /// kernel refuses a burst above the quota: a burst that shrinks is
+    /// written before the quota, one that grows after it.
+    fn quota_and_burst(
+        &self,
+        c: &CpuController,
+        dir: &std::path::Path,
+        v2: bool,
+        quota: Option<u64>,
+    ) -> std::io::Result<()> {
+        let set_quota =
+            || c.set_cfs_quota(quota.map_or(-1, |q| q as i64)).map_err(|e| std::io::Error::other(e.to_string()));
+        let Some((file, now)) = Self::burst_now(dir, v2) else { return set_quota() };
+        let want = quota.map_or(0, |q| q * self.burst_pct / 100);
+        if want < now {
+            std::fs::write(&file, want.to_string())?;
         }
-        let burst = quota_us.map_or(0, |q| q * self.burst_pct / 100);
-        std::fs::write(file, burst.to_string())
+        set_quota()?;
+        if want > now {
+            std::fs::write(&file, want.to_string())?;
+        }
+        Ok(())
     }
 
     /// The v2 directory if it has `file`, else the v1 directory of `ctl` if it has `v1_file`.
@@ -102,12 +123,7 @@ impl<'a> Writer<'a> {
                 let c = CpuController::new(dir.clone(), dir.clone(), v2);
                 let period = c.cfs_period().ok().filter(|&p| p > 0).unwrap_or(DEFAULT_PERIOD_US);
                 let quota = value.map(|m| quota_us(m, period));
-                self.burst(&dir, v2, None).map_err(|e| Self::err(rel, resource, e))?;
-                c.set_cfs_quota(quota.map_or(-1, |q| q as i64)).map_err(|e| Self::err(rel, resource, e))?;
-                if self.burst_pct > 0 && quota.is_some() {
-                    self.burst(&dir, v2, quota).map_err(|e| Self::err(rel, resource, e))?;
-                }
-                Ok(())
+                self.quota_and_burst(&c, &dir, v2, quota).map_err(|e| Self::err(rel, resource, e))
             }
             Resource::Mem => {
                 let (dir, v2) =
@@ -145,6 +161,15 @@ impl<'a> Writer<'a> {
                 }
             }
             other => Err(WriteError::NotCgroupfs { resource: other }),
+        }
+    }
+
+    /// Banks nothing more for CPU bursts (the quota stays as it is).
+    pub fn clear_burst(&self, rel: &str) -> Result<(), WriteError> {
+        let Some((dir, v2)) = self.pick(rel, "cpu.max", "cpu", "cpu.cfs_quota_us") else { return Ok(()) };
+        match Self::burst_now(&dir, v2) {
+            Some((file, now)) if now > 0 => std::fs::write(file, "0").map_err(|e| Self::err(rel, Resource::Cpu, e)),
+            _ => Ok(()),
         }
     }
 
@@ -289,10 +314,17 @@ mod tests {
         let w = Writer::new(&layout, Some(Device { major: 8, minor: 0 }));
         w.apply("c", Resource::Cpu, Some(1500)).unwrap();
         assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "75000", "1.5 cores of a 50 ms period");
-        assert_eq!(read(cpu.join("cpu.cfs_burst_us")), "0", "no burst unless asked");
+        assert_eq!(read(cpu.join("cpu.cfs_burst_us")).trim(), "0", "no burst unless asked");
         let wb = Writer::new(&layout, None).with_burst(100);
         wb.apply("c", Resource::Cpu, Some(500)).unwrap();
         assert_eq!(read(cpu.join("cpu.cfs_burst_us")), "25000", "a whole quota banked");
+        wb.apply("c", Resource::Cpu, Some(200)).unwrap();
+        assert_eq!(
+            (read(cpu.join("cpu.cfs_quota_us")), read(cpu.join("cpu.cfs_burst_us"))),
+            ("10000".into(), "10000".into())
+        );
+        wb.apply("c", Resource::Cpu, None).unwrap();
+        assert_eq!((read(cpu.join("cpu.cfs_quota_us")), read(cpu.join("cpu.cfs_burst_us"))), ("-1".into(), "0".into()));
         w.apply("c", Resource::Cpu, None).unwrap();
         assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "-1");
         w.apply("c", Resource::Mem, Some(1 << 30)).unwrap();

@@ -41,6 +41,7 @@ impl From<ManageError> for ApiError {
             }
             ManageError::Apply(m) => ApiError::new(StatusCode::CONFLICT, format!("could not apply the limits: {m}")),
             ManageError::Store(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            e @ ManageError::Stored { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
 }

@@ -102,18 +102,30 @@ pub async fn history(
     Ok(Json(json!({"name": name, "tick_ms": s.tick_ms, "points": points})))
 }
 
-pub async fn healthz(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+/// `/healthz`: 200 while the sampler ticks; 503 (with the same body) when
+/// its last tick is stale, so a supervisor or a load balancer sees a stopped
+/// sampler.
+pub async fn healthz(
+    State(s): State<Arc<Shared>>,
+    RawQuery(q): RawQuery,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
     Query::parse(q.as_deref(), &[])?;
+    let (age, stale) = s.tick_age();
     let g = s.read();
-    Ok(Json(json!({
-        "status": "ok",
-        "host": s.host,
-        "uptime_s": s.started.elapsed().as_secs(),
-        "ticks": g.ticks,
-        "last_tick_us": g.last_tick_us,
-        "containers": g.containers.len(),
-        "cgroup_layout": s.layout,
-        "kernel": s.kernel,
-        "version": env!("CARGO_PKG_VERSION"),
-    })))
+    let status = if stale { axum::http::StatusCode::SERVICE_UNAVAILABLE } else { axum::http::StatusCode::OK };
+    Ok((
+        status,
+        Json(json!({
+            "status": if stale { "stale" } else { "ok" },
+            "last_tick_age_ms": age.as_millis() as u64,
+            "host": s.host,
+            "uptime_s": s.started.elapsed().as_secs(),
+            "ticks": g.ticks,
+            "last_tick_us": g.last_tick_us,
+            "containers": g.containers.len(),
+            "cgroup_layout": s.layout,
+            "kernel": s.kernel,
+            "version": env!("CARGO_PKG_VERSION"),
+        })),
+    ))
 }

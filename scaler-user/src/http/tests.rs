@@ -38,6 +38,11 @@ impl Actuator for Nothing {
 }
 
 fn app(dir: &std::path::Path, token: Option<&str>) -> axum::Router {
+    app_started(dir, token, Instant::now())
+}
+
+/// As [`app`], with the agent started at `started` (and no tick since).
+fn app_started(dir: &std::path::Path, token: Option<&str>, started: Instant) -> axum::Router {
     std::fs::create_dir_all(dir.join("cg/lxc.payload.web")).unwrap();
     let manager = Manager::open(
         Store::open(&dir.join("state")).unwrap(),
@@ -51,7 +56,7 @@ fn app(dir: &std::path::Path, token: Option<&str>) -> axum::Router {
         host: "test".into(),
         tick_ms: 200,
         history_len: 10,
-        started: Instant::now(),
+        started,
         layout: "v2",
         kernel: KernelFeatures::default(),
         inner: RwLock::new(Default::default()),
@@ -102,6 +107,17 @@ async fn errors_are_json_with_the_right_status() {
     assert!(s == 413 && v["error"].is_string(), "{s} {v}");
     let (s, v) = call(&app, "GET", "/v1/host?x=1", None, None).await;
     assert_eq!((s, v["field"].as_str()), (400, Some("x")));
+}
+
+#[tokio::test]
+async fn healthz_is_503_when_the_sampler_has_stopped_ticking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s, v) = call(&app(tmp.path(), None), "GET", "/healthz", None, None).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ok")), "just started: {v}");
+    let long_ago = Instant::now() - std::time::Duration::from_secs(60);
+    let (s, v) = call(&app_started(tmp.path(), None, long_ago), "GET", "/healthz", None, None).await;
+    assert_eq!((s, v["status"].as_str()), (503, Some("stale")), "{v}");
+    assert!(v["last_tick_age_ms"].as_u64().unwrap() >= 60_000);
 }
 
 #[tokio::test]

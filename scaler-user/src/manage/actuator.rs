@@ -21,6 +21,8 @@ pub struct HostActuator {
     pub waiting: std::collections::HashSet<String>,
     /// CPU quota a container may bank for bursts, % of its quota.
     pub cpu_burst_pct: u64,
+    /// Containers whose CPU limit banks nothing (under an energy cap).
+    pub no_burst: std::collections::HashSet<String>,
 }
 
 fn is_net(r: Resource) -> bool {
@@ -33,12 +35,22 @@ impl Actuator for HostActuator {
             let net = self.net.as_mut().ok_or("network limits need the eBPF network programs, which are not loaded")?;
             return net.set(cgroup, resource == Resource::NetRx, value);
         }
-        let w = Writer::new(&self.layout, self.disk).with_burst(self.cpu_burst_pct);
+        let burst = if self.no_burst.contains(cgroup) { 0 } else { self.cpu_burst_pct };
+        let w = Writer::new(&self.layout, self.disk).with_burst(burst);
         match value {
             Some(v) if resource == Resource::Mem && self.waiting.contains(cgroup) => w.apply_waiting(cgroup, v),
             _ => w.apply(cgroup, resource, value),
         }
         .map_err(|e| e.to_string())
+    }
+
+    fn set_cpu_burst(&mut self, cgroup: &str, allowed: bool) -> Result<(), String> {
+        if allowed {
+            self.no_burst.remove(cgroup);
+            return Ok(());
+        }
+        self.no_burst.insert(cgroup.to_owned());
+        Writer::new(&self.layout, self.disk).clear_burst(cgroup).map_err(|e| e.to_string())
     }
 
     fn set_mem_wait(&mut self, cgroup: &str, hard_max: Option<u64>) -> Result<(), String> {

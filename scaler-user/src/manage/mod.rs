@@ -15,6 +15,10 @@ pub mod view;
 
 pub use policies::planner::mem_floor;
 
+/// The smallest memory `max` a subscription may have: below this no
+/// process runs, and a limit of a byte or two would be an instant OOM kill.
+pub const MEM_MIN_LIMIT: u64 = 4 << 20;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use policies::{
@@ -47,6 +51,11 @@ pub trait Actuator: Send {
     fn set_mem_wait(&mut self, _cgroup: &str, _hard_max: Option<u64>) -> Result<(), String> {
         Ok(())
     }
+    /// Whether the CPU limit may bank unused quota for bursts (not under an
+    /// energy cap: a cap is a cap).
+    fn set_cpu_burst(&mut self, _cgroup: &str, _allowed: bool) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// What a handler found in the container's cgroup before subscribing.
@@ -75,6 +84,12 @@ pub enum ManageError {
     Apply(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("stored subscription {name:?} is invalid (state file edited or damaged?)")]
+    Stored {
+        name: String,
+        #[source]
+        source: FieldError,
+    },
 }
 
 pub(crate) struct Managed {
@@ -121,6 +136,9 @@ pub struct Manager {
     /// Let tasks wait at the memory limit where the policy raises it (see
     /// `agent.memory_wait`).
     memory_wait: bool,
+    /// The cgroups the agent itself runs in (one per hierarchy): neither
+    /// they nor their ancestors may be managed.
+    own_cgroups: Vec<String>,
     /// Bumped whenever the set of (name, cgroup) pairs changes.
     pub generation: u64,
 }
@@ -141,10 +159,11 @@ impl Manager {
         let mut subs = BTreeMap::new();
         let mut planner = Planner::new();
         for sub in store.load()? {
+            sub.validate(&roots).map_err(|e| ManageError::Stored { name: sub.name.clone(), source: e })?;
             planner.insert(&sub.name, model::build_policy(&sub.policy, sub.policy_config.as_ref())?);
             subs.insert(sub.name.clone(), Managed::new(sub, false, 0));
         }
-        Ok(Self {
+        let mut me = Self {
             subs,
             planner,
             store,
@@ -154,8 +173,27 @@ impl Manager {
             roots,
             default_policy,
             memory_wait: true,
+            own_cgroups: Vec::new(),
             generation: 1,
-        })
+        };
+        // Stored energy caps keep CPU bursts off.
+        let capped: Vec<String> = me
+            .subs
+            .values()
+            .filter(|m| m.sub.ceiling.contains_key(&Resource::Cpu))
+            .map(|m| m.sub.name.clone())
+            .collect();
+        for name in capped {
+            me.sync_cpu_burst(&name, true);
+        }
+        Ok(me)
+    }
+
+    /// The cgroups the agent runs in (`/proc/self/cgroup`), refused as
+    /// subscriptions along with their ancestors.
+    pub fn with_own_cgroups(mut self, own: Vec<String>) -> Self {
+        self.own_cgroups = own;
+        self
     }
 
     /// Whether tasks may wait at the memory limit (`agent.memory_wait`).
@@ -171,16 +209,19 @@ impl Manager {
     /// the limit back (then nothing would raise it). Logged when it changes.
     pub(crate) fn sync_mem_wait(&mut self, now_ms: u64, name: &str) {
         let Some(m) = self.subs.get_mut(name) else { return };
-        let Some(b) = m.sub.resources.get(&Resource::Mem) else { return };
+        let bound = m.sub.resources.get(&Resource::Mem).map(|b| b.max);
+        if bound.is_none() && m.mem_wait != Some(true) {
+            return;
+        }
         let limit = m.sub.limits.get(&Resource::Mem).copied().flatten();
         let want = self.memory_wait
             && self.planner.raises_waiting_memory(name)
-            && limit.is_some_and(|l| l < b.max)
+            && limit.zip(bound).is_some_and(|(l, max)| l < max)
             && !m.mem_limited;
         if m.mem_wait == Some(want) {
             return;
         }
-        match self.act.set_mem_wait(&m.sub.cgroup, want.then_some(b.max)) {
+        match self.act.set_mem_wait(&m.sub.cgroup, bound.filter(|_| want)) {
             Ok(()) => {
                 if m.mem_wait.is_some() || want {
                     let what = if want {
@@ -262,6 +303,14 @@ impl Manager {
         req: &SubscribeRequest,
         found: &Found,
     ) -> Result<(), ManageError> {
+        if let Some(own) = self.own_cgroups.iter().find(|o| *o == cgroup || o.starts_with(&format!("{cgroup}/"))) {
+            return Err(ManageError::Forbidden {
+                field: "cgroup".into(),
+                message: format!(
+                    "the agent itself runs in {own}: limiting {cgroup} would limit the agent (starved, or OOM-killed by its own limit)"
+                ),
+            });
+        }
         if let Some(other) = self.subs.values().find(|m| m.sub.cgroup == cgroup && m.sub.name != name) {
             return Err(ManageError::Conflict {
                 field: "cgroup".into(),
@@ -289,6 +338,16 @@ impl Manager {
             let in_force =
                 if self.act.owns(r) { self.act.own_limit(cgroup, r) } else { found.limits.get(&r).copied().flatten() };
             let ceiling = existing.as_ref().and_then(|e| e.ceiling.get(&r).copied());
+            if r == Resource::Mem && b.max < MEM_MIN_LIMIT {
+                return Err(field_err(
+                    field("max"),
+                    format!(
+                        "{} bytes is no memory limit a container can run under; at least {MEM_MIN_LIMIT} (4 MiB)",
+                        b.max
+                    ),
+                )
+                .into());
+            }
             if r == Resource::Mem
                 && let Some(u) = found.mem_usage
                 && u > b.max
@@ -331,7 +390,15 @@ impl Manager {
             }
             done.push((r, before));
         }
-        let mut original = existing.as_ref().map(|e| e.original.clone()).unwrap_or_default();
+        // What was found is kept across re-subscriptions of the same cgroup
+        // (for the resources still managed); a new cgroup starts afresh.
+        let same_target = existing.as_ref().is_some_and(|e| e.cgroup == cgroup);
+        let mut original: BTreeMap<Resource, Option<u64>> = match &existing {
+            Some(e) if same_target => {
+                e.original.iter().filter(|(r, _)| req.resources.contains_key(r)).map(|(&r, &v)| (r, v)).collect()
+            }
+            _ => BTreeMap::new(),
+        };
         for &(r, before, _) in &plan {
             original.entry(r).or_insert(before);
         }
@@ -357,9 +424,32 @@ impl Manager {
                 self.events.push(now_ms, name, r, before, Some(start), "subscribed: starting limit".into());
             }
         }
+        // A subscription's effect on the kernel is one record: limits it set
+        // that the new one no longer manages (a resource dropped, or the
+        // whole old cgroup) go back to what was found there.
+        if let Some(e) = &existing {
+            let dropped: Vec<Resource> =
+                e.limits.keys().copied().filter(|r| !same_target || !req.resources.contains_key(r)).collect();
+            for r in dropped {
+                let target = if self.act.owns(r) { None } else { e.original.get(&r).copied().flatten() };
+                let old = e.limits.get(&r).copied().flatten();
+                let why = if same_target { "no longer managed: restored" } else { "subscription moved: restored" };
+                match self.act.apply(&e.cgroup, r, target) {
+                    Ok(()) => self.events.push(now_ms, name, r, old, target, why.into()),
+                    Err(err) => {
+                        tracing::warn!(container = name, cgroup = %e.cgroup, %r, "restoring a limit left behind: {err}");
+                    }
+                }
+            }
+            if !same_target
+                && self.subs.get(name).is_some_and(|m| m.mem_wait == Some(true))
+                && let Err(err) = self.act.set_mem_wait(&e.cgroup, None)
+            {
+                tracing::warn!(container = name, "memory wait off on the old cgroup: {err}");
+            }
+        }
         let keep_policy =
             self.subs.get(name).is_some_and(|m| m.sub.policy == policy_name && m.sub.policy_config == policy_config);
-        let same_target = existing.as_ref().is_some_and(|e| e.cgroup == cgroup);
         match self.subs.get_mut(name) {
             Some(m) if keep_policy => m.sub = sub,
             _ => {
@@ -471,8 +561,20 @@ impl Manager {
             }
         }
         self.store.save(&[&sub], &[])?;
+        let capped = sub.ceiling.contains_key(&Resource::Cpu);
         m.sub = sub;
+        self.sync_cpu_burst(name, capped);
         Ok(())
+    }
+
+    /// No CPU bursts above a CPU ceiling (an energy cap is a cap).
+    fn sync_cpu_burst(&mut self, name: &str, capped: bool) {
+        let Some(m) = self.subs.get(name) else { return };
+        if m.sub.resources.contains_key(&Resource::Cpu)
+            && let Err(e) = self.act.set_cpu_burst(&m.sub.cgroup, !capped)
+        {
+            tracing::warn!(container = name, "cpu burst: {e}");
+        }
     }
 
     /// Host capacity per resource.

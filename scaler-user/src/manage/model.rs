@@ -45,10 +45,34 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Checks a stored record as API input is checked (a state file edited
+    /// or damaged by hand must not reach the planner): its name, its cgroup
+    /// against `roots`, and every resource's bounds.
+    pub fn validate(&self, roots: &[String]) -> Result<(), FieldError> {
+        crate::names::validate(&self.name).map_err(|m| field_err("name", m))?;
+        check_cgroup_path(&self.cgroup, roots)?;
+        for (&r, b) in &self.resources {
+            if !MANAGED.contains(&r) {
+                return Err(field_err(format!("resources.{r}"), "cannot be managed as a limit"));
+            }
+            let f = |k: &str| format!("resources.{r}.{k}");
+            if b.min > b.max {
+                return Err(field_err(f("min"), format!("min ({}) is greater than max ({})", b.min, b.max)));
+            }
+            if b.max == 0 || b.max > MAX_AMOUNT {
+                return Err(field_err(f("max"), format!("{} is not in 1..=2^52", b.max)));
+            }
+            if b.boundary > 100 {
+                return Err(field_err(f("boundary"), format!("{} is not a percentage", b.boundary)));
+            }
+        }
+        Ok(())
+    }
+
     /// The highest limit allowed now: `max`, lowered by a ceiling (never below `min`).
     pub fn effective_max(&self, r: Resource) -> Option<u64> {
         let b = self.resources.get(&r)?;
-        Some(self.ceiling.get(&r).map_or(b.max, |&c| c.clamp(b.min, b.max)))
+        Some(b.effective_max(self.ceiling.get(&r).copied()))
     }
 }
 

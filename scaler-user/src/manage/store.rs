@@ -47,6 +47,14 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.into(), source })?;
         let path = dir.join("state.redb");
+        // redb takes an empty file for a new database: a state file
+        // truncated to nothing would silently lose every subscription.
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            return Err(StoreError::Db {
+                path,
+                message: "the file is empty (truncated?); move it away to start with no subscriptions".into(),
+            });
+        }
         let db = Database::create(&path).map_err(|e| StoreError::Db { path: path.clone(), message: e.to_string() })?;
         let me = Self { db, path };
         // Create the tables so readers never meet a missing one.
@@ -164,5 +172,15 @@ mod tests {
         let cap: BTreeMap<String, u64> = s.setting("capacity").unwrap().unwrap();
         assert_eq!(cap["cpu"], 1500);
         assert!(s.setting::<u64>("missing").unwrap().is_none());
+    }
+
+    #[test]
+    fn an_empty_state_file_is_refused_not_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop(Store::open(tmp.path()).unwrap());
+        std::fs::write(tmp.path().join("state.redb"), b"").unwrap();
+        let e = Store::open(tmp.path()).err().unwrap().to_string();
+        assert!(e.contains("state.redb") && e.contains("empty"), "{e}");
+        assert_eq!(std::fs::metadata(tmp.path().join("state.redb")).unwrap().len(), 0, "left as found");
     }
 }

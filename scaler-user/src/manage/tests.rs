@@ -127,6 +127,10 @@ fn mins_must_fit_the_host_and_mem_max_must_cover_usage() {
     let found = Found { limits: BTreeMap::new(), mem_usage: Some(GIB), usage: BTreeMap::new() };
     let e = m.subscribe(0, "c", "/c", &req(json!({"resources": {"mem": {"min": 1, "max": 1000}}})), &found);
     assert!(matches!(e, Err(ManageError::Field(f)) if f.field == "resources.mem.max"));
+    // A one-byte memory limit is no limit a container can run under.
+    let e = m.subscribe(0, "d", "/d", &req(json!({"resources": {"mem": {"min": 0, "max": 1}}})), &Found::default());
+    assert!(matches!(e, Err(ManageError::Field(f)) if f.field == "resources.mem.max" && f.message.contains("4 MiB")));
+    assert!(m.get("d").is_none());
 }
 
 #[test]
@@ -246,4 +250,78 @@ fn tasks_wait_at_the_memory_limit_below_max_only_where_the_policy_raises_it() {
     let mut off = manager(tempfile::tempdir().unwrap().path(), &fake, 2000).with_memory_wait(false);
     off.subscribe(0, "c", "/c", &r("follow", GIB), &Found::default()).unwrap();
     assert_eq!(wait("/c"), None, "agent.memory_wait = false");
+}
+
+#[test]
+fn a_stored_record_with_bad_bounds_is_refused_at_load_not_fed_to_the_planner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    {
+        let mut m = manager(tmp.path(), &fake, 2000);
+        m.subscribe(0, "a", "/a", &req(json!({"resources": {"cpu": {"min": 100, "max": 1000}}})), &Found::default())
+            .unwrap();
+    }
+    // Damage the record as a hand edit would: min above max.
+    let store = Store::open(tmp.path()).unwrap();
+    let mut sub = store.load().unwrap().pop().unwrap();
+    sub.resources.get_mut(&Resource::Cpu).unwrap().min = 5000;
+    store.save(&[&sub], &[]).unwrap();
+    drop(store);
+    let cap = BTreeMap::from([(Resource::Cpu, Some(2000))]);
+    let e =
+        Manager::open(Store::open(tmp.path()).unwrap(), Box::new(fake.clone()), cap, vec!["/".into()], "fast".into())
+            .err()
+            .unwrap();
+    let chain = format!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default());
+    assert!(chain.contains("\"a\"") && chain.contains("resources.cpu.min"), "{chain}");
+}
+
+#[test]
+fn replacing_a_subscription_leaves_no_limit_behind_and_restore_puts_back_what_was_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 4000);
+    let found = |cpu: Option<u64>| Found { limits: BTreeMap::from([(Resource::Cpu, cpu)]), ..Found::default() };
+    // r1: CPU only, then memory only: the CPU quota it set goes.
+    m.subscribe(0, "r1", "/a", &req(json!({"resources": {"cpu": {"min": 100, "max": 1000}}})), &found(None)).unwrap();
+    assert_eq!(fake.get("/a", Resource::Cpu), Some(1000));
+    m.subscribe(1, "r1", "/a", &req(json!({"resources": {"mem": {"min": 1 << 20, "max": GIB}}})), &found(Some(1000)))
+        .unwrap();
+    assert_eq!(fake.get("/a", Resource::Cpu), None, "the dropped CPU limit is restored (unlimited)");
+    assert!(!m.get("r1").unwrap().original.contains_key(&Resource::Cpu));
+    assert!(m.unsubscribe(2, "r1", true).unwrap());
+    assert_eq!(fake.get("/a", Resource::Mem), None);
+
+    // r2 on /b (found 400 m), then on /c (found 700 m): /b gets its 400 m
+    // back, and /c's original is /c's.
+    fake.limits.lock().unwrap().insert(("/b".into(), Resource::Cpu), Some(400));
+    fake.limits.lock().unwrap().insert(("/c".into(), Resource::Cpu), Some(700));
+    let cpu = req(json!({"resources": {"cpu": {"min": 100, "max": 2000, "current": 1500}}}));
+    m.subscribe(3, "r2", "/b", &cpu, &found(Some(400))).unwrap();
+    assert_eq!(fake.get("/b", Resource::Cpu), Some(1500));
+    m.subscribe(4, "r2", "/c", &cpu, &found(Some(700))).unwrap();
+    assert_eq!(fake.get("/b", Resource::Cpu), Some(400), "the old cgroup is back as found");
+    assert_eq!(m.get("r2").unwrap().original[&Resource::Cpu], Some(700));
+    assert!(m.unsubscribe(5, "r2", true).unwrap());
+    assert_eq!(fake.get("/c", Resource::Cpu), Some(700), "restored to /c's own original");
+    let ev = all_events(&m);
+    assert!(ev.iter().any(|e| e.reason == "no longer managed: restored"), "{ev:?}");
+    assert!(ev.iter().any(|e| e.reason == "subscription moved: restored"), "{ev:?}");
+}
+
+#[test]
+fn the_agents_own_cgroup_and_its_ancestors_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m =
+        manager(tmp.path(), &fake, 2000).with_own_cgroups(vec!["/".into(), "/system.slice/scaler.service".into()]);
+    let r = req(json!({"resources": {"cpu": {"min": 100, "max": 1000}}}));
+    for cg in ["/system.slice/scaler.service", "/system.slice"] {
+        let e = m.subscribe(0, "self", cg, &r, &Found::default());
+        assert!(
+            matches!(&e, Err(ManageError::Forbidden { field, message }) if field == "cgroup" && message.contains("agent itself")),
+            "{cg}: {e:?}"
+        );
+    }
+    m.subscribe(0, "sibling", "/system.slice/other.service", &r, &Found::default()).unwrap();
 }

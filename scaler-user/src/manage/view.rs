@@ -49,7 +49,7 @@ fn view(m: &Managed) -> ContainerView {
             let limits = ResourceSpec::try_new(
                 b.min,
                 eff_max,
-                current.unwrap_or(eff_max).clamp(b.min, eff_max),
+                current.unwrap_or(eff_max).max(b.min).min(eff_max),
                 b.boundary,
                 b.boundary_type,
             )

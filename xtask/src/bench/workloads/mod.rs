@@ -34,13 +34,19 @@ pub struct Args {
     /// analytics, service, mix.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// Modes, comma-separated (default: unlimited,static,classic,default).
-    /// Any other name runs that policy at the agent's default tick.
-    #[arg(long, value_delimiter = ',')]
+    /// Modes, separated by commas or semicolons (default:
+    /// unlimited,static,classic,default). Any other name runs that policy
+    /// at the agent's default tick, with parameters after a colon
+    /// (`"unlimited;follow:slowdown_permille=50"`).
+    #[arg(long, value_delimiter = ';')]
     pub modes: Vec<String>,
     /// Results go to bench-results/NAME.json and bench-results/NAME/.
     #[arg(long, default_value = "workloads")]
     pub out: String,
+    /// Extra `[agent]` settings for every run (TOML lines, e.g.
+    /// "cpu_burst_pct = 0").
+    #[arg(long, default_value = "")]
+    pub agent_config: String,
     /// Runs of each workload under each mode, interleaved (mode A, B, ...,
     /// A, B, ...); the table gives medians and the spread. This machine's
     /// latency varies by tens of percent between identical runs.
@@ -106,8 +112,13 @@ impl Mode {
 
     /// The agent's configuration: `containers` as `(name, cgroup)` are
     /// watched in every mode (so `scaler record` sees them unlimited too).
-    fn agent_config(&self, containers: &[(String, String)]) -> String {
-        let timing = if *self == Mode::Classic { "tick_ms = 5000\ndiscovery_interval_ms = 5000\n" } else { "" };
+    fn agent_config(&self, containers: &[(String, String)], extra: &str) -> String {
+        let mut timing =
+            if *self == Mode::Classic { "tick_ms = 5000\ndiscovery_interval_ms = 5000\n" } else { "" }.to_owned();
+        if !extra.is_empty() {
+            timing.push_str(extra);
+            timing.push('\n');
+        }
         // CPU limits may add up to more than the host (they are ceilings,
         // not reservations): every container may have its max, as a static
         // allocation would.
@@ -119,6 +130,19 @@ impl Mode {
             cfg.push_str(&format!("[[containers]]\nname = \"{name}\"\ncgroup = \"{cgroup}\"\n"));
         }
         cfg
+    }
+
+    /// A policy mode may carry parameters: `follow:slowdown_permille=50`
+    /// runs `{"name": "follow", "slowdown_permille": 50}`.
+    fn policy_value(p: &str) -> Value {
+        let Some((name, params)) = p.split_once(':') else { return json!(p) };
+        let mut v = json!({"name": name});
+        for kv in params.split(',') {
+            if let Some((k, x)) = kv.split_once('=') {
+                v[k] = x.parse::<u64>().map_or_else(|_| json!(x), |n| json!(n));
+            }
+        }
+        v
     }
 
     fn subscription(&self, cgroup: &str) -> Option<Value> {
@@ -135,7 +159,7 @@ impl Mode {
         };
         let mut v = json!({"cgroup": cgroup, "resources": resources});
         if let Some(p) = policy {
-            v["policy"] = json!(p);
+            v["policy"] = Self::policy_value(p);
         }
         Some(v)
     }
@@ -218,11 +242,12 @@ fn run_one(
     mode: &Mode,
     rep: usize,
     out_dir: &std::path::Path,
+    extra: &str,
 ) -> anyhow::Result<RunResult> {
     let names = container_names(w);
     let cg = Cgroups::new()?;
     let watched: Vec<(String, String)> = names.iter().map(|n| (n.clone(), cg.rel(n))).collect();
-    let agent = Agent::start(bin, &mode.agent_config(&watched))?;
+    let agent = Agent::start(bin, &mode.agent_config(&watched, extra))?;
     let work = TempDir::new()?;
     let mut ctxs = Vec::new();
     for (name, (job, _)) in names.iter().zip(w.parts) {
@@ -301,11 +326,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let modes: Vec<Mode> = if args.modes.is_empty() {
         ["unlimited", "static", "classic", "default"].iter().map(|m| Mode::parse(m)).collect()
     } else {
-        args.modes.iter().map(|m| Mode::parse(m)).collect()
+        // `a,b;c:x=1,y=2`: commas separate modes unless parameters follow.
+        args.modes
+            .iter()
+            .flat_map(|m| if m.contains(':') { vec![m.as_str()] } else { m.split(',').collect() })
+            .map(Mode::parse)
+            .collect()
     };
     for m in &modes {
         if let Mode::Policy(p) = m {
-            ::policies::PolicyConfig::by_name(p).with_context(|| format!("--modes: {p:?}"))?;
+            let name = p.split(':').next().unwrap_or(p);
+            ::policies::PolicyConfig::by_name(name).with_context(|| format!("--modes: {p:?}"))?;
         }
     }
     crate::setup::run()?;
@@ -322,7 +353,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             for mode in &modes {
                 eprintln!("==> {} under {} (run {} of {repeat})", w.name, mode.label(), rep + 1);
                 let t0 = Instant::now();
-                let r = run_one(&bin, w, mode, rep, &out_dir)?;
+                let r = run_one(&bin, w, mode, rep, &out_dir, &args.agent_config.replace(';', "\n"))?;
                 eprintln!("    {:.0} s", t0.elapsed().as_secs_f64());
                 if rep == 0 {
                     report::write_run(&out_dir, &r)?;
@@ -338,6 +369,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "machine": report::machine(),
         "bounds": {"cpu": CPU_BOUNDS, "mem": MEM_BOUNDS},
         "repeat": repeat,
+        "agent_config": args.agent_config,
         "service_steps": jobs::SERVICE_STEPS,
         "runs": json,
         "markdown": md,
