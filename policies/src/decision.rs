@@ -88,6 +88,11 @@ pub enum Reason {
     },
     /// Tasks waited at the memory limit for it to be raised.
     MemoryWait,
+    /// The working set pressed on the memory limit (reclaim entered).
+    MemoryReclaim {
+        /// Reclaim entries over the evaluated interval.
+        reclaims: u64,
+    },
     /// The container was OOM-killed.
     OomKill {
         /// Kills seen.
@@ -130,6 +135,7 @@ impl fmt::Display for Reason {
             Reason::Saturated { usage } => write!(f, "usage {usage} saturates the limit"),
             Reason::MemoryPressure { stall_us } => write!(f, "memory pressure, {stall_us} us stall"),
             Reason::MemoryWait => f.write_str("tasks waiting at the memory limit"),
+            Reason::MemoryReclaim { reclaims } => write!(f, "working set pressing on the limit ({reclaims} reclaims)"),
             Reason::OomKill { kills } => write!(f, "{kills} OOM kill(s)"),
             Reason::JumpRoom { need } => write!(f, "room for a recent jump needs {need}"),
             Reason::Shrink { target } => write!(f, "usage well below limit, target {target}"),

@@ -25,6 +25,7 @@ pub mod classic;
 pub mod config;
 pub mod decision;
 pub mod energy;
+pub mod error;
 pub mod fast;
 pub mod follow;
 pub mod planner;

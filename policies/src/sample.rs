@@ -37,6 +37,10 @@ pub struct Sample {
     /// `under_oom`).
     #[serde(default)]
     pub mem_waiting: bool,
+    /// Memory only: times the container entered reclaim at its limit
+    /// during the interval (it pressed on it).
+    #[serde(default)]
+    pub mem_reclaims: u64,
 }
 
 impl Sample {
@@ -60,6 +64,12 @@ impl Sample {
     /// The same sample with OOM kills.
     pub fn with_oom_kills(mut self, kills: u64) -> Self {
         self.oom_kills = kills;
+        self
+    }
+
+    /// The same sample with memory reclaim entries.
+    pub fn with_reclaims(mut self, reclaims: u64) -> Self {
+        self.mem_reclaims = reclaims;
         self
     }
 

@@ -32,6 +32,11 @@ pub const HEADER: &str = "time_s,container,resource,demand";
 
 /// The header of a recorded trace.
 pub const RECORDED_HEADER: &str =
+    "time_s,container,resource,demand,interval_ms,usage,limit,throttled_us,stall_us,oom_kills,waiting,reclaims";
+
+/// The header of recorded traces written before the `reclaims` column
+/// (read as no reclaims).
+pub const RECORDED_HEADER_V1: &str =
     "time_s,container,resource,demand,interval_ms,usage,limit,throttled_us,stall_us,oom_kills,waiting";
 
 /// What the agent measured and had in force for one resource at one tick
@@ -54,6 +59,8 @@ pub struct Recorded {
     pub oom_kills: Option<u64>,
     /// Tasks waited at the memory limit.
     pub waiting: bool,
+    /// Memory-cgroup reclaim entries during the interval.
+    pub reclaims: u64,
 }
 
 impl Recorded {
@@ -61,7 +68,7 @@ impl Recorded {
     pub fn row(&self, container: &str, resource: Resource, demand: u64) -> String {
         let opt = |v: Option<u64>| v.map_or_else(String::new, |x| x.to_string());
         format!(
-            "{}.{:03},{container},{resource},{demand},{},{},{},{},{},{},{}",
+            "{}.{:03},{container},{resource},{demand},{},{},{},{},{},{},{},{}",
             self.time_ms / 1000,
             self.time_ms % 1000,
             self.interval_ms,
@@ -70,7 +77,8 @@ impl Recorded {
             self.throttled_us,
             self.stall_us,
             opt(self.oom_kills),
-            u8::from(self.waiting)
+            u8::from(self.waiting),
+            self.reclaims
         )
     }
 }
@@ -204,6 +212,10 @@ fn recorded_row(line: usize, time_ms: u64, f: &[&str]) -> Result<Recorded, Trace
         stall_us: column(line, "stall_us", f[4], false)?.unwrap_or(0),
         oom_kills: column(line, "oom_kills", f[5], true)?,
         waiting,
+        reclaims: match f.get(7) {
+            Some(v) => column(line, "reclaims", v, false)?.unwrap_or(0),
+            None => 0,
+        },
     })
 }
 
@@ -231,7 +243,7 @@ impl Trace {
     pub fn parse(text: &str) -> Result<Trace, TraceError> {
         let mut trace = Trace::default();
         let mut header_seen = false;
-        let mut recorded = false;
+        let mut recorded = 0usize;
         let mut rows = 0usize;
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
@@ -241,15 +253,21 @@ impl Trace {
             }
             if !header_seen {
                 let normalised: String = l.split(',').map(str::trim).collect::<Vec<_>>().join(",");
-                recorded = normalised == RECORDED_HEADER;
-                if normalised != HEADER && !recorded {
+                recorded = if normalised == RECORDED_HEADER {
+                    12
+                } else if normalised == RECORDED_HEADER_V1 {
+                    11
+                } else {
+                    0
+                };
+                if normalised != HEADER && recorded == 0 {
                     return Err(TraceError::Header { line, found: l.to_owned() });
                 }
                 header_seen = true;
                 continue;
             }
             let fields: Vec<&str> = l.split(',').map(str::trim).collect();
-            let expected = if recorded { 11 } else { 4 };
+            let expected = if recorded > 0 { recorded } else { 4 };
             if fields.len() != expected {
                 return Err(TraceError::FieldCount { line, found: fields.len() });
             }
@@ -271,7 +289,7 @@ impl Trace {
                 .filter(|d| *d <= MAX_AMOUNT)
                 .ok_or_else(|| TraceError::Demand { line, value: demand.to_owned() })?;
             trace.push(line, container, resource, time_ms, demand)?;
-            if recorded {
+            if recorded > 0 {
                 let r = recorded_row(line, time_ms, &fields[4..])?;
                 let rows = trace.recorded.entry(container.to_owned()).or_default().entry(resource).or_default();
                 match rows.last_mut() {
@@ -458,13 +476,16 @@ mod tests {
             stall_us: 0,
             oom_kills: Some(1),
             waiting: true,
+            reclaims: 3,
         };
         let text = format!("{RECORDED_HEADER}\n{}\n", r.row("a", Resource::Cpu, 1000));
         let t = Trace::parse(&text).unwrap();
         assert_eq!(t.demand_at("a", Resource::Cpu, 1_200), 1000);
         assert_eq!(t.recorded("a", Resource::Cpu).unwrap(), &[r]);
         assert!(t.is_recorded() && !Trace::parse(OK).unwrap().is_recorded());
-        let e = Trace::parse(&format!("{RECORDED_HEADER}\n1,a,cpu,1,200,5,,0,0,,2\n")).unwrap_err();
+        let old = Trace::parse(&format!("{RECORDED_HEADER_V1}\n1,a,cpu,1,200,5,,0,0,,1\n")).unwrap();
+        assert_eq!(old.recorded("a", Resource::Cpu).unwrap()[0].reclaims, 0, "older recordings read as no reclaims");
+        let e = Trace::parse(&format!("{RECORDED_HEADER}\n1,a,cpu,1,200,5,,0,0,,2,0\n")).unwrap_err();
         assert!(e.to_string().contains("waiting \"2\""), "{e}");
         let e = Trace::parse(&format!("{RECORDED_HEADER}\n1,a,cpu,1\n")).unwrap_err();
         assert!(matches!(e, TraceError::FieldCount { found: 4, .. }));

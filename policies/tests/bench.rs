@@ -56,3 +56,23 @@ fn simulate_named_is_a_one_liner() {
     let src = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
     assert_eq!(src, "line 3: demand \"lots\" is not a non-negative integer of at most 2^52 base units");
 }
+
+#[test]
+fn the_committed_real_recordings_parse_and_simulate() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../traces");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("real-") {
+            continue;
+        }
+        let csv = std::fs::read_to_string(e.path()).unwrap();
+        let trace = policies::Trace::parse(&csv).unwrap_or_else(|err| panic!("{name}: {err}"));
+        assert!(trace.is_recorded(), "{name}");
+        assert!(trace.end_ms() - trace.start_ms() > 20_000, "{name} is too short");
+        let r = simulate_named("follow", &name, &csv).unwrap();
+        assert!(r.resources.contains_key(&Resource::Cpu) && r.resources.contains_key(&Resource::Mem));
+        n += 1;
+    }
+    assert!(n >= 4, "only {n} real recordings in traces/");
+}

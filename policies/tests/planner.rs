@@ -82,6 +82,7 @@ proptest! {
                     mem_stall_usec: stall,
                     oom_kills: Some(ooms[i]),
                     mem_waiting: stall > 150_000,
+                    mem_reclaims: stall / 50_000,
                 });
             }
             let states: Vec<ContainerState> = boxes.iter().enumerate().map(|(i, b)| ContainerState {

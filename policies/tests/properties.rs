@@ -206,6 +206,7 @@ proptest! {
                     mem_pressure: pressure,
                     oom_kills: oom,
                     mem_waiting: oom > 1,
+                    mem_reclaims: oom,
                 };
                 if r == Resource::Mem {
                     mem_usage = usage;

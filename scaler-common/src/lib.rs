@@ -35,6 +35,23 @@ pub const NET_MAX_LEVEL: u32 = 16;
 pub const MAP_SOCK_OWNERS: &str = "SOCK_OWNERS";
 /// Capacity of [`MAP_SOCK_OWNERS`].
 pub const SOCK_OWNERS_MAX_ENTRIES: u32 = 65536;
+/// Hash: cgroup v2 id (`u64`) -> when it last raised a memory event
+/// (`bpf_ktime_get_ns`, `u64`). Present only for the cgroups of containers
+/// whose memory the agent wants to hear about at once (managed, with a
+/// policy that raises memory under pressure); user space fills it.
+pub const MAP_MEM_WATCH: &str = "MEM_WATCH";
+/// Capacity of [`MAP_MEM_WATCH`].
+pub const MEM_WATCH_MAX_ENTRIES: u32 = 16384;
+/// Ring buffer of cgroup v2 ids (`u64`): a watched cgroup entered memcg
+/// reclaim (it pressed on its memory limit). The agent wakes and ticks at
+/// once instead of at its next period.
+pub const MAP_MEM_EVENTS: &str = "MEM_EVENTS";
+/// Bytes of [`MAP_MEM_EVENTS`] (a power of two, a multiple of the page).
+pub const MEM_EVENTS_BYTES: u32 = 16384;
+/// At most one event per cgroup this often (ns): a cgroup reclaiming
+/// steadily at its limit (page cache) must not flood the agent.
+pub const MEM_EVENT_MIN_GAP_NS: u64 = 20_000_000;
+
 /// Direction index in [`NetLimit`] arrays.
 pub const NET_RX: usize = 0;
 pub const NET_TX: usize = 1;

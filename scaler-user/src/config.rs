@@ -102,6 +102,24 @@ pub struct AgentConfig {
     /// of its limit, but a request burst inside one 100 ms period is not
     /// stopped by the quota.
     pub cpu_burst_pct: u64,
+    /// Time a client has to send a request's headers, and the longest an
+    /// idle keep-alive connection is kept, ms.
+    pub http_header_timeout_ms: u64,
+    /// Open API connections at once (more are closed at once).
+    pub http_max_connections: usize,
+    /// API requests handled at once (more wait).
+    pub http_max_in_flight: usize,
+}
+
+impl AgentConfig {
+    /// The API server's limits.
+    pub fn http_limits(&self) -> crate::serve::Limits {
+        crate::serve::Limits {
+            header_read_timeout: std::time::Duration::from_millis(self.http_header_timeout_ms),
+            max_connections: self.http_max_connections,
+            max_in_flight: self.http_max_in_flight,
+        }
+    }
 }
 
 impl Default for AgentConfig {
@@ -129,6 +147,10 @@ impl Default for AgentConfig {
             memory_wait: true,
             // A whole quota banked: bursty services keep their latency.
             cpu_burst_pct: 100,
+            // See serve::Limits::default.
+            http_header_timeout_ms: 10_000,
+            http_max_connections: 512,
+            http_max_in_flight: 64,
         }
     }
 }
@@ -226,6 +248,21 @@ impl Config {
         }
         if a.discovery_interval_ms < a.tick_ms {
             return Err(invalid("agent.discovery_interval_ms", "must be at least agent.tick_ms"));
+        }
+        if !(100..=600_000).contains(&a.http_header_timeout_ms) {
+            return Err(invalid(
+                "agent.http_header_timeout_ms",
+                format!("{} is outside 100..=600000", a.http_header_timeout_ms),
+            ));
+        }
+        if !(1..=65_536).contains(&a.http_max_connections) {
+            return Err(invalid(
+                "agent.http_max_connections",
+                format!("{} is outside 1..=65536", a.http_max_connections),
+            ));
+        }
+        if !(1..=4_096).contains(&a.http_max_in_flight) {
+            return Err(invalid("agent.http_max_in_flight", format!("{} is outside 1..=4096", a.http_max_in_flight)));
         }
         if a.cpu_burst_pct > 100 {
             return Err(invalid(

@@ -17,4 +17,6 @@ pub mod http;
 pub mod manage;
 pub mod names;
 pub mod process;
+pub mod published;
 pub mod sample;
+pub mod serve;

@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask setup | build | run | test | bench ...`.
 //! Each returns `anyhow::Result`; `main` prints `Error: ...` once.
+mod arch;
 mod bench;
 mod deploy;
 mod setup;
@@ -49,6 +50,9 @@ enum Cmd {
     },
     /// Write the standard traces to traces/*.csv.
     GenTraces,
+    /// List module cycles and files over 400 lines of code (the house
+    /// rules `test` checks).
+    Arch,
     /// Put the agent (and optionally the aggregator) on hosts over SSH.
     Deploy(deploy::DeployArgs),
     /// Stop and remove what `deploy` installed.
@@ -83,6 +87,16 @@ fn run() -> anyhow::Result<()> {
         Cmd::Test { filter, no_lint } => test(filter.as_deref(), no_lint),
         Cmd::Bench { which } => bench::run(which),
         Cmd::GenTraces => bench::gen_traces(),
+        Cmd::Arch => {
+            let (cycles, long) = arch::findings(&root)?;
+            for c in cycles {
+                println!("cycle {c}");
+            }
+            for (f, n) in long {
+                println!("long  {f} ({n} lines)");
+            }
+            arch::check(&root)
+        }
         Cmd::Deploy(args) => deploy::deploy(args),
         Cmd::Undeploy(args) => deploy::undeploy(args),
     }
@@ -104,6 +118,8 @@ fn test(filter: Option<&str>, no_lint: bool) -> anyhow::Result<()> {
     if !no_lint {
         util::step("cargo fmt --check");
         util::run(util::cargo().args(["fmt", "--all", "--", "--check"]))?;
+        util::step("house rules: module cycles, file sizes");
+        arch::check(&std::env::current_dir()?)?;
         util::step("cargo clippy");
         util::run(util::cargo().args([
             "clippy",

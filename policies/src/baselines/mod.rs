@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 pub use histogram::DecayingHistogram;
 
-use crate::config::{ConfigError, check};
 use crate::decision::{Decision, Reason};
+use crate::error::{ConfigError, check};
 use crate::policy::{Policy, Timing, propose};
 use crate::resource::{MIB, Resource};
 use crate::sample::Sample;

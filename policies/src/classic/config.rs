@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, check};
 use crate::decision::Direction;
+use crate::error::{ConfigError, check};
 use crate::policy::Timing;
 use crate::resource::{MAX_AMOUNT, MB, MIB, Resource};
 

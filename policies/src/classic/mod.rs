@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, VecDeque};
 pub use config::{Amount, ClassicConfig, ResourceRules, Rule, RuleTable};
 pub use events::{Counts, Event, EventLog};
 
-use crate::config::ConfigError;
 use crate::decision::{Decision, Direction, Reason};
+use crate::error::ConfigError;
 use crate::policy::{Policy, Timing, propose};
 use crate::resource::Resource;
 use crate::sample::Sample;

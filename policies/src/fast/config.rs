@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, check};
+use crate::error::{ConfigError, check};
 use crate::policy::Timing;
 use crate::resource::{MAX_AMOUNT, MB, MIB, Resource, ResourceKind};
 

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 pub use config::{FastConfig, FastParams};
 
-use crate::config::ConfigError;
 use crate::decision::{Decision, Reason};
+use crate::error::ConfigError;
 use crate::policy::{Policy, Timing, propose};
 use crate::resource::{Resource, ResourceKind};
 use crate::sample::Sample;

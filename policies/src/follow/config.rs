@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, check};
+use crate::error::{ConfigError, check};
 use crate::policy::Timing;
 use crate::resource::{MAX_AMOUNT, MB, MIB, Resource, ResourceKind};
 
@@ -50,6 +50,10 @@ pub struct FollowParams {
     /// Memory: when tasks wait at the limit (or after an OOM kill), raise
     /// by at least this percentage.
     pub oom_step_pct: u32,
+    /// Memory: reclaim at the limit while the working set is above this
+    /// percentage of it raises the limit (the container, not its page
+    /// cache, is short).
+    pub reclaim_pct: u32,
     /// Disk and network: usage at or above this percentage of the limit
     /// means it is saturated (the demand behind it is unknown)...
     pub saturation_pct: u32,
@@ -83,6 +87,7 @@ impl FollowParams {
             pressure_threshold_permille: 10,
             pressure_step_pct: 20,
             oom_step_pct: 50,
+            reclaim_pct: 80,
             saturation_pct: 98,
             saturation_factor_pct: 200,
         }
@@ -114,6 +119,7 @@ impl FollowParams {
             pressure_threshold_permille: 100,
             pressure_step_pct: 20,
             oom_step_pct: 50,
+            reclaim_pct: 80,
             saturation_pct: 98,
             saturation_factor_pct: 200,
         }
@@ -136,6 +142,7 @@ impl FollowParams {
             pressure_threshold_permille: 10,
             pressure_step_pct: 20,
             oom_step_pct: 50,
+            reclaim_pct: 80,
             saturation_pct: 98,
             saturation_factor_pct: 200,
         }
@@ -170,6 +177,7 @@ impl FollowParams {
         pct("pressure_threshold_permille", self.pressure_threshold_permille, 1000)?;
         pct("pressure_step_pct", self.pressure_step_pct, 1000)?;
         pct("oom_step_pct", self.oom_step_pct, 1000)?;
+        check(NAME, f("reclaim_pct"), self.reclaim_pct, (1..=100).contains(&self.reclaim_pct), "1..=100")?;
         check(NAME, f("saturation_pct"), self.saturation_pct, (1..=100).contains(&self.saturation_pct), "1..=100")?;
         check(
             NAME,

@@ -26,8 +26,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 pub use config::{FollowConfig, FollowParams};
 
-use crate::config::ConfigError;
 use crate::decision::{Decision, Reason};
+use crate::error::ConfigError;
 use crate::policy::{Policy, Timing, propose};
 use crate::resource::{Resource, ResourceKind};
 use crate::sample::Sample;
@@ -49,6 +49,7 @@ struct Pending {
     stall_us: u64,
     oom_kills: u64,
     waiting: bool,
+    reclaims: u64,
     max_usage: u64,
     samples: u32,
 }
@@ -214,6 +215,13 @@ impl Follow {
             Some((mul_pct(cur, 100 + p.oom_step_pct).max(growing), Reason::OomKill { kills: pd.oom_kills }))
         } else if pd.waiting {
             Some((mul_pct(cur, 100 + p.oom_step_pct).max(growing), Reason::MemoryWait))
+        } else if pd.reclaims > 0 && above_pct(pd.max_usage, cur, p.reclaim_pct) {
+            // The working set itself (not page cache) presses on the
+            // limit: raise before the next allocation fails.
+            Some((
+                mul_pct(cur, 100 + p.pressure_step_pct).max(growing),
+                Reason::MemoryReclaim { reclaims: pd.reclaims },
+            ))
         } else if stalled {
             Some((
                 mul_pct(cur, 100 + p.pressure_step_pct).max(growing),
@@ -306,6 +314,7 @@ impl Policy for Follow {
         pd.stall_us = pd.stall_us.saturating_add(sample.mem_pressure);
         pd.oom_kills = pd.oom_kills.saturating_add(sample.oom_kills);
         pd.waiting |= sample.mem_waiting;
+        pd.reclaims = pd.reclaims.saturating_add(sample.mem_reclaims);
         pd.max_usage = pd.max_usage.max(sample.usage);
     }
 

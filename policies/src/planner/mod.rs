@@ -99,6 +99,10 @@ pub struct Observation {
     /// Tasks wait at the memory limit for it to be raised.
     #[serde(default)]
     pub mem_waiting: bool,
+    /// Times the container entered reclaim at its memory limit during the
+    /// interval.
+    #[serde(default)]
+    pub mem_reclaims: u64,
 }
 
 /// One managed resource of a container as it stands when deciding.
@@ -218,7 +222,11 @@ impl Planner {
                 // millicores.
                 Resource::Cpu => s = s.with_throttled(obs.cpu_throttled_usec),
                 Resource::Mem => {
-                    s = s.with_pressure(obs.mem_stall_usec).with_oom_kills(oom_delta).with_waiting(obs.mem_waiting);
+                    s = s
+                        .with_pressure(obs.mem_stall_usec)
+                        .with_oom_kills(oom_delta)
+                        .with_waiting(obs.mem_waiting)
+                        .with_reclaims(obs.mem_reclaims);
                     m.mem_usage = Some(usage);
                 }
                 _ => {}

@@ -97,6 +97,7 @@ pub fn replay(
                     obs.mem_stall_usec = x.stall_us;
                     obs.oom_kills = x.oom_kills;
                     obs.mem_waiting = x.waiting;
+                    obs.mem_reclaims = x.reclaims;
                 }
                 _ => {}
             }

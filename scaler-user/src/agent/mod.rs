@@ -1,7 +1,6 @@
 //! The agent process: the sampler thread and the HTTP server around shared
 //! state.
 pub mod sampler;
-pub mod state;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -24,13 +23,11 @@ use crate::{
     host,
     http::AppState,
     manage::{Manager, actuator::HostActuator, store::Store},
+    published::{KernelFeatures, Shared},
     sample::Sample,
 };
 
-use self::{
-    sampler::Sampler,
-    state::{KernelFeatures, Shared},
-};
+use self::sampler::Sampler;
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -138,12 +135,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         power_model: cfg.energy.clone(),
     });
     let stop_http = stop.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            crate::process::shutdown_signal().await;
-            stop_http.store(true, Ordering::SeqCst);
-        })
-        .await?;
+    crate::serve::serve(listener, app, cfg.agent.http_limits(), async move {
+        crate::process::shutdown_signal().await;
+        stop_http.store(true, Ordering::SeqCst);
+    })
+    .await?;
     stop.store(true, Ordering::SeqCst);
     if sampler.join().is_err() {
         error!("sampler thread panicked");
@@ -195,6 +191,7 @@ fn sample_loop(
     while !stop.load(Ordering::Relaxed) {
         ticks += 1;
         let start = Instant::now();
+        let watched: Vec<String>;
         {
             let m = manager.lock().unwrap_or_else(PoisonError::into_inner);
             if m.generation != generation {
@@ -202,12 +199,17 @@ fn sample_loop(
                 sampler.set_subscribed(m.tracked());
             }
             sampler.set_net_limits(m.net_limits());
+            watched = m.memory_watched();
         }
         let result = sampler.tick(&*kernel);
         if sampler.scans() != scans {
             scans = sampler.scans();
             kernel.sync_sock_owners(&sampler.sock_owners());
         }
+        // The cgroups whose memory pressure should wake this loop at once.
+        let want: std::collections::HashSet<u64> =
+            watched.iter().flat_map(|cg| sampler.ids_of(cg).iter().copied()).collect();
+        kernel.sync_mem_watch(&want);
         let samples: HashMap<String, Sample> =
             result.samples.iter().filter_map(|(d, s)| s.map(|s| (d.name.clone(), s))).collect();
         let sampled_ms = result.time_ms;
@@ -218,7 +220,7 @@ fn sample_loop(
         // `time_ms` is when the counters were read, not when the tick ended
         // (a slow tick, e.g. a durable write, must not skew rates computed
         // by readers across ticks).
-        shared.publish(sampled_ms, start.elapsed().as_micros() as u64, result);
+        shared.publish(sampled_ms, start.elapsed().as_micros() as u64, result.samples, &result.removed);
         {
             let mut g = shared.write();
             g.host_cpu = host_cpu;
@@ -236,6 +238,23 @@ fn sample_loop(
             // running a burst of ticks.
             next = now;
         }
-        std::thread::sleep(next - now);
+        // Sleep until the next tick, or tick early when a watched container
+        // presses on its memory limit (at most every EARLY_TICK): memory
+        // that grows faster than a tick gets its raise in milliseconds.
+        loop {
+            let now = Instant::now();
+            let Some(left) = next.checked_duration_since(now).filter(|d| !d.is_zero()) else { break };
+            if !kernel.wait_mem_events(left).is_empty() {
+                let early = (start + EARLY_TICK).max(Instant::now());
+                if early < next {
+                    std::thread::sleep(early - Instant::now().min(early));
+                    next = early;
+                }
+                break;
+            }
+        }
     }
 }
+
+/// The shortest gap between a tick and an early one (memory pressure).
+const EARLY_TICK: Duration = Duration::from_millis(20);

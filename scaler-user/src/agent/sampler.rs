@@ -150,6 +150,12 @@ impl Sampler {
         self.last_scan = None;
     }
 
+    /// The v2 ids of tracked cgroup `cgroup` and everything below it (empty
+    /// when not tracked).
+    pub fn ids_of(&self, cgroup: &str) -> &[u64] {
+        self.tracked.get(cgroup).map_or(&[], |t| t.ids.as_slice())
+    }
+
     /// Discovery scans done so far (what [`Self::sock_owners`] says changes
     /// only when this does).
     pub fn scans(&self) -> u64 {

@@ -148,12 +148,11 @@ pub async fn run(cfg: AggConfig) -> anyhow::Result<()> {
     let rounds = tokio::spawn(gather::run(shared.clone(), stop_rx.clone()));
     let flusher = tokio::spawn(flush_loop(shared.clone(), stop_rx));
     let app = api::router(shared.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            crate::process::shutdown_signal().await;
-            let _ = stop_tx.send(true);
-        })
-        .await?;
+    crate::serve::serve(listener, app, crate::serve::Limits::default(), async move {
+        crate::process::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    })
+    .await?;
     let _ = rounds.await;
     let _ = flusher.await;
     let sh = shared.clone();

@@ -46,6 +46,7 @@ pub fn rows(name: &str, point: &Value) -> Vec<String> {
                 rec.stall_us = sig["mem_stall_usec"].as_u64().unwrap_or(0);
                 rec.oom_kills = sig["oom_kills"].as_u64();
                 rec.waiting = sig["mem_waiting"].as_bool().unwrap_or(false);
+                rec.reclaims = sig["mem_reclaims"].as_u64().unwrap_or(0);
             }
             _ => {}
         }

@@ -11,8 +11,8 @@ use aya::{
     },
 };
 use scaler_common::{
-    BioOffsets, CgroupCounters, GLOBAL_BIO_OFFSETS, MAP_COUNTERS, MAP_NET_LEVELS, MAP_NET_LIMITS, MAP_SOCK_OWNERS,
-    SOCK_OWNERS_MAX_ENTRIES,
+    BioOffsets, CgroupCounters, GLOBAL_BIO_OFFSETS, MAP_COUNTERS, MAP_MEM_EVENTS, MAP_MEM_WATCH, MAP_NET_LEVELS,
+    MAP_NET_LIMITS, MAP_SOCK_OWNERS, MEM_WATCH_MAX_ENTRIES, SOCK_OWNERS_MAX_ENTRIES,
 };
 use tracing::{info, warn};
 
@@ -83,6 +83,10 @@ pub struct Kernel {
     /// (`None` when network accounting is off), and what was written to it.
     sock_owners: Option<aya::maps::HashMap<MapData, u64, u64>>,
     sock_owners_written: std::collections::HashMap<u64, u64>,
+    /// Cgroups whose memory pressure wakes the agent, and the ring buffer
+    /// the kernel sends their ids on (`None` when memory events are off).
+    mem_watch: Option<(aya::maps::HashMap<MapData, u64, u64>, aya::maps::RingBuf<MapData>)>,
+    mem_watch_written: std::collections::HashSet<u64>,
 }
 
 const PROGRAMS: [&str; 8] = [
@@ -151,6 +155,17 @@ impl Kernel {
         } else {
             None
         };
+        let mem_watch = if mem_events_enabled {
+            let watch = bpf.take_map(MAP_MEM_WATCH).ok_or(LoadError::NoMap(MAP_MEM_WATCH))?;
+            let watch =
+                aya::maps::HashMap::try_from(watch).map_err(|source| LoadError::Map { name: MAP_MEM_WATCH, source })?;
+            let ring = bpf.take_map(MAP_MEM_EVENTS).ok_or(LoadError::NoMap(MAP_MEM_EVENTS))?;
+            let ring =
+                aya::maps::RingBuf::try_from(ring).map_err(|source| LoadError::Map { name: MAP_MEM_EVENTS, source })?;
+            Some((watch, ring))
+        } else {
+            None
+        };
         info!(net_enabled, disk_enabled, mem_events_enabled, "eBPF programs attached");
         Ok(Self {
             bpf,
@@ -161,7 +176,57 @@ impl Kernel {
             stats_fd: None,
             sock_owners,
             sock_owners_written: std::collections::HashMap::new(),
+            mem_watch,
+            mem_watch_written: std::collections::HashSet::new(),
         })
+    }
+
+    /// Makes `MEM_WATCH` hold exactly `want` (cgroup v2 ids), writing only
+    /// what changed.
+    pub fn sync_mem_watch(&mut self, want: &std::collections::HashSet<u64>) {
+        let Some((map, _)) = self.mem_watch.as_mut() else { return };
+        let gone: Vec<u64> = self.mem_watch_written.difference(want).copied().collect();
+        for k in gone {
+            let _ = map.remove(&k);
+            self.mem_watch_written.remove(&k);
+        }
+        for &k in want {
+            if self.mem_watch_written.len() >= MEM_WATCH_MAX_ENTRIES as usize {
+                warn!("MEM_WATCH is full ({MEM_WATCH_MAX_ENTRIES} cgroups): some containers' memory waits a tick");
+                break;
+            }
+            if !self.mem_watch_written.contains(&k) && map.insert(k, 0, 0).is_ok() {
+                self.mem_watch_written.insert(k);
+            }
+        }
+    }
+
+    /// Waits at most `timeout` for watched cgroups to press on their memory
+    /// limit; returns their ids (empty on timeout, or at once when memory
+    /// events are off: then it just sleeps).
+    pub fn wait_mem_events(&mut self, timeout: std::time::Duration) -> Vec<u64> {
+        let Some((_, ring)) = self.mem_watch.as_mut() else {
+            std::thread::sleep(timeout);
+            return Vec::new();
+        };
+        fn drain(ring: &mut aya::maps::RingBuf<MapData>, ids: &mut Vec<u64>) {
+            while let Some(item) = ring.next() {
+                if let Ok(b) = <[u8; 8]>::try_from(&item[..]) {
+                    ids.push(u64::from_ne_bytes(b));
+                }
+            }
+        }
+        let mut ids = Vec::new();
+        drain(ring, &mut ids);
+        if ids.is_empty() {
+            use std::os::fd::AsRawFd as _;
+            let mut pfd = libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+            // SAFETY: one valid pollfd for the ring buffer we own.
+            let _ = unsafe { libc::poll(&mut pfd, 1, ms) };
+            drain(ring, &mut ids);
+        }
+        ids
     }
 
     /// Counters of one cgroup id summed over CPUs; zero if the kernel has

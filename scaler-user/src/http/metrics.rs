@@ -4,7 +4,7 @@ use std::{fmt::Write as _, sync::Arc};
 
 use axum::{extract::State, http::header, response::IntoResponse};
 
-use crate::{agent::state::Shared, sample::Resources};
+use crate::{published::Shared, sample::Resources};
 
 /// Escapes a label value (backslash, double quote, newline).
 pub fn escape(v: &str) -> String {

@@ -17,7 +17,7 @@ use axum::{
     routing::{get, put},
 };
 
-use crate::{agent::state::Shared, cgroup::layout::Layout, config::EnergyConfig, manage::Manager};
+use crate::{cgroup::layout::Layout, config::EnergyConfig, manage::Manager, published::Shared};
 
 use self::error::ApiError;
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{error::ApiError, query::Query};
 use crate::{
-    agent::state::{ContainerView, Shared},
+    published::{ContainerView, Shared},
     sample::{Resources, history::HistoryPoint},
 };
 

@@ -19,9 +19,9 @@ use tower::ServiceExt as _;
 
 use super::{AppState, router};
 use crate::{
-    agent::state::{KernelFeatures, Shared},
     cgroup::layout::Layout,
     manage::{Actuator, Manager, store::Store},
+    published::{KernelFeatures, Shared},
 };
 
 struct Nothing;

@@ -22,6 +22,7 @@ pub(crate) fn observation(s: &Sample, managed: impl Iterator<Item = Resource>) -
         mem_stall_usec: s.signals.mem_stall_usec.unwrap_or(0),
         oom_kills: s.signals.oom_kills,
         mem_waiting: s.signals.mem_waiting.unwrap_or(false),
+        mem_reclaims: s.signals.mem_reclaims,
     }
 }
 

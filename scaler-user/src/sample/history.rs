@@ -29,6 +29,7 @@ struct Point {
     cpu_throttled_usec: u64,
     mem_stall_usec: u64,
     oom_kills: u64,
+    mem_reclaims: u64,
 }
 
 /// The signals the policies act on, per interval.
@@ -39,6 +40,8 @@ pub struct PointSignals {
     /// OOM kills since the cgroup was created.
     pub oom_kills: Option<u64>,
     pub mem_waiting: Option<bool>,
+    /// Memory-cgroup reclaim entries during the interval (eBPF).
+    pub mem_reclaims: u64,
 }
 
 /// A history point as served by the API.
@@ -78,6 +81,7 @@ impl History {
             cpu_throttled_usec: pack(s.signals.cpu_throttled_usec),
             mem_stall_usec: pack(s.signals.mem_stall_usec),
             oom_kills: pack(s.signals.oom_kills),
+            mem_reclaims: s.signals.mem_reclaims,
         });
     }
 
@@ -106,6 +110,7 @@ impl History {
                         mem_stall_usec: unpack(p.mem_stall_usec),
                         oom_kills: unpack(p.oom_kills),
                         mem_waiting: (p.mem_waiting < 2).then_some(p.mem_waiting == 1),
+                        mem_reclaims: p.mem_reclaims,
                     },
                     resources: Resources {
                         cpu: r(0),
@@ -158,7 +163,8 @@ mod tests {
                 cpu_throttled_usec: Some(5),
                 mem_stall_usec: None,
                 oom_kills: Some(2),
-                mem_waiting: Some(true)
+                mem_waiting: Some(true),
+                mem_reclaims: 0,
             }
         );
         assert_eq!(all[0].signals.oom_kills, None);

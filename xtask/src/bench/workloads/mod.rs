@@ -236,6 +236,28 @@ impl Drop for Recorder {
     }
 }
 
+/// One recorded trace per run: the containers' recordings
+/// (`<workload>-<mode>-<container>.csv`) into `<workload>-<mode>.csv`.
+fn merge_recordings(dir: &std::path::Path, workload: &str, mode: &str, names: &[String]) -> anyhow::Result<()> {
+    let mut out = format!("# {workload} under {mode}: scaler record of each container, cargo xtask bench workloads\n");
+    out.push_str(::policies::trace::RECORDED_HEADER);
+    out.push('\n');
+    for name in names {
+        let part = dir.join(format!("{workload}-{mode}-{name}.csv"));
+        let text = std::fs::read_to_string(&part).with_context(|| format!("reading {}", part.display()))?;
+        for line in text.lines() {
+            if line.starts_with('#') || line.starts_with("time_s") || line.is_empty() {
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        std::fs::remove_file(&part)?;
+    }
+    std::fs::write(dir.join(format!("{workload}-{mode}.csv")), out)?;
+    Ok(())
+}
+
 fn run_one(
     bin: &std::path::Path,
     w: &Workload,
@@ -289,6 +311,9 @@ fn run_one(
     });
     std::thread::sleep(Duration::from_secs(3));
     drop(recorders);
+    if rep == 0 {
+        merge_recordings(out_dir, w.name, &mode.label(), &names)?;
+    }
     let points = probe.finish();
     let mut containers = Vec::new();
     for (((name, (job, _)), out), points) in names.iter().zip(w.parts).zip(outcomes).zip(points) {

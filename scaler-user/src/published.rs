@@ -1,0 +1,139 @@
+//! What the sampler publishes and the HTTP handlers read. The sampler takes
+//! the write lock once per tick to swap results in; handlers take the read
+//! lock only to copy out what they serve.
+
+use std::{collections::BTreeMap, sync::RwLock, time::Instant};
+
+use serde::Serialize;
+
+use crate::{
+    cgroup::discover::{Discovered, Kind},
+    sample::{Sample, history::History},
+};
+
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub info: Discovered,
+    pub latest: Option<Sample>,
+    pub history: History,
+}
+
+/// Which kernel-side counters are live on this host.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct KernelFeatures {
+    pub cpu: bool,
+    pub net: bool,
+    pub disk: bool,
+    pub mem_events: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Inner {
+    pub time_ms: u64,
+    /// CPU used by the whole host over the last tick (millicores).
+    pub host_cpu: Option<u64>,
+    /// Package power from RAPL over the last tick, where the host has it.
+    pub rapl_mw: Option<u64>,
+    pub ticks: u64,
+    pub last_tick_us: u64,
+    /// When the last tick was published (`None` before the first).
+    pub last_tick_at: Option<Instant>,
+    /// By container name.
+    pub containers: BTreeMap<String, Published>,
+    /// eBPF program run statistics (zero unless `kernel.bpf_stats_enabled`).
+    pub programs: Vec<crate::ebpf::ProgramStat>,
+}
+
+pub struct Shared {
+    pub host: String,
+    pub tick_ms: u64,
+    pub history_len: usize,
+    pub started: Instant,
+    pub layout: &'static str,
+    pub kernel: KernelFeatures,
+    pub inner: RwLock<Inner>,
+}
+
+/// A container as served by `/v1/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerView {
+    pub name: String,
+    pub cgroup: String,
+    pub kind: Kind,
+    pub time_ms: Option<u64>,
+    pub interval_ms: Option<u64>,
+    pub resources: crate::sample::Resources,
+    pub signals: Option<crate::sample::Signals>,
+    pub totals: Option<crate::sample::Totals>,
+}
+
+impl ContainerView {
+    pub fn of(p: &Published) -> Self {
+        Self {
+            name: p.info.name.clone(),
+            cgroup: p.info.cgroup.clone(),
+            kind: p.info.kind,
+            time_ms: p.latest.map(|s| s.time_ms),
+            interval_ms: p.latest.map(|s| s.interval_ms),
+            resources: p.latest.map(|s| s.resources).unwrap_or_default(),
+            signals: p.latest.map(|s| s.signals),
+            totals: p.latest.map(|s| s.totals),
+        }
+    }
+}
+
+impl Shared {
+    /// How old the last tick is, and whether that is too old: more than
+    /// five ticks (at least 5 s) since the last one, or none 10 s after
+    /// start. A sampler that stopped is not a healthy agent.
+    pub fn tick_age(&self) -> (std::time::Duration, bool) {
+        let since = self.read().last_tick_at.unwrap_or(self.started).elapsed();
+        let limit = std::time::Duration::from_millis((self.tick_ms * 5).max(5_000));
+        let first = self.read().last_tick_at.is_none();
+        (since, if first { since > limit * 2 } else { since > limit })
+    }
+
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Applies a tick's results: the sample (if any) of every container
+    /// tracked, and the names of those gone.
+    pub fn publish(
+        &self,
+        time_ms: u64,
+        tick_us: u64,
+        samples: Vec<(crate::cgroup::discover::Discovered, Option<crate::sample::Sample>)>,
+        removed: &[String],
+    ) {
+        let mut g = self.write();
+        g.time_ms = time_ms;
+        g.ticks += 1;
+        g.last_tick_at = Some(Instant::now());
+        g.last_tick_us = tick_us;
+        for name in removed {
+            g.containers.remove(name);
+        }
+        // Every tracked container is in `samples` each tick: a name that is
+        // not (its cgroup now goes by another name) is gone.
+        let live: std::collections::HashSet<&str> = samples.iter().map(|(d, _)| d.name.as_str()).collect();
+        g.containers.retain(|name, _| live.contains(name.as_str()));
+        for (info, sample) in samples {
+            let history_len = self.history_len;
+            let p = g.containers.entry(info.name.clone()).or_insert_with(|| Published {
+                info: info.clone(),
+                latest: None,
+                history: History::new(history_len),
+            });
+            p.info = info;
+            if let Some(s) = sample {
+                p.history.push(&s);
+                p.latest = Some(s);
+            }
+        }
+    }
+}
