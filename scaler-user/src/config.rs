@@ -249,6 +249,18 @@ impl Config {
         if a.discovery_interval_ms < a.tick_ms {
             return Err(invalid("agent.discovery_interval_ms", "must be at least agent.tick_ms"));
         }
+        // A pattern must name a subtree: one whose first segment is only
+        // wildcards reaches every cgroup of the host (system services and
+        // all), which the agent would then watch and mirror.
+        for p in &self.discovery.watch {
+            let first = p.trim_matches('/').split('/').next().unwrap_or("");
+            if first.is_empty() || first.bytes().all(|b| b == b'*' || b == b'?') {
+                return Err(invalid(
+                    "discovery.watch",
+                    format!("{p:?} would match every cgroup of the host: start it with a name (e.g. \"machines/*\")"),
+                ));
+            }
+        }
         if !(100..=600_000).contains(&a.http_header_timeout_ms) {
             return Err(invalid(
                 "agent.http_header_timeout_ms",
@@ -362,5 +374,12 @@ mod tests {
         c.validate().unwrap();
         c.agent.default_policy = "nope".into();
         assert!(c.validate().unwrap_err().to_string().contains("agent.default_policy"));
+        let mut c = Config::default();
+        c.discovery.watch = vec!["**".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("discovery.watch"));
+        c.discovery.watch = vec!["/*/x".into()];
+        assert!(c.validate().is_err());
+        c.discovery.watch = vec!["machines/*".into()];
+        assert!(c.validate().is_ok());
     }
 }

@@ -68,6 +68,11 @@ impl Aggregator {
         assert!(ok.is_some(), "aggregator did not answer /healthz: {}", self.log());
     }
 
+    /// Base URL of its API.
+    pub fn url(&self) -> String {
+        self.api.url.clone()
+    }
+
     /// Stops it (SIGTERM: it flushes history) and starts it again on the
     /// same port, config and state directory.
     pub fn restart(&mut self) {

@@ -48,6 +48,13 @@ enum Cmd {
         #[command(subcommand)]
         which: bench::Which,
     },
+    /// schemathesis against both OpenAPI documents on a real agent and
+    /// aggregator for a bounded time (the fuzz test of `test`, longer).
+    Fuzz {
+        /// Seconds in all (half per document).
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
     /// Write the standard traces to traces/*.csv.
     GenTraces,
     /// List module cycles and files over 400 lines of code (the house
@@ -87,6 +94,15 @@ fn run() -> anyhow::Result<()> {
         Cmd::Test { filter, no_lint } => test(filter.as_deref(), no_lint),
         Cmd::Bench { which } => bench::run(which),
         Cmd::GenTraces => bench::gen_traces(),
+        Cmd::Fuzz { seconds } => {
+            setup::run()?;
+            let bin = build(false)?;
+            let mut t = util::cargo();
+            t.args(["test", "-p", "tests", "--test", "fuzz", "--", "--nocapture"])
+                .env("SCALER_BIN", &bin)
+                .env("SCALER_FUZZ_SECONDS", seconds.to_string());
+            util::run(&mut t)
+        }
         Cmd::Arch => {
             let (cycles, long) = arch::findings(&root)?;
             for c in cycles {

@@ -44,6 +44,9 @@ pub const APT_PACKAGES: &[&str] = &[
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
+/// The schemathesis release the fuzz test runs.
+const SCHEMATHESIS: &str = "4.32.5";
+
 fn missing_packages() -> Vec<&'static str> {
     let listed = output(Command::new("dpkg-query").args(["-W", "-f=${Package} ${Status}\n"]).args(APT_PACKAGES))
         .unwrap_or_default();
@@ -89,6 +92,17 @@ pub fn run() -> anyhow::Result<()> {
     if dashboard.join("package-lock.json").exists() && !dashboard.join("node_modules/playwright-core").exists() {
         step("npm ci in tests/dashboard (playwright-core)");
         util::run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(dashboard))?;
+    }
+
+    // schemathesis drives the API fuzz test (tests/tests/fuzz.rs), pinned.
+    if output(Command::new("st").arg("--version")).is_none_or(|v| !v.contains(SCHEMATHESIS)) {
+        step(&format!("pip install schemathesis=={SCHEMATHESIS}"));
+        util::run(
+            Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .arg(format!("schemathesis=={SCHEMATHESIS}")),
+        )
+        .context("installing schemathesis (needs python3 with pip)")?;
     }
 
     let nightly = output(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();

@@ -117,7 +117,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             let run = std::panic::AssertUnwindSafe(|| {
                 sample_loop(&mut sampler, &mut kernel, &manager, &shared, tick, &stop);
             });
-            if std::panic::catch_unwind(run).is_err() {
+            let result = std::panic::catch_unwind(run);
+            sampler.release_mirrors();
+            if result.is_err() {
                 // Never a silent stop: a dead sampler scales nothing.
                 error!("the sampler thread panicked (message above); exiting for the supervisor to restart the agent");
                 manager.lock().unwrap_or_else(PoisonError::into_inner).release_waits();
@@ -151,26 +153,39 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whole-host CPU (from `/proc/stat`) and RAPL power between ticks.
+/// Whole-host CPU (from `/proc/stat`) and RAPL power over the last second
+/// (at least one tick): `/proc/stat` counts in 10 ms jiffies, so over a
+/// 200 ms tick one jiffy is 50 millicores of noise, and the aggregator's
+/// energy attribution, which divides by this figure, would swing with it.
 #[derive(Default)]
 struct HostMeter {
-    stat: Option<(u64, u64)>,
-    rapl: Option<(Instant, u64)>,
+    /// Readings of the last second and one older: (when, busy, total, RAPL µJ).
+    readings: std::collections::VecDeque<HostReading>,
 }
+
+/// When, `/proc/stat` (busy, total) jiffies, RAPL µJ.
+type HostReading = (Instant, Option<(u64, u64)>, Option<u64>);
+
+/// How far back the host figures look.
+const HOST_WINDOW: Duration = Duration::from_secs(1);
 
 impl HostMeter {
     fn read(&mut self) -> (Option<u64>, Option<u64>) {
-        let cur = std::fs::read_to_string("/proc/stat").ok().and_then(|t| host::parse_proc_stat(&t));
-        let cpu = self.stat.zip(cur).map(|(p, c)| host::host_cpu_millicores(p, c, host::cpu_capacity()));
-        self.stat = cur;
-        let now = Instant::now();
-        let energy = host::rapl_energy_uj();
-        let mw = self.rapl.zip(energy).and_then(|((t0, e0), e1)| {
-            let us = now.duration_since(t0).as_micros() as u64;
-            // µJ / µs = W; x1000 = mW. A wrapped counter gives no reading.
-            (us > 0 && e1 >= e0).then(|| (e1 - e0) * 1000 / us)
-        });
-        self.rapl = energy.map(|e| (now, e));
+        let stat = std::fs::read_to_string("/proc/stat").ok().and_then(|t| host::parse_proc_stat(&t));
+        self.push(Instant::now(), stat, host::rapl_energy_uj())
+    }
+
+    fn push(&mut self, now: Instant, stat: Option<(u64, u64)>, energy: Option<u64>) -> (Option<u64>, Option<u64>) {
+        // Keep one reading at least HOST_WINDOW old, and everything newer.
+        while self.readings.len() >= 2 && now.duration_since(self.readings[1].0) >= HOST_WINDOW {
+            self.readings.pop_front();
+        }
+        let (t0, stat0, e0) = self.readings.front().copied().unwrap_or((now, None, None));
+        self.readings.push_back((now, stat, energy));
+        let cpu = stat0.zip(stat).map(|(p, c)| host::host_cpu_millicores(p, c, host::cpu_capacity()));
+        let us = now.duration_since(t0).as_micros() as u64;
+        // µJ / µs = W; x1000 = mW. A wrapped counter gives no reading.
+        let mw = e0.zip(energy).and_then(|(e0, e1)| (us > 0 && e1 >= e0).then(|| (e1 - e0) * 1000 / us));
         (cpu, mw)
     }
 }
@@ -258,3 +273,26 @@ fn sample_loop(
 
 /// The shortest gap between a tick and an early one (memory pressure).
 const EARLY_TICK: Duration = Duration::from_millis(20);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_figures_cover_the_last_second_not_the_last_tick() {
+        let mut m = HostMeter::default();
+        let t = Instant::now();
+        let cap = host::cpu_capacity();
+        assert_eq!(m.push(t, Some((0, 0)), Some(0)), (None, None));
+        // Ticks of 200 ms: 100 busy of 200 jiffies each, 10 J per tick.
+        let mut out = (None, None);
+        for i in 1..=10u64 {
+            let busy = if i == 10 { 100 * i + 20 } else { 100 * i };
+            out = m.push(t + Duration::from_millis(200 * i), Some((busy, 200 * i)), Some(10_000_000 * i));
+        }
+        // The last tick alone would say 60 % busy; the last second says 52 %.
+        assert_eq!(out.0, Some(cap * 520 / 1000));
+        assert_eq!(out.1, Some(50_000), "10 J per 200 ms = 50 W");
+        assert_eq!(m.readings.len(), 6, "one reading a second old and the five after it");
+    }
+}

@@ -226,6 +226,20 @@ impl Sampler {
         }
     }
 
+    /// On shutdown: the v2 directories this sampler made for v1-only
+    /// cgroups go (their processes back to the v2 root's parent), so a
+    /// clean exit leaves no cgroup behind.
+    pub fn release_mirrors(&mut self) {
+        let mirrored: Vec<Tracked> = {
+            let keys: Vec<String> = self.tracked.iter().filter(|(_, t)| t.mirrored).map(|(k, _)| k.clone()).collect();
+            keys.iter().filter_map(|k| self.tracked.remove(k)).collect()
+        };
+        let mut removed = Vec::new();
+        for t in mirrored {
+            self.drop_tracked(t, &mut removed);
+        }
+    }
+
     fn drop_tracked(&self, t: Tracked, removed: &mut Vec<String>) {
         debug!(name = %t.info.name, "container gone");
         if t.mirrored {
