@@ -13,18 +13,12 @@ use crate::cgroup::discover::DiscoveryOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("config {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: Box<toml::de::Error>,
-    },
+    #[error("reading config {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    /// One line: where and what (toml's own message spans several, with
+    /// the source line drawn under it).
+    #[error("config {path}, line {line}, column {column}: {message}")]
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
     #[error("config field `{field}`: {reason}")]
     Invalid { field: String, reason: String },
 }
@@ -36,8 +30,18 @@ pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigErr
 
 /// Reads a TOML file into `T` (the agent's or the aggregator's config).
 pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.into(), error })?;
+    toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))
+}
+
+/// A TOML error as one line with its position.
+pub fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let at = e.span().map_or(0, |s| s.start.min(text.len()));
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let message = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+    ConfigError::Parse { path: path.into(), line, column, message }
 }
 
 /// Where disk bytes come from.
@@ -210,9 +214,8 @@ pub struct Config {
 impl Config {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let cfg: Self = toml::from_str(&text)
-            .map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })?;
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.into(), error })?;
+        let cfg: Self = toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -311,12 +314,38 @@ impl Config {
         if !(1..=16).contains(&self.discovery.max_depth) {
             return Err(invalid("discovery.max_depth", "must be within 1..=16"));
         }
+        // The same rules as `PUT /v1/host` and `PUT /v1/containers`.
+        let h = &self.host;
+        for (field, v) in [
+            ("host.cpu", h.cpu),
+            ("host.mem", h.mem),
+            ("host.disk_read", h.disk_read),
+            ("host.disk_write", h.disk_write),
+            ("host.net_rx", h.net_rx),
+            ("host.net_tx", h.net_tx),
+        ] {
+            if let Some(v) = v
+                && !(1..=policies::resource::MAX_AMOUNT).contains(&v)
+            {
+                return Err(invalid(field, format!("{v} is not in 1..=2^52 (leave it out = what the host has)")));
+            }
+        }
+        if self.agent.state_dir.as_os_str().is_empty() {
+            return Err(invalid("agent.state_dir", "must not be empty"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
         for c in &self.containers {
             crate::names::validate(&c.name).map_err(|reason| invalid("containers.name", reason))?;
-            if c.cgroup.split('/').any(|s| s == "..") || c.cgroup.trim_matches('/').is_empty() {
+            if !seen.insert(c.name.as_str()) {
+                return Err(invalid("containers.name", format!("{:?} is named twice", c.name)));
+            }
+            if !c.cgroup.starts_with('/')
+                || c.cgroup.split('/').any(|s| s == "..")
+                || c.cgroup.trim_matches('/').is_empty()
+            {
                 return Err(invalid(
                     "containers.cgroup",
-                    format!("{:?} must be a path below the root without ..", c.cgroup),
+                    format!("{:?} must be an absolute path below the root (\"/lxc/web\") without ..", c.cgroup),
                 ));
             }
         }
@@ -381,5 +410,36 @@ mod tests {
         assert!(c.validate().is_err());
         c.discovery.watch = vec!["machines/*".into()];
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn a_toml_error_is_one_line_with_its_place() {
+        let text = "[agent]\ntick_ms = 200\ntick = 1\n";
+        let e = toml::from_str::<Config>(text).unwrap_err();
+        let msg = parse_error(Path::new("/etc/scaler/agent.toml"), text, &e).to_string();
+        assert!(!msg.contains('\n'), "{msg}");
+        assert!(msg.starts_with("config /etc/scaler/agent.toml, line 3, column 1: "), "{msg}");
+        assert!(msg.contains("tick"), "{msg}");
+        assert_eq!(msg.matches("unknown field").count(), 1, "{msg}");
+    }
+
+    #[test]
+    fn config_refuses_what_the_api_refuses() {
+        let err = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate().map(|_| String::new()).unwrap_or_else(|e| e.to_string())
+        };
+        assert!(err(&|c| c.host.cpu = Some(0)).contains("host.cpu"));
+        assert!(err(&|c| c.host.mem = Some(1 << 60)).contains("host.mem"));
+        assert_eq!(err(&|c| c.host.mem = Some(1 << 30)), "");
+        assert!(err(&|c| c.agent.state_dir = PathBuf::new()).contains("agent.state_dir"));
+        let two = |c: &mut Config| {
+            c.containers.push(ContainerConfig { name: "x".into(), cgroup: "/a".into() });
+            c.containers.push(ContainerConfig { name: "x".into(), cgroup: "/b".into() });
+        };
+        assert!(err(&two).contains("named twice"));
+        let relative = |c: &mut Config| c.containers.push(ContainerConfig { name: "x".into(), cgroup: "lxc/x".into() });
+        assert!(err(&relative).contains("containers.cgroup"));
     }
 }

@@ -30,9 +30,9 @@ pub struct KernelFeatures {
 #[derive(Debug, Default)]
 pub struct Inner {
     pub time_ms: u64,
-    /// CPU used by the whole host over the last tick (millicores).
+    /// CPU used by the whole host over the last second (millicores).
     pub host_cpu: Option<u64>,
-    /// Package power from RAPL over the last tick, where the host has it.
+    /// Package power from RAPL over the last second, where the host has it.
     pub rapl_mw: Option<u64>,
     pub ticks: u64,
     pub last_tick_us: u64,
@@ -42,6 +42,53 @@ pub struct Inner {
     pub containers: BTreeMap<String, Published>,
     /// eBPF program run statistics (zero unless `kernel.bpf_stats_enabled`).
     pub programs: Vec<crate::ebpf::ProgramStat>,
+    /// Time spent in each step of the tick since start.
+    pub phases: TickPhases,
+}
+
+/// Cumulative time per step of the tick, µs: where the agent's CPU goes
+/// (`/metrics`: `scaler_agent_tick_phase_seconds_total`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TickPhases {
+    /// Discovery scans (walking the cgroup tree, subtree ids, mirroring).
+    pub discover_us: u64,
+    /// cgroupfs files of every container.
+    pub cgroupfs_us: u64,
+    /// eBPF map lookups of every container's cgroups.
+    pub maps_us: u64,
+    /// Rates from counters (pure).
+    pub compute_us: u64,
+    /// Socket owners and memory-watch maps kept in sync with the tracked set.
+    pub sync_us: u64,
+    /// The manager's step: policies, limit writes, durable state.
+    pub manage_us: u64,
+    /// Publishing for the API, host CPU and power.
+    pub publish_us: u64,
+}
+
+impl TickPhases {
+    pub fn add(&mut self, o: &TickPhases) {
+        self.discover_us += o.discover_us;
+        self.cgroupfs_us += o.cgroupfs_us;
+        self.maps_us += o.maps_us;
+        self.compute_us += o.compute_us;
+        self.sync_us += o.sync_us;
+        self.manage_us += o.manage_us;
+        self.publish_us += o.publish_us;
+    }
+
+    /// (name, µs) of every phase.
+    pub fn named(&self) -> [(&'static str, u64); 7] {
+        [
+            ("discover", self.discover_us),
+            ("cgroupfs", self.cgroupfs_us),
+            ("maps", self.maps_us),
+            ("compute", self.compute_us),
+            ("sync", self.sync_us),
+            ("manage", self.manage_us),
+            ("publish", self.publish_us),
+        ]
+    }
 }
 
 pub struct Shared {

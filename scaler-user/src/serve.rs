@@ -92,3 +92,34 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// Whether an `Authorization` header value carries `token` as a bearer
+/// credential: the scheme is case-insensitive (RFC 9110), the token is
+/// compared in constant time (no timing hint about a prefix). Both servers
+/// use this one check.
+pub fn bearer_matches(header: Option<&str>, token: &str) -> bool {
+    let Some((scheme, given)) = header.and_then(|h| h.trim().split_once(' ')) else { return false };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return false;
+    }
+    let (a, b) = (given.trim_start().as_bytes(), token.as_bytes());
+    // Length is not secret (tokens are a configured size); the bytes are.
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod bearer_tests {
+    use super::bearer_matches;
+
+    #[test]
+    fn the_scheme_is_case_insensitive_and_the_token_exact() {
+        assert!(bearer_matches(Some("Bearer s3cret"), "s3cret"));
+        assert!(bearer_matches(Some("bearer s3cret"), "s3cret"));
+        assert!(bearer_matches(Some("BEARER  s3cret"), "s3cret"));
+        assert!(!bearer_matches(Some("Bearer s3cre"), "s3cret"));
+        assert!(!bearer_matches(Some("Bearer s3cretX"), "s3cret"));
+        assert!(!bearer_matches(Some("Basic s3cret"), "s3cret"));
+        assert!(!bearer_matches(Some("s3cret"), "s3cret"));
+        assert!(!bearer_matches(None, "s3cret"));
+    }
+}

@@ -1,14 +1,10 @@
-//! A `scaler agent` process on a free loopback port, with its own config
-//! and state directory, stopped (SIGTERM, then SIGKILL) on drop.
+//! A `scaler agent` process ([`scaler_testkit::AgentProcess`]: a free
+//! loopback port, its own config and state directory, stopped on drop) and
+//! a JSON client for its API.
 
-use std::{
-    io::Read as _,
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
+use scaler_testkit::AgentProcess;
 use serde_json::Value;
 
 use crate::api::Api;
@@ -22,13 +18,12 @@ pub fn scaler_bin() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    scaler_testkit::free_port().unwrap()
 }
 
+/// A `scaler agent` ([`AgentProcess`]) and a client for its API.
 pub struct Agent {
-    child: Option<Child>,
-    pub dir: tempfile::TempDir,
-    log: PathBuf,
+    proc: AgentProcess,
     api: Api,
 }
 
@@ -42,48 +37,17 @@ impl Agent {
     /// Starts an agent whose state lives in `dir` (to restart one on the
     /// same state after a crash).
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Self {
-        let port = free_port();
-        let cfg_path = dir.path().join("agent.toml");
-        let mut head = format!("[agent]\nlisten = \"127.0.0.1:{port}\"");
-        if !config.contains("state_dir") {
-            head.push_str(&format!("\nstate_dir = \"{}\"", dir.path().join("state").display()));
-        }
-        let config =
-            if config.contains("[agent]") { config.replacen("[agent]", &head, 1) } else { format!("{head}\n{config}") };
-        std::fs::write(&cfg_path, config).unwrap();
-        let log = dir.path().join("agent.log");
-        let child = Command::new(scaler_bin())
-            .args(["agent", "--config"])
-            .arg(&cfg_path)
-            .env("SCALER_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", scaler_bin().display()));
-        let mut me = Self {
-            child: Some(child),
-            dir,
-            log,
-            api: Api::new(format!("http://127.0.0.1:{port}"), Duration::from_secs(5)),
-        };
-        let ok = crate::wait_for(Duration::from_secs(20), || {
-            if let Some(Ok(Some(status))) = me.child.as_mut().map(|c| c.try_wait()) {
-                panic!("agent exited with {status}: {}", me.log());
-            }
-            me.api.healthy().then_some(())
-        });
-        assert!(ok.is_some(), "agent did not answer /healthz: {}", me.log());
-        me
+        let proc = AgentProcess::start(&scaler_bin(), dir, config, "info").unwrap_or_else(|e| panic!("{e}"));
+        let api = Api::new(format!("http://{}", proc.addr), Duration::from_secs(5));
+        Self { proc, api }
     }
 
     pub fn log(&self) -> String {
-        let mut s = String::new();
-        let _ = std::fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut s));
-        s
+        self.proc.log()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.proc.pid()
     }
 
     /// Base URL of its API (`http://127.0.0.1:PORT`).
@@ -110,11 +74,8 @@ impl Agent {
 
     /// Sends SIGKILL (a crash) and hands back the state directory.
     pub fn kill9(mut self) -> tempfile::TempDir {
-        if let Some(mut c) = self.child.take() {
-            crate::kill_pid(c.id());
-            let _ = c.wait();
-        }
-        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+        self.proc.kill9();
+        std::mem::replace(&mut self.proc.dir, tempfile::tempdir().unwrap())
     }
 
     /// The agent's events (`/v1/events`), oldest first.
@@ -126,22 +87,7 @@ impl Agent {
 
     /// Stops it with SIGTERM, waiting up to 5 s, then SIGKILL.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: signal to a PID we started.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            if crate::wait_for(Duration::from_secs(5), || c.try_wait().ok().flatten()).is_none() {
-                crate::kill_pid(c.id());
-            }
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.stop();
+        self.proc.stop();
     }
 }
 

@@ -1,5 +1,7 @@
-//! Harness for the privileged end-to-end tests. Every resource a test makes
-//! is named `scaler-test-<random>` and owned by an RAII guard that removes it
+//! Harness for the privileged end-to-end tests: the shared
+//! `scaler-testkit` (also used by the benches) with a test's manners (a
+//! failure panics with what went wrong). Every resource a test makes is
+//! named `scaler-test-<random>` and owned by an RAII guard that removes it
 //! even when the test panics: [`TestCgroup`] (cgroups in every hierarchy,
 //! processes started in them), [`Lxc`] (a busybox container whose cgroups
 //! sit under a `scaler-test-*` parent), [`Agent`] (a `scaler agent` process
@@ -13,8 +15,6 @@ pub mod cgroup;
 pub mod lxc;
 pub mod netns;
 
-use std::time::{Duration, Instant};
-
 pub use agent::Agent;
 pub use cgroup::TestCgroup;
 pub use lxc::Lxc;
@@ -26,52 +26,14 @@ pub fn require_root() {
     assert_eq!(euid, 0, "end-to-end tests need root (real cgroups, eBPF, LXC): run `cargo xtask test` as root");
 }
 
+pub use scaler_testkit::{kill_pid, wait_for, wait_listening};
+
 /// `scaler-test-` and 8 random hex digits.
 pub fn unique_name() -> String {
-    let mut b = [0u8; 4];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read as _;
-        let _ = f.read_exact(&mut b);
-    }
-    format!("scaler-test-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
-}
-
-/// Polls `f` until it returns `Some` or `timeout` passes.
-pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= end {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    scaler_testkit::unique(scaler_testkit::PREFIX)
 }
 
 /// Relative difference `|a - b| / b`.
 pub fn rel_err(a: f64, b: f64) -> f64 {
     ((a - b) / b).abs()
-}
-
-/// Sends SIGKILL to `pid` and reaps nothing (the caller owns the `Child`).
-pub fn kill_pid(pid: u32) {
-    // SAFETY: plain syscall on a PID this test started.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
-    }
-}
-
-/// Waits until something listens on TCP `port` (IPv4 or IPv6, any address).
-pub fn wait_listening(port: u16) -> bool {
-    let hex = format!(":{port:04X} ");
-    wait_for(Duration::from_secs(10), || {
-        ["/proc/net/tcp", "/proc/net/tcp6"]
-            .iter()
-            .filter_map(|f| std::fs::read_to_string(f).ok())
-            .any(|t| t.lines().any(|l| l.contains(&hex) && l.split_whitespace().nth(3) == Some("0A")))
-            .then_some(())
-    })
-    .is_some()
 }

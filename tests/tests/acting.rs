@@ -290,6 +290,8 @@ fn kill_9_and_restart_keeps_subscriptions_bounds_and_limits_and_scaling_resumes(
     }
     std::thread::sleep(Duration::from_secs(2));
     let (_, before) = agent.get("/v1/containers");
+    let events_before = agent.events("k1");
+    let killed_ms = now_ms();
     let state = agent.kill9();
     // Limits in force stay in the kernel while the agent is down.
     let quota = |n: &str| std::fs::read_to_string(cg.v1("cpu", n).unwrap().join("cpu.cfs_quota_us")).unwrap();
@@ -317,6 +319,15 @@ fn kill_9_and_restart_keeps_subscriptions_bounds_and_limits_and_scaling_resumes(
             .unwrap();
         assert_eq!(q.trim(), (limit * 100).to_string(), "{n}: state and kernel agree");
     }
+    // The decisions log survives too (all but at most the last tick's).
+    let events_after = agent.events("k1");
+    for e in events_before.iter().filter(|e| e["time_ms"].as_u64().unwrap() + 1000 < killed_ms) {
+        assert!(events_after.contains(e), "event lost in the restart: {e}\nafter: {events_after:?}");
+    }
+    assert!(
+        events_before.iter().any(|e| e["reason"].as_str().unwrap_or("").contains("subscribed")),
+        "{events_before:?}"
+    );
     // Scaling resumes: k1 goes fully busy and is raised.
     let restart = now_ms();
     cg.spawn("k1", "stress-ng", &["--cpu", "1", "--timeout", "15s", "--quiet"]);
@@ -327,6 +338,8 @@ fn kill_9_and_restart_keeps_subscriptions_bounds_and_limits_and_scaling_resumes(
             .find(|e| e["time_ms"].as_u64().unwrap() >= restart && e["new"].as_u64() > e["old"].as_u64())
     });
     assert!(resumed.is_some(), "no scaling after the restart: {}", agent.log());
+    let max_before = events_before.iter().filter_map(|e| e["id"].as_u64()).max().unwrap_or(0);
+    assert!(resumed.unwrap()["id"].as_u64().unwrap() > max_before, "event ids go on after a restart");
 }
 
 #[test]

@@ -71,3 +71,39 @@ fn bad_config_names_the_field() {
     let line = one_line_failure(Command::new(scaler_bin()).args(["agent", "--config"]).arg(&cfg));
     assert!(line.contains("agent.tick_ms"), "{line}");
 }
+
+/// A state database damaged while the agent was down: the agent refuses to
+/// start with one line naming the file, and leaves the file as it found it
+/// (a silent fresh start would drop every subscription).
+#[test]
+fn a_corrupted_state_file_is_refused_with_one_line_and_left_as_found() {
+    require_root();
+    let cg = tests::TestCgroup::new();
+    let mut agent = Agent::start("");
+    let body = serde_json::json!({"cgroup": cg.child("x"), "resources": {"cpu": {"min": 100, "max": 500}}});
+    let (s, v) = agent.send("PUT", "/v1/containers/x", Some(&body));
+    assert!(s == 200 || s == 201, "{v}");
+    agent.stop();
+    let dir = agent.kill9();
+    let state = dir.path().join("state").join("state.redb");
+    let good = std::fs::read(&state).unwrap();
+    let cfg = dir.path().join("agent.toml");
+    type Damage = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+    let damage: [(&str, Damage); 4] = [
+        ("truncated to nothing", Box::new(|_| Vec::new())),
+        ("truncated to half", Box::new(|b| b[..b.len() / 2].to_vec())),
+        ("header overwritten", Box::new(|b| [vec![0xAB; 512], b[512..].to_vec()].concat())),
+        ("not a database", Box::new(|_| b"{\"subscriptions\": []}\n".to_vec())),
+    ];
+    for (what, f) in damage {
+        let bad = f(&good);
+        std::fs::write(&state, &bad).unwrap();
+        let line = one_line_failure(Command::new(scaler_bin()).args(["agent", "--config"]).arg(&cfg));
+        println!("{what}: {line}");
+        assert!(line.contains("state.redb"), "{what}: {line}");
+        assert_eq!(std::fs::read(&state).unwrap(), bad, "{what}: the file was changed");
+    }
+    std::fs::write(&state, &good).unwrap();
+    let agent = Agent::start_in(dir, "");
+    assert_eq!(agent.get("/v1/containers/x").0, 200, "the intact file still loads");
+}

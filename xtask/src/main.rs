@@ -148,6 +148,8 @@ fn test(filter: Option<&str>, no_lint: bool) -> anyhow::Result<()> {
             "-p",
             "xtask",
             "-p",
+            "scaler-testkit",
+            "-p",
             "tests",
             "--all-targets",
             "--",
@@ -158,7 +160,19 @@ fn test(filter: Option<&str>, no_lint: bool) -> anyhow::Result<()> {
     let bin = build(false)?;
     util::step("unit tests");
     let mut unit = util::cargo();
-    unit.args(["test", "-p", "scaler-common", "-p", "scaler-user", "-p", "policies", "-p", "xtask"]);
+    unit.args([
+        "test",
+        "-p",
+        "scaler-common",
+        "-p",
+        "scaler-user",
+        "-p",
+        "policies",
+        "-p",
+        "xtask",
+        "-p",
+        "scaler-testkit",
+    ]);
     if let Some(f) = filter {
         unit.arg(f);
     }

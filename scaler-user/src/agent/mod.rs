@@ -54,6 +54,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     preflight::check(&cfg.agent.btf_path)?;
     let layout = Layout::detect()?;
     crate::process::raise_fd_limit();
+    // The state first: a damaged file stops the agent before it attaches
+    // anything (one line, the file left as found).
+    let store = Store::open(&cfg.agent.state_dir)?;
     let mut kernel = Kernel::load(
         &layout.v2,
         &LoadOptions { btf_path: cfg.agent.btf_path.clone(), cpu_flush_hz: cfg.agent.cpu_flush_hz },
@@ -63,7 +66,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     {
         tracing::warn!("bpf_stats: {e}");
     }
-    let store = Store::open(&cfg.agent.state_dir)?;
     let actuator = HostActuator {
         layout: layout.clone(),
         disk: host::root_disk(),
@@ -122,7 +124,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             if result.is_err() {
                 // Never a silent stop: a dead sampler scales nothing.
                 error!("the sampler thread panicked (message above); exiting for the supervisor to restart the agent");
-                manager.lock().unwrap_or_else(PoisonError::into_inner).release_waits();
+                {
+                    let mut m = manager.lock().unwrap_or_else(PoisonError::into_inner);
+                    m.release_waits();
+                    m.flush_events();
+                }
                 std::process::exit(70);
             }
             drop(kernel); // detaches the programs
@@ -148,7 +154,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     // With the agent gone nothing raises a waiting memory limit: back to
     // OOM kills until it runs again.
-    manager.lock().unwrap_or_else(PoisonError::into_inner).release_waits();
+    {
+        let mut m = manager.lock().unwrap_or_else(PoisonError::into_inner);
+        m.release_waits();
+        m.flush_events();
+    }
     info!("scaler agent stopped");
     Ok(())
 }
@@ -217,6 +227,8 @@ fn sample_loop(
             watched = m.memory_watched();
         }
         let result = sampler.tick(&*kernel);
+        let mut phases = result.phases;
+        let t = Instant::now();
         if sampler.scans() != scans {
             scans = sampler.scans();
             kernel.sync_sock_owners(&sampler.sock_owners());
@@ -228,9 +240,13 @@ fn sample_loop(
         let samples: HashMap<String, Sample> =
             result.samples.iter().filter_map(|(d, s)| s.map(|s| (d.name.clone(), s))).collect();
         let sampled_ms = result.time_ms;
+        let t2 = Instant::now();
+        phases.sync_us = t2.duration_since(t).as_micros() as u64;
         // Decisions are made at the time the counters were read, so a
         // recorded run replays exactly (see `policies::planner`).
         manager.lock().unwrap_or_else(PoisonError::into_inner).step(sampled_ms, &samples);
+        let t3 = Instant::now();
+        phases.manage_us = t3.duration_since(t2).as_micros() as u64;
         let (host_cpu, rapl_mw) = meter.read();
         // `time_ms` is when the counters were read, not when the tick ended
         // (a slow tick, e.g. a durable write, must not skew rates computed
@@ -240,6 +256,8 @@ fn sample_loop(
             let mut g = shared.write();
             g.host_cpu = host_cpu;
             g.rapl_mw = rapl_mw;
+            phases.publish_us = t3.elapsed().as_micros() as u64;
+            g.phases.add(&phases);
         }
         // Program statistics every 25 ticks (5 s at the default tick).
         if ticks.is_multiple_of(25) || ticks == 1 {

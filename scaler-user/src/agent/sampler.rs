@@ -67,6 +67,13 @@ pub struct TickResult {
     pub time_ms: u64,
     pub samples: Vec<(Discovered, Option<Sample>)>,
     pub removed: Vec<String>,
+    /// Time in discovery, cgroupfs, maps and computing (the rest is 0).
+    pub phases: crate::published::TickPhases,
+}
+
+/// Microseconds since `t`.
+fn us_since(t: Instant) -> u64 {
+    t.elapsed().as_micros() as u64
 }
 
 pub struct Sampler {
@@ -252,8 +259,10 @@ impl Sampler {
     pub fn tick(&mut self, counters: &dyn Counters) -> TickResult {
         let now = Instant::now();
         let mut removed = Vec::new();
+        let mut phases = crate::published::TickPhases::default();
         if self.last_scan.is_none_or(|t| now.duration_since(t) >= self.discovery_interval) {
             self.scan(now, &mut removed);
+            phases.discover_us = us_since(now);
         }
         let time_ms = wall_ms();
         let mut samples = Vec::with_capacity(self.tracked.len());
@@ -267,7 +276,10 @@ impl Sampler {
         let managed: std::collections::HashSet<&str> = self.subscribed.iter().map(|(_, c)| c.as_str()).collect();
         for (cg, t) in &mut self.tracked {
             let depth = if full_tick || managed.contains(cg.as_str()) { Depth::Full } else { Depth::Usage };
-            let stats = match t.reader.read(depth) {
+            let t0 = Instant::now();
+            let read = t.reader.read(depth);
+            phases.cgroupfs_us += us_since(t0);
+            let stats = match read {
                 Ok(s) => s,
                 Err(_) => {
                     vanished.push(cg.clone());
@@ -276,6 +288,8 @@ impl Sampler {
             };
             let at = Instant::now();
             let cur: HashMap<u64, CgroupCounters> = t.ids.iter().map(|&id| (id, counters.read(id))).collect();
+            let t1 = Instant::now();
+            phases.maps_us += t1.duration_since(at).as_micros() as u64;
             let sample = t.prev.as_ref().map(|p| {
                 let input = SampleInput {
                     time_ms,
@@ -298,13 +312,14 @@ impl Sampler {
             }
             t.prev = Some(Previous { at, counters: cur, stats });
             samples.push((t.info.clone(), sample));
+            phases.compute_us += us_since(t1);
         }
         for cg in vanished {
             if let Some(t) = self.tracked.remove(&cg) {
                 self.drop_tracked(t, &mut removed);
             }
         }
-        TickResult { time_ms, samples, removed }
+        TickResult { time_ms, samples, removed, phases }
     }
 }
 

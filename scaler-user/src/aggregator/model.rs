@@ -122,9 +122,16 @@ pub struct Stats {
     pub containers: Vec<AgentContainer>,
 }
 
+/// A container name from an agent, held to the agent's own rules (it goes
+/// into the aggregator's URLs, store keys and metric labels).
+fn check_name(name: &str) -> Result<(), serde_json::Error> {
+    crate::names::validate(name).map_err(|e| <serde_json::Error as serde::de::Error>::custom(format!("container {e}")))
+}
+
 /// Parses `/v1/stats`.
 pub fn parse_stats(body: &[u8]) -> Result<Stats, serde_json::Error> {
     let raw: RawStats = serde_json::from_slice(body)?;
+    raw.containers.iter().try_for_each(|c| check_name(&c.name))?;
     Ok(Stats {
         host: raw.host,
         time_ms: raw.time_ms,
@@ -257,6 +264,7 @@ pub struct Subscription {
 
 pub fn parse_subscriptions(body: &[u8]) -> Result<Vec<Subscription>, serde_json::Error> {
     let raw: RawSubs = serde_json::from_slice(body)?;
+    raw.containers.iter().try_for_each(|c| check_name(&c.name))?;
     Ok(raw
         .containers
         .into_iter()
@@ -307,7 +315,9 @@ struct RawEvents {
 }
 
 pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, serde_json::Error> {
-    Ok(serde_json::from_slice::<RawEvents>(body)?.events)
+    let events = serde_json::from_slice::<RawEvents>(body)?.events;
+    events.iter().try_for_each(|e| check_name(&e.container))?;
+    Ok(events)
 }
 
 #[cfg(test)]
@@ -349,6 +359,12 @@ mod tests {
         assert!(
             parse_stats(br#"{"time_ms":5,"containers":[{"name":"x","interval_ms":"soon"}]}"#).is_err(),
             "wrong types still are"
+        );
+        let bad = parse_stats(br#"{"time_ms":5,"containers":[{"name":"a/../b"}]}"#).unwrap_err().to_string();
+        assert!(bad.contains("a/../b"), "{bad}");
+        assert!(
+            parse_events(br#"{"events":[{"time_ms":1,"container":"x y"}]}"#).is_err(),
+            "names are checked in events too"
         );
     }
 

@@ -82,6 +82,11 @@ pub fn render(s: &Shared) -> String {
     let _ = writeln!(out, "# HELP scaler_agent_tick_seconds Duration of the last tick.");
     let _ = writeln!(out, "# TYPE scaler_agent_tick_seconds gauge");
     let _ = writeln!(out, "scaler_agent_tick_seconds {:.6}", g.last_tick_us as f64 / 1e6);
+    let _ = writeln!(out, "# HELP scaler_agent_tick_phase_seconds_total Time spent in each step of the tick.");
+    let _ = writeln!(out, "# TYPE scaler_agent_tick_phase_seconds_total counter");
+    for (phase, us) in g.phases.named() {
+        let _ = writeln!(out, "scaler_agent_tick_phase_seconds_total{{phase=\"{phase}\"}} {:.6}", us as f64 / 1e6);
+    }
     let _ = writeln!(out, "# HELP scaler_agent_containers Containers watched.");
     let _ = writeln!(out, "# TYPE scaler_agent_containers gauge");
     let _ = writeln!(out, "scaler_agent_containers {}", g.containers.len());

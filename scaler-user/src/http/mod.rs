@@ -52,7 +52,7 @@ async fn auth(State(app): State<AppState>, req: Request, next: Next) -> Response
         && !read_only
     {
         let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if given != Some(format!("Bearer {token}").as_str()) {
+        if !crate::serve::bearer_matches(given, token) {
             return ApiError::new(StatusCode::UNAUTHORIZED, "this request needs Authorization: Bearer <agent.token>")
                 .into_response();
         }

@@ -1,14 +1,15 @@
 //! The decisions log: every limit change the agent makes or notices, kept in
-//! a bounded ring for `GET /v1/events` and broadcast live for
-//! `GET /v1/events/stream`.
+//! a bounded ring for `GET /v1/events`, broadcast live for
+//! `GET /v1/events/stream`, and stored with the state once a tick (so it
+//! survives a restart; what a crash loses is at most the last tick's).
 
 use std::collections::VecDeque;
 
 use policies::Resource;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub id: u64,
     pub time_ms: u64,
@@ -24,6 +25,8 @@ pub struct EventLog {
     ring: VecDeque<Event>,
     cap: usize,
     next_id: u64,
+    /// The newest id stored.
+    saved_up_to: u64,
     live: broadcast::Sender<Event>,
 }
 
@@ -39,7 +42,33 @@ pub struct EventQuery {
 impl EventLog {
     pub fn new(cap: usize) -> Self {
         let (live, _) = broadcast::channel(1024);
-        Self { ring: VecDeque::with_capacity(cap.min(4096)), cap: cap.max(1), next_id: 1, live }
+        Self { ring: VecDeque::with_capacity(cap.min(4096)), cap: cap.max(1), next_id: 1, saved_up_to: 0, live }
+    }
+
+    /// Takes back stored events (oldest first): the newest `cap` are kept
+    /// and ids go on from the last one.
+    pub fn restore(&mut self, mut events: Vec<Event>) {
+        events.sort_by_key(|e| e.id);
+        let skip = events.len().saturating_sub(self.cap);
+        self.ring = events.into_iter().skip(skip).collect();
+        let last = self.ring.back().map_or(0, |e| e.id);
+        self.next_id = self.next_id.max(last + 1);
+        self.saved_up_to = last;
+    }
+
+    /// Events not stored yet, oldest first.
+    pub fn unsaved(&self) -> Vec<Event> {
+        self.ring.iter().filter(|e| e.id > self.saved_up_to).cloned().collect()
+    }
+
+    /// Everything up to `id` is stored.
+    pub fn mark_saved(&mut self, id: u64) {
+        self.saved_up_to = self.saved_up_to.max(id);
+    }
+
+    /// The oldest id kept (stored ones below it can go).
+    pub fn oldest_id(&self) -> u64 {
+        self.ring.front().map_or(self.next_id, |e| e.id)
     }
 
     pub fn push(
@@ -97,5 +126,24 @@ mod tests {
         assert_eq!(log.query(&EventQuery { since_id: Some(4), limit: 100, ..Default::default() }).len(), 1);
         assert_eq!(log.query(&EventQuery { limit: 1, ..Default::default() })[0].id, 5);
         assert_eq!(rx.try_recv().map(|e| e.id).ok(), Some(1));
+    }
+
+    #[test]
+    fn restored_events_keep_their_ids_and_new_ones_go_on() {
+        let mut log = EventLog::new(3);
+        for i in 0..4u64 {
+            log.push(i, "a", Resource::Cpu, None, Some(i), "r".into());
+        }
+        assert_eq!(log.unsaved().len(), 3, "the ring holds 3");
+        log.mark_saved(4);
+        assert!(log.unsaved().is_empty());
+        let stored = log.query(&EventQuery { limit: 100, ..Default::default() });
+        let mut back = EventLog::new(2);
+        back.restore(stored);
+        assert_eq!(back.oldest_id(), 3);
+        back.push(9, "a", Resource::Cpu, None, None, "r".into());
+        let ids: Vec<u64> = back.query(&EventQuery { limit: 100, ..Default::default() }).iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec![4, 5]);
+        assert_eq!(back.unsaved().iter().map(|e| e.id).collect::<Vec<_>>(), vec![5]);
     }
 }

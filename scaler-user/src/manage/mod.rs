@@ -20,6 +20,9 @@ pub use policies::planner::mem_floor;
 /// process runs, and a limit of a byte or two would be an instant OOM kill.
 pub const MEM_MIN_LIMIT: u64 = 4 << 20;
 
+/// Events kept in memory and in the state database.
+pub const EVENTS_KEPT: usize = 10_000;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use policies::{Resource, planner::Planner};
@@ -161,13 +164,15 @@ impl Manager {
             planner.insert(&sub.name, model::build_policy(&sub.policy, sub.policy_config.as_ref())?);
             subs.insert(sub.name.clone(), Managed::new(sub, false, 0));
         }
+        let mut events = EventLog::new(EVENTS_KEPT);
+        events.restore(store.load_events()?);
         let mut me = Self {
             subs,
             planner,
             store,
             act,
             capacity,
-            events: EventLog::new(10_000),
+            events,
             roots,
             default_policy,
             memory_wait: true,
@@ -250,6 +255,17 @@ impl Manager {
                 }
                 m.mem_wait = None;
             }
+        }
+    }
+
+    /// Stores the events not stored yet (once a tick, and on shutdown);
+    /// on failure they stay pending for the next call.
+    pub fn flush_events(&mut self) {
+        let pending = self.events.unsaved();
+        let Some(last) = pending.last().map(|e| e.id) else { return };
+        match self.store.save_events(&pending, self.events.oldest_id()) {
+            Ok(()) => self.events.mark_saved(last),
+            Err(e) => tracing::error!("saving events: {e}"),
         }
     }
 

@@ -112,6 +112,7 @@ impl Manager {
                 tracing::error!("saving state: {e}");
             }
         }
+        self.flush_events();
     }
 }
 

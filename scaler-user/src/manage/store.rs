@@ -1,6 +1,7 @@
 //! Durable host state in an embedded database (redb): subscriptions with
 //! their bounds, policy, ceilings and the limits the agent set, and the
-//! host's capacity overrides.
+//! host's capacity overrides, and the newest events (the decisions log, so
+//! `scaler events` survives a restart).
 //!
 //! Why redb: every write is an ACID transaction made durable (fsync) before
 //! `commit` returns, and a crash at any point leaves the previous committed
@@ -13,10 +14,12 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
-use super::model::Subscription;
+use super::{events::Event, model::Subscription};
 
 const SUBSCRIPTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("subscriptions");
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
+/// Event id -> JSON event.
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -59,6 +62,7 @@ impl Store {
         let me = Self { db, path };
         // Create the tables so readers never meet a missing one.
         me.write(|_| Ok(()))?;
+        me.save_events(&[], 0)?;
         Ok(me)
     }
 
@@ -125,6 +129,45 @@ impl Store {
         })
     }
 
+    /// Appends `events` and forgets the stored ones with an id below
+    /// `keep_from` (the log is bounded), in one transaction.
+    pub fn save_events(&self, events: &[Event], keep_from: u64) -> Result<(), StoreError> {
+        let encoded: Vec<(u64, Vec<u8>)> =
+            events.iter().map(|e| (e.id, serde_json::to_vec(e).unwrap_or_default())).collect();
+        let write = || -> Result<(), redb::Error> {
+            let tx = self.db.begin_write()?;
+            {
+                let mut t = tx.open_table(EVENTS)?;
+                for (id, bytes) in &encoded {
+                    t.insert(*id, bytes.as_slice())?;
+                }
+                let old: Vec<u64> =
+                    t.range(..keep_from)?.map(|r| r.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
+                for id in old {
+                    t.remove(id)?;
+                }
+            }
+            Ok(tx.commit()?)
+        };
+        write().map_err(|e| self.db_err(e))
+    }
+
+    /// The stored events, oldest first. One that does not decode is
+    /// skipped with a warning: the log is history, not state to act on.
+    pub fn load_events(&self) -> Result<Vec<Event>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let t = tx.open_table(EVENTS).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            match serde_json::from_slice::<Event>(v.value()) {
+                Ok(e) if e.id == k.value() => out.push(e),
+                _ => tracing::warn!(id = k.value(), path = %self.path.display(), "skipping an unreadable stored event"),
+            }
+        }
+        Ok(out)
+    }
+
     pub fn set_setting<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).unwrap_or_default();
         self.write(|(_, t)| {
@@ -172,6 +215,30 @@ mod tests {
         let cap: BTreeMap<String, u64> = s.setting("capacity").unwrap().unwrap();
         assert_eq!(cap["cpu"], 1500);
         assert!(s.setting::<u64>("missing").unwrap().is_none());
+    }
+
+    fn event(id: u64) -> Event {
+        Event {
+            id,
+            time_ms: id * 10,
+            container: "a".into(),
+            resource: Resource::Cpu,
+            old: None,
+            new: Some(id),
+            reason: "r".into(),
+        }
+    }
+
+    #[test]
+    fn events_survive_reopen_and_stay_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(tmp.path()).unwrap();
+            s.save_events(&[event(1), event(2), event(3)], 0).unwrap();
+            s.save_events(&[event(4)], 3).unwrap();
+        }
+        let s = Store::open(tmp.path()).unwrap();
+        assert_eq!(s.load_events().unwrap(), vec![event(3), event(4)]);
     }
 
     #[test]

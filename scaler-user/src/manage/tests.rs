@@ -219,6 +219,25 @@ fn state_survives_reopening() {
 }
 
 #[test]
+fn events_survive_reopening_and_their_ids_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let before = {
+        let mut m = manager(tmp.path(), &fake, 2000);
+        let r = req(json!({"resources": {"cpu": {"min": 100, "max": 900}}}));
+        m.subscribe(0, "a", "/x/a", &r, &Found::default()).unwrap();
+        m.step(200, &HashMap::from([("a".to_owned(), sample(&fake, "/x/a", 200, 10, 0, 1 << 20))]));
+        all_events(&m)
+    };
+    assert!(!before.is_empty());
+    let mut m = manager(tmp.path(), &fake, 2000);
+    assert_eq!(all_events(&m), before, "the log as it was");
+    m.set_ceiling(400, "a", Some(BTreeMap::from([(Resource::Cpu, 150)]))).unwrap();
+    let after = all_events(&m);
+    assert!(after.len() > before.len() && after.last().unwrap().id > before.last().unwrap().id);
+}
+
+#[test]
 fn tasks_wait_at_the_memory_limit_below_max_only_where_the_policy_raises_it() {
     let tmp = tempfile::tempdir().unwrap();
     let fake = Fake::default();

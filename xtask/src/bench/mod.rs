@@ -6,6 +6,7 @@ mod harness;
 mod policies;
 mod reaction;
 mod sampling;
+mod soak;
 mod workloads;
 
 use anyhow::Context as _;
@@ -25,6 +26,9 @@ pub enum Which {
     /// PostgreSQL under pgbench, all four at once) unlimited, static,
     /// classic and under the default policy: allocation against use.
     Workloads(workloads::Args),
+    /// Containers coming and going under one agent and an aggregator for a
+    /// long time: memory and stores level off.
+    Soak(soak::Args),
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -34,6 +38,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
         Which::Sampling => sampling::run(),
         Which::Reaction => reaction::run(),
         Which::Workloads(args) => workloads::run(&args),
+        Which::Soak(args) => soak::run(&args),
     }
 }
 

@@ -30,11 +30,11 @@ fn steps(bin: &std::path::Path, policy: &str, tick_ms: u64, timeout: Duration) -
     let c = Lxc::start()?;
     let agent = Agent::start(bin, &format!("tick_ms = {tick_ms}\ndiscovery_interval_ms = {}\n", tick_ms.max(1000)))?;
     let end = Instant::now() + Duration::from_secs(20);
-    while agent.get(&format!("/v1/stats/{}", c.name)).is_err() {
-        anyhow::ensure!(Instant::now() < end, "agent never saw container {}", c.name);
+    while agent.get(&format!("/v1/stats/{}", c.name())).is_err() {
+        anyhow::ensure!(Instant::now() < end, "agent never saw container {}", c.name());
         std::thread::sleep(Duration::from_millis(200));
     }
-    let path = format!("/v1/containers/{}", c.name);
+    let path = format!("/v1/containers/{}", c.name());
     agent.put(&path, &json!({"policy": policy, "resources": {"cpu": {"min": 100, "max": 2000, "current": 200}}}))?;
     let mut times = Vec::new();
     for step in 0..STEPS {
@@ -45,7 +45,7 @@ fn steps(bin: &std::path::Path, policy: &str, tick_ms: u64, timeout: Duration) -
         let mut load = c.spawn_sh("echo $$ > /tmp/load.pid; exec stress-ng --cpu 1 --timeout 300s --quiet")?;
         let deadline = Instant::now() + timeout;
         let reaction = loop {
-            let ev = agent.get(&format!("/v1/events?container={}&since_ms={}", c.name, t0.saturating_sub(1)))?;
+            let ev = agent.get(&format!("/v1/events?container={}&since_ms={}", c.name(), t0.saturating_sub(1)))?;
             let raise = ev["events"].as_array().into_iter().flatten().find(|e| {
                 e["resource"] == "cpu" && e["new"].as_u64() > e["old"].as_u64() && e["time_ms"].as_u64() >= Some(t0)
             });

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use super::harness::{Agent, Cgroups, TempDir, cpu_percent, release_binary, rss_kib, table};
+use super::harness::{Agent, Cgroups, cpu_percent, release_binary, rss_kib, table, temp_dir};
 
 const MEASURE_S: u64 = 15;
 
 /// `(runs, seconds)` per program from the agent's `/metrics`.
 fn program_stats(agent: &Agent) -> anyhow::Result<Vec<(String, f64, f64)>> {
-    let text = super::harness::http(&agent.addr, "GET", "/metrics", None)?;
+    let text = agent.get_text("/metrics")?;
     let mut out: Vec<(String, f64, f64)> = Vec::new();
     for line in text.lines() {
         let (metric, value) = match line.rsplit_once(' ') {
@@ -51,8 +51,8 @@ fn ebpf_cost(bin: &std::path::Path) -> anyhow::Result<Vec<Value>> {
     let secs = format!("{}s", MEASURE_S + 15);
     cg.child_with("cpu", &["stress-ng", "--cpu", "1", "--cpu-load", "60", "--timeout", &secs, "--quiet"])?;
     cg.child_with("switch", &["stress-ng", "--switch", "1", "--timeout", &secs, "--quiet"])?;
-    let tmp = TempDir::new()?;
-    let file = tmp.0.join("fio.dat");
+    let tmp = temp_dir()?;
+    let file = tmp.path().join("fio.dat");
     cg.child_with(
         "io",
         &[
@@ -75,7 +75,7 @@ fn ebpf_cost(bin: &std::path::Path) -> anyhow::Result<Vec<Value>> {
     cg.mkdir("net")?;
     let agent = Agent::start(
         bin,
-        &format!("bpf_stats = true\n[discovery]\nsystemd_services = false\nwatch = [\"{}/*\"]\n", cg.name),
+        &format!("bpf_stats = true\n[discovery]\nsystemd_services = false\nwatch = [\"{}/*\"]\n", cg.name()),
     )?;
     std::thread::sleep(Duration::from_secs(2));
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
@@ -111,7 +111,7 @@ fn agent_overhead(bin: &std::path::Path, n: usize) -> anyhow::Result<Value> {
     for i in 0..n {
         cg.child_with(&format!("c{i}"), &["sleep", "300"])?;
     }
-    let agent = Agent::start(bin, &format!("[discovery]\nsystemd_services = false\nwatch = [\"{}/*\"]\n", cg.name))?;
+    let agent = Agent::start(bin, &format!("[discovery]\nsystemd_services = false\nwatch = [\"{}/*\"]\n", cg.name()))?;
     // Discovery and a first scan of everything.
     let end = Instant::now() + Duration::from_secs(20);
     while agent.get("/v1/stats")?["containers"].as_array().map_or(0, Vec::len) < n {
@@ -119,8 +119,18 @@ fn agent_overhead(bin: &std::path::Path, n: usize) -> anyhow::Result<Value> {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(3));
+    let (phases0, ticks0) = phases(&agent)?;
     let cpu = cpu_percent(agent.pid(), MEASURE_S)?;
+    let (phases1, ticks1) = phases(&agent)?;
     let rss = rss_kib(agent.pid())?;
+    // Where a tick's time goes, µs per tick per container.
+    let per = (ticks1.saturating_sub(ticks0)).max(1) as f64 * n.max(1) as f64;
+    let breakdown: serde_json::Map<String, Value> = phases1
+        .iter()
+        .map(|(k, v)| {
+            (k.clone(), json!(((v - phases0.get(k).copied().unwrap_or(0.0)) * 1e6 / per * 100.0).round() / 100.0))
+        })
+        .collect();
     let mut ticks = Vec::new();
     for _ in 0..10 {
         ticks.push(agent.get("/healthz")?["last_tick_us"].as_u64().unwrap_or(0));
@@ -128,7 +138,26 @@ fn agent_overhead(bin: &std::path::Path, n: usize) -> anyhow::Result<Value> {
     }
     let tick_us = ticks.iter().sum::<u64>() / ticks.len() as u64;
     Ok(json!({"cgroups": n, "tick_ms": 200, "cpu_percent_of_one_core": (cpu * 100.0).round() / 100.0,
-              "rss_mib": (rss as f64 / 1024.0 * 10.0).round() / 10.0, "tick_us": tick_us}))
+              "rss_mib": (rss as f64 / 1024.0 * 10.0).round() / 10.0, "tick_us": tick_us,
+              "us_per_container_tick": breakdown}))
+}
+
+/// The agent's cumulative tick phases (seconds, from `/metrics`) and ticks.
+fn phases(agent: &Agent) -> anyhow::Result<(std::collections::BTreeMap<String, f64>, u64)> {
+    let text = agent.get_text("/metrics")?;
+    let mut out = std::collections::BTreeMap::new();
+    let mut ticks = 0;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("scaler_agent_tick_phase_seconds_total{phase=\"")
+            && let Some((phase, v)) = rest.split_once("\"} ")
+        {
+            out.insert(phase.to_owned(), v.trim().parse().unwrap_or(0.0));
+        }
+        if let Some(v) = line.strip_prefix("scaler_agent_ticks_total ") {
+            ticks = v.trim().parse().unwrap_or(0);
+        }
+    }
+    Ok((out, ticks))
 }
 
 fn atop_overhead() -> anyhow::Result<Value> {
@@ -136,10 +165,10 @@ fn atop_overhead() -> anyhow::Result<Value> {
     for i in 0..500 {
         cg.child_with(&format!("c{i}"), &["sleep", "300"])?;
     }
-    let tmp = TempDir::new()?;
+    let tmp = temp_dir()?;
     let mut atop = std::process::Command::new("atop")
         .args(["-w"])
-        .arg(tmp.0.join("atop.raw"))
+        .arg(tmp.path().join("atop.raw"))
         .arg("1")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -195,6 +224,16 @@ pub fn run() -> anyhow::Result<()> {
                 r["cpu_percent_of_one_core"].to_string(),
                 r["rss_mib"].to_string(),
                 format!("{} us", r["tick_us"]),
+                r["us_per_container_tick"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .filter(|(_, v)| v.as_f64() > Some(0.0))
+                            .map(|(k, v)| format!("{k} {v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default(),
             ]
         })
         .collect();
@@ -205,8 +244,12 @@ pub fn run() -> anyhow::Result<()> {
         atop["cpu_percent_of_one_core"].to_string(),
         atop["rss_mib"].to_string(),
         "-".to_owned(),
+        "-".to_owned(),
     ]);
-    let t2 = table(&["monitor", "cgroups", "interval", "CPU % of one core", "RSS MiB", "tick time"], &rows);
+    let t2 = table(
+        &["monitor", "cgroups", "interval", "CPU % of one core", "RSS MiB", "tick time", "µs per container per tick"],
+        &rows,
+    );
     let result = json!({"ebpf": ebpf, "agent": agent, "atop": atop, "markdown": format!("{t1}\n{t2}")});
     super::write_result("sampling", &serde_json::to_string_pretty(&result)?)?;
     eprintln!("wrote bench-results/sampling.json");

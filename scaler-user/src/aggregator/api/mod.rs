@@ -62,7 +62,7 @@ async fn auth(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Result<
         && !matches!(*req.method(), Method::GET | Method::HEAD)
     {
         let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if given.and_then(|v| v.strip_prefix("Bearer ")) != Some(token) {
+        if !crate::serve::bearer_matches(given, token) {
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"));
         }
     }

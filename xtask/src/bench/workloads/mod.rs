@@ -21,7 +21,7 @@ use self::{
     jobs::{Ctx, Job, Outcome},
     probe::{Point, Probe},
 };
-use super::harness::{Agent, Cgroups, TempDir, release_binary};
+use super::harness::{Agent, Cgroups, release_binary, temp_dir};
 
 /// Bounds of every container: 0.1 to 2 cores (all of this host), 64 MiB to
 /// 4 GiB.
@@ -218,7 +218,7 @@ impl Recorder {
             std::thread::sleep(Duration::from_millis(100));
         }
         let child = std::process::Command::new(bin)
-            .args(["record", name, "--duration", "2h", "--agent", &format!("http://{}", agent.addr), "--out"])
+            .args(["record", name, "--duration", "2h", "--agent", &format!("http://{}", agent.addr()), "--out"])
             .arg(out)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -270,11 +270,11 @@ fn run_one(
     let cg = Cgroups::new()?;
     let watched: Vec<(String, String)> = names.iter().map(|n| (n.clone(), cg.rel(n))).collect();
     let agent = Agent::start(bin, &mode.agent_config(&watched, extra))?;
-    let work = TempDir::new()?;
+    let work = temp_dir()?;
     let mut ctxs = Vec::new();
     for (name, (job, _)) in names.iter().zip(w.parts) {
         cg.mkdir(name)?;
-        let dir = work.0.join(name);
+        let dir = work.path().join(name);
         std::fs::create_dir_all(&dir)?;
         let ctx = Ctx { cg: &cg, child: name.clone(), dir };
         jobs::before(*job, &ctx).with_context(|| format!("preparing {name}"))?;
