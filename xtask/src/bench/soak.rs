@@ -110,7 +110,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let agg = Aggregator::start(&bin, agg_dir.path(), agent.addr())?;
     let subscribe = |cg: &Cgroups, i: usize| -> anyhow::Result<()> {
         let body = json!({"cgroup": cg.rel(&name(i)),
-                          "resources": {"cpu": {"min": 100, "max": 1000}, "mem": {"min": 8 << 20, "max": 256 << 20}}});
+                          "resources": {"cpu": {"min": 10, "max": 1000}, "mem": {"min": 8 << 20, "max": 256 << 20}}});
         agent.put(&format!("/v1/containers/{}", name(i)), &body).map(|_| ())
     };
     // Wait until the agent sees them all, then subscribe the busy ones.
