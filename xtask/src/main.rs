@@ -100,7 +100,8 @@ fn run() -> anyhow::Result<()> {
             let mut t = util::cargo();
             t.args(["test", "-p", "tests", "--test", "fuzz", "--", "--nocapture"])
                 .env("SCALER_BIN", &bin)
-                .env("SCALER_FUZZ_SECONDS", seconds.to_string());
+                .env("SCALER_FUZZ_SECONDS", seconds.to_string())
+                .env("SCALER_FUZZ_EXAMPLES", (seconds / 2).clamp(5, 5000).to_string());
             util::run(&mut t)
         }
         Cmd::Arch => {

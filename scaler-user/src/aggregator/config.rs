@@ -159,11 +159,16 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     crate::names::validate(name)
 }
 
-/// An agent URL: `http://` or `https://`, a host, no query or fragment.
+/// An agent URL: `http://`, a host, no query or fragment. (The agents
+/// serve plain HTTP: an `https://` URL could never be reached, and each
+/// forwarded request would fail with a 502.)
 pub fn validate_url(url: &str) -> Result<reqwest::Url, String> {
     let u = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!("{url:?} must be http:// or https://"));
+    if u.scheme() == "https" {
+        return Err(format!("{url:?}: agents serve plain HTTP (no TLS yet); use http://"));
+    }
+    if u.scheme() != "http" {
+        return Err(format!("{url:?} must be http://"));
     }
     if u.host_str().is_none_or(str::is_empty) {
         return Err(format!("{url:?} has no host"));

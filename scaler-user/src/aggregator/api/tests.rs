@@ -162,6 +162,8 @@ async fn hosts_register_and_errors_name_the_field() {
     assert_eq!((st, v["hosts"].as_array().unwrap().len()), (StatusCode::OK, 2));
     let (st, v) = call(&s, "PUT", "/v1/hosts/n3", Some(json!({"url": "ftp://x"}))).await;
     assert_eq!((st, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("url")));
+    let (st, v) = call(&s, "PUT", "/v1/hosts/n3", Some(json!({"url": "https://0.com"}))).await;
+    assert_eq!((st, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("url")), "found by a longer fuzz run: {v}");
     let (st, v) = call(&s, "PUT", "/v1/hosts/n3", Some(json!({"url": "http://x:1", "colour": 1}))).await;
     assert_eq!((st, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("colour")));
     let (st, v) = call(&s, "PUT", "/v1/hosts/bad%2Fname", Some(json!({"url": "http://x:1"}))).await;
