@@ -3,7 +3,7 @@
 //! 5 s) on drop.
 
 use std::{
-    io::{self, Read as _},
+    io,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -63,9 +63,7 @@ impl AgentProcess {
 
     /// What it logged so far.
     pub fn log(&self) -> String {
-        let mut s = String::new();
-        let _ = std::fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut s));
-        s
+        crate::read_log(&self.log)
     }
 
     /// Its PID (0 once stopped).
@@ -84,11 +82,7 @@ impl AgentProcess {
     /// SIGTERM, up to 5 s to exit, then SIGKILL.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            crate::signal(c.id(), libc::SIGTERM);
-            if crate::wait_for(Duration::from_secs(5), || c.try_wait().ok().flatten()).is_none() {
-                crate::kill_pid(c.id());
-            }
-            let _ = c.wait();
+            crate::stop(&mut c, Duration::from_secs(5));
         }
     }
 }

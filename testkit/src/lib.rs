@@ -68,6 +68,21 @@ pub fn kill_pid(pid: u32) {
     signal(pid, libc::SIGKILL);
 }
 
+/// Stops a child the caller started: SIGTERM, up to `grace` to exit,
+/// then SIGKILL; reaped.
+pub fn stop(child: &mut std::process::Child, grace: Duration) {
+    signal(child.id(), libc::SIGTERM);
+    if wait_for(grace, || child.try_wait().ok().flatten()).is_none() {
+        kill_pid(child.id());
+    }
+    let _ = child.wait();
+}
+
+/// A log file's text so far (empty when unreadable).
+pub fn read_log(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
 /// A free TCP port on loopback (free when asked; bind it soon).
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

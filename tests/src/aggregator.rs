@@ -4,7 +4,6 @@
 //! SIGKILL) on drop.
 
 use std::{
-    io::Read as _,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -81,9 +80,7 @@ impl Aggregator {
     }
 
     pub fn log(&self) -> String {
-        let mut s = String::new();
-        let _ = std::fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut s));
-        s
+        scaler_testkit::read_log(&self.log)
     }
 
     pub fn pid(&self) -> u32 {
@@ -93,14 +90,7 @@ impl Aggregator {
     /// Stops it with SIGTERM, waiting up to 10 s, then SIGKILL.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // SAFETY: signal to a PID we started.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            if crate::wait_for(Duration::from_secs(10), || c.try_wait().ok().flatten()).is_none() {
-                crate::kill_pid(c.id());
-            }
-            let _ = c.wait();
+            scaler_testkit::stop(&mut c, Duration::from_secs(10));
         }
     }
 }

@@ -66,6 +66,9 @@ enum Cmd {
     Undeploy(deploy::UndeployArgs),
 }
 
+/// The crates whose tests need no root (the privileged ones are `tests`).
+const LIBRARIES: [&str; 5] = ["scaler-common", "scaler-user", "policies", "xtask", "scaler-testkit"];
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("Error: {e:#}");
@@ -138,42 +141,20 @@ fn test(filter: Option<&str>, no_lint: bool) -> anyhow::Result<()> {
         util::step("house rules: module cycles, file sizes");
         arch::check(&std::env::current_dir()?)?;
         util::step("cargo clippy");
-        util::run(util::cargo().args([
-            "clippy",
-            "-p",
-            "scaler-common",
-            "-p",
-            "scaler-user",
-            "-p",
-            "policies",
-            "-p",
-            "xtask",
-            "-p",
-            "scaler-testkit",
-            "-p",
-            "tests",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]))?;
+        let mut clippy = util::cargo();
+        clippy.arg("clippy");
+        for p in LIBRARIES.iter().chain(&["tests"]) {
+            clippy.args(["-p", p]);
+        }
+        util::run(clippy.args(["--all-targets", "--", "-D", "warnings"]))?;
     }
     let bin = build(false)?;
     util::step("unit tests");
     let mut unit = util::cargo();
-    unit.args([
-        "test",
-        "-p",
-        "scaler-common",
-        "-p",
-        "scaler-user",
-        "-p",
-        "policies",
-        "-p",
-        "xtask",
-        "-p",
-        "scaler-testkit",
-    ]);
+    unit.arg("test");
+    for p in LIBRARIES {
+        unit.args(["-p", p]);
+    }
     if let Some(f) = filter {
         unit.arg(f);
     }

@@ -58,7 +58,10 @@ impl EventLog {
 
     /// Events not stored yet, oldest first.
     pub fn unsaved(&self) -> Vec<Event> {
-        self.ring.iter().filter(|e| e.id > self.saved_up_to).cloned().collect()
+        // Ids rise along the ring: walk back only over the new ones (this
+        // runs every tick; the ring holds up to 10,000).
+        let n = self.ring.iter().rev().take_while(|e| e.id > self.saved_up_to).count();
+        self.ring.iter().skip(self.ring.len() - n).cloned().collect()
     }
 
     /// Everything up to `id` is stored.

@@ -69,11 +69,7 @@ impl Aggregator {
 
 impl Drop for Aggregator {
     fn drop(&mut self) {
-        scaler_testkit::signal(self.child.id(), 15);
-        if scaler_testkit::wait_for(Duration::from_secs(10), || self.child.try_wait().ok().flatten()).is_none() {
-            scaler_testkit::kill_pid(self.child.id());
-        }
-        let _ = self.child.wait();
+        scaler_testkit::stop(&mut self.child, Duration::from_secs(10));
     }
 }
 
