@@ -59,6 +59,16 @@ pub struct History {
     inner: Mutex<Inner>,
 }
 
+/// Store rows for closed blocks of `entity` (draining `closed`).
+fn rows<'a>(entity: &'a str, closed: &'a mut Vec<series::Closed>) -> impl Iterator<Item = Row> + 'a {
+    closed.drain(..).map(|c| Row {
+        tier: c.tier,
+        bucket: c.bucket,
+        entity: entity.to_owned(),
+        bytes: Arc::new(c.bytes),
+    })
+}
+
 fn floor(t: u64, span: u64) -> u64 {
     t - t % span.max(1)
 }
@@ -98,25 +108,28 @@ impl History {
         for (key, readings) in points {
             let Some(s) = inner.series.get_mut(&key) else { continue };
             s.record(&self.tiers, &Point { time_ms, readings }, &mut closed);
-            for c in closed.drain(..) {
-                inner.pending.push(Row {
-                    tier: c.tier,
-                    bucket: c.bucket,
-                    entity: key.clone(),
-                    bytes: Arc::new(c.bytes),
-                });
-            }
+            inner.pending.extend(rows(&key, &mut closed));
         }
         Ok(())
     }
 
     /// Writes closed blocks and the dirty open ones, prunes what is past
-    /// retention, and forgets entities idle for an hour. Blocking: call from
-    /// a blocking thread. Returns the rows written.
+    /// retention, and forgets entities gone for longer than the coarsest
+    /// step (their partial means written first: a container that comes back
+    /// later starts new steps, so nothing is summed twice). Blocking: call
+    /// from a blocking thread. Returns the rows written.
     pub fn flush(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let idle_ms = self.tiers[TIERS - 1].step_ms.max(self.poll_ms.saturating_mul(2));
         let rows: Vec<Row> = {
             let mut g = self.lock();
             let inner = &mut *g;
+            let mut closed = Vec::new();
+            for (key, s) in &mut inner.series {
+                if s.summing() && s.last_ms.saturating_add(idle_ms) <= now_ms {
+                    s.finish(&self.tiers, &mut closed);
+                    inner.pending.extend(rows(key, &mut closed));
+                }
+            }
             let mut rows = std::mem::take(&mut inner.pending);
             for (key, s) in &mut inner.series {
                 for (tier, b) in s.open.iter_mut().enumerate() {
@@ -130,7 +143,7 @@ impl History {
             for r in &rows {
                 inner.inflight.insert((r.tier, r.bucket, r.entity.clone()), r.bytes.clone());
             }
-            inner.series.retain(|_, s| s.last_ms + 3_600_000 > now_ms || !s.is_clean());
+            inner.series.retain(|_, s| s.last_ms.saturating_add(idle_ms) > now_ms || s.summing() || !s.is_clean());
             rows
         };
         let result = self.store.write_history(&rows);
@@ -267,5 +280,42 @@ mod tests {
         assert!(!coarse.is_empty());
         assert!(pts.iter().any(|p| p.step_ms == 1000 && p.time_ms == later));
         assert!(h.query("a:nope", t0, later, later).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_vanished_entity_is_forgotten_after_its_partial_means_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = HistoryConfig::default();
+        let h = History::new(&cfg, 1000, Arc::new(Store::open(dir.path()).unwrap()));
+        let t0 = 1_800_000_000_000u64; // a multiple of 15 minutes
+        // 90 s of a container, then it is gone; another one stays.
+        for i in 0..90 {
+            h.record(t0 + i * 1000, vec![("c:h/gone".into(), readings(10)), ("c:h/stays".into(), readings(20))])
+                .unwrap();
+        }
+        h.flush(t0 + 90_000).unwrap();
+        assert_eq!(h.entities(), 2);
+        // Still remembered within the quarter step (it could come back).
+        let mut t = t0 + 90_000;
+        while t < t0 + 89_000 + 900_000 {
+            h.record(t, vec![("c:h/stays".into(), readings(20))]).unwrap();
+            t += 30_000;
+        }
+        h.flush(t - 30_000).unwrap();
+        assert_eq!(h.entities(), 2);
+        let t = t0 + 89_000 + 900_000;
+        h.record(t, vec![("c:h/stays".into(), readings(20))]).unwrap();
+        h.flush(t).unwrap();
+        assert_eq!(h.entities(), 1, "gone a quarter step: forgotten");
+        // Its minute and quarter means of the unfinished steps were written
+        // (asked for when the finer tiers no longer keep that time).
+        let steps = |now: u64, step: u64| {
+            let pts = h.query("c:h/gone", t0, now, now).unwrap();
+            assert!(pts.iter().all(|p| p.readings[0].usage == Some(10)));
+            pts.iter().filter(|p| p.step_ms == step).map(|p| p.time_ms - t0).collect::<Vec<_>>()
+        };
+        assert_eq!(steps(t0 + 2 * 3_600_000, 60_000), [0, 60_000]);
+        let all = h.query("c:h/gone", t0, t0 + 3 * 86_400_000, t0 + 3 * 86_400_000).unwrap();
+        assert_eq!(all.iter().filter(|p| p.step_ms == 900_000).map(|p| p.time_ms - t0).collect::<Vec<_>>(), [0]);
     }
 }

@@ -143,6 +143,22 @@ impl Series {
         b.dirty = true;
     }
 
+    /// Ends the downsampled steps still being summed (the entity is gone):
+    /// their means go into the open blocks, to be written by the next
+    /// flush. Call only once no later point can fall in those steps.
+    pub fn finish(&mut self, tiers: &[TierSpec; TIERS], closed: &mut Vec<Closed>) {
+        for t in 1..TIERS {
+            if let Some(a) = self.acc[t - 1].take() {
+                self.push(t, tiers, &a.mean(), closed);
+            }
+        }
+    }
+
+    /// Whether a step is still being summed.
+    pub fn summing(&self) -> bool {
+        self.acc.iter().any(Option::is_some)
+    }
+
     /// Whether everything recorded has been handed out for writing.
     pub fn is_clean(&self) -> bool {
         self.open.iter().flatten().all(|b| !b.dirty)
@@ -195,6 +211,34 @@ mod tests {
         // The quarter tier has emitted nothing yet.
         assert!(s.open[2].is_none());
         assert!(!s.is_clean());
+    }
+
+    #[test]
+    fn finishing_writes_the_partial_means() {
+        let tiers = tiers(&HistoryConfig::default());
+        let mut s = Series::default();
+        let mut closed = Vec::new();
+        // 90 s of points: minute 0 emitted, minute 1 and quarter 0 summing.
+        for i in 0..90 {
+            s.record(&tiers, &point(i * 1000, i), &mut closed);
+        }
+        assert!(s.summing());
+        s.finish(&tiers, &mut closed);
+        assert!(!s.summing());
+        let minute = s.open[1].as_ref().unwrap();
+        let pts = codec::decode(minute.bucket, &minute.bytes);
+        assert_eq!(
+            pts.iter().map(|p| (p.time_ms, p.readings[0].usage)).collect::<Vec<_>>(),
+            [(0, Some(29)), (60_000, Some(74))]
+        );
+        let quarter = s.open[2].as_ref().unwrap();
+        let pts = codec::decode(quarter.bucket, &quarter.bytes);
+        assert_eq!(pts.iter().map(|p| (p.time_ms, p.readings[0].usage)).collect::<Vec<_>>(), [(0, Some(44))]);
+        assert!(!s.is_clean());
+        // Nothing more to finish.
+        let before = s.clone();
+        s.finish(&tiers, &mut closed);
+        assert_eq!(s, before);
     }
 
     #[test]
