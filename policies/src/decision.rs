@@ -93,6 +93,12 @@ pub enum Reason {
         /// Reclaim entries over the evaluated interval.
         reclaims: u64,
     },
+    /// The container re-read file cache the limit had evicted, slowing it
+    /// more than allowed: room for that cache.
+    MemoryRefault {
+        /// Bytes read back over the evaluated interval.
+        bytes: u64,
+    },
     /// The container was OOM-killed.
     OomKill {
         /// Kills seen.
@@ -136,6 +142,7 @@ impl fmt::Display for Reason {
             Reason::MemoryPressure { stall_us } => write!(f, "memory pressure, {stall_us} us stall"),
             Reason::MemoryWait => f.write_str("tasks waiting at the memory limit"),
             Reason::MemoryReclaim { reclaims } => write!(f, "working set pressing on the limit ({reclaims} reclaims)"),
+            Reason::MemoryRefault { bytes } => write!(f, "evicted cache read back ({bytes} bytes)"),
             Reason::OomKill { kills } => write!(f, "{kills} OOM kill(s)"),
             Reason::JumpRoom { need } => write!(f, "room for a recent jump needs {need}"),
             Reason::Shrink { target } => write!(f, "usage well below limit, target {target}"),

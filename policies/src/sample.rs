@@ -41,6 +41,13 @@ pub struct Sample {
     /// during the interval (it pressed on it).
     #[serde(default)]
     pub mem_reclaims: u64,
+    /// Memory only: evicted file cache read back during the interval,
+    /// bytes (the limit made the container re-read it).
+    #[serde(default)]
+    pub mem_refault_bytes: u64,
+    /// Memory only: the I/O stall those re-reads caused, µs.
+    #[serde(default)]
+    pub mem_refault_stall: u64,
 }
 
 impl Sample {
@@ -70,6 +77,14 @@ impl Sample {
     /// The same sample with memory reclaim entries.
     pub fn with_reclaims(mut self, reclaims: u64) -> Self {
         self.mem_reclaims = reclaims;
+        self
+    }
+
+    /// The same sample with evicted cache read back (bytes) and the I/O
+    /// stall it caused (µs).
+    pub fn with_refaults(mut self, bytes: u64, stall_usec: u64) -> Self {
+        self.mem_refault_bytes = bytes;
+        self.mem_refault_stall = stall_usec;
         self
     }
 

@@ -18,7 +18,9 @@
 //! seven more columns, what the agent measured and had in force at each
 //! tick: `interval_ms`, `usage`, `limit` (empty: unlimited),
 //! `throttled_us`, `stall_us`, `oom_kills` (since the cgroup was created;
-//! empty: unknown) and `waiting` (0 or 1). The simulator uses its demand
+//! empty: unknown), `waiting` (0 or 1), `reclaims`, `refault_bytes` and
+//! `refault_stall_us` (recordings made before the last three columns
+//! existed read as zeros there). The simulator uses its demand
 //! like any trace; [`crate::planner::replay`] feeds the rest to the planner
 //! to check that it makes the agent's decisions.
 
@@ -31,13 +33,15 @@ use crate::resource::{MAX_AMOUNT, Resource, ResourceError};
 pub const HEADER: &str = "time_s,container,resource,demand";
 
 /// The header of a recorded trace.
-pub const RECORDED_HEADER: &str =
-    "time_s,container,resource,demand,interval_ms,usage,limit,throttled_us,stall_us,oom_kills,waiting,reclaims";
+pub const RECORDED_HEADER: &str = "time_s,container,resource,demand,interval_ms,usage,limit,throttled_us,stall_us,\
+oom_kills,waiting,reclaims,refault_bytes,refault_stall_us";
 
-/// The header of recorded traces written before the `reclaims` column
-/// (read as no reclaims).
-pub const RECORDED_HEADER_V1: &str =
-    "time_s,container,resource,demand,interval_ms,usage,limit,throttled_us,stall_us,oom_kills,waiting";
+/// The headers of recorded traces written before the `reclaims` column,
+/// then before the refault columns (read as zeros).
+pub const RECORDED_HEADERS_OLD: [&str; 2] = [
+    "time_s,container,resource,demand,interval_ms,usage,limit,throttled_us,stall_us,oom_kills,waiting",
+    "time_s,container,resource,demand,interval_ms,usage,limit,throttled_us,stall_us,oom_kills,waiting,reclaims",
+];
 
 /// What the agent measured and had in force for one resource at one tick
 /// (a row of a recorded trace).
@@ -61,6 +65,10 @@ pub struct Recorded {
     pub waiting: bool,
     /// Memory-cgroup reclaim entries during the interval.
     pub reclaims: u64,
+    /// Evicted file cache read back during the interval, bytes.
+    pub refault_bytes: u64,
+    /// The I/O stall those re-reads caused, µs.
+    pub refault_stall_us: u64,
 }
 
 impl Recorded {
@@ -68,7 +76,7 @@ impl Recorded {
     pub fn row(&self, container: &str, resource: Resource, demand: u64) -> String {
         let opt = |v: Option<u64>| v.map_or_else(String::new, |x| x.to_string());
         format!(
-            "{}.{:03},{container},{resource},{demand},{},{},{},{},{},{},{},{}",
+            "{}.{:03},{container},{resource},{demand},{},{},{},{},{},{},{},{},{},{}",
             self.time_ms / 1000,
             self.time_ms % 1000,
             self.interval_ms,
@@ -78,7 +86,9 @@ impl Recorded {
             self.stall_us,
             opt(self.oom_kills),
             u8::from(self.waiting),
-            self.reclaims
+            self.reclaims,
+            self.refault_bytes,
+            self.refault_stall_us
         )
     }
 }
@@ -212,10 +222,17 @@ fn recorded_row(line: usize, time_ms: u64, f: &[&str]) -> Result<Recorded, Trace
         stall_us: column(line, "stall_us", f[4], false)?.unwrap_or(0),
         oom_kills: column(line, "oom_kills", f[5], true)?,
         waiting,
-        reclaims: match f.get(7) {
-            Some(v) => column(line, "reclaims", v, false)?.unwrap_or(0),
-            None => 0,
-        },
+        reclaims: optional(line, "reclaims", f.get(7))?,
+        refault_bytes: optional(line, "refault_bytes", f.get(8))?,
+        refault_stall_us: optional(line, "refault_stall_us", f.get(9))?,
+    })
+}
+
+/// A column older recordings lack (zero there).
+fn optional(line: usize, field: &'static str, value: Option<&&str>) -> Result<u64, TraceError> {
+    Ok(match value {
+        Some(v) => column(line, field, v, false)?.unwrap_or(0),
+        None => 0,
     })
 }
 
@@ -253,13 +270,10 @@ impl Trace {
             }
             if !header_seen {
                 let normalised: String = l.split(',').map(str::trim).collect::<Vec<_>>().join(",");
-                recorded = if normalised == RECORDED_HEADER {
-                    12
-                } else if normalised == RECORDED_HEADER_V1 {
-                    11
-                } else {
-                    0
-                };
+                recorded = std::iter::once(RECORDED_HEADER)
+                    .chain(RECORDED_HEADERS_OLD)
+                    .find(|h| **h == normalised)
+                    .map_or(0, |h| h.split(',').count());
                 if normalised != HEADER && recorded == 0 {
                     return Err(TraceError::Header { line, found: l.to_owned() });
                 }
@@ -477,15 +491,20 @@ mod tests {
             oom_kills: Some(1),
             waiting: true,
             reclaims: 3,
+            refault_bytes: 4096,
+            refault_stall_us: 7,
         };
         let text = format!("{RECORDED_HEADER}\n{}\n", r.row("a", Resource::Cpu, 1000));
         let t = Trace::parse(&text).unwrap();
         assert_eq!(t.demand_at("a", Resource::Cpu, 1_200), 1000);
         assert_eq!(t.recorded("a", Resource::Cpu).unwrap(), &[r]);
         assert!(t.is_recorded() && !Trace::parse(OK).unwrap().is_recorded());
-        let old = Trace::parse(&format!("{RECORDED_HEADER_V1}\n1,a,cpu,1,200,5,,0,0,,1\n")).unwrap();
+        let old = Trace::parse(&format!("{}\n1,a,cpu,1,200,5,,0,0,,1\n", RECORDED_HEADERS_OLD[0])).unwrap();
         assert_eq!(old.recorded("a", Resource::Cpu).unwrap()[0].reclaims, 0, "older recordings read as no reclaims");
-        let e = Trace::parse(&format!("{RECORDED_HEADER}\n1,a,cpu,1,200,5,,0,0,,2,0\n")).unwrap_err();
+        let old = Trace::parse(&format!("{}\n1,a,mem,1,200,5,,0,0,,1,4\n", RECORDED_HEADERS_OLD[1])).unwrap();
+        let row = old.recorded("a", Resource::Mem).unwrap()[0];
+        assert_eq!((row.reclaims, row.refault_bytes, row.refault_stall_us), (4, 0, 0));
+        let e = Trace::parse(&format!("{RECORDED_HEADER}\n1,a,cpu,1,200,5,,0,0,,2,0,0,0\n")).unwrap_err();
         assert!(e.to_string().contains("waiting \"2\""), "{e}");
         let e = Trace::parse(&format!("{RECORDED_HEADER}\n1,a,cpu,1\n")).unwrap_err();
         assert!(matches!(e, TraceError::FieldCount { found: 4, .. }));

@@ -83,6 +83,8 @@ proptest! {
                     oom_kills: Some(ooms[i]),
                     mem_waiting: stall > 150_000,
                     mem_reclaims: stall / 50_000,
+                    mem_refault_bytes: stall * 4096,
+                    mem_refault_stall_usec: stall / 3,
                 });
             }
             let states: Vec<ContainerState> = boxes.iter().enumerate().map(|(i, b)| ContainerState {

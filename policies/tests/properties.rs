@@ -207,6 +207,8 @@ proptest! {
                     oom_kills: oom,
                     mem_waiting: oom > 1,
                     mem_reclaims: oom,
+                    mem_refault_bytes: pressure.saturating_mul(4096),
+                    mem_refault_stall: pressure / 2,
                 };
                 if r == Resource::Mem {
                     mem_usage = usage;

@@ -12,7 +12,11 @@
 //! Memory follows the peak working set of the last 2 s plus 10 % and
 //! 16 MiB, shrinking as soon as that has held a second without stalls; the
 //! headroom grows while reclaim stalls (PSI) slow the container more than
-//! the same allowed slowdown.
+//! the same allowed slowdown. File cache is not in the working set, so a
+//! limit that follows it evicts cache the job may read again: when the
+//! I/O stall of reading evicted cache back (refaults) exceeds the allowed
+//! slowdown over the last 10 s, the limit also keeps room for the cache
+//! read back in that time, until the re-reading stops.
 //! Growth is met by raising at 95 % of the limit (to 15 % above usage plus
 //! two ticks of the growth seen); where the agent keeps the OOM killer off below `max`,
 //! growth faster than that waits at the limit for one tick instead of
@@ -50,6 +54,8 @@ struct Pending {
     oom_kills: u64,
     waiting: bool,
     reclaims: u64,
+    refault_bytes: u64,
+    refault_stall_us: u64,
     max_usage: u64,
     samples: u32,
 }
@@ -64,6 +70,9 @@ struct State {
     ledger: VecDeque<(u64, u128, u128)>,
     /// Memory: `(time, rise over the interval)` within `window_ms`.
     rises: VecDeque<(u64, u64)>,
+    /// Memory: `(time, cache read back, I/O stall it caused)` within
+    /// `adapt_window_ms`.
+    refaults: VecDeque<(u64, u64, u64)>,
     pending: Pending,
     /// Adaptive headroom, percentage points on top of `headroom_pct`.
     extra_pct: u32,
@@ -112,6 +121,19 @@ impl State {
         while self.rises.front().is_some_and(|&(t, _)| t <= w) {
             self.rises.pop_front();
         }
+        while self.refaults.front().is_some_and(|&(t, _, _)| t <= a) {
+            self.refaults.pop_front();
+        }
+    }
+
+    /// Memory: room for the cache read back within the adapt window, when
+    /// re-reading it stalled the container more than `slowdown_permille`
+    /// of the time (0 otherwise).
+    fn cache_room(&self, slowdown_permille: u32) -> u64 {
+        let (bytes, stall) =
+            self.refaults.iter().fold((0u64, 0u128), |(b, s), &(_, x, y)| (b.saturating_add(x), s + u128::from(y)));
+        let span_us: u128 = self.ledger.iter().map(|&(_, _, wanted)| wanted).sum();
+        if span_us > 0 && stall * 1000 > span_us * u128::from(slowdown_permille) { bytes } else { 0 }
     }
 
     /// Once a second, more headroom while the slowdown (waited over
@@ -199,12 +221,18 @@ impl Follow {
         let usage = st.last_usage.unwrap_or(0);
         st.recent.push_back((now, pd.max_usage));
         st.ledger.push_back((now, u128::from(pd.stall_us), u128::from(pd.interval_ms) * 1000));
+        if pd.refault_bytes > 0 {
+            st.refaults.push_back((now, pd.refault_bytes, pd.refault_stall_us));
+        }
         st.prune(now, &p);
+        let cache = st.cache_room(slowdown);
         // Reclaim stalls (PSI) slow the container down: more headroom while
         // they exceed the allowed slowdown, as throttling does for CPU.
         st.adapt(now, &p, slowdown);
         let factor = 100 + p.headroom_pct + st.extra_pct;
-        let target = mul_pct(st.peak(), factor).saturating_add(mul_pct(p.min_headroom, 100 + st.extra_pct));
+        let target = mul_pct(st.peak(), factor)
+            .saturating_add(mul_pct(p.min_headroom, 100 + st.extra_pct))
+            .saturating_add(cache);
         let stalled = u128::from(pd.stall_us) * 1000
             > u128::from(pd.interval_ms) * 1000 * u128::from(p.pressure_threshold_permille);
         // Room for two more ticks of the fastest recent growth.
@@ -229,9 +257,13 @@ impl Follow {
             ))
         } else if above_pct(pd.max_usage, cur, p.up_threshold_pct) {
             Some((growing, Reason::AboveUpper { usage: pd.max_usage }))
+        } else if cache > 0 && pd.refault_bytes > 0 {
+            Some((target, Reason::MemoryRefault { bytes: pd.refault_bytes }))
         } else {
             None
         };
+        // Whatever raises memory keeps the room for re-read cache.
+        let raise = raise.map(|(v, r)| (if cache > 0 { v.max(target) } else { v }, r));
         if stalled || pd.waiting || pd.oom_kills > 0 {
             // No shrinking right after the container was short of memory.
             st.last_raise_ms = Some(now);
@@ -315,6 +347,8 @@ impl Policy for Follow {
         pd.oom_kills = pd.oom_kills.saturating_add(sample.oom_kills);
         pd.waiting |= sample.mem_waiting;
         pd.reclaims = pd.reclaims.saturating_add(sample.mem_reclaims);
+        pd.refault_bytes = pd.refault_bytes.saturating_add(sample.mem_refault_bytes);
+        pd.refault_stall_us = pd.refault_stall_us.saturating_add(sample.mem_refault_stall);
         pd.max_usage = pd.max_usage.max(sample.usage);
     }
 

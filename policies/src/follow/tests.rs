@@ -114,3 +114,48 @@ fn an_oom_kill_raises_memory_by_half() {
     assert_eq!(d.new, 300 * MIB);
     assert_eq!(d.reason, Reason::OomKill { kills: 1 });
 }
+
+/// A job with a 100 MiB working set re-reading a file the limit evicts:
+/// `refault(t)` gives each second's cache read back and the I/O stall it
+/// caused (reported once a second, as the agent reads `memory.stat`).
+fn run_refaults(cfg: FollowConfig, refault: impl Fn(u64) -> (u64, u64)) -> Vec<(u64, u64, Reason)> {
+    let mut p = Follow::new(cfg).unwrap();
+    let mut cur = 200 * MIB;
+    let mut out = Vec::new();
+    for k in 1..=150u64 {
+        let t = k * 200;
+        let (bytes, stall) = if t % 1000 == 0 { refault(t) } else { (0, 0) };
+        p.observe(Resource::Mem, &Sample::new(t, 200, 100 * MIB).with_refaults(bytes, stall));
+        if let Some(d) = p.decide(t, &mem_spec(cur)).into_iter().next() {
+            cur = d.new;
+            out.push((t, cur, d.reason));
+        }
+    }
+    out
+}
+
+#[test]
+fn cache_read_back_gets_room_while_it_slows_the_job_more_than_allowed() {
+    // From 5 s to 15 s, 100 MiB a second read back with 100 ms of I/O
+    // stall a second (10 % of the time, over the 1 % allowed).
+    let busy = |t: u64| if (5_000..=15_000).contains(&t) { (100 * MIB, 100_000) } else { (0, 0) };
+    let changes = run_refaults(FollowConfig::default(), busy);
+    let limit_at = |t: u64| changes.iter().rev().find(|c| c.0 <= t).map_or(200 * MIB, |c| c.1);
+    // Shrunk to the working set first (100 MiB x 1.1 + 16 MiB)...
+    assert_eq!(limit_at(4_800), 126 * MIB);
+    // ...then raised for the cache read back, and kept up while it is.
+    let first = changes.iter().find(|c| matches!(c.2, Reason::MemoryRefault { .. })).unwrap();
+    assert_eq!(first.0, 5_000, "raised on the tick the refaults are seen");
+    assert!(limit_at(14_800) >= 126 * MIB + 900 * MIB, "{}", limit_at(14_800) / MIB);
+    // Ten seconds after the re-reading stops, back to the working set.
+    assert_eq!(limit_at(30_000), 126 * MIB, "{changes:?}");
+
+    // The same re-reading within the allowed slowdown (0.5 %) buys nothing.
+    let cheap = |t: u64| if (5_000..=15_000).contains(&t) { (100 * MIB, 5_000) } else { (0, 0) };
+    let changes = run_refaults(FollowConfig::default(), cheap);
+    assert!(changes.iter().all(|c| c.1 <= 200 * MIB), "{changes:?}");
+    // A user who allows 20 % pays for no cache even at 10 % stall.
+    let relaxed = FollowConfig { slowdown_permille: 200, ..FollowConfig::default() };
+    let changes = run_refaults(relaxed, busy);
+    assert!(changes.iter().all(|c| c.1 <= 200 * MIB), "{changes:?}");
+}

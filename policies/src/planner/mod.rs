@@ -103,6 +103,12 @@ pub struct Observation {
     /// interval.
     #[serde(default)]
     pub mem_reclaims: u64,
+    /// Evicted file cache read back during the interval, bytes.
+    #[serde(default)]
+    pub mem_refault_bytes: u64,
+    /// The I/O stall those re-reads caused, µs.
+    #[serde(default)]
+    pub mem_refault_stall_usec: u64,
 }
 
 /// One managed resource of a container as it stands when deciding.
@@ -226,7 +232,8 @@ impl Planner {
                         .with_pressure(obs.mem_stall_usec)
                         .with_oom_kills(oom_delta)
                         .with_waiting(obs.mem_waiting)
-                        .with_reclaims(obs.mem_reclaims);
+                        .with_reclaims(obs.mem_reclaims)
+                        .with_refaults(obs.mem_refault_bytes, obs.mem_refault_stall_usec);
                     m.mem_usage = Some(usage);
                 }
                 _ => {}

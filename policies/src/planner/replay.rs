@@ -98,6 +98,8 @@ pub fn replay(
                     obs.oom_kills = x.oom_kills;
                     obs.mem_waiting = x.waiting;
                     obs.mem_reclaims = x.reclaims;
+                    obs.mem_refault_bytes = x.refault_bytes;
+                    obs.mem_refault_stall_usec = x.refault_stall_us;
                 }
                 _ => {}
             }

@@ -323,6 +323,24 @@ impl Sampler {
     }
 }
 
+/// Bytes per page counted by `workingset_refault_file` (4 KiB on every
+/// architecture the agent runs on that has eBPF and BTF: x86-64, arm64 with
+/// 4 KiB pages).
+const PAGE_BYTES: u64 = 4096;
+
+/// The share of `io_stall_us` due to re-reading evicted cache: the stall
+/// times refaulted bytes over bytes read (all of it when reads are not
+/// counted, none without refaults).
+fn refault_stall(refault_bytes: u64, read_bytes: Option<u64>, io_stall_us: u64) -> u64 {
+    match read_bytes {
+        _ if refault_bytes == 0 => 0,
+        Some(read) if read > refault_bytes => {
+            u64::try_from(u128::from(io_stall_us) * u128::from(refault_bytes) / u128::from(read)).unwrap_or(0)
+        }
+        _ => io_stall_us,
+    }
+}
+
 /// Everything one sample is computed from.
 pub struct SampleInput<'a> {
     pub time_ms: u64,
@@ -373,6 +391,8 @@ pub fn build_sample(i: &SampleInput, totals: &Totals) -> Sample {
     let stall = |p: Option<crate::cgroup::parse::Psi>, c: Option<crate::cgroup::parse::Psi>| {
         opt_delta(p.map(|x| x.some.total_us), c.map(|x| x.some.total_us))
     };
+    let io_stall = stall(prev.psi_io, cur.psi_io);
+    let refault_bytes = opt_delta(prev.mem_refault_file, cur.mem_refault_file).map(|p| p.saturating_mul(PAGE_BYTES));
     Sample {
         time_ms: i.time_ms,
         interval_ms: i.interval.as_millis() as u64,
@@ -400,7 +420,9 @@ pub fn build_sample(i: &SampleInput, totals: &Totals) -> Sample {
             mem_waiting: cur.mem_waiting,
             mem_stall_usec: stall(prev.psi_mem, cur.psi_mem),
             cpu_stall_usec: stall(prev.psi_cpu, cur.psi_cpu),
-            io_stall_usec: stall(prev.psi_io, cur.psi_io),
+            io_stall_usec: io_stall,
+            mem_refault_bytes: refault_bytes,
+            mem_refault_stall_usec: refault_bytes.map(|b| refault_stall(b, cg_io.map(|x| x.0), io_stall.unwrap_or(0))),
             disk_read_ebpf: kernel(d.disk_read_bytes),
             disk_write_ebpf: kernel(d.disk_write_bytes),
             disk_read_cgroupfs: cg_io.map(|x| rate(x.0)),
@@ -460,6 +482,48 @@ mod tests {
         let v1_only = build_sample(&input(false, DiskSource::Auto), &zero);
         assert_eq!(v1_only.resources.cpu.usage, Some(500), "not in v2: cgroupfs CPU");
         assert_eq!(v1_only.resources.net_tx.usage, None);
+    }
+
+    #[test]
+    fn refaults_take_their_share_of_the_io_stall() {
+        let psi = |us: u64| {
+            let mut p = crate::cgroup::parse::Psi::default();
+            p.some.total_us = us;
+            p
+        };
+        let prev = CgroupStats {
+            io: Some(IoBytes { read: 0, write: 0 }),
+            mem_refault_file: Some(100),
+            psi_io: Some(psi(1_000)),
+            ..Default::default()
+        };
+        // 250 pages (1 MB) refaulted out of 4 MB read; 80 ms of I/O stall.
+        let cur = CgroupStats {
+            io: Some(IoBytes { read: 4_096_000, write: 0 }),
+            mem_refault_file: Some(350),
+            psi_io: Some(psi(81_000)),
+            ..Default::default()
+        };
+        let input = SampleInput {
+            time_ms: 5,
+            interval: Duration::from_millis(1000),
+            kernel: CgroupCounters::default(),
+            prev: &prev,
+            cur: &cur,
+            kernel_sees: true,
+            disk_source: DiskSource::Auto,
+        };
+        let s = build_sample(&input, &Totals::default()).signals;
+        assert_eq!(
+            (s.mem_refault_bytes, s.io_stall_usec, s.mem_refault_stall_usec),
+            (Some(1_024_000), Some(80_000), Some(20_000))
+        );
+        assert_eq!(refault_stall(0, Some(5), 9), 0, "no refaults, no share");
+        assert_eq!(refault_stall(10, None, 9), 9, "reads not counted: all of it");
+        assert_eq!(refault_stall(10, Some(4), 9), 9, "at most all of it");
+        let unknown = CgroupStats { mem_refault_file: None, ..cur.clone() };
+        let s = build_sample(&SampleInput { cur: &unknown, ..input }, &Totals::default()).signals;
+        assert_eq!((s.mem_refault_bytes, s.mem_refault_stall_usec), (None, None));
     }
 
     #[test]

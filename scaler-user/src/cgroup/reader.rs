@@ -29,6 +29,9 @@ pub struct CgroupStats {
     pub mem_charged: Option<u64>,
     /// Reclaimable file cache inside `mem_charged`.
     pub mem_inactive_file: Option<u64>,
+    /// File pages read back after the cgroup's reclaim evicted them
+    /// (`workingset_refault_file`, a counter of pages).
+    pub mem_refault_file: Option<u64>,
     /// The memory limit in force: v2 the lower of `memory.high` (where the
     /// agent keeps a waiting limit) and `memory.max`; v1 `limit_in_bytes`.
     pub mem_limit: Option<u64>,
@@ -228,15 +231,19 @@ impl CgroupReader {
                 (Some(h), Some(m)) => Some(h.min(m)),
                 (h, m) => h.or(m),
             };
-            s.mem_inactive_file =
-                self.read_file(Hier::V2, "memory.stat").and_then(|t| parse::flat_keyed(t, "inactive_file"));
+            if let Some(t) = self.read_file(Hier::V2, "memory.stat") {
+                s.mem_inactive_file = parse::flat_keyed(t, "inactive_file");
+                s.mem_refault_file = parse::flat_keyed(t, "workingset_refault_file");
+            }
             s.oom_kills = self.read_file(Hier::V2, "memory.events").and_then(|t| parse::flat_keyed(t, "oom_kill"));
         } else {
             let m = Hier::V1("memory");
             s.mem_charged = self.read_file(m, "memory.usage_in_bytes").and_then(parse::single);
             s.mem_limit = self.read_file(m, "memory.limit_in_bytes").and_then(parse::v1_mem_limit);
-            s.mem_inactive_file =
-                self.read_file(m, "memory.stat").and_then(|t| parse::flat_keyed(t, "total_inactive_file"));
+            if let Some(t) = self.read_file(m, "memory.stat") {
+                s.mem_inactive_file = parse::flat_keyed(t, "total_inactive_file");
+                s.mem_refault_file = parse::flat_keyed(t, "total_workingset_refault_file");
+            }
             if let Some(t) = self.read_file(m, "memory.oom_control") {
                 s.oom_kills = parse::flat_keyed(t, "oom_kill");
                 s.mem_waiting = parse::flat_keyed(t, "under_oom").map(|v| v > 0);
@@ -298,7 +305,7 @@ mod tests {
                 ("cpu.max", "50000 100000\n"),
                 ("memory.current", "104857600\n"),
                 ("memory.max", "268435456\n"),
-                ("memory.stat", "anon 90000000\nfile 14857600\ninactive_file 4857600\n"),
+                ("memory.stat", "anon 90000000\nfile 14857600\ninactive_file 4857600\nworkingset_refault_file 42\n"),
                 ("memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"),
                 ("io.stat", "254:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n"),
                 ("io.max", "254:0 rbps=max wbps=1048576 riops=max wiops=max\n"),
@@ -319,6 +326,7 @@ mod tests {
         assert_eq!((s.cpu_nr_periods, s.cpu_nr_throttled, s.cpu_throttled_ns), (Some(40), Some(7), Some(350_000)));
         assert_eq!(s.mem_charged, Some(104857600));
         assert_eq!(s.mem_working_set(), Some(100000000));
+        assert_eq!(s.mem_refault_file, Some(42));
         assert_eq!(s.mem_limit, Some(268435456));
         assert_eq!(s.oom_kills, Some(1));
         assert_eq!(s.io, Some(IoBytes { read: 4096, write: 8192 }));
@@ -362,7 +370,10 @@ mod tests {
             &[
                 ("memory.usage_in_bytes", "50000000\n"),
                 ("memory.limit_in_bytes", "9223372036854771712\n"),
-                ("memory.stat", "cache 100\ninactive_file 7\ntotal_inactive_file 1000000\n"),
+                (
+                    "memory.stat",
+                    "cache 100\ninactive_file 7\nworkingset_refault_file 1\ntotal_inactive_file 1000000\ntotal_workingset_refault_file 9\n",
+                ),
                 ("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 4\n"),
             ],
         );
@@ -390,6 +401,7 @@ mod tests {
         assert_eq!(s.mem_charged, Some(50000000));
         assert_eq!(s.mem_limit, None);
         assert_eq!(s.mem_working_set(), Some(49000000));
+        assert_eq!(s.mem_refault_file, Some(9), "v1: the hierarchical count");
         assert_eq!(s.oom_kills, Some(4));
         assert_eq!(s.io, Some(IoBytes { read: 100, write: 200 }));
         assert_eq!(s.io_limits, IoLimits { read_bps: Some(20971520), write_bps: None });

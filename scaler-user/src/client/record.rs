@@ -47,6 +47,8 @@ pub fn rows(name: &str, point: &Value) -> Vec<String> {
                 rec.oom_kills = sig["oom_kills"].as_u64();
                 rec.waiting = sig["mem_waiting"].as_bool().unwrap_or(false);
                 rec.reclaims = sig["mem_reclaims"].as_u64().unwrap_or(0);
+                rec.refault_bytes = sig["mem_refault_bytes"].as_u64().unwrap_or(0);
+                rec.refault_stall_us = sig["mem_refault_stall_usec"].as_u64().unwrap_or(0);
             }
             _ => {}
         }
@@ -123,7 +125,8 @@ mod tests {
             "time_ms": 1_700_000_000_200u64, "interval_ms": 200,
             "resources": {"cpu": {"usage": 800, "current": 1000}, "mem": {"usage": 1048576, "current": null},
                           "disk_read": {"usage": null, "current": null}},
-            "signals": {"cpu_throttled_usec": 40000, "mem_stall_usec": 5, "oom_kills": 0, "mem_waiting": false},
+            "signals": {"cpu_throttled_usec": 40000, "mem_stall_usec": 5, "oom_kills": 0, "mem_waiting": false,
+                        "mem_refault_bytes": 8192, "mem_refault_stall_usec": 3},
         });
         let text = format!("{RECORDED_HEADER}\n{}\n", rows("a", &p).join("\n"));
         let t = policies::Trace::parse(&text).unwrap();
@@ -133,5 +136,6 @@ mod tests {
         assert_eq!((cpu.usage, cpu.limit, cpu.throttled_us), (Some(800), Some(1000), 40_000));
         let mem = t.recorded("a", Resource::Mem).unwrap()[0];
         assert_eq!((mem.limit, mem.stall_us, mem.oom_kills), (None, 5, Some(0)));
+        assert_eq!((mem.refault_bytes, mem.refault_stall_us), (8192, 3));
     }
 }

@@ -23,6 +23,8 @@ pub(crate) fn observation(s: &Sample, managed: impl Iterator<Item = Resource>) -
         oom_kills: s.signals.oom_kills,
         mem_waiting: s.signals.mem_waiting.unwrap_or(false),
         mem_reclaims: s.signals.mem_reclaims,
+        mem_refault_bytes: s.signals.mem_refault_bytes.unwrap_or(0),
+        mem_refault_stall_usec: s.signals.mem_refault_stall_usec.unwrap_or(0),
     }
 }
 

@@ -30,6 +30,8 @@ struct Point {
     mem_stall_usec: u64,
     oom_kills: u64,
     mem_reclaims: u64,
+    mem_refault_bytes: u64,
+    mem_refault_stall_usec: u64,
 }
 
 /// The signals the policies act on, per interval.
@@ -42,6 +44,9 @@ pub struct PointSignals {
     pub mem_waiting: Option<bool>,
     /// Memory-cgroup reclaim entries during the interval (eBPF).
     pub mem_reclaims: u64,
+    /// Evicted file cache read back, bytes, and the I/O stall it caused, µs.
+    pub mem_refault_bytes: Option<u64>,
+    pub mem_refault_stall_usec: Option<u64>,
 }
 
 /// A history point as served by the API.
@@ -82,6 +87,8 @@ impl History {
             mem_stall_usec: pack(s.signals.mem_stall_usec),
             oom_kills: pack(s.signals.oom_kills),
             mem_reclaims: s.signals.mem_reclaims,
+            mem_refault_bytes: pack(s.signals.mem_refault_bytes),
+            mem_refault_stall_usec: pack(s.signals.mem_refault_stall_usec),
         });
     }
 
@@ -111,6 +118,8 @@ impl History {
                         oom_kills: unpack(p.oom_kills),
                         mem_waiting: (p.mem_waiting < 2).then_some(p.mem_waiting == 1),
                         mem_reclaims: p.mem_reclaims,
+                        mem_refault_bytes: unpack(p.mem_refault_bytes),
+                        mem_refault_stall_usec: unpack(p.mem_refault_stall_usec),
                     },
                     resources: Resources {
                         cpu: r(0),
@@ -154,6 +163,7 @@ mod tests {
         x.signals.cpu_throttled_usec = Some(5);
         x.signals.oom_kills = Some(2);
         x.signals.mem_waiting = Some(true);
+        x.signals.mem_refault_bytes = Some(4096);
         h.push(&x);
         let last = h.since(500, 1)[0];
         assert_eq!(last.interval_ms, 200);
@@ -165,6 +175,8 @@ mod tests {
                 oom_kills: Some(2),
                 mem_waiting: Some(true),
                 mem_reclaims: 0,
+                mem_refault_bytes: Some(4096),
+                mem_refault_stall_usec: None,
             }
         );
         assert_eq!(all[0].signals.oom_kills, None);

@@ -58,6 +58,12 @@ pub struct Signals {
     pub mem_waiting: Option<bool>,
     /// Memory stall ("some") during the interval (µs, PSI).
     pub mem_stall_usec: Option<u64>,
+    /// File cache read back after the memory limit evicted it (bytes over
+    /// the interval; cgroupfs `workingset_refault_file`).
+    pub mem_refault_bytes: Option<u64>,
+    /// The I/O stall those re-reads caused (µs): the interval's I/O stall
+    /// (PSI) times the refaulted share of the bytes read.
+    pub mem_refault_stall_usec: Option<u64>,
     /// CPU stall ("some") during the interval (µs, PSI).
     pub cpu_stall_usec: Option<u64>,
     /// I/O stall ("some") during the interval (µs, PSI).
