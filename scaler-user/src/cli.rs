@@ -202,7 +202,7 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::Aggregator { config, listen } => {
             init_tracing();
-            crate::aggregator::main(config.as_deref(), listen)
+            scaler_aggregator::main(config.as_deref(), listen)
         }
         Command::Stats { name, agent, json } => crate::client::stats(&agent, name.as_deref(), json),
         Command::Simulate { policy, trace, json } => {
@@ -248,7 +248,7 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::CheckConfig { config, aggregator } => {
             if aggregator {
-                crate::aggregator::config::AggConfig::load(&config)?;
+                scaler_aggregator::config::AggConfig::load(&config)?;
             } else {
                 Config::load(&config)?;
             }

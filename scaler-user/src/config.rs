@@ -11,38 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup::discover::DiscoveryOptions;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading config {path}: {error}")]
-    Read { path: PathBuf, error: std::io::Error },
-    /// One line: where and what (toml's own message spans several, with
-    /// the source line drawn under it).
-    #[error("config {path}, line {line}, column {column}: {message}")]
-    Parse { path: PathBuf, line: usize, column: usize, message: String },
-    #[error("config field `{field}`: {reason}")]
-    Invalid { field: String, reason: String },
-}
-
-/// A validation error naming the field.
-pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field: field.into(), reason: reason.into() }
-}
-
-/// Reads a TOML file into `T` (the agent's or the aggregator's config).
-pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.into(), error })?;
-    toml::from_str(&text).map_err(|e| parse_error(path, &text, &e))
-}
-
-/// A TOML error as one line with its position.
-pub fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
-    let at = e.span().map_or(0, |s| s.start.min(text.len()));
-    let before = &text[..at];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    let message = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
-    ConfigError::Parse { path: path.into(), line, column, message }
-}
+pub use scaler_api::config::{ConfigError, invalid, load_toml, parse_error};
 
 /// Where disk bytes come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -117,8 +86,8 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     /// The API server's limits.
-    pub fn http_limits(&self) -> crate::serve::Limits {
-        crate::serve::Limits {
+    pub fn http_limits(&self) -> scaler_api::serve::Limits {
+        scaler_api::serve::Limits {
             header_read_timeout: std::time::Duration::from_millis(self.http_header_timeout_ms),
             max_connections: self.http_max_connections,
             max_in_flight: self.http_max_in_flight,
@@ -335,7 +304,7 @@ impl Config {
         }
         let mut seen = std::collections::BTreeSet::new();
         for c in &self.containers {
-            crate::names::validate(&c.name).map_err(|reason| invalid("containers.name", reason))?;
+            scaler_api::names::validate(&c.name).map_err(|reason| invalid("containers.name", reason))?;
             if !seen.insert(c.name.as_str()) {
                 return Err(invalid("containers.name", format!("{:?} is named twice", c.name)));
             }

@@ -1,12 +1,13 @@
-//! scaler's user space: the agent (sampling, and later acting on limits),
-//! its HTTP API, and the client commands.
+//! The scaler agent (sampling and acting on limits), its HTTP API, the
+//! client commands and the one `scaler` binary (which also runs the
+//! aggregator, from `scaler-aggregator`; what both servers share is in
+//! `scaler-api`).
 //!
 //! Layout: [`ebpf`] loads programs and reads maps; [`cgroup`] reads (and
 //! later writes) cgroupfs, rooted at a [`cgroup::layout::Layout`] so tests
 //! use fake trees; [`sample`] turns readings into rates (pure); [`agent`] runs
 //! the loop; [`http`] serves it.
 pub mod agent;
-pub mod aggregator;
 pub mod cgroup;
 pub mod cli;
 pub mod client;
@@ -15,8 +16,5 @@ pub mod ebpf;
 pub mod host;
 pub mod http;
 pub mod manage;
-pub mod names;
-pub mod process;
 pub mod published;
 pub mod sample;
-pub mod serve;

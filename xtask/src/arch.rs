@@ -17,7 +17,8 @@ use anyhow::{Context as _, bail};
 pub const MAX_LINES: usize = 400;
 
 /// Crates whose `src/` is checked.
-const CRATES: [&str; 6] = ["scaler-common", "scaler-user", "policies", "xtask", "testkit", "tests"];
+const CRATES: [&str; 8] =
+    ["scaler-common", "api", "scaler-user", "aggregator", "policies", "xtask", "testkit", "tests"];
 
 /// Cycles between top-level modules that exist today (crate: modules in
 /// the cycle, sorted, joined by " <-> ").

@@ -53,7 +53,7 @@ fn capacity(cfg: &Config) -> BTreeMap<Resource, Option<u64>> {
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     preflight::check(&cfg.agent.btf_path)?;
     let layout = Layout::detect()?;
-    crate::process::raise_fd_limit();
+    scaler_api::process::raise_fd_limit();
     // The state first: a damaged file stops the agent before it attaches
     // anything (one line, the file left as found).
     let store = Store::open(&cfg.agent.state_dir)?;
@@ -143,8 +143,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         power_model: cfg.energy.clone(),
     });
     let stop_http = stop.clone();
-    crate::serve::serve(listener, app, cfg.agent.http_limits(), async move {
-        crate::process::shutdown_signal().await;
+    scaler_api::serve::serve(listener, app, cfg.agent.http_limits(), async move {
+        scaler_api::process::shutdown_signal().await;
         stop_http.store(true, Ordering::SeqCst);
     })
     .await?;

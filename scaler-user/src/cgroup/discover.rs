@@ -212,9 +212,9 @@ pub fn scan(layout: &Layout, opts: &DiscoveryOptions, configured: &[(String, Str
     out.sort_by_key(|d| (!pinned.contains(&d.cgroup), d.cgroup.matches('/').count(), d.cgroup.clone()));
     let mut seen = std::collections::HashSet::new();
     for d in &mut out {
-        d.name = crate::names::sanitize(&d.name);
+        d.name = scaler_api::names::sanitize(&d.name);
         if !seen.insert(d.name.clone()) {
-            d.name = crate::names::sanitize(&d.cgroup.trim_start_matches('/').replace('/', "_"));
+            d.name = scaler_api::names::sanitize(&d.cgroup.trim_start_matches('/').replace('/', "_"));
             seen.insert(d.name.clone());
         }
     }

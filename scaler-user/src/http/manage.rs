@@ -55,7 +55,7 @@ fn json_body(body: &Bytes) -> Result<Value, ApiError> {
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
-    crate::names::validate(name).map_err(|m| ApiError::bad_request("name", m))
+    scaler_api::names::validate(name).map_err(|m| ApiError::bad_request("name", m))
 }
 
 /// What the cgroup holds now: the limits in force and memory in use.

@@ -6,10 +6,7 @@ use axum::{extract::State, http::header, response::IntoResponse};
 
 use crate::{published::Shared, sample::Resources};
 
-/// Escapes a label value (backslash, double quote, newline).
-pub fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
+use scaler_api::names::escape_label as escape;
 
 pub fn render(s: &Shared) -> String {
     let g = s.read();
@@ -95,12 +92,4 @@ pub fn render(s: &Shared) -> String {
 
 pub async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&s))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn escapes_label_values() {
-        assert_eq!(super::escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-    }
 }

@@ -1,9 +1,9 @@
 //! The agent's HTTP API. [`router`] builds it as a plain function so tests
 //! call it without a socket; `agent::run` serves it.
-pub mod error;
+pub use scaler_api::error;
 pub mod manage;
 pub mod metrics;
-pub mod query;
+pub use scaler_api::query;
 pub mod stats;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -52,7 +52,7 @@ async fn auth(State(app): State<AppState>, req: Request, next: Next) -> Response
         && !read_only
     {
         let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if !crate::serve::bearer_matches(given, token) {
+        if !scaler_api::serve::bearer_matches(given, token) {
             return ApiError::new(StatusCode::UNAUTHORIZED, "this request needs Authorization: Bearer <agent.token>")
                 .into_response();
         }

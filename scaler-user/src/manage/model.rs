@@ -49,7 +49,7 @@ impl Subscription {
     /// or damaged by hand must not reach the planner): its name, its cgroup
     /// against `roots`, and every resource's bounds.
     pub fn validate(&self, roots: &[String]) -> Result<(), FieldError> {
-        crate::names::validate(&self.name).map_err(|m| field_err("name", m))?;
+        scaler_api::names::validate(&self.name).map_err(|m| field_err("name", m))?;
         check_cgroup_path(&self.cgroup, roots)?;
         for (&r, b) in &self.resources {
             if !MANAGED.contains(&r) {

@@ -24,7 +24,7 @@ use axum::{
 use serde_json::{Map, Value, json};
 
 use super::{Shared, now_ms};
-pub use crate::http::error::ApiError;
+pub use scaler_api::error::ApiError;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -62,7 +62,7 @@ async fn auth(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Result<
         && !matches!(*req.method(), Method::GET | Method::HEAD)
     {
         let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if !crate::serve::bearer_matches(given, token) {
+        if !scaler_api::serve::bearer_matches(given, token) {
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"));
         }
     }
@@ -93,7 +93,7 @@ pub fn opt_u64(m: &Map<String, Value>, field: &str) -> Result<Option<u64>, ApiEr
 
 /// A path segment naming a host, application or container.
 pub fn name(field: &str, v: &str) -> Result<(), ApiError> {
-    crate::names::validate(v).map_err(|e| ApiError::bad_request(field, e))
+    scaler_api::names::validate(v).map_err(|e| ApiError::bad_request(field, e))
 }
 
 async fn healthz(State(s): State<Arc<Shared>>) -> Json<Value> {

@@ -4,7 +4,7 @@
 //! `current` as the varint of `value + 1` (0 = none). About 20-30 bytes a
 //! point: small enough to keep a minute of every container in memory.
 
-use crate::aggregator::model::{RESOURCES, Reading, Readings};
+use crate::model::{RESOURCES, Reading, Readings};
 
 /// One point in time of one entity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -126,7 +126,7 @@ pub fn main(config: Option<&Path>, listen: Option<SocketAddr>) -> anyhow::Result
         cfg.aggregator.listen = l;
         cfg.validate()?;
     }
-    crate::process::raise_fd_limit();
+    scaler_api::process::raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -148,8 +148,8 @@ pub async fn run(cfg: AggConfig) -> anyhow::Result<()> {
     let rounds = tokio::spawn(gather::run(shared.clone(), stop_rx.clone()));
     let flusher = tokio::spawn(flush_loop(shared.clone(), stop_rx));
     let app = api::router(shared.clone());
-    crate::serve::serve(listener, app, crate::serve::Limits::default(), async move {
-        crate::process::shutdown_signal().await;
+    scaler_api::serve::serve(listener, app, scaler_api::serve::Limits::default(), async move {
+        scaler_api::process::shutdown_signal().await;
         let _ = stop_tx.send(true);
     })
     .await?;

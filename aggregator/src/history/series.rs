@@ -4,7 +4,7 @@
 //! bucket has passed is closed and handed back for writing.
 
 use super::codec::{self, Point};
-use crate::aggregator::{
+use crate::{
     config::HistoryConfig,
     model::{RESOURCES, Reading, Readings},
 };

@@ -11,10 +11,8 @@ use axum::{
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, apps::unknown as unknown_app, hosts::unknown as unknown_host};
-use crate::{
-    aggregator::{Shared, history, model::RESOURCES, now_ms, state::ContainerRef},
-    http::query::Query,
-};
+use crate::{Shared, history, model::RESOURCES, now_ms, state::ContainerRef};
+use scaler_api::query::Query;
 
 /// Default window of a history query.
 const DEFAULT_SINCE_MS: u64 = 15 * 60_000;

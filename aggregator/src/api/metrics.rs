@@ -5,15 +5,13 @@ use std::{fmt::Write as _, sync::Arc};
 use axum::{extract::State, http::header, response::IntoResponse};
 
 use crate::{
-    aggregator::{
-        Shared,
-        model::{ENERGY, RESOURCES},
-        now_ms,
-        state::State as AggState,
-        totals, views,
-    },
-    http::metrics::escape,
+    Shared,
+    model::{ENERGY, RESOURCES},
+    now_ms,
+    state::State as AggState,
+    totals, views,
 };
+use scaler_api::names::escape_label as escape;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");

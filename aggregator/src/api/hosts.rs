@@ -12,17 +12,15 @@ use serde_json::{Value, json};
 
 use super::{ApiError, name, object, opt_u64};
 use crate::{
-    aggregator::{
-        Shared,
-        client::Target,
-        config::validate_url,
-        now_ms,
-        state::{HostRecord, HostState, Source},
-        store::{CEILINGS, HOSTS},
-        views,
-    },
-    http::query::Query,
+    Shared,
+    client::Target,
+    config::validate_url,
+    now_ms,
+    state::{HostRecord, HostState, Source},
+    store::{CEILINGS, HOSTS},
+    views,
 };
+use scaler_api::query::Query;
 
 pub fn unknown(host: &str) -> ApiError {
     ApiError::not_found(format!("no host named {host:?} (GET /v1/hosts lists them)"))
@@ -112,7 +110,7 @@ pub async fn delete(State(s): State<Arc<Shared>>, Path(host): Path<String>) -> R
         Some(_) => {}
     }
     st.hosts.remove(&host);
-    let err = |e: crate::aggregator::store::StoreError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let err = |e: crate::store::StoreError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     s.store.delete(HOSTS, &host).map_err(err)?;
     let gone: Vec<_> = st.ceilings.keys().filter(|c| c.host == host).cloned().collect();
     for c in &gone {

@@ -26,6 +26,11 @@ pub fn sanitize(name: &str) -> String {
     if s.is_empty() { "_".to_owned() } else { s }
 }
 
+/// Escapes a Prometheus label value (backslash, double quote, newline).
+pub fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -41,5 +46,10 @@ mod tests {
         assert!(super::validate("a/b").is_err());
         assert!(super::validate("..").is_err());
         assert!(super::validate(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn escapes_label_values() {
+        assert_eq!(super::escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

@@ -238,7 +238,7 @@ impl History {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::aggregator::model::Reading;
+    use crate::model::Reading;
 
     fn readings(cpu: u64) -> Readings {
         let mut r = Readings::default();

@@ -13,14 +13,12 @@ use serde_json::{Value, json};
 
 use super::{ApiError, name, object};
 use crate::{
-    aggregator::{
-        Shared, ceilings, now_ms,
-        state::{AppRecord, AppState, CapStatus, ContainerRef, State as AggState},
-        store::{APPS, StoreError},
-        views,
-    },
-    http::query::Query,
+    Shared, ceilings, now_ms,
+    state::{AppRecord, AppState, CapStatus, ContainerRef, State as AggState},
+    store::{APPS, StoreError},
+    views,
 };
+use scaler_api::query::Query;
 
 /// Most containers in one application.
 const MAX_CONTAINERS: usize = 10_000;

@@ -171,7 +171,7 @@ mod tests {
     use policies::energy::CapControllerConfig;
 
     use super::*;
-    use crate::aggregator::{
+    use crate::{
         model::{AgentContainer, Readings},
         state::AppRecord,
     };

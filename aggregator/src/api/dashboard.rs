@@ -9,9 +9,9 @@ use axum::{
 
 use super::ApiError;
 
-const INDEX: &str = include_str!("../../../assets/dashboard/index.html");
-const SCRIPT: &str = include_str!("../../../assets/dashboard/app.js");
-const STYLE: &str = include_str!("../../../assets/dashboard/style.css");
+const INDEX: &str = include_str!("../../assets/dashboard/index.html");
+const SCRIPT: &str = include_str!("../../assets/dashboard/app.js");
+const STYLE: &str = include_str!("../../assets/dashboard/style.css");
 
 pub async fn index() -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], INDEX).into_response()

@@ -125,7 +125,8 @@ pub struct Stats {
 /// A container name from an agent, held to the agent's own rules (it goes
 /// into the aggregator's URLs, store keys and metric labels).
 fn check_name(name: &str) -> Result<(), serde_json::Error> {
-    crate::names::validate(name).map_err(|e| <serde_json::Error as serde::de::Error>::custom(format!("container {e}")))
+    scaler_api::names::validate(name)
+        .map_err(|e| <serde_json::Error as serde::de::Error>::custom(format!("container {e}")))
 }
 
 /// Parses `/v1/stats`.

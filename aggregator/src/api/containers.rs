@@ -14,10 +14,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{ApiError, hosts::unknown as unknown_host, name};
-use crate::{
-    aggregator::{Shared, client, now_ms, state::ContainerRef, views},
-    http::query::Query,
-};
+use crate::{Shared, client, now_ms, state::ContainerRef, views};
+use scaler_api::query::Query;
 
 /// Forwarded requests wait this long for the agent.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,7 +121,7 @@ pub async fn resource(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     name("name", &cname)?;
-    if !crate::aggregator::model::RESOURCES[..crate::aggregator::model::AGENT_RESOURCES].contains(&res.as_str()) {
+    if !crate::model::RESOURCES[..crate::model::AGENT_RESOURCES].contains(&res.as_str()) {
         return Err(ApiError::bad_request("resource", format!("unknown resource {res:?}")));
     }
     let v = json_body(&body)?;

@@ -18,7 +18,7 @@ use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
-use crate::aggregator::{
+use crate::{
     Shared,
     config::{AggConfig, HostEntry},
     gather,
@@ -68,7 +68,7 @@ impl Fake {
                     Mode::Slow => tokio::time::sleep(Duration::from_secs(5)).await,
                     Mode::Ok => {}
                 }
-                let now = crate::aggregator::now_ms();
+                let now = crate::now_ms();
                 let cs: Vec<Value> = f
                     .cpu
                     .lock()

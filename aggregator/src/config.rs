@@ -11,7 +11,7 @@ use std::{
 use policies::energy::{CapControllerConfig, PowerModel};
 use serde::{Deserialize, Serialize};
 
-pub use crate::config::{ConfigError, invalid};
+pub use scaler_api::config::{ConfigError, invalid};
 
 /// `[aggregator]`: where it listens, where it keeps state, how it polls.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -156,7 +156,7 @@ pub struct AggConfig {
 /// Host and application names: the container alphabet (they appear in URLs,
 /// store keys and metric labels).
 pub fn validate_name(name: &str) -> Result<(), String> {
-    crate::names::validate(name)
+    scaler_api::names::validate(name)
 }
 
 /// An agent URL: `http://`, a host, no query or fragment. (The agents
@@ -182,7 +182,7 @@ pub fn validate_url(url: &str) -> Result<reqwest::Url, String> {
 impl AggConfig {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let cfg: Self = crate::config::load_toml(path)?;
+        let cfg: Self = scaler_api::config::load_toml(path)?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::error::ApiError;
+use crate::error::ApiError;
 
 pub struct Query {
     params: BTreeMap<String, String>,
