@@ -52,6 +52,16 @@ pub const MEM_EVENTS_BYTES: u32 = 16384;
 /// steadily at its limit (page cache) must not flood the agent.
 pub const MEM_EVENT_MIN_GAP_NS: u64 = 20_000_000;
 
+/// Array of two `u64` counts: cgroup directories made or removed in any
+/// hierarchy ([`CGROUP_EVENT_TREE`]) and tasks moved between cgroups
+/// ([`CGROUP_EVENT_ATTACH`]). Discovery rescans when one moves instead of
+/// walking the trees every second.
+pub const MAP_CGROUP_EVENTS: &str = "CGROUP_EVENTS";
+/// Index of the mkdir/rmdir count in [`MAP_CGROUP_EVENTS`].
+pub const CGROUP_EVENT_TREE: u32 = 0;
+/// Index of the task-migration count in [`MAP_CGROUP_EVENTS`].
+pub const CGROUP_EVENT_ATTACH: u32 = 1;
+
 /// Direction index in [`NetLimit`] arrays.
 pub const NET_RX: usize = 0;
 pub const NET_TX: usize = 1;

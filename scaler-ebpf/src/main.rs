@@ -11,6 +11,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod cgroups;
 mod counters;
 mod cpu;
 mod disk;

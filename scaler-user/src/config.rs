@@ -36,8 +36,12 @@ pub struct AgentConfig {
     pub tick_ms: u64,
     /// Samples kept per container for `/v1/stats/{name}/history`.
     pub history_len: usize,
-    /// How often discovery rescans the cgroup trees (ms).
+    /// How often discovery rescans the cgroup trees (ms) when the kernel
+    /// side cannot report cgroups made and removed.
     pub discovery_interval_ms: u64,
+    /// With cgroup events from the kernel, discovery rescans when a cgroup
+    /// is made or removed, and at least this often anyway (ms).
+    pub rescan_interval_ms: u64,
     /// CPU-clock flushes per second per CPU of the running task's CPU time,
     /// bounding how late CPU time shows up (4 ms at 250 Hz). 0 = only at
     /// context switches.
@@ -105,6 +109,7 @@ impl Default for AgentConfig {
             history_len: 300,
             // New containers show up within a second.
             discovery_interval_ms: 1000,
+            rescan_interval_ms: 10_000,
             cpu_flush_hz: 250,
             disk_source: DiskSource::Auto,
             mirror_v1_only: true,
@@ -220,6 +225,9 @@ impl Config {
         }
         if a.discovery_interval_ms < a.tick_ms {
             return Err(invalid("agent.discovery_interval_ms", "must be at least agent.tick_ms"));
+        }
+        if a.rescan_interval_ms < a.tick_ms || a.rescan_interval_ms > 3_600_000 {
+            return Err(invalid("agent.rescan_interval_ms", "must be between agent.tick_ms and 3600000"));
         }
         // A pattern must name a subtree: one whose first segment is only
         // wildcards reaches every cgroup of the host (system services and

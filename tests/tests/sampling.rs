@@ -227,7 +227,7 @@ fn v1_only_cgroup_is_mirrored_into_v2_and_counted() {
         }
     }
     let removed = wait_for(Duration::from_secs(5), || (!cg.v2("v1only").exists()).then_some(()));
-    assert!(removed.is_some(), "mirror not removed");
+    assert!(removed.is_some(), "mirror not removed: {}", agent.log());
 }
 
 #[test]

@@ -20,6 +20,7 @@ use crate::{
         reader::{CgroupReader, CgroupStats, Depth},
     },
     config::{Config, DiskSource},
+    ebpf::loader::CgroupEvents,
     sample::{
         Reading, Resources, Sample, Signals, Totals,
         rates::{counter_delta, millicores, opt_delta, per_second, subtree_delta},
@@ -29,17 +30,30 @@ use crate::{
 /// Source of per-cgroup-id kernel counters (the eBPF map, or a test double).
 pub trait Counters {
     fn read(&self, cgroup_id: u64) -> CgroupCounters;
+
+    /// Counts of cgroup lifecycle events, when the kernel side has them
+    /// (then discovery rescans when they move, not every interval).
+    fn cgroup_events(&self) -> Option<CgroupEvents> {
+        None
+    }
 }
 
 impl Counters for crate::ebpf::Kernel {
     fn read(&self, cgroup_id: u64) -> CgroupCounters {
         crate::ebpf::Kernel::read(self, cgroup_id)
     }
+
+    fn cgroup_events(&self) -> Option<CgroupEvents> {
+        crate::ebpf::Kernel::cgroup_events(self)
+    }
 }
 
 /// Watched (not managed) containers get a full cgroupfs reading once per
 /// this many ticks.
 pub const FULL_EVERY: u64 = 5;
+
+/// Ticks a failed mirror removal is retried (10 s at the default tick).
+const STALE_MIRROR_TRIES: u32 = 50;
 
 /// Most cgroup directories walked below one container (nested containers,
 /// systemd scopes inside LXC).
@@ -88,7 +102,14 @@ pub struct Sampler {
     disk_source: DiskSource,
     mirror_v1_only: bool,
     discovery_interval: Duration,
+    rescan_interval: Duration,
     last_scan: Option<Instant>,
+    /// Cgroup event counts when the last scan began.
+    seen_events: Option<CgroupEvents>,
+    /// Mirrors whose v1 original is gone but whose removal failed (their
+    /// last processes still exiting): retried each tick, a bounded number of
+    /// times, and never adopted as containers meanwhile.
+    stale_mirrors: Vec<(String, u32)>,
     tracked: BTreeMap<String, Tracked>,
     ticks: u64,
     /// Discovery scans done so far.
@@ -129,7 +150,10 @@ impl Sampler {
             disk_source: cfg.agent.disk_source,
             mirror_v1_only: cfg.agent.mirror_v1_only,
             discovery_interval: Duration::from_millis(cfg.agent.discovery_interval_ms),
+            rescan_interval: Duration::from_millis(cfg.agent.rescan_interval_ms),
             last_scan: None,
+            seen_events: None,
+            stale_mirrors: Vec::new(),
             tracked: BTreeMap::new(),
             ticks: 0,
             scans: 0,
@@ -182,6 +206,22 @@ impl Sampler {
         owners
     }
 
+    /// A scan is due when the kernel says cgroups were made or removed (or,
+    /// where v1-only cgroups are mirrored, tasks moved), and otherwise every
+    /// rescan interval; without kernel events, every discovery interval.
+    fn scan_due(&self, now: Instant, events: Option<CgroupEvents>) -> bool {
+        let Some(last) = self.last_scan else { return true };
+        let age = now.duration_since(last);
+        match (events, self.seen_events) {
+            (Some(e), Some(seen)) => {
+                e.tree != seen.tree
+                    || (e.attach != seen.attach && self.mirror_v1_only && self.layout.is_hybrid())
+                    || age >= self.rescan_interval
+            }
+            _ => age >= self.discovery_interval,
+        }
+    }
+
     fn scan(&mut self, now: Instant, removed: &mut Vec<String>) {
         self.last_scan = Some(now);
         self.scans += 1;
@@ -190,6 +230,13 @@ impl Sampler {
         let found = discover::scan(&self.layout, &self.discovery, &wanted);
         let mut keep = std::collections::HashSet::new();
         for d in found {
+            let stale = self.stale_mirrors.iter().any(|(c, _)| *c == d.cgroup);
+            if stale || (!d.in_v1 && self.tracked.get(&d.cgroup).is_some_and(|t| t.mirrored)) {
+                // The v1 original of a mirror is gone: so is the container
+                // (dropped below, its mirror removed), even if the scan came
+                // before a read noticed.
+                continue;
+            }
             keep.insert(d.cgroup.clone());
             let mut mirrored = false;
             if self.layout.is_hybrid()
@@ -247,12 +294,27 @@ impl Sampler {
         }
     }
 
-    fn drop_tracked(&self, t: Tracked, removed: &mut Vec<String>) {
+    fn drop_tracked(&mut self, t: Tracked, removed: &mut Vec<String>) {
         debug!(name = %t.info.name, "container gone");
-        if t.mirrored {
-            mirror::remove(&self.layout, &t.info.cgroup);
+        if t.mirrored && !mirror::remove(&self.layout, &t.info.cgroup) {
+            debug!(cgroup = %t.info.cgroup, "mirror not removable yet (tasks still exiting): retried");
+            self.stale_mirrors.push((t.info.cgroup.clone(), 0));
         }
         removed.push(t.info.name);
+    }
+
+    /// Tries again to remove mirrors whose removal failed, for at most
+    /// `STALE_MIRROR_TRIES` ticks each.
+    fn retry_stale_mirrors(&mut self) {
+        let layout = &self.layout;
+        self.stale_mirrors.retain_mut(|(cgroup, tries)| {
+            *tries += 1;
+            let gone = mirror::remove(layout, cgroup) || !layout.v2_dir(cgroup).exists();
+            if gone {
+                debug!(%cgroup, tries, "stale mirror removed");
+            }
+            !gone && *tries < STALE_MIRROR_TRIES
+        });
     }
 
     /// Runs one tick.
@@ -260,7 +322,12 @@ impl Sampler {
         let now = Instant::now();
         let mut removed = Vec::new();
         let mut phases = crate::published::TickPhases::default();
-        if self.last_scan.is_none_or(|t| now.duration_since(t) >= self.discovery_interval) {
+        if !self.stale_mirrors.is_empty() {
+            self.retry_stale_mirrors();
+        }
+        let events = counters.cgroup_events();
+        if self.scan_due(now, events) {
+            self.seen_events = events;
             self.scan(now, &mut removed);
             phases.discover_us = us_since(now);
         }
@@ -571,6 +638,50 @@ mod tests {
         let r = s.tick(&k);
         assert!(r.samples.is_empty());
         assert_eq!(r.removed, vec!["a".to_string()]);
+    }
+
+    /// A kernel double that also counts cgroup events.
+    struct EventKernel(std::cell::Cell<CgroupEvents>);
+    impl Counters for EventKernel {
+        fn read(&self, _: u64) -> CgroupCounters {
+            CgroupCounters::default()
+        }
+        fn cgroup_events(&self) -> Option<CgroupEvents> {
+            Some(self.0.get())
+        }
+    }
+
+    #[test]
+    fn with_kernel_cgroup_events_discovery_walks_the_trees_only_when_they_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("lxc.payload.a")).unwrap();
+        let cfg = Config::default();
+        let mut s = Sampler::new(Layout::pure_v2(tmp.path()), &cfg);
+        let k = EventKernel(std::cell::Cell::new(CgroupEvents { tree: 7, attach: 0 }));
+        assert_eq!(s.tick(&k).samples.len(), 1);
+        assert_eq!(s.scans(), 1);
+        // Past the discovery interval, nothing changed: no walk; a new
+        // container the kernel did not report is not seen yet.
+        std::fs::create_dir_all(tmp.path().join("lxc.payload.b")).unwrap();
+        s.last_scan = Some(Instant::now() - Duration::from_secs(2));
+        assert_eq!(s.tick(&k).samples.len(), 1);
+        assert_eq!(s.scans(), 1);
+        // Tasks moving do not matter on a pure v2 host.
+        k.0.set(CgroupEvents { tree: 7, attach: 3 });
+        s.tick(&k);
+        assert_eq!(s.scans(), 1);
+        // A mkdir reported: walked at the next tick.
+        k.0.set(CgroupEvents { tree: 8, attach: 3 });
+        assert_eq!(s.tick(&k).samples.len(), 2);
+        assert_eq!(s.scans(), 2);
+        // And at least every rescan interval.
+        s.last_scan = Some(Instant::now() - Duration::from_millis(cfg.agent.rescan_interval_ms));
+        s.tick(&k);
+        assert_eq!(s.scans(), 3);
+        // Without kernel events, every discovery interval as before.
+        s.last_scan = Some(Instant::now() - Duration::from_secs(2));
+        s.tick(&FakeKernel::default());
+        assert_eq!(s.scans(), 4);
     }
 
     #[test]

@@ -11,8 +11,9 @@ use aya::{
     },
 };
 use scaler_common::{
-    BioOffsets, CgroupCounters, GLOBAL_BIO_OFFSETS, MAP_COUNTERS, MAP_MEM_EVENTS, MAP_MEM_WATCH, MAP_NET_LEVELS,
-    MAP_NET_LIMITS, MAP_SOCK_OWNERS, MEM_WATCH_MAX_ENTRIES, SOCK_OWNERS_MAX_ENTRIES,
+    BioOffsets, CGROUP_EVENT_ATTACH, CGROUP_EVENT_TREE, CgroupCounters, GLOBAL_BIO_OFFSETS, MAP_CGROUP_EVENTS,
+    MAP_COUNTERS, MAP_MEM_EVENTS, MAP_MEM_WATCH, MAP_NET_LEVELS, MAP_NET_LIMITS, MAP_SOCK_OWNERS,
+    MEM_WATCH_MAX_ENTRIES, SOCK_OWNERS_MAX_ENTRIES,
 };
 use tracing::{info, warn};
 
@@ -61,6 +62,15 @@ pub struct LoadOptions {
     pub cpu_flush_hz: u64,
 }
 
+/// Counts of cgroup lifecycle events (see [`Kernel::cgroup_events`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CgroupEvents {
+    /// Directories made or removed, in any hierarchy.
+    pub tree: u64,
+    /// Tasks moved between cgroups.
+    pub attach: u64,
+}
+
 /// Run statistics of one program (`kernel.bpf_stats_enabled`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ProgramStat {
@@ -87,9 +97,12 @@ pub struct Kernel {
     /// the kernel sends their ids on (`None` when memory events are off).
     mem_watch: Option<(aya::maps::HashMap<MapData, u64, u64>, aya::maps::RingBuf<MapData>)>,
     mem_watch_written: std::collections::HashSet<u64>,
+    /// Counts of cgroup directories made or removed and of tasks moved
+    /// (`None` when the lifecycle tracepoints could not be attached).
+    cgroup_events: Option<aya::maps::Array<MapData, u64>>,
 }
 
-const PROGRAMS: [&str; 8] = [
+const PROGRAMS: [&str; 11] = [
     "sched_switch",
     "cpu_clock",
     "net_ingress",
@@ -98,6 +111,9 @@ const PROGRAMS: [&str; 8] = [
     "block_bio_queue",
     "memcg_reclaim",
     "mark_victim",
+    "cgroup_mkdir",
+    "cgroup_rmdir",
+    "cgroup_attach_task",
 ];
 
 fn bio_offsets(btf_path: &Path) -> Option<BioOffsets> {
@@ -147,6 +163,22 @@ impl Kernel {
             })
             .fold(true, |a, b| a & b);
 
+        let lifecycle = ["cgroup_mkdir", "cgroup_rmdir", "cgroup_attach_task"]
+            .into_iter()
+            .map(|prog| {
+                attach_btf_tp(&mut bpf, &btf, prog, prog)
+                    .map_err(|e| {
+                        warn!("cgroup events ({prog}) disabled, discovery rescans every interval: {}", chain(&e))
+                    })
+                    .is_ok()
+            })
+            .fold(true, |a, b| a & b);
+        let cgroup_events = if lifecycle {
+            let map = bpf.take_map(MAP_CGROUP_EVENTS).ok_or(LoadError::NoMap(MAP_CGROUP_EVENTS))?;
+            Some(aya::maps::Array::try_from(map).map_err(|source| LoadError::Map { name: MAP_CGROUP_EVENTS, source })?)
+        } else {
+            None
+        };
         let map = bpf.take_map(MAP_COUNTERS).ok_or(LoadError::NoMap(MAP_COUNTERS))?;
         let counters = PerCpuHashMap::try_from(map).map_err(|source| LoadError::Map { name: MAP_COUNTERS, source })?;
         let sock_owners = if net_enabled {
@@ -166,7 +198,7 @@ impl Kernel {
         } else {
             None
         };
-        info!(net_enabled, disk_enabled, mem_events_enabled, "eBPF programs attached");
+        info!(net_enabled, disk_enabled, mem_events_enabled, cgroup_events = lifecycle, "eBPF programs attached");
         Ok(Self {
             bpf,
             counters,
@@ -178,6 +210,18 @@ impl Kernel {
             sock_owners_written: std::collections::HashMap::new(),
             mem_watch,
             mem_watch_written: std::collections::HashSet::new(),
+            cgroup_events,
+        })
+    }
+
+    /// How many cgroup directories were made or removed and how many tasks
+    /// moved between cgroups since the programs were attached (`None` when
+    /// the kernel side cannot tell).
+    pub fn cgroup_events(&self) -> Option<CgroupEvents> {
+        let map = self.cgroup_events.as_ref()?;
+        Some(CgroupEvents {
+            tree: map.get(&CGROUP_EVENT_TREE, 0).ok()?,
+            attach: map.get(&CGROUP_EVENT_ATTACH, 0).ok()?,
         })
     }
 
