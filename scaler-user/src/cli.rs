@@ -78,7 +78,7 @@ pub enum Command {
         #[arg(long)]
         priority: Option<u32>,
         #[command(flatten)]
-        bounds: crate::client::manage::Bounds,
+        bounds: scaler_cli::manage::Bounds,
         #[command(flatten)]
         agent: AgentArgs,
         #[arg(long)]
@@ -171,8 +171,8 @@ pub struct AgentArgs {
 }
 
 impl AgentArgs {
-    fn client(&self) -> crate::client::Agent {
-        crate::client::Agent { url: self.agent.clone(), token: self.token.clone() }
+    fn client(&self) -> scaler_cli::Agent {
+        scaler_cli::Agent { url: self.agent.clone(), token: self.token.clone() }
     }
 }
 
@@ -204,7 +204,7 @@ pub fn run() -> anyhow::Result<()> {
             init_tracing();
             scaler_aggregator::main(config.as_deref(), listen)
         }
-        Command::Stats { name, agent, json } => crate::client::stats(&agent, name.as_deref(), json),
+        Command::Stats { name, agent, json } => scaler_cli::stats(&agent, name.as_deref(), json),
         Command::Simulate { policy, trace, json } => {
             let csv = std::fs::read_to_string(&trace).with_context(|| format!("reading {}", trace.display()))?;
             let name = trace.file_stem().and_then(|s| s.to_str()).unwrap_or("trace");
@@ -217,34 +217,34 @@ pub fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Containers { name, agent, json } => {
-            crate::client::manage::containers(&agent.client(), name.as_deref(), json)
+            scaler_cli::manage::containers(&agent.client(), name.as_deref(), json)
         }
         Command::Subscribe { name, cgroup, policy, priority, bounds, agent, json } => {
-            let s = crate::client::manage::Subscribe {
+            let s = scaler_cli::manage::Subscribe {
                 name: &name,
                 cgroup: cgroup.as_deref(),
                 policy: policy.as_deref(),
                 priority,
                 bounds: &bounds,
             };
-            crate::client::manage::subscribe(&agent.client(), &s, json)
+            scaler_cli::manage::subscribe(&agent.client(), &s, json)
         }
         Command::Set { name, resource, min, max, guard, boundary, agent, json } => {
-            let s = crate::client::manage::Set { min: min.as_deref(), max: max.as_deref(), guard, boundary };
-            crate::client::manage::set(&agent.client(), &name, &resource, &s, json)
+            let s = scaler_cli::manage::Set { min: min.as_deref(), max: max.as_deref(), guard, boundary };
+            scaler_cli::manage::set(&agent.client(), &name, &resource, &s, json)
         }
         Command::Unsubscribe { name, restore, agent } => {
-            crate::client::manage::unsubscribe(&agent.client(), &name, restore)
+            scaler_cli::manage::unsubscribe(&agent.client(), &name, restore)
         }
         Command::Events { container, follow, agent, json } => {
-            crate::client::manage::events(&agent.client(), container.as_deref(), follow, json)
+            scaler_cli::manage::events(&agent.client(), container.as_deref(), follow, json)
         }
         Command::Host { cpu, mem, agent, json } => {
-            crate::client::manage::host(&agent.client(), cpu.as_deref(), mem.as_deref(), json)
+            scaler_cli::manage::host(&agent.client(), cpu.as_deref(), mem.as_deref(), json)
         }
         Command::Record { name, duration, out, agent } => {
-            let duration = crate::client::units::duration("--duration", &duration).map_err(anyhow::Error::msg)?;
-            crate::client::record::record(&agent.client(), &name, duration, &out, std::time::Duration::from_secs(2))
+            let duration = scaler_cli::units::duration("--duration", &duration).map_err(anyhow::Error::msg)?;
+            scaler_cli::record::record(&agent.client(), &name, duration, &out, std::time::Duration::from_secs(2))
         }
         Command::CheckConfig { config, aggregator } => {
             if aggregator {

@@ -1,7 +1,7 @@
-//! The scaler agent (sampling and acting on limits), its HTTP API, the
-//! client commands and the one `scaler` binary (which also runs the
-//! aggregator, from `scaler-aggregator`; what both servers share is in
-//! `scaler-api`).
+//! The scaler agent (sampling and acting on limits), its HTTP API and the
+//! one `scaler` binary, which also runs the aggregator (`scaler-aggregator`)
+//! and the client commands (`scaler-cli`); what they share at their
+//! boundaries is in `scaler-api`.
 //!
 //! Layout: [`ebpf`] loads programs and reads maps; [`cgroup`] reads (and
 //! later writes) cgroupfs, rooted at a [`cgroup::layout::Layout`] so tests
@@ -10,7 +10,6 @@
 pub mod agent;
 pub mod cgroup;
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod ebpf;
 pub mod host;

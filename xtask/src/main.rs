@@ -67,8 +67,16 @@ enum Cmd {
 }
 
 /// The crates whose tests need no root (the privileged ones are `tests`).
-const LIBRARIES: [&str; 7] =
-    ["scaler-common", "scaler-api", "scaler-user", "scaler-aggregator", "policies", "xtask", "scaler-testkit"];
+const LIBRARIES: [&str; 8] = [
+    "scaler-common",
+    "scaler-api",
+    "scaler-user",
+    "scaler-aggregator",
+    "scaler-cli",
+    "policies",
+    "xtask",
+    "scaler-testkit",
+];
 
 fn main() {
     if let Err(e) = run() {

@@ -1,4 +1,7 @@
-//! Client commands: talk to an agent's HTTP API and print tables or JSON.
+//! The CLI's client commands (`scaler stats`, `subscribe`, `set`, `events`,
+//! `record`, ...): talk to an agent's HTTP API and print tables or JSON.
+//! The `scaler` binary (in `scaler-user`) parses the command line and calls
+//! these.
 pub mod manage;
 pub mod record;
 pub mod units;
