@@ -37,6 +37,17 @@ pub struct NetLimiter {
     entries: BTreeMap<String, Entry>,
 }
 
+/// Why a network rate could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum NetLimitError {
+    #[error("cgroup {cgroup} is at level {level}; network limits work at levels 1..={NET_MAX_LEVEL}")]
+    Level { cgroup: String, level: u32 },
+    #[error("network limits need the cgroup in the v2 tree ({}): {source}", path.display())]
+    NotInV2 { path: std::path::PathBuf, source: std::io::Error },
+    #[error("updating {map}: {source}")]
+    Map { map: &'static str, source: aya::maps::MapError },
+}
+
 /// Cgroup level of a path (`/a/b` is 2; the root is 0).
 pub fn level_of(cgroup: &str) -> u32 {
     cgroup.trim_matches('/').split('/').filter(|s| !s.is_empty()).count() as u32
@@ -47,24 +58,21 @@ impl NetLimiter {
         Self { limits, levels, layout, entries: BTreeMap::new() }
     }
 
-    fn id_of(&self, cgroup: &str) -> Result<u64, String> {
-        std::fs::metadata(self.layout.v2_dir(cgroup)).map(|m| m.ino()).map_err(|e| {
-            format!("network limits need the cgroup in the v2 tree ({}): {e}", self.layout.v2_dir(cgroup).display())
-        })
+    fn id_of(&self, cgroup: &str) -> Result<u64, NetLimitError> {
+        let path = self.layout.v2_dir(cgroup);
+        std::fs::metadata(&path).map(|m| m.ino()).map_err(|source| NetLimitError::NotInV2 { path, source })
     }
 
-    fn sync_levels(&mut self) -> Result<(), String> {
+    fn sync_levels(&mut self) -> Result<(), NetLimitError> {
         let mask = self.entries.keys().fold(0u64, |m, c| m | (1u64 << level_of(c).min(63)));
-        self.levels.set(0, mask, 0).map_err(|e| format!("updating NET_LEVELS: {e}"))
+        self.levels.set(0, mask, 0).map_err(|source| NetLimitError::Map { map: "NET_LEVELS", source })
     }
 
     /// Sets (or with `None` removes) the rate of one direction.
-    pub fn set(&mut self, cgroup: &str, rx: bool, rate: Option<u64>) -> Result<(), String> {
+    pub fn set(&mut self, cgroup: &str, rx: bool, rate: Option<u64>) -> Result<(), NetLimitError> {
         let level = level_of(cgroup);
         if level == 0 || level > NET_MAX_LEVEL {
-            return Err(format!(
-                "cgroup {cgroup} is at level {level}; network limits work at levels 1..={NET_MAX_LEVEL}"
-            ));
+            return Err(NetLimitError::Level { cgroup: cgroup.to_owned(), level });
         }
         let id = self.id_of(cgroup)?;
         let dir = if rx { NET_RX } else { NET_TX };
@@ -82,7 +90,7 @@ impl NetLimiter {
         if e.limit.rate_bps == [0, 0] {
             let _ = self.limits.remove(&id);
         } else {
-            self.limits.insert(id, e.limit, 0).map_err(|err| format!("updating NET_LIMITS: {err}"))?;
+            self.limits.insert(id, e.limit, 0).map_err(|source| NetLimitError::Map { map: "NET_LIMITS", source })?;
             self.entries.insert(cgroup.to_owned(), e);
         }
         self.sync_levels()

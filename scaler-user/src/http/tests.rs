@@ -26,7 +26,7 @@ use crate::{
 
 struct Nothing;
 impl Actuator for Nothing {
-    fn apply(&mut self, _: &str, _: Resource, _: Option<u64>) -> Result<(), String> {
+    fn apply(&mut self, _: &str, _: Resource, _: Option<u64>) -> Result<(), crate::manage::ActuateError> {
         Ok(())
     }
     fn own_limit(&self, _: &str, _: Resource) -> Option<u64> {

@@ -3,7 +3,7 @@
 
 use policies::Resource;
 
-use super::Actuator;
+use super::{ActuateError, Actuator};
 use crate::{
     cgroup::{
         layout::Layout,
@@ -30,31 +30,31 @@ fn is_net(r: Resource) -> bool {
 }
 
 impl Actuator for HostActuator {
-    fn apply(&mut self, cgroup: &str, resource: Resource, value: Option<u64>) -> Result<(), String> {
+    fn apply(&mut self, cgroup: &str, resource: Resource, value: Option<u64>) -> Result<(), ActuateError> {
         if is_net(resource) {
-            let net = self.net.as_mut().ok_or("network limits need the eBPF network programs, which are not loaded")?;
-            return net.set(cgroup, resource == Resource::NetRx, value);
+            let net = self.net.as_mut().ok_or(ActuateError::NoNetPrograms)?;
+            return Ok(net.set(cgroup, resource == Resource::NetRx, value)?);
         }
         let burst = if self.no_burst.contains(cgroup) { 0 } else { self.cpu_burst_pct };
         let w = Writer::new(&self.layout, self.disk).with_burst(burst);
         match value {
             Some(v) if resource == Resource::Mem && self.waiting.contains(cgroup) => w.apply_waiting(cgroup, v),
             _ => w.apply(cgroup, resource, value),
-        }
-        .map_err(|e| e.to_string())
+        }?;
+        Ok(())
     }
 
-    fn set_cpu_burst(&mut self, cgroup: &str, allowed: bool) -> Result<(), String> {
+    fn set_cpu_burst(&mut self, cgroup: &str, allowed: bool) -> Result<(), ActuateError> {
         if allowed {
             self.no_burst.remove(cgroup);
             return Ok(());
         }
         self.no_burst.insert(cgroup.to_owned());
-        Writer::new(&self.layout, self.disk).clear_burst(cgroup).map_err(|e| e.to_string())
+        Ok(Writer::new(&self.layout, self.disk).clear_burst(cgroup)?)
     }
 
-    fn set_mem_wait(&mut self, cgroup: &str, hard_max: Option<u64>) -> Result<(), String> {
-        Writer::new(&self.layout, self.disk).set_mem_wait(cgroup, hard_max).map_err(|e| e.to_string())?;
+    fn set_mem_wait(&mut self, cgroup: &str, hard_max: Option<u64>) -> Result<(), ActuateError> {
+        Writer::new(&self.layout, self.disk).set_mem_wait(cgroup, hard_max)?;
         if hard_max.is_some() {
             self.waiting.insert(cgroup.to_owned());
         } else {

@@ -33,11 +33,22 @@ use self::{
     store::{Store, StoreError},
 };
 
+/// Why a limit could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum ActuateError {
+    #[error(transparent)]
+    Write(#[from] crate::cgroup::writer::WriteError),
+    #[error(transparent)]
+    Net(#[from] crate::ebpf::netlimit::NetLimitError),
+    #[error("network limits need the eBPF network programs, which are not loaded")]
+    NoNetPrograms,
+}
+
 /// Writes limits (cgroupfs, eBPF maps) and reports the ones not read back
 /// from cgroupfs.
 pub trait Actuator: Send {
     /// Sets (or with `None` removes) a limit.
-    fn apply(&mut self, cgroup: &str, resource: Resource, value: Option<u64>) -> Result<(), String>;
+    fn apply(&mut self, cgroup: &str, resource: Resource, value: Option<u64>) -> Result<(), ActuateError>;
     /// A limit this actuator keeps itself (network rates); `None` otherwise.
     fn own_limit(&self, cgroup: &str, resource: Resource) -> Option<u64>;
     /// Whether `resource` is kept by the actuator rather than read back.
@@ -49,12 +60,12 @@ pub trait Actuator: Send {
     /// (`Some(hard_max)`: the OOM killer off, or on v2 the limit in
     /// `memory.high` under a hard `memory.max`), or are OOM-killed as usual
     /// (`None`).
-    fn set_mem_wait(&mut self, _cgroup: &str, _hard_max: Option<u64>) -> Result<(), String> {
+    fn set_mem_wait(&mut self, _cgroup: &str, _hard_max: Option<u64>) -> Result<(), ActuateError> {
         Ok(())
     }
     /// Whether the CPU limit may bank unused quota for bursts (not under an
     /// energy cap: a cap is a cap).
-    fn set_cpu_burst(&mut self, _cgroup: &str, _allowed: bool) -> Result<(), String> {
+    fn set_cpu_burst(&mut self, _cgroup: &str, _allowed: bool) -> Result<(), ActuateError> {
         Ok(())
     }
 }

@@ -8,8 +8,11 @@ use std::{
 use policies::Resource;
 use serde_json::json;
 
-use super::{Actuator, Found, ManageError, Manager, mem_floor, model::parse_subscribe, store::Store};
-use crate::sample::{Reading, Sample};
+use super::{ActuateError, Actuator, Found, ManageError, Manager, mem_floor, model::parse_subscribe, store::Store};
+use crate::{
+    cgroup::writer::WriteError,
+    sample::{Reading, Sample},
+};
 
 type Written = HashMap<(String, Resource), Option<u64>>;
 
@@ -23,9 +26,13 @@ struct Fake {
 }
 
 impl Actuator for Fake {
-    fn apply(&mut self, cgroup: &str, r: Resource, v: Option<u64>) -> Result<(), String> {
+    fn apply(&mut self, cgroup: &str, r: Resource, v: Option<u64>) -> Result<(), ActuateError> {
         if self.fail == Some(r) {
-            return Err("refused".into());
+            return Err(ActuateError::Write(WriteError::Write {
+                cgroup: cgroup.to_owned(),
+                resource: r,
+                message: "refused".into(),
+            }));
         }
         self.limits.lock().unwrap().insert((cgroup.to_owned(), r), v);
         Ok(())
@@ -36,7 +43,7 @@ impl Actuator for Fake {
     fn owns(&self, r: Resource) -> bool {
         matches!(r, Resource::NetRx | Resource::NetTx)
     }
-    fn set_mem_wait(&mut self, cgroup: &str, hard_max: Option<u64>) -> Result<(), String> {
+    fn set_mem_wait(&mut self, cgroup: &str, hard_max: Option<u64>) -> Result<(), ActuateError> {
         self.waits.lock().unwrap().insert(cgroup.to_owned(), hard_max);
         Ok(())
     }
