@@ -3,16 +3,19 @@
 //! Parsing is lenient about fields it does not use (agents may be newer)
 //! and strict about the ones it does (a wrong type is garbage).
 
+use policies::Resource;
 use serde::{Deserialize, Serialize};
 
 /// The six resources an agent measures, in the agent's order, plus the
-/// aggregator's `energy` (power in mW; `current` is the cap, if any).
-pub const RESOURCES: [&str; 7] = ["cpu", "mem", "disk_read", "disk_write", "net_rx", "net_tx", "energy"];
+/// aggregator's `energy` (power in mW; `current` is the cap, if any): the
+/// names of [`Resource::ALL`].
+pub const RESOURCES: [&str; 7] = Resource::NAMES;
 /// How many of [`RESOURCES`] come from agents.
-pub const AGENT_RESOURCES: usize = 6;
+pub const AGENT_RESOURCES: usize = Resource::LIMITABLE.len();
 /// Index of `cpu` and `energy` in [`RESOURCES`].
-pub const CPU: usize = 0;
-pub const ENERGY: usize = 6;
+pub const CPU: usize = Resource::Cpu as usize;
+pub const ENERGY: usize = Resource::Energy as usize;
+const _: () = assert!(Resource::ALL[CPU] as usize == CPU && Resource::ALL[ENERGY] as usize == ENERGY);
 
 /// Index of a resource name.
 pub fn resource_index(name: &str) -> Option<usize> {

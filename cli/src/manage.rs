@@ -13,7 +13,8 @@ fn print_json(v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-const RESOURCES: [&str; 6] = ["cpu", "mem", "disk_read", "disk_write", "net_rx", "net_tx"];
+/// The resources a container has, by name, in their fixed order.
+const RESOURCES: [&str; 6] = policies::Resource::LIMITABLE_NAMES;
 
 fn print_containers(list: &[Value]) {
     println!(

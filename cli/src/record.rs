@@ -19,16 +19,13 @@ use serde_json::Value;
 
 use super::Agent;
 
-const RESOURCES: [Resource; 6] =
-    [Resource::Cpu, Resource::Mem, Resource::DiskRead, Resource::DiskWrite, Resource::NetRx, Resource::NetTx];
-
 /// The rows of one history point (`GET /v1/stats/{name}/history`).
 pub fn rows(name: &str, point: &Value) -> Vec<String> {
     let time_ms = point["time_ms"].as_u64().unwrap_or(0);
     let interval_ms = point["interval_ms"].as_u64().unwrap_or(0);
     let sig = &point["signals"];
     let mut out = Vec::new();
-    for r in RESOURCES {
+    for r in Resource::LIMITABLE {
         let reading = &point["resources"][r.to_string()];
         let (usage, limit) = (reading["usage"].as_u64(), reading["current"].as_u64());
         if usage.is_none() && limit.is_none() {

@@ -62,6 +62,17 @@ pub enum ResourceError {
     Unknown(String),
 }
 
+/// The names of `list`, in its order.
+const fn names<const N: usize>(list: [Resource; N]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = list[i].name();
+        i += 1;
+    }
+    out
+}
+
 impl Resource {
     /// Every resource, in a fixed order.
     pub const ALL: [Resource; 7] = [
@@ -77,6 +88,12 @@ impl Resource {
     /// The resources a container limit can be set for (all but energy).
     pub const LIMITABLE: [Resource; 6] =
         [Resource::Cpu, Resource::Mem, Resource::DiskRead, Resource::DiskWrite, Resource::NetRx, Resource::NetTx];
+
+    /// The names of [`Resource::ALL`], in its order.
+    pub const NAMES: [&'static str; 7] = names(Resource::ALL);
+
+    /// The names of [`Resource::LIMITABLE`], in its order.
+    pub const LIMITABLE_NAMES: [&'static str; 6] = names(Resource::LIMITABLE);
 
     /// The snake-case name used in configuration, CSV and JSON.
     pub const fn name(self) -> &'static str {

@@ -74,7 +74,7 @@ fn probe(app: &AppState, cgroup: &str) -> Found {
         for r in
             [Resource::Cpu, Resource::Mem, Resource::DiskRead, Resource::DiskWrite, Resource::NetRx, Resource::NetTx]
         {
-            if let Some(u) = sample.resources.get(&r.to_string()).and_then(|x| x.usage) {
+            if let Some(u) = sample.resources.get(r).and_then(|x| x.usage) {
                 found.usage.insert(r, u);
             }
         }

@@ -4,7 +4,7 @@ use std::{fmt::Write as _, sync::Arc};
 
 use axum::{extract::State, http::header, response::IntoResponse};
 
-use crate::{published::Shared, sample::Resources};
+use crate::published::Shared;
 
 use scaler_api::names::escape_label as escape;
 
@@ -26,7 +26,8 @@ pub fn render(s: &Shared) -> String {
             escape(&p.info.name),
             serde_json::to_value(p.info.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
         );
-        for (name, r) in Resources::NAMES.iter().zip(sample.resources.as_array()) {
+        for (res, r) in sample.resources.iter() {
+            let name = res.name();
             if let Some(u) = r.usage {
                 let _ = writeln!(out, "scaler_container_usage{{{labels},resource=\"{name}\"}} {u}");
             }

@@ -6,13 +6,14 @@ use axum::{
     Json,
     extract::{Path, RawQuery, State},
 };
+use policies::Resource;
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{error::ApiError, query::Query};
 use crate::{
     published::{ContainerView, Shared},
-    sample::{Resources, history::HistoryPoint},
+    sample::history::HistoryPoint,
 };
 
 #[derive(Serialize)]
@@ -75,15 +76,13 @@ pub async fn history(
     if limit == 0 {
         return Err(ApiError::bad_request("limit", "limit must be at least 1"));
     }
-    let resource = q.str("resource");
-    if let Some(r) = resource
-        && !Resources::NAMES.contains(&r)
-    {
-        return Err(ApiError::bad_request(
-            "resource",
-            format!("unknown resource {r:?}; one of {}", Resources::NAMES.join(", ")),
-        ));
-    }
+    let resource = match q.str("resource") {
+        None => None,
+        Some(r) => Some(r.parse::<Resource>().ok().filter(|x| Resource::LIMITABLE.contains(x)).ok_or_else(|| {
+            let names: Vec<&str> = Resource::LIMITABLE.iter().map(|x| x.name()).collect();
+            ApiError::bad_request("resource", format!("unknown resource {r:?}; one of {}", names.join(", ")))
+        })?),
+    };
     let points = {
         let g = s.read();
         let p = g.containers.get(&name).ok_or_else(|| unknown(&name))?;
@@ -95,7 +94,7 @@ pub async fn history(
             .into_iter()
             .map(|p| {
                 let reading = p.resources.get(r).unwrap_or_default();
-                json!({"time_ms": p.time_ms, r: reading})
+                json!({"time_ms": p.time_ms, r.name(): reading})
             })
             .collect(),
     };

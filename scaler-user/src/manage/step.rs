@@ -17,7 +17,7 @@ pub(crate) fn observation(s: &Sample, managed: impl Iterator<Item = Resource>) -
     Observation {
         time_ms: s.time_ms,
         interval_ms: s.interval_ms,
-        usage: managed.filter_map(|r| Some((r, s.resources.get(&r.to_string())?.usage?))).collect(),
+        usage: managed.filter_map(|r| Some((r, s.resources.get(r)?.usage?))).collect(),
         cpu_throttled_usec: s.signals.cpu_throttled_usec.unwrap_or(0),
         mem_stall_usec: s.signals.mem_stall_usec.unwrap_or(0),
         oom_kills: s.signals.oom_kills,
@@ -64,7 +64,7 @@ impl Manager {
                 let in_force = if self.act.owns(r) {
                     self.act.own_limit(&m.sub.cgroup, r)
                 } else {
-                    s.resources.get(&r.to_string()).unwrap_or_default().current
+                    s.resources.get(r).unwrap_or_default().current
                 };
                 let known = m.sub.limits.get(&r).copied().flatten();
                 if in_force != known {

@@ -3,6 +3,7 @@
 pub mod history;
 pub mod rates;
 
+use policies::Resource;
 use serde::Serialize;
 
 /// One resource: `usage` measured, `current` the limit in force (`None` =
@@ -26,14 +27,20 @@ pub struct Resources {
 }
 
 impl Resources {
-    pub const NAMES: [&'static str; 6] = ["cpu", "mem", "disk_read", "disk_write", "net_rx", "net_tx"];
-
+    /// The readings in the order of [`Resource::LIMITABLE`].
     pub fn as_array(&self) -> [Reading; 6] {
         [self.cpu, self.mem, self.disk_read, self.disk_write, self.net_rx, self.net_tx]
     }
 
-    pub fn get(&self, name: &str) -> Option<Reading> {
-        Self::NAMES.iter().position(|n| *n == name).map(|i| self.as_array()[i])
+    /// With the resource each reading is of.
+    pub fn iter(&self) -> impl Iterator<Item = (Resource, Reading)> {
+        Resource::LIMITABLE.into_iter().zip(self.as_array())
+    }
+
+    /// The reading of `resource` (`None` for energy, which is not measured
+    /// per container here).
+    pub fn get(&self, resource: Resource) -> Option<Reading> {
+        self.iter().find(|(r, _)| *r == resource).map(|(_, x)| x)
     }
 }
 
