@@ -43,6 +43,11 @@ fn app(dir: &std::path::Path, token: Option<&str>) -> axum::Router {
 
 /// As [`app`], with the agent started at `started` (and no tick since).
 fn app_started(dir: &std::path::Path, token: Option<&str>, started: Instant) -> axum::Router {
+    app_shared(dir, token, started).0
+}
+
+/// As [`app_started`], with what the sampler publishes into.
+fn app_shared(dir: &std::path::Path, token: Option<&str>, started: Instant) -> (axum::Router, Arc<Shared>) {
     std::fs::create_dir_all(dir.join("cg/lxc.payload.web")).unwrap();
     let manager = Manager::open(
         Store::open(&dir.join("state")).unwrap(),
@@ -61,13 +66,14 @@ fn app_started(dir: &std::path::Path, token: Option<&str>, started: Instant) -> 
         kernel: KernelFeatures::default(),
         inner: RwLock::new(Default::default()),
     });
-    router(AppState {
-        shared,
+    let app = router(AppState {
+        shared: shared.clone(),
         manager: Arc::new(Mutex::new(manager)),
         layout: Layout::pure_v2(dir.join("cg")),
         token: token.map(str::to_owned),
         power_model: Default::default(),
-    })
+    });
+    (app, shared)
 }
 
 async fn call(app: &axum::Router, method: &str, uri: &str, body: Option<Value>, auth: Option<&str>) -> (u16, Value) {
@@ -178,4 +184,96 @@ async fn one_cgroup_has_one_name_and_amounts_are_bounded() {
     assert_eq!((s, v["field"].as_str()), (400, Some("min")), "{v}");
     let (s, _) = call(&app, "GET", "/v1/host", None, None).await;
     assert_eq!(s, 200);
+}
+
+/// The contract between the agent and the aggregator: what this router
+/// serves, the aggregator's own parsers read back exactly, for every shape
+/// the agent emits (a container in its first interval with no sample yet,
+/// one with every reading and signal, a subscription, its events, the host).
+#[tokio::test]
+async fn the_aggregator_parses_every_shape_the_agent_serves() {
+    use crate::{
+        cgroup::discover::{Discovered, Kind},
+        sample::{Reading, Resources, Sample, Signals, Totals},
+    };
+    use scaler_aggregator::model;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (app, shared) = app_shared(tmp.path(), None, Instant::now());
+    let found = |name: &str, cgroup: &str| Discovered {
+        name: name.into(),
+        cgroup: cgroup.into(),
+        kind: Kind::Lxc,
+        in_v2: true,
+        in_v1: false,
+    };
+    let r = |u: u64, c: Option<u64>| Reading { usage: Some(u), current: c };
+    let full = Sample {
+        time_ms: 1_800_000_000_200,
+        interval_ms: 200,
+        resources: Resources {
+            cpu: r(750, Some(1000)),
+            mem: r(300 << 20, Some(512 << 20)),
+            disk_read: r(1 << 20, None),
+            disk_write: r(2 << 20, Some(50 << 20)),
+            net_rx: r(3000, None),
+            net_tx: Reading::default(),
+        },
+        signals: Signals {
+            cpu_throttled_usec: Some(12_000),
+            mem_refault_bytes: Some(4096),
+            mem_reclaims: 3,
+            ..Signals::default()
+        },
+        totals: Totals { cpu_usec: 9_000_000, ..Totals::default() },
+    };
+    shared.publish(1_800_000_000_200, 500, vec![(found("new", "/lxc.payload.new"), None)], &[]);
+    shared.publish(
+        1_800_000_000_400,
+        500,
+        vec![(found("new", "/lxc.payload.new"), None), (found("web", "/lxc.payload.web"), Some(full))],
+        &[],
+    );
+
+    let bytes = |v: &Value| serde_json::to_vec(v).unwrap();
+    let (_, v) = call(&app, "GET", "/v1/stats", None, None).await;
+    let stats = model::parse_stats(&bytes(&v)).unwrap_or_else(|e| panic!("{e}: {v}"));
+    assert_eq!((stats.host.as_deref(), stats.time_ms), (Some("test"), 1_800_000_000_400));
+    let by = |n: &str| stats.containers.iter().find(|c| c.name == n).unwrap().clone();
+    let new = by("new");
+    assert_eq!(
+        (new.cgroup.as_str(), new.kind.as_str(), new.time_ms, new.cpu_usec),
+        ("/lxc.payload.new", "lxc", None, None)
+    );
+    assert!(new.resources.iter().all(|x| *x == model::Reading::default()), "{new:?}");
+    let web = by("web");
+    assert_eq!(
+        (web.time_ms, web.interval_ms, web.cpu_usec, web.cpu_throttled_usec),
+        (Some(1_800_000_000_200), 200, Some(9_000_000), Some(12_000))
+    );
+    for (i, (res, reading)) in full.resources.iter().enumerate() {
+        let got = web.resources[i];
+        assert_eq!((got.usage, got.current), (reading.usage, reading.current), "{res}");
+        assert_eq!(model::RESOURCES[i], res.name());
+    }
+
+    // A subscription, its events and the host, as the aggregator reads them.
+    let body = json!({"cgroup": "/lxc.payload.web", "resources": {"cpu": {"min": 100, "max": 1000}, "mem": {"min": 64 << 20, "max": 1 << 30}}});
+    let (s, v) = call(&app, "PUT", "/v1/containers/web", Some(body), None).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = call(&app, "GET", "/v1/containers", None, None).await;
+    let subs = model::parse_subscriptions(&bytes(&v)).unwrap_or_else(|e| panic!("{e}: {v}"));
+    assert_eq!(subs.len(), 1);
+    assert_eq!(
+        (subs[0].name.as_str(), subs[0].bounds[0], subs[0].bounds[1]),
+        ("web", Some((100, 1000)), Some((64 << 20, 1 << 30)))
+    );
+    assert!(subs[0].bounds[2..].iter().all(Option::is_none));
+    let (_, v) = call(&app, "GET", "/v1/events", None, None).await;
+    let events = model::parse_events(&bytes(&v)).unwrap_or_else(|e| panic!("{e}: {v}"));
+    assert!(!events.is_empty() && events.iter().all(|e| e.container == "web"), "{v}");
+    let (_, v) = call(&app, "GET", "/v1/host", None, None).await;
+    let host = model::parse_host(&bytes(&v)).unwrap_or_else(|e| panic!("{e}: {v}"));
+    assert_eq!(host.capacity[0], Some(2000));
+    assert_eq!(host.allocated[0], Some(1000), "{v}");
 }
