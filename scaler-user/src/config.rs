@@ -42,6 +42,12 @@ pub struct AgentConfig {
     /// With cgroup events from the kernel, discovery rescans when a cgroup
     /// is made or removed, and at least this often anyway (ms).
     pub rescan_interval_ms: u64,
+    /// Watched (not managed) containers: CPU, network and disk come from
+    /// the eBPF counters and memory usage from cgroupfs every tick; the
+    /// rest of their cgroupfs files (limits, throttling, PSI, memory and
+    /// I/O statistics) this often (ms). Managed containers are read in full
+    /// every tick.
+    pub watched_full_read_ms: u64,
     /// CPU-clock flushes per second per CPU of the running task's CPU time,
     /// bounding how late CPU time shows up (4 ms at 250 Hz). 0 = only at
     /// context switches.
@@ -110,6 +116,7 @@ impl Default for AgentConfig {
             // New containers show up within a second.
             discovery_interval_ms: 1000,
             rescan_interval_ms: 10_000,
+            watched_full_read_ms: 5_000,
             cpu_flush_hz: 250,
             disk_source: DiskSource::Auto,
             mirror_v1_only: true,
@@ -228,6 +235,9 @@ impl Config {
         }
         if a.rescan_interval_ms < a.tick_ms || a.rescan_interval_ms > 3_600_000 {
             return Err(invalid("agent.rescan_interval_ms", "must be between agent.tick_ms and 3600000"));
+        }
+        if a.watched_full_read_ms < a.tick_ms || a.watched_full_read_ms > 600_000 {
+            return Err(invalid("agent.watched_full_read_ms", "must be between agent.tick_ms and 600000"));
         }
         // A pattern must name a subtree: one whose first segment is only
         // wildcards reaches every cgroup of the host (system services and

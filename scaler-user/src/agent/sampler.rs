@@ -48,10 +48,6 @@ impl Counters for crate::ebpf::Kernel {
     }
 }
 
-/// Watched (not managed) containers get a full cgroupfs reading once per
-/// this many ticks.
-pub const FULL_EVERY: u64 = 5;
-
 /// Ticks a failed mirror removal is retried (10 s at the default tick).
 const STALE_MIRROR_TRIES: u32 = 50;
 
@@ -103,6 +99,9 @@ pub struct Sampler {
     mirror_v1_only: bool,
     discovery_interval: Duration,
     rescan_interval: Duration,
+    /// Watched (not managed) containers get a full cgroupfs reading once
+    /// per this many ticks.
+    full_every: u64,
     last_scan: Option<Instant>,
     /// Cgroup event counts when the last scan began.
     seen_events: Option<CgroupEvents>,
@@ -151,6 +150,7 @@ impl Sampler {
             mirror_v1_only: cfg.agent.mirror_v1_only,
             discovery_interval: Duration::from_millis(cfg.agent.discovery_interval_ms),
             rescan_interval: Duration::from_millis(cfg.agent.rescan_interval_ms),
+            full_every: (cfg.agent.watched_full_read_ms / cfg.agent.tick_ms.max(1)).max(1),
             last_scan: None,
             seen_events: None,
             stale_mirrors: Vec::new(),
@@ -338,8 +338,8 @@ impl Sampler {
         // Managed containers are read in full every tick (their limits are
         // read back and their throttling and pressure drive decisions);
         // watched ones read memory every tick and the rest once per
-        // FULL_EVERY ticks (a second at the default tick).
-        let full_tick = self.ticks.is_multiple_of(FULL_EVERY);
+        // `agent.watched_full_read_ms` (5 s by default).
+        let full_tick = self.ticks.is_multiple_of(self.full_every);
         let managed: std::collections::HashSet<&str> = self.subscribed.iter().map(|(_, c)| c.as_str()).collect();
         for (cg, t) in &mut self.tracked {
             let depth = if full_tick || managed.contains(cg.as_str()) { Depth::Full } else { Depth::Usage };
