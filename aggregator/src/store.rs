@@ -54,6 +54,11 @@ pub struct Row {
     pub bytes: std::sync::Arc<Vec<u8>>,
 }
 
+/// Pages the store keeps in memory. redb's default (1 GiB) lets the
+/// process grow with the history file up to that; queries and writes touch
+/// the newest blocks, which fit in far less.
+const CACHE_BYTES: usize = 16 << 20;
+
 pub struct Store {
     db: Database,
     path: PathBuf,
@@ -64,7 +69,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.into(), source })?;
         let path = dir.join("aggregator.redb");
-        let db = Database::create(&path).map_err(|e| fail("open")(e.into()))?;
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| fail("open")(e.into()))?;
         let me = Self { db, path };
         // Create every table so readers never see "no such table".
         let tx = me.db.begin_write().map_err(|e| fail("open")(e.into()))?;

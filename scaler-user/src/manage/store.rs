@@ -40,6 +40,10 @@ pub enum StoreError {
     },
 }
 
+/// Pages kept in memory (the state is a few hundred KiB; redb's default
+/// cache is 1 GiB).
+const CACHE_BYTES: usize = 4 << 20;
+
 pub struct Store {
     db: Database,
     path: PathBuf,
@@ -58,7 +62,10 @@ impl Store {
                 message: "the file is empty (truncated?); move it away to start with no subscriptions".into(),
             });
         }
-        let db = Database::create(&path).map_err(|e| StoreError::Db { path: path.clone(), message: e.to_string() })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| StoreError::Db { path: path.clone(), message: e.to_string() })?;
         let me = Self { db, path };
         // Create the tables so readers never meet a missing one.
         me.write(|_| Ok(()))?;
