@@ -27,7 +27,7 @@ use crate::{
     sample::Sample,
 };
 
-use self::sampler::Sampler;
+use self::sampler::{Managed, Sampler};
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -209,7 +209,7 @@ fn sample_loop(
     stop: &AtomicBool,
 ) {
     let mut next = Instant::now();
-    let mut generation = 0;
+    let mut managed = Managed::default();
     let mut meter = HostMeter::default();
     let mut ticks: u64 = 0;
     let mut scans = 0;
@@ -219,14 +219,14 @@ fn sample_loop(
         let watched: Vec<String>;
         {
             let m = manager.lock().unwrap_or_else(PoisonError::into_inner);
-            if m.generation != generation {
-                generation = m.generation;
-                sampler.set_subscribed(m.tracked());
+            if m.generation != managed.generation {
+                managed.generation = m.generation;
+                managed.subscribed = m.tracked();
             }
-            sampler.set_net_limits(m.net_limits());
+            managed.net_limits = m.net_limits();
             watched = m.memory_watched();
         }
-        let result = sampler.tick(&*kernel);
+        let result = sampler.tick(&*kernel, &managed);
         let mut phases = result.phases;
         let t = Instant::now();
         if sampler.scans() != scans {

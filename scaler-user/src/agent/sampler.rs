@@ -27,6 +27,20 @@ use crate::{
     },
 };
 
+/// What management tells each tick of sampling (passed in, never pushed:
+/// the sampler holds no copy).
+#[derive(Debug, Clone, Default)]
+pub struct Managed {
+    /// Subscribed containers `(name, cgroup)`: tracked whatever discovery
+    /// finds, read in full every tick.
+    pub subscribed: Vec<(String, String)>,
+    /// Changes whenever `subscribed` does (then discovery rescans).
+    pub generation: u64,
+    /// Network rates in force by cgroup `(rx, tx)`, shown as `current` of
+    /// `net_*` (the eBPF limiter keeps them, not cgroupfs).
+    pub net_limits: HashMap<String, (Option<u64>, Option<u64>)>,
+}
+
 /// Source of per-cgroup-id kernel counters (the eBPF map, or a test double).
 pub trait Counters {
     fn read(&self, cgroup_id: u64) -> CgroupCounters;
@@ -91,10 +105,8 @@ pub struct Sampler {
     discovery: DiscoveryOptions,
     /// From the config file.
     configured: Vec<(String, String)>,
-    /// Subscribed containers: always tracked, under their subscription name.
-    subscribed: Vec<(String, String)>,
-    /// Network rates in force by cgroup: `(rx, tx)`.
-    net_limits: HashMap<String, (Option<u64>, Option<u64>)>,
+    /// The generation of the subscribed set last seen (a new one rescans).
+    generation: u64,
     disk_source: DiskSource,
     mirror_v1_only: bool,
     discovery_interval: Duration,
@@ -144,8 +156,7 @@ impl Sampler {
             layout,
             discovery: cfg.discovery.clone(),
             configured: cfg.configured_containers(),
-            subscribed: Vec::new(),
-            net_limits: HashMap::new(),
+            generation: 0,
             disk_source: cfg.agent.disk_source,
             mirror_v1_only: cfg.agent.mirror_v1_only,
             discovery_interval: Duration::from_millis(cfg.agent.discovery_interval_ms),
@@ -162,18 +173,6 @@ impl Sampler {
 
     pub fn layout(&self) -> &Layout {
         &self.layout
-    }
-
-    /// Sets the subscribed containers (tracked whatever discovery finds) and
-    /// rescans at the next tick.
-    pub fn set_subscribed(&mut self, subscribed: Vec<(String, String)>) {
-        self.subscribed = subscribed;
-        self.last_scan = None;
-    }
-
-    /// Sets the network rates in force, shown as `current` of `net_*`.
-    pub fn set_net_limits(&mut self, limits: HashMap<String, (Option<u64>, Option<u64>)>) {
-        self.net_limits = limits;
     }
 
     /// Forces a discovery scan on the next tick.
@@ -222,11 +221,11 @@ impl Sampler {
         }
     }
 
-    fn scan(&mut self, now: Instant, removed: &mut Vec<String>) {
+    fn scan(&mut self, now: Instant, subscribed: &[(String, String)], removed: &mut Vec<String>) {
         self.last_scan = Some(now);
         self.scans += 1;
         let mut wanted = self.configured.clone();
-        wanted.extend(self.subscribed.iter().cloned());
+        wanted.extend(subscribed.iter().cloned());
         let found = discover::scan(&self.layout, &self.discovery, &wanted);
         let mut keep = std::collections::HashSet::new();
         for d in found {
@@ -317,18 +316,23 @@ impl Sampler {
         });
     }
 
-    /// Runs one tick.
-    pub fn tick(&mut self, counters: &dyn Counters) -> TickResult {
+    /// Runs one tick, told by management what it manages.
+    pub fn tick(&mut self, counters: &dyn Counters, managed: &Managed) -> TickResult {
         let now = Instant::now();
         let mut removed = Vec::new();
         let mut phases = crate::published::TickPhases::default();
         if !self.stale_mirrors.is_empty() {
             self.retry_stale_mirrors();
         }
+        if managed.generation != self.generation {
+            // Subscribed containers are tracked whatever discovery finds.
+            self.generation = managed.generation;
+            self.last_scan = None;
+        }
         let events = counters.cgroup_events();
         if self.scan_due(now, events) {
             self.seen_events = events;
-            self.scan(now, &mut removed);
+            self.scan(now, &managed.subscribed, &mut removed);
             phases.discover_us = us_since(now);
         }
         let time_ms = wall_ms();
@@ -340,9 +344,9 @@ impl Sampler {
         // watched ones read memory every tick and the rest once per
         // `agent.watched_full_read_ms` (5 s by default).
         let full_tick = self.ticks.is_multiple_of(self.full_every);
-        let managed: std::collections::HashSet<&str> = self.subscribed.iter().map(|(_, c)| c.as_str()).collect();
+        let full: std::collections::HashSet<&str> = managed.subscribed.iter().map(|(_, c)| c.as_str()).collect();
         for (cg, t) in &mut self.tracked {
-            let depth = if full_tick || managed.contains(cg.as_str()) { Depth::Full } else { Depth::Usage };
+            let depth = if full_tick || full.contains(cg.as_str()) { Depth::Full } else { Depth::Usage };
             let t0 = Instant::now();
             let read = t.reader.read(depth);
             phases.cgroupfs_us += us_since(t0);
@@ -372,7 +376,7 @@ impl Sampler {
             let mut sample = sample;
             if let Some(s) = &mut sample {
                 t.totals = s.totals;
-                if let Some(&(rx, tx)) = self.net_limits.get(cg) {
+                if let Some(&(rx, tx)) = managed.net_limits.get(cg) {
                     s.resources.net_rx.current = rx;
                     s.resources.net_tx.current = tx;
                 }
@@ -624,18 +628,18 @@ mod tests {
         let cfg = Config::default();
         let mut s = Sampler::new(Layout::pure_v2(tmp.path()), &cfg);
         let k = FakeKernel::default();
-        let r = s.tick(&k);
+        let r = s.tick(&k, &Managed::default());
         assert_eq!(r.samples.len(), 1);
         assert!(r.samples[0].1.is_none(), "first tick is a baseline");
         let ids = subtree_ids(&dir);
         assert_eq!(ids.len(), 2);
         k.0.borrow_mut().insert(ids[1], CgroupCounters { cpu_ns: 50_000_000, ..Default::default() });
         std::thread::sleep(Duration::from_millis(20));
-        let r = s.tick(&k);
+        let r = s.tick(&k, &Managed::default());
         let sample = r.samples[0].1.unwrap();
         assert!(sample.resources.cpu.usage.unwrap() > 0);
         std::fs::remove_dir_all(&dir).unwrap();
-        let r = s.tick(&k);
+        let r = s.tick(&k, &Managed::default());
         assert!(r.samples.is_empty());
         assert_eq!(r.removed, vec!["a".to_string()]);
     }
@@ -658,29 +662,29 @@ mod tests {
         let cfg = Config::default();
         let mut s = Sampler::new(Layout::pure_v2(tmp.path()), &cfg);
         let k = EventKernel(std::cell::Cell::new(CgroupEvents { tree: 7, attach: 0 }));
-        assert_eq!(s.tick(&k).samples.len(), 1);
+        assert_eq!(s.tick(&k, &Managed::default()).samples.len(), 1);
         assert_eq!(s.scans(), 1);
         // Past the discovery interval, nothing changed: no walk; a new
         // container the kernel did not report is not seen yet.
         std::fs::create_dir_all(tmp.path().join("lxc.payload.b")).unwrap();
         s.last_scan = Some(Instant::now() - Duration::from_secs(2));
-        assert_eq!(s.tick(&k).samples.len(), 1);
+        assert_eq!(s.tick(&k, &Managed::default()).samples.len(), 1);
         assert_eq!(s.scans(), 1);
         // Tasks moving do not matter on a pure v2 host.
         k.0.set(CgroupEvents { tree: 7, attach: 3 });
-        s.tick(&k);
+        s.tick(&k, &Managed::default());
         assert_eq!(s.scans(), 1);
         // A mkdir reported: walked at the next tick.
         k.0.set(CgroupEvents { tree: 8, attach: 3 });
-        assert_eq!(s.tick(&k).samples.len(), 2);
+        assert_eq!(s.tick(&k, &Managed::default()).samples.len(), 2);
         assert_eq!(s.scans(), 2);
         // And at least every rescan interval.
         s.last_scan = Some(Instant::now() - Duration::from_millis(cfg.agent.rescan_interval_ms));
-        s.tick(&k);
+        s.tick(&k, &Managed::default());
         assert_eq!(s.scans(), 3);
         // Without kernel events, every discovery interval as before.
         s.last_scan = Some(Instant::now() - Duration::from_secs(2));
-        s.tick(&FakeKernel::default());
+        s.tick(&FakeKernel::default(), &Managed::default());
         assert_eq!(s.scans(), 4);
     }
 
@@ -695,10 +699,14 @@ mod tests {
         let mut s = Sampler::new(Layout::pure_v2(tmp.path()), &Config::default());
         // A container nested in another (discovery stops at the outer one;
         // a subscription names the inner one).
-        s.set_subscribed(vec![("inner".into(), "/lxc.payload.a/inner".into())]);
+        let managed = Managed {
+            subscribed: vec![("inner".into(), "/lxc.payload.a/inner".into())],
+            generation: 1,
+            ..Managed::default()
+        };
         let k = FakeKernel::default();
         assert_eq!(s.scans(), 0);
-        s.tick(&k);
+        s.tick(&k, &managed);
         assert_eq!(s.scans(), 1);
         let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
         let owners = s.sock_owners();
@@ -712,7 +720,7 @@ mod tests {
         let b_id = ino(&b);
         std::fs::remove_dir_all(&b).unwrap();
         s.rescan_soon();
-        s.tick(&k);
+        s.tick(&k, &managed);
         assert_eq!(s.scans(), 2);
         assert!(!s.sock_owners().values().any(|&c| c == b_id), "a removed container owns nothing");
     }
