@@ -394,10 +394,12 @@ impl Sampler {
     }
 }
 
-/// Bytes per page counted by `workingset_refault_file` (4 KiB on every
-/// architecture the agent runs on that has eBPF and BTF: x86-64, arm64 with
-/// 4 KiB pages).
-const PAGE_BYTES: u64 = 4096;
+/// Bytes per page, the unit of `workingset_refault_file`.
+fn page_bytes() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    // SAFETY: sysconf has no preconditions.
+    *PAGE.get_or_init(|| u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1))
+}
 
 /// The share of `io_stall_us` due to re-reading evicted cache: the stall
 /// times refaulted bytes over bytes read (all of it when reads are not
@@ -463,7 +465,7 @@ pub fn build_sample(i: &SampleInput, totals: &Totals) -> Sample {
         opt_delta(p.map(|x| x.some.total_us), c.map(|x| x.some.total_us))
     };
     let io_stall = stall(prev.psi_io, cur.psi_io);
-    let refault_bytes = opt_delta(prev.mem_refault_file, cur.mem_refault_file).map(|p| p.saturating_mul(PAGE_BYTES));
+    let refault_bytes = opt_delta(prev.mem_refault_file, cur.mem_refault_file).map(|p| p.saturating_mul(page_bytes()));
     Sample {
         time_ms: i.time_ms,
         interval_ms: i.interval.as_millis() as u64,
@@ -568,9 +570,9 @@ mod tests {
             psi_io: Some(psi(1_000)),
             ..Default::default()
         };
-        // 250 pages (1 MB) refaulted out of 4 MB read; 80 ms of I/O stall.
+        // 250 pages refaulted out of 1,000 pages read; 80 ms of I/O stall.
         let cur = CgroupStats {
-            io: Some(IoBytes { read: 4_096_000, write: 0 }),
+            io: Some(IoBytes { read: 1000 * page_bytes(), write: 0 }),
             mem_refault_file: Some(350),
             psi_io: Some(psi(81_000)),
             ..Default::default()
@@ -587,7 +589,7 @@ mod tests {
         let s = build_sample(&input, &Totals::default()).signals;
         assert_eq!(
             (s.mem_refault_bytes, s.io_stall_usec, s.mem_refault_stall_usec),
-            (Some(1_024_000), Some(80_000), Some(20_000))
+            (Some(250 * page_bytes()), Some(80_000), Some(20_000))
         );
         assert_eq!(refault_stall(0, Some(5), 9), 0, "no refaults, no share");
         assert_eq!(refault_stall(10, None, 9), 9, "reads not counted: all of it");

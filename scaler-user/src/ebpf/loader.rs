@@ -154,25 +154,23 @@ impl Kernel {
             warn!("struct bio offsets not found in BTF: eBPF disk accounting disabled, cgroupfs I/O stats only");
             false
         };
-        let mem_events_enabled = [("memcg_reclaim", "mm_vmscan_memcg_reclaim_begin"), ("mark_victim", "mark_victim")]
-            .into_iter()
-            .map(|(prog, tp)| {
-                attach_btf_tp(&mut bpf, &btf, prog, tp)
-                    .map_err(|e| warn!("memory events ({tp}) disabled: {}", chain(&e)))
-                    .is_ok()
-            })
-            .fold(true, |a, b| a & b);
+        let mem_events_enabled = attach_all(
+            &mut bpf,
+            &btf,
+            &[("memcg_reclaim", "mm_vmscan_memcg_reclaim_begin"), ("mark_victim", "mark_victim")],
+            "memory events",
+        );
 
-        let lifecycle = ["cgroup_mkdir", "cgroup_rmdir", "cgroup_attach_task"]
-            .into_iter()
-            .map(|prog| {
-                attach_btf_tp(&mut bpf, &btf, prog, prog)
-                    .map_err(|e| {
-                        warn!("cgroup events ({prog}) disabled, discovery rescans every interval: {}", chain(&e))
-                    })
-                    .is_ok()
-            })
-            .fold(true, |a, b| a & b);
+        let lifecycle = attach_all(
+            &mut bpf,
+            &btf,
+            &[
+                ("cgroup_mkdir", "cgroup_mkdir"),
+                ("cgroup_rmdir", "cgroup_rmdir"),
+                ("cgroup_attach_task", "cgroup_attach_task"),
+            ],
+            "cgroup events (discovery rescans every interval)",
+        );
         let cgroup_events = if lifecycle {
             let map = bpf.take_map(MAP_CGROUP_EVENTS).ok_or(LoadError::NoMap(MAP_CGROUP_EVENTS))?;
             Some(aya::maps::Array::try_from(map).map_err(|source| LoadError::Map { name: MAP_CGROUP_EVENTS, source })?)
@@ -383,6 +381,19 @@ fn attach_btf_tp(bpf: &mut Ebpf, btf: &aya::Btf, name: &'static str, tracepoint:
     p.load(tracepoint, btf).map_err(err)?;
     p.attach().map_err(err)?;
     Ok(())
+}
+
+/// Attaches each `(program, tracepoint)`; true when all attached (each
+/// failure is logged as `what` disabled).
+fn attach_all(bpf: &mut Ebpf, btf: &aya::Btf, programs: &[(&'static str, &str)], what: &str) -> bool {
+    let mut all = true;
+    for &(prog, tp) in programs {
+        if let Err(e) = attach_btf_tp(bpf, btf, prog, tp) {
+            warn!("{what} ({tp}) disabled: {}", chain(&e));
+            all = false;
+        }
+    }
+    all
 }
 
 /// The CPU-clock flush on every online CPU.

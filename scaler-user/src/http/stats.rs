@@ -79,8 +79,8 @@ pub async fn history(
     let resource = match q.str("resource") {
         None => None,
         Some(r) => Some(r.parse::<Resource>().ok().filter(|x| Resource::LIMITABLE.contains(x)).ok_or_else(|| {
-            let names: Vec<&str> = Resource::LIMITABLE.iter().map(|x| x.name()).collect();
-            ApiError::bad_request("resource", format!("unknown resource {r:?}; one of {}", names.join(", ")))
+            let names = Resource::LIMITABLE_NAMES.join(", ");
+            ApiError::bad_request("resource", format!("unknown resource {r:?}; one of {names}"))
         })?),
     };
     let points = {
