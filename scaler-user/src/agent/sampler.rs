@@ -23,7 +23,7 @@ use crate::{
     ebpf::loader::CgroupEvents,
     sample::{
         Reading, Resources, Sample, Signals, Totals,
-        rates::{counter_delta, millicores, opt_delta, per_second, subtree_delta},
+        rates::{counter_delta, millicores, opt_delta, page_bytes, per_second, refault_stall, subtree_delta},
     },
 };
 
@@ -391,26 +391,6 @@ impl Sampler {
             }
         }
         TickResult { time_ms, samples, removed, phases }
-    }
-}
-
-/// Bytes per page, the unit of `workingset_refault_file`.
-fn page_bytes() -> u64 {
-    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    // SAFETY: sysconf has no preconditions.
-    *PAGE.get_or_init(|| u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1))
-}
-
-/// The share of `io_stall_us` due to re-reading evicted cache: the stall
-/// times refaulted bytes over bytes read (all of it when reads are not
-/// counted, none without refaults).
-fn refault_stall(refault_bytes: u64, read_bytes: Option<u64>, io_stall_us: u64) -> u64 {
-    match read_bytes {
-        _ if refault_bytes == 0 => 0,
-        Some(read) if read > refault_bytes => {
-            u64::try_from(u128::from(io_stall_us) * u128::from(refault_bytes) / u128::from(read)).unwrap_or(0)
-        }
-        _ => io_stall_us,
     }
 }
 

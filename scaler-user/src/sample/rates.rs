@@ -58,6 +58,26 @@ pub fn millicores(cpu_ns: u64, interval_ns: u64) -> u64 {
     (u128::from(cpu_ns) * 1000 / u128::from(interval_ns)).min(u128::from(u64::MAX)) as u64
 }
 
+/// Bytes per page, the unit of `workingset_refault_file`.
+pub fn page_bytes() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    // SAFETY: sysconf has no preconditions.
+    *PAGE.get_or_init(|| u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1))
+}
+
+/// The share of `io_stall_us` due to re-reading evicted cache: the stall
+/// times refaulted bytes over bytes read (all of it when reads are not
+/// counted, none without refaults).
+pub fn refault_stall(refault_bytes: u64, read_bytes: Option<u64>, io_stall_us: u64) -> u64 {
+    match read_bytes {
+        _ if refault_bytes == 0 => 0,
+        Some(read) if read > refault_bytes => {
+            u64::try_from(u128::from(io_stall_us) * u128::from(refault_bytes) / u128::from(read)).unwrap_or(0)
+        }
+        _ => io_stall_us,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
