@@ -30,6 +30,19 @@ pub enum ClientError {
     },
 }
 
+impl ClientError {
+    /// Whether the agent could not be reached at all (refused, no route,
+    /// unknown name, no answer in time), as opposed to an answer that was
+    /// wrong.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Self::Timeout(_) => true,
+            Self::Http { source, .. } => source.is_connect() || source.is_timeout(),
+            _ => false,
+        }
+    }
+}
+
 /// An error and its causes on one line (reqwest's own message alone says
 /// only "error sending request").
 fn chain(e: &dyn std::error::Error) -> String {

@@ -222,6 +222,9 @@ impl AggConfig {
                 format!("required when aggregator.listen ({}) is not a loopback address", a.listen),
             ));
         }
+        if let Some(why) = a.token.as_deref().filter(|t| !t.is_empty()).and_then(scaler_api::serve::token_problem) {
+            return Err(invalid("aggregator.token", why));
+        }
         let h = &self.history;
         if h.full_retention_s < 60 {
             return Err(invalid("history.full_retention_s", "must be at least 60"));
@@ -248,6 +251,9 @@ impl AggConfig {
                 return Err(invalid(format!("hosts[{i}].name"), format!("{:?} appears twice", host.name)));
             }
             validate_url(&host.url).map_err(|r| invalid(format!("hosts[{i}].url"), r))?;
+            if let Some(why) = host.token.as_deref().and_then(scaler_api::serve::token_problem) {
+                return Err(invalid(format!("hosts[{i}].token"), why));
+            }
             match (host.idle_mw, host.max_mw) {
                 (None, None) => {}
                 (Some(idle), Some(max)) => {

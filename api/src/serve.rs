@@ -40,6 +40,38 @@ impl Default for Limits {
     }
 }
 
+/// The longest request target (path and query) answered; a longer one gets
+/// 414 with a JSON body.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// The most header fields, and the largest header block, answered; beyond
+/// either, 431 with a JSON body.
+pub const MAX_HEADERS: usize = 100;
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Answers requests over the size limits with a JSON error, like every
+/// other error of the API. hyper's own, larger limits (twice the fields,
+/// URIs of 64 KiB, a read buffer of 400 KiB) remain for what is not worth
+/// parsing: there, and for bytes that are not HTTP at all, hyper answers
+/// with a bare status, there being no request to answer.
+async fn size_limits(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::{http::StatusCode, response::IntoResponse};
+    let uri = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri > MAX_URI_BYTES {
+        let e = format!("the request target is {uri} bytes; at most {MAX_URI_BYTES} are accepted");
+        return crate::error::ApiError::new(StatusCode::URI_TOO_LONG, e).into_response();
+    }
+    let headers = req.headers();
+    let bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        let e = format!(
+            "{} header fields in {bytes} bytes; at most {MAX_HEADERS} fields and {MAX_HEADER_BYTES} bytes are accepted",
+            headers.len()
+        );
+        return crate::error::ApiError::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, e).into_response();
+    }
+    next.run(req).await
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then lets open
 /// requests finish (at most 5 s).
 pub async fn serve(
@@ -48,11 +80,13 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let app = app.layer(tower::limit::ConcurrencyLimitLayer::new(limits.max_in_flight.max(1)));
+    let app = app
+        .layer(tower::limit::ConcurrencyLimitLayer::new(limits.max_in_flight.max(1)))
+        .layer(axum::middleware::from_fn(size_limits));
     // HTTP/1.1 only: its header timeout runs from the first byte awaited
     // (an HTTP/2-detecting server waits for a preface with no timeout).
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).max_headers(2 * MAX_HEADERS);
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut refused: u64 = 0;
@@ -107,9 +141,34 @@ pub fn bearer_matches(header: Option<&str>, token: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Why `token` cannot be a bearer token, if it cannot: it must be sent in an
+/// `Authorization` header, so it is 1 to 4096 visible ASCII characters (no
+/// space, no control character, nothing outside ASCII).
+pub fn token_problem(token: &str) -> Option<&'static str> {
+    if token.is_empty() {
+        Some("must not be empty")
+    } else if token.len() > 4096 {
+        Some("must be at most 4096 characters")
+    } else if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        Some("must be visible ASCII characters only (no spaces, control characters or non-ASCII)")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod bearer_tests {
-    use super::bearer_matches;
+    use super::{bearer_matches, token_problem};
+
+    #[test]
+    fn a_token_must_fit_in_a_header() {
+        assert_eq!(token_problem("s3cret-~+/="), None);
+        assert!(token_problem("").is_some());
+        assert!(token_problem("a b").is_some());
+        assert!(token_problem("a\nb").is_some());
+        assert!(token_problem("caf\u{e9}").is_some());
+        assert!(token_problem(&"x".repeat(4097)).is_some());
+    }
 
     #[test]
     fn the_scheme_is_case_insensitive_and_the_token_exact() {

@@ -281,6 +281,9 @@ impl Config {
                 format!("required when agent.listen ({}) is not a loopback address", a.listen),
             ));
         }
+        if let Some(why) = a.token.as_deref().filter(|t| !t.is_empty()).and_then(scaler_api::serve::token_problem) {
+            return Err(invalid("agent.token", why));
+        }
         if a.cgroup_roots.is_empty() {
             return Err(invalid("agent.cgroup_roots", "must name at least one root (\"/\" = everything)"));
         }

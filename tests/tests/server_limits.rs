@@ -50,3 +50,39 @@ fn silent_and_slow_clients_are_cut_off_and_connections_are_capped() {
     let back = wait_for(Duration::from_secs(5), || agent.get("/healthz").0.eq(&200).then_some(()));
     assert!(back.is_some(), "the agent did not answer after the flood");
 }
+
+/// Sends `request` raw and returns the status line and the body.
+fn raw(agent: &Agent, request: &[u8]) -> (String, String) {
+    let mut s = TcpStream::connect(addr(agent)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.lines().next().unwrap_or("").to_owned();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (status, body)
+}
+
+#[test]
+fn oversized_targets_and_headers_get_a_json_error() {
+    require_root();
+    let agent = Agent::start("[agent]\n");
+    let long = format!("GET /v1/stats?x={} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "a".repeat(10_000));
+    let (status, body) = raw(&agent, long.as_bytes());
+    assert!(status.contains(" 414 "), "{status}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+    assert!(v["error"].as_str().unwrap().contains("8192"), "{v}");
+
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: a\r\n{many}Connection: close\r\n\r\n");
+    let (status, body) = raw(&agent, req.as_bytes());
+    assert!(status.contains(" 431 "), "{status}");
+    assert!(serde_json::from_str::<serde_json::Value>(&body).is_ok(), "{body:?}");
+
+    let big = format!("GET /healthz HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "b".repeat(40_000));
+    let (status, body) = raw(&agent, big.as_bytes());
+    assert!(status.contains(" 431 "), "{status}");
+    assert!(serde_json::from_str::<serde_json::Value>(&body).is_ok(), "{body:?}");
+    assert_eq!(agent.get("/healthz").0, 200);
+}

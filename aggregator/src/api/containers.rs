@@ -59,7 +59,8 @@ pub async fn one(
 }
 
 /// Sends `method path` with `body` to `host`'s agent and relays its answer;
-/// 502 when the agent cannot be reached.
+/// 502 when the agent cannot be reached (the message then says "is
+/// unreachable") or answers with something that is not HTTP.
 async fn forward(
     s: &Shared,
     host: &str,
@@ -75,6 +76,9 @@ async fn forward(
         Ok((status, v)) => {
             let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             Ok((status, Json(v)).into_response())
+        }
+        Err(e) if e.is_unreachable() => {
+            Err(ApiError::new(StatusCode::BAD_GATEWAY, format!("agent of host {host:?} is unreachable: {e}")))
         }
         Err(e) => Err(ApiError::new(StatusCode::BAD_GATEWAY, format!("agent of host {host:?}: {e}"))),
     }

@@ -50,8 +50,11 @@ fn parse(body: &Bytes) -> Result<HostRecord, ApiError> {
     validate_url(&url).map_err(|e| ApiError::bad_request("url", e))?;
     let token = match m.get("token") {
         None | Some(Value::Null) => None,
-        Some(Value::String(t)) if !t.is_empty() => Some(t.clone()),
-        Some(_) => return Err(ApiError::bad_request("token", "token must be a non-empty string or null")),
+        Some(Value::String(t)) => match scaler_api::serve::token_problem(t) {
+            None => Some(t.clone()),
+            Some(why) => return Err(ApiError::bad_request("token", format!("token {why}"))),
+        },
+        Some(_) => return Err(ApiError::bad_request("token", "token must be a string or null")),
     };
     let (idle_mw, max_mw) = (opt_u64(&m, "idle_mw")?, opt_u64(&m, "max_mw")?);
     match (idle_mw, max_mw) {
