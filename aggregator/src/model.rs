@@ -1,10 +1,14 @@
-//! What the aggregator reads from agents, as plain data: the parts of
-//! `/v1/stats`, `/v1/host`, `/v1/containers` and `/v1/events` it uses.
-//! Parsing is lenient about fields it does not use (agents may be newer)
-//! and strict about the ones it does (a wrong type is garbage).
+//! What the aggregator keeps of what it reads from agents, as plain data
+//! indexed by resource. The agent's JSON is parsed as the agent's own wire
+//! types (`scaler_api::wire`: one definition for both sides), then reduced
+//! to the parts the aggregator uses.
 
 use policies::Resource;
+use scaler_api::wire;
 use serde::{Deserialize, Serialize};
+
+/// One resource's reading: measured `usage` and the limit in force.
+pub use scaler_api::wire::Reading;
 
 /// The six resources an agent measures, in the agent's order, plus the
 /// aggregator's `energy` (power in mW; `current` is the cap, if any): the
@@ -22,83 +26,8 @@ pub fn resource_index(name: &str) -> Option<usize> {
     RESOURCES.iter().position(|r| *r == name)
 }
 
-/// One resource's reading: measured `usage` and the limit in force
-/// (`current`; `None` = unlimited or not measured).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reading {
-    pub usage: Option<u64>,
-    pub current: Option<u64>,
-}
-
 /// All resources of one entity at one time.
 pub type Readings = [Reading; RESOURCES.len()];
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct RawResources {
-    cpu: Option<Reading>,
-    mem: Option<Reading>,
-    disk_read: Option<Reading>,
-    disk_write: Option<Reading>,
-    net_rx: Option<Reading>,
-    net_tx: Option<Reading>,
-}
-
-impl RawResources {
-    fn readings(&self) -> Readings {
-        let mut out = Readings::default();
-        for (i, r) in [self.cpu, self.mem, self.disk_read, self.disk_write, self.net_rx, self.net_tx].iter().enumerate()
-        {
-            out[i] = r.unwrap_or_default();
-        }
-        out
-    }
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct RawTotals {
-    cpu_usec: Option<u64>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct RawSignals {
-    cpu_throttled_usec: Option<u64>,
-}
-
-/// A field that may be absent or `null` (the agent sends `null` for what a
-/// container in its first interval does not have yet): its default then.
-fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct RawContainer {
-    name: String,
-    #[serde(default, deserialize_with = "null_default")]
-    cgroup: String,
-    #[serde(default)]
-    kind: Option<String>,
-    time_ms: Option<u64>,
-    #[serde(default, deserialize_with = "null_default")]
-    interval_ms: u64,
-    #[serde(default, deserialize_with = "null_default")]
-    resources: RawResources,
-    #[serde(default, deserialize_with = "null_default")]
-    totals: RawTotals,
-    #[serde(default, deserialize_with = "null_default")]
-    signals: RawSignals,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct RawStats {
-    #[serde(default)]
-    host: Option<String>,
-    time_ms: u64,
-    containers: Vec<RawContainer>,
-}
 
 /// A container as one agent reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +44,23 @@ pub struct AgentContainer {
     pub cpu_usec: Option<u64>,
     /// Throttled time during the agent's last interval.
     pub cpu_throttled_usec: Option<u64>,
+}
+
+impl From<wire::Container> for AgentContainer {
+    fn from(c: wire::Container) -> Self {
+        let mut resources = Readings::default();
+        resources[..AGENT_RESOURCES].copy_from_slice(&c.resources.as_array());
+        AgentContainer {
+            resources,
+            kind: c.kind.name().to_owned(),
+            time_ms: c.time_ms,
+            interval_ms: c.interval_ms.unwrap_or(0),
+            cpu_usec: c.totals.map(|t| t.cpu_usec),
+            cpu_throttled_usec: c.signals.and_then(|s| s.cpu_throttled_usec),
+            name: c.name,
+            cgroup: c.cgroup,
+        }
+    }
 }
 
 /// `GET /v1/stats`.
@@ -134,62 +80,13 @@ fn check_name(name: &str) -> Result<(), serde_json::Error> {
 
 /// Parses `/v1/stats`.
 pub fn parse_stats(body: &[u8]) -> Result<Stats, serde_json::Error> {
-    let raw: RawStats = serde_json::from_slice(body)?;
+    let raw: wire::Stats = serde_json::from_slice(body)?;
     raw.containers.iter().try_for_each(|c| check_name(&c.name))?;
     Ok(Stats {
-        host: raw.host,
+        host: Some(raw.host).filter(|h| !h.is_empty()),
         time_ms: raw.time_ms,
-        containers: raw
-            .containers
-            .into_iter()
-            .map(|c| AgentContainer {
-                resources: c.resources.readings(),
-                name: c.name,
-                cgroup: c.cgroup,
-                kind: c.kind.unwrap_or_default(),
-                time_ms: c.time_ms,
-                interval_ms: c.interval_ms,
-                cpu_usec: c.totals.cpu_usec,
-                cpu_throttled_usec: c.signals.cpu_throttled_usec,
-            })
-            .collect(),
+        containers: raw.containers.into_iter().map(AgentContainer::from).collect(),
     })
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct RawCaps {
-    cpu: Option<u64>,
-    mem: Option<u64>,
-    disk_read: Option<u64>,
-    disk_write: Option<u64>,
-    net_rx: Option<u64>,
-    net_tx: Option<u64>,
-}
-
-impl RawCaps {
-    fn array(&self) -> [Option<u64>; AGENT_RESOURCES] {
-        [self.cpu, self.mem, self.disk_read, self.disk_write, self.net_rx, self.net_tx]
-    }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-struct RawModel {
-    idle_mw: u64,
-    max_mw: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct RawHost {
-    #[serde(default)]
-    capacity: RawCaps,
-    #[serde(default)]
-    allocated: RawCaps,
-    #[serde(default)]
-    usage: RawCaps,
-    #[serde(default)]
-    rapl_mw: Option<u64>,
-    #[serde(default)]
-    power_model: Option<RawModel>,
 }
 
 /// `GET /v1/host`.
@@ -205,53 +102,14 @@ pub struct HostInfo {
 }
 
 pub fn parse_host(body: &[u8]) -> Result<HostInfo, serde_json::Error> {
-    let raw: RawHost = serde_json::from_slice(body)?;
+    let h: wire::Host = serde_json::from_slice(body)?;
     Ok(HostInfo {
-        capacity: raw.capacity.array(),
-        allocated: raw.allocated.array(),
-        usage_cpu: raw.usage.cpu,
-        rapl_mw: raw.rapl_mw,
-        power_model: raw.power_model.map(|m| (m.idle_mw, m.max_mw)),
+        capacity: Resource::LIMITABLE.map(|r| h.capacity_of(r)),
+        allocated: Resource::LIMITABLE.map(|r| h.allocated_of(r)),
+        usage_cpu: h.usage.cpu,
+        rapl_mw: h.rapl_mw,
+        power_model: h.power_model.map(|m| (m.idle_mw(), m.max_mw())),
     })
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-struct RawBounds {
-    min: Option<u64>,
-    max: Option<u64>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct RawSubResources {
-    cpu: Option<RawBounds>,
-    mem: Option<RawBounds>,
-    disk_read: Option<RawBounds>,
-    disk_write: Option<RawBounds>,
-    net_rx: Option<RawBounds>,
-    net_tx: Option<RawBounds>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct RawCeiling {
-    cpu: Option<u64>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct RawSub {
-    name: String,
-    #[serde(default)]
-    status: Option<String>,
-    #[serde(default)]
-    policy: Option<String>,
-    #[serde(default)]
-    resources: RawSubResources,
-    #[serde(default)]
-    ceiling: Option<RawCeiling>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct RawSubs {
-    containers: Vec<RawSub>,
 }
 
 /// A subscription (`GET /v1/containers`): the bounds the agent keeps.
@@ -266,32 +124,31 @@ pub struct Subscription {
     pub ceiling_cpu: Option<u64>,
 }
 
-pub fn parse_subscriptions(body: &[u8]) -> Result<Vec<Subscription>, serde_json::Error> {
-    let raw: RawSubs = serde_json::from_slice(body)?;
-    raw.containers.iter().try_for_each(|c| check_name(&c.name))?;
-    Ok(raw
-        .containers
-        .into_iter()
-        .map(|s| {
-            let r = &s.resources;
-            let b = [r.cpu, r.mem, r.disk_read, r.disk_write, r.net_rx, r.net_tx];
-            let mut bounds = [None; AGENT_RESOURCES];
-            for (slot, b) in bounds.iter_mut().zip(b) {
-                *slot = b.and_then(|b| Some((b.min?, b.max?)));
+impl From<wire::Subscription> for Subscription {
+    fn from(s: wire::Subscription) -> Self {
+        Subscription {
+            status: match s.status {
+                wire::SubscriptionStatus::Active => "active",
+                wire::SubscriptionStatus::Missing => "missing",
             }
-            Subscription {
-                name: s.name,
-                status: s.status.unwrap_or_else(|| "active".into()),
-                policy: s.policy.unwrap_or_default(),
-                bounds,
-                ceiling_cpu: s.ceiling.and_then(|c| c.cpu),
-            }
-        })
-        .collect())
+            .to_owned(),
+            bounds: Resource::LIMITABLE.map(|r| s.resources.get(&r).map(|b| (b.min, b.max))),
+            ceiling_cpu: s.ceiling.get(&Resource::Cpu).copied(),
+            name: s.name,
+            policy: s.policy,
+        }
+    }
 }
 
-/// A limit change, from an agent (`/v1/events`) or from the aggregator
-/// itself (energy caps).
+pub fn parse_subscriptions(body: &[u8]) -> Result<Vec<Subscription>, serde_json::Error> {
+    let raw: wire::Subscriptions = serde_json::from_slice(body)?;
+    raw.containers.iter().try_for_each(|c| check_name(&c.name))?;
+    Ok(raw.containers.into_iter().map(Subscription::from).collect())
+}
+
+/// A limit change as the aggregator serves it (`GET /v1/events` of its own
+/// API): an agent's event with the host it came from, or one of the
+/// aggregator's own (energy caps).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     #[serde(default)]
@@ -313,15 +170,27 @@ pub struct Event {
     pub source: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-struct RawEvents {
-    events: Vec<Event>,
+impl From<wire::Event> for Event {
+    fn from(e: wire::Event) -> Self {
+        Event {
+            id: e.id,
+            time_ms: e.time_ms,
+            host: String::new(),
+            container: e.container,
+            resource: e.resource.name().to_owned(),
+            old: e.old,
+            new: e.new,
+            reason: e.reason,
+            source: "agent".into(),
+        }
+    }
 }
 
+/// Parses an agent's `/v1/events` (host left empty: the caller knows it).
 pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, serde_json::Error> {
-    let events = serde_json::from_slice::<RawEvents>(body)?.events;
+    let events = serde_json::from_slice::<wire::Events>(body)?.events;
     events.iter().try_for_each(|e| check_name(&e.container))?;
-    Ok(events)
+    Ok(events.into_iter().map(Event::from).collect())
 }
 
 #[cfg(test)]
@@ -353,7 +222,7 @@ mod tests {
             br#"{"host":"n","time_ms":5,"tick_ms":200,"containers":[{"name":"new","cgroup":"/new","kind":"lxc",
             "time_ms":null,"interval_ms":null,"resources":null,"signals":null,"totals":null},
             {"name":"old","cgroup":null,"kind":"lxc","time_ms":5,"interval_ms":200,
-            "resources":{"cpu":{"usage":1,"current":null}},"signals":{"cpu_throttled_usec":null},"totals":{"cpu_usec":null}}]}"#,
+            "resources":{"cpu":{"usage":1,"current":null}},"signals":{"cpu_throttled_usec":null},"totals":null}]}"#,
         )
         .unwrap();
         assert_eq!(s.containers.len(), 2);
@@ -367,7 +236,7 @@ mod tests {
         let bad = parse_stats(br#"{"time_ms":5,"containers":[{"name":"a/../b"}]}"#).unwrap_err().to_string();
         assert!(bad.contains("a/../b"), "{bad}");
         assert!(
-            parse_events(br#"{"events":[{"time_ms":1,"container":"x y"}]}"#).is_err(),
+            parse_events(br#"{"events":[{"id":1,"time_ms":1,"container":"x y","resource":"cpu","old":null,"new":1,"reason":"r"}]}"#).is_err(),
             "names are checked in events too"
         );
     }

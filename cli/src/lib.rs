@@ -7,6 +7,7 @@ pub mod record;
 pub mod units;
 
 use anyhow::{Context as _, bail};
+use scaler_api::wire;
 use serde_json::Value;
 
 /// An agent's address and the token for mutating requests.
@@ -38,10 +39,17 @@ impl Agent {
             Ok(body)
         })
     }
-}
 
-fn get(base: &str, path: &str) -> anyhow::Result<Value> {
-    Agent { url: base.to_owned(), token: None }.call(reqwest::Method::GET, path, None)
+    /// [`Agent::call`], the answer read as the agent's wire type `T`.
+    pub fn call_as<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<T> {
+        let v = self.call(method.clone(), path, body)?;
+        serde_json::from_value(v).with_context(|| format!("{method} {path}: not the agent's documented answer"))
+    }
 }
 
 /// Human-readable quantity in the resource's unit.
@@ -66,36 +74,41 @@ fn bytes(v: u64) -> String {
 }
 
 pub fn stats(agent: &str, name: Option<&str>, json: bool) -> anyhow::Result<()> {
-    let body = match name {
-        Some(n) => get(agent, &format!("/v1/stats/{n}"))?,
-        None => get(agent, "/v1/stats")?,
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
-        return Ok(());
-    }
-    let list = match name {
-        Some(_) => vec![body],
-        None => body["containers"].as_array().cloned().unwrap_or_default(),
+    let agent = Agent { url: agent.to_owned(), token: None };
+    let list: Vec<wire::Container> = match name {
+        Some(n) => {
+            let c: wire::Container = agent.call_as(reqwest::Method::GET, &format!("/v1/stats/{n}"), None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+                return Ok(());
+            }
+            vec![c]
+        }
+        None => {
+            let all: wire::Stats = agent.call_as(reqwest::Method::GET, "/v1/stats", None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(());
+            }
+            all.containers
+        }
     };
     println!(
         "{:<24} {:<10} {:>16} {:>20} {:>20} {:>20}",
         "NAME", "KIND", "CPU use/limit", "MEM use/limit", "DISK r/w", "NET rx/tx"
     );
     for c in list {
-        let r = &c["resources"];
-        let pair =
-            |res: &str| format!("{}/{}", human(res, r[res]["usage"].as_u64()), human(res, r[res]["current"].as_u64()));
-        let io =
-            |a: &str, b: &str| format!("{}/{}", human(a, r[a]["usage"].as_u64()), human(b, r[b]["usage"].as_u64()));
+        let r = &c.resources;
+        let pair = |res: &str, x: wire::Reading| format!("{}/{}", human(res, x.usage), human(res, x.current));
+        let io = |a: &str, x: wire::Reading, y: wire::Reading| format!("{}/{}", human(a, x.usage), human(a, y.usage));
         println!(
             "{:<24} {:<10} {:>16} {:>20} {:>20} {:>20}",
-            c["name"].as_str().unwrap_or("?"),
-            c["kind"].as_str().unwrap_or("?"),
-            pair("cpu"),
-            pair("mem"),
-            io("disk_read", "disk_write"),
-            io("net_rx", "net_tx"),
+            c.name,
+            c.kind.name(),
+            pair("cpu", r.cpu),
+            pair("mem", r.mem),
+            io("disk_read", r.disk_read, r.disk_write),
+            io("net_rx", r.net_rx, r.net_tx),
         );
     }
     Ok(())

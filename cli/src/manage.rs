@@ -6,56 +6,50 @@ use anyhow::Context as _;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
+use scaler_api::wire;
+
 use super::{Agent, human, units};
 
-fn print_json(v: &Value) -> anyhow::Result<()> {
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
-/// The resources a container has, by name, in their fixed order.
-const RESOURCES: [&str; 6] = policies::Resource::LIMITABLE_NAMES;
-
-fn print_containers(list: &[Value]) {
+fn print_containers(list: &[wire::Subscription]) {
     println!(
         "{:<20} {:<8} {:<8} {:<11} {:>16} {:>16} {:>16}",
         "NAME", "STATUS", "POLICY", "RESOURCE", "MIN..MAX", "CURRENT", "USAGE"
     );
     for c in list {
-        let res = c["resources"].as_object().cloned().unwrap_or_default();
-        for (i, r) in RESOURCES.iter().filter(|r| res.contains_key(**r)).enumerate() {
-            let v = &res[*r];
-            let (name, status, policy) = if i == 0 {
-                (
-                    c["name"].as_str().unwrap_or("?"),
-                    c["status"].as_str().unwrap_or("?"),
-                    c["policy"].as_str().unwrap_or("?"),
-                )
-            } else {
-                ("", "", "")
+        for (i, (r, v)) in c.resources.iter().enumerate() {
+            let status = match c.status {
+                wire::SubscriptionStatus::Active => "active",
+                wire::SubscriptionStatus::Missing => "missing",
             };
+            let (name, status, policy) =
+                if i == 0 { (c.name.as_str(), status, c.policy.as_str()) } else { ("", "", "") };
+            let r = r.name();
             println!(
                 "{name:<20} {status:<8} {policy:<8} {r:<11} {:>16} {:>16} {:>16}",
-                format!("{}..{}", human(r, v["min"].as_u64()), human(r, v["max"].as_u64())),
-                human(r, v["current"].as_u64()),
-                human(r, v["usage"].as_u64()),
+                format!("{}..{}", human(r, Some(v.min)), human(r, Some(v.max))),
+                human(r, v.current),
+                human(r, v.usage),
             );
         }
     }
 }
 
 pub fn containers(agent: &Agent, name: Option<&str>, json: bool) -> anyhow::Result<()> {
-    let v = match name {
-        Some(n) => agent.call(Method::GET, &format!("/v1/containers/{n}"), None)?,
-        None => agent.call(Method::GET, "/v1/containers", None)?,
+    let list: Vec<wire::Subscription> = match name {
+        Some(n) => vec![agent.call_as(Method::GET, &format!("/v1/containers/{n}"), None)?],
+        None => agent.call_as::<wire::Subscriptions>(Method::GET, "/v1/containers", None)?.containers,
     };
     if json {
-        return print_json(&v);
+        return match name {
+            Some(_) => print_json(&list[0]),
+            None => print_json(&wire::Subscriptions { containers: list }),
+        };
     }
-    let list = match name {
-        Some(_) => vec![v],
-        None => v["containers"].as_array().cloned().unwrap_or_default(),
-    };
     print_containers(&list);
     Ok(())
 }
@@ -132,7 +126,8 @@ pub fn subscribe(agent: &Agent, s: &Subscribe, json: bool) -> anyhow::Result<()>
     if let Some(p) = s.priority {
         body.insert("priority".into(), p.into());
     }
-    let v = agent.call(Method::PUT, &format!("/v1/containers/{}", s.name), Some(&Value::Object(body)))?;
+    let v: wire::Subscription =
+        agent.call_as(Method::PUT, &format!("/v1/containers/{}", s.name), Some(&Value::Object(body)))?;
     if json {
         return print_json(&v);
     }
@@ -161,8 +156,8 @@ pub fn set(agent: &Agent, name: &str, resource: &str, s: &Set, json: bool) -> an
     if let Some(b) = s.boundary {
         body.insert("boundary".into(), b.into());
     }
-    let v =
-        agent.call(Method::PUT, &format!("/v1/containers/{name}/resources/{resource}"), Some(&Value::Object(body)))?;
+    let path = format!("/v1/containers/{name}/resources/{resource}");
+    let v: wire::Subscription = agent.call_as(Method::PUT, &path, Some(&Value::Object(body)))?;
     if json {
         return print_json(&v);
     }
@@ -171,32 +166,33 @@ pub fn set(agent: &Agent, name: &str, resource: &str, s: &Set, json: bool) -> an
 }
 
 pub fn unsubscribe(agent: &Agent, name: &str, restore: bool) -> anyhow::Result<()> {
-    let v = agent.call(Method::DELETE, &format!("/v1/containers/{name}?restore={restore}"), None)?;
-    println!("unsubscribed {name}{}", if v["restored"] == true { " (original limits restored)" } else { "" });
+    let v: wire::Unsubscribed =
+        agent.call_as(Method::DELETE, &format!("/v1/containers/{name}?restore={restore}"), None)?;
+    println!("unsubscribed {name}{}", if v.restored { " (original limits restored)" } else { "" });
     Ok(())
 }
 
-fn print_event(e: &Value, json: bool) {
+fn print_event(e: &wire::Event, json: bool) {
     if json {
-        println!("{e}");
+        println!("{}", serde_json::to_string(e).unwrap_or_default());
         return;
     }
-    let r = e["resource"].as_str().unwrap_or("?");
+    let r = e.resource.name();
     println!(
         "{:>14} {:<20} {:<10} {:>12} -> {:<12} {}",
-        e["time_ms"].as_u64().unwrap_or(0),
-        e["container"].as_str().unwrap_or("?"),
+        e.time_ms,
+        e.container,
         r,
-        human(r, e["old"].as_u64()),
-        human(r, e["new"].as_u64()),
-        e["reason"].as_str().unwrap_or(""),
+        human(r, e.old),
+        human(r, e.new),
+        e.reason,
     );
 }
 
 pub fn events(agent: &Agent, container: Option<&str>, follow: bool, json: bool) -> anyhow::Result<()> {
     let q = container.map(|c| format!("?container={c}")).unwrap_or_default();
-    let v = agent.call(Method::GET, &format!("/v1/events{q}"), None)?;
-    for e in v["events"].as_array().into_iter().flatten() {
+    let v: wire::Events = agent.call_as(Method::GET, &format!("/v1/events{q}"), None)?;
+    for e in &v.events {
         print_event(e, json);
     }
     if !follow {
@@ -208,8 +204,8 @@ pub fn events(agent: &Agent, container: Option<&str>, follow: bool, json: bool) 
     for line in BufReader::new(resp).lines() {
         let line = line.with_context(|| format!("reading {url}"))?;
         if let Some(data) = line.strip_prefix("data:") {
-            let e: Value = serde_json::from_str(data.trim()).with_context(|| format!("bad event from {url}"))?;
-            if container.is_none_or(|c| e["container"] == c) {
+            let e: wire::Event = serde_json::from_str(data.trim()).with_context(|| format!("bad event from {url}"))?;
+            if container.is_none_or(|c| e.container == c) {
                 print_event(&e, json);
             }
         }
@@ -226,18 +222,19 @@ pub fn host(agent: &Agent, cpu: Option<&str>, mem: Option<&str>, json: bool) -> 
         if let Some(m) = mem {
             cap.insert("mem".into(), units::bytes("--mem", m).map_err(anyhow::Error::msg)?.into());
         }
-        agent.call(Method::PUT, "/v1/host", Some(&json!({"capacity": cap})))?
+        agent.call_as::<wire::Host>(Method::PUT, "/v1/host", Some(&json!({"capacity": cap})))?
     } else {
-        agent.call(Method::GET, "/v1/host", None)?
+        agent.call_as::<wire::Host>(Method::GET, "/v1/host", None)?
     };
     if json {
         return print_json(&v);
     }
-    println!("host {}", v["host"].as_str().unwrap_or("?"));
+    println!("host {}", v.host);
     println!("{:<11} {:>16} {:>16}", "RESOURCE", "CAPACITY", "ALLOCATED");
-    for r in RESOURCES {
-        println!("{r:<11} {:>16} {:>16}", human(r, v["capacity"][r].as_u64()), human(r, v["allocated"][r].as_u64()));
+    for r in policies::Resource::LIMITABLE {
+        let n = r.name();
+        println!("{n:<11} {:>16} {:>16}", human(n, v.capacity_of(r)), human(n, v.allocated_of(r)));
     }
-    println!("host CPU in use: {}", human("cpu", v["usage"]["cpu"].as_u64()));
+    println!("host CPU in use: {}", human("cpu", v.usage.cpu));
     Ok(())
 }

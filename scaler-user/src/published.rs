@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::RwLock, time::Instant};
 use serde::Serialize;
 
 use crate::{
-    cgroup::discover::{Discovered, Kind},
+    cgroup::discover::Discovered,
     sample::{Sample, history::History},
 };
 
@@ -101,30 +101,18 @@ pub struct Shared {
     pub inner: RwLock<Inner>,
 }
 
-/// A container as served by `/v1/stats`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ContainerView {
-    pub name: String,
-    pub cgroup: String,
-    pub kind: Kind,
-    pub time_ms: Option<u64>,
-    pub interval_ms: Option<u64>,
-    pub resources: crate::sample::Resources,
-    pub signals: Option<crate::sample::Signals>,
-    pub totals: Option<crate::sample::Totals>,
-}
-
-impl ContainerView {
-    pub fn of(p: &Published) -> Self {
-        Self {
-            name: p.info.name.clone(),
-            cgroup: p.info.cgroup.clone(),
-            kind: p.info.kind,
-            time_ms: p.latest.map(|s| s.time_ms),
-            interval_ms: p.latest.map(|s| s.interval_ms),
-            resources: p.latest.map(|s| s.resources).unwrap_or_default(),
-            signals: p.latest.map(|s| s.signals),
-            totals: p.latest.map(|s| s.totals),
+impl Published {
+    /// The container as `/v1/stats` serves it.
+    pub fn view(&self) -> scaler_api::wire::Container {
+        scaler_api::wire::Container {
+            name: self.info.name.clone(),
+            cgroup: self.info.cgroup.clone(),
+            kind: self.info.kind,
+            time_ms: self.latest.map(|s| s.time_ms),
+            interval_ms: self.latest.map(|s| s.interval_ms),
+            resources: self.latest.map(|s| s.resources).unwrap_or_default(),
+            signals: self.latest.map(|s| s.signals),
+            totals: self.latest.map(|s| s.totals),
         }
     }
 }

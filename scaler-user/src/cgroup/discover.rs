@@ -13,17 +13,8 @@ use serde::Serialize;
 
 use super::layout::Layout;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Lxc,
-    Docker,
-    Podman,
-    Kubernetes,
-    Systemd,
-    /// Named in the configuration (an explicit cgroup or a `watch` pattern).
-    Configured,
-}
+/// What made a cgroup a container (as `/v1/stats` names it).
+pub use scaler_api::wire::Kind;
 
 /// What discovery looks for. `watch` patterns are matched against cgroup
 /// paths relative to the hierarchy root, segment by segment, with `*` and

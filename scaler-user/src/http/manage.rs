@@ -9,14 +9,15 @@ use axum::{
     http::StatusCode,
     response::sse::{Event as SseEvent, KeepAlive, Sse},
 };
-use policies::Resource;
+use policies::{Resource, energy::PowerModel};
+use scaler_api::wire;
 use serde_json::{Value, json};
 
 use super::{AppState, error::ApiError, query::Query};
 use crate::{
     cgroup::reader::CgroupReader,
     manage::{
-        Found, ManageError,
+        Found, ManageError, Manager,
         events::EventQuery,
         model::{self, FieldError},
     },
@@ -124,38 +125,45 @@ fn resolve_cgroup(app: &AppState, name: &str, given: Option<&str>) -> Result<Str
     Ok(cg)
 }
 
-pub async fn list(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<wire::Subscriptions>, ApiError> {
     Query::parse(q.as_deref(), &[])?;
-    Ok(Json(json!({"containers": app.manager().views()})))
+    Ok(Json(wire::Subscriptions { containers: app.manager().views() }))
+}
+
+fn view_of(m: &Manager, name: &str) -> Result<Json<wire::Subscription>, ApiError> {
+    m.view(name)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("{name:?} is not subscribed (GET /v1/containers lists them)")))
 }
 
 pub async fn get(
     State(app): State<AppState>,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<wire::Subscription>, ApiError> {
     Query::parse(q.as_deref(), &[])?;
-    app.manager()
-        .view(&name)
-        .map(|v| Json(json!(v)))
-        .ok_or_else(|| ApiError::not_found(format!("{name:?} is not subscribed (GET /v1/containers lists them)")))
+    view_of(&app.manager(), &name)
 }
 
-pub async fn put(State(app): State<AppState>, Path(name): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn put(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<wire::Subscription>, ApiError> {
     check_name(&name)?;
     let req = model::parse_subscribe(&json_body(&body)?)?;
     let cgroup = resolve_cgroup(&app, &name, req.cgroup.as_deref())?;
     let found = probe(&app, &cgroup);
     let mut m = app.manager();
     m.subscribe(now_ms(), &name, &cgroup, &req, &found)?;
-    Ok(Json(json!(m.view(&name))))
+    view_of(&m, &name)
 }
 
 pub async fn delete(
     State(app): State<AppState>,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<wire::Unsubscribed>, ApiError> {
     let q = Query::parse(q.as_deref(), &["restore"])?;
     let restore = match q.str("restore") {
         None | Some("false") => false,
@@ -163,14 +171,14 @@ pub async fn delete(
         Some(v) => return Err(ApiError::bad_request("restore", format!("must be true or false, got {v:?}"))),
     };
     let restored = app.manager().unsubscribe(now_ms(), &name, restore)?;
-    Ok(Json(json!({"name": name, "restored": restored})))
+    Ok(Json(wire::Unsubscribed { name, restored }))
 }
 
 pub async fn put_resource(
     State(app): State<AppState>,
     Path((name, resource)): Path<(String, String)>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<wire::Subscription>, ApiError> {
     let r = model::parse_resource("resource", &resource)?;
     let patch = model::parse_patch(&json_body(&body)?, "")?;
     let cgroup = app
@@ -181,14 +189,14 @@ pub async fn put_resource(
     let found = probe(&app, &cgroup);
     let mut m = app.manager();
     m.update_resource(now_ms(), &name, r, &patch, &found)?;
-    Ok(Json(json!(m.view(&name))))
+    view_of(&m, &name)
 }
 
 pub async fn put_ceiling(
     State(app): State<AppState>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<wire::Subscription>, ApiError> {
     let v = json_body(&body)?;
     let obj = v.as_object().ok_or_else(|| ApiError::bad_request("body", "must be an object like {\"cpu\": 1500}"))?;
     let mut ceiling = BTreeMap::new();
@@ -198,35 +206,38 @@ pub async fn put_ceiling(
     }
     let mut m = app.manager();
     m.set_ceiling(now_ms(), &name, Some(ceiling))?;
-    Ok(Json(json!(m.view(&name))))
+    view_of(&m, &name)
 }
 
-pub async fn delete_ceiling(State(app): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn delete_ceiling(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<wire::Subscription>, ApiError> {
     let mut m = app.manager();
     m.set_ceiling(now_ms(), &name, None)?;
-    Ok(Json(json!(m.view(&name))))
+    view_of(&m, &name)
 }
 
-fn host_json(app: &AppState) -> Value {
+fn host_view(app: &AppState) -> wire::Host {
     let m = app.manager();
     let g = app.shared.read();
-    json!({
-        "host": app.shared.host,
-        "capacity": m.capacity(),
-        "allocated": m.allocated(),
-        "usage": {"cpu": g.host_cpu},
-        "cpus_mc": crate::host::cpu_capacity(),
-        "rapl_mw": g.rapl_mw,
-        "power_model": app.power_model,
-    })
+    wire::Host {
+        host: app.shared.host.clone(),
+        capacity: m.capacity().clone(),
+        allocated: m.allocated(),
+        usage: wire::HostUsage { cpu: g.host_cpu },
+        cpus_mc: crate::host::cpu_capacity(),
+        rapl_mw: g.rapl_mw,
+        power_model: PowerModel::try_new(app.power_model.idle_mw, app.power_model.max_mw).ok(),
+    }
 }
 
-pub async fn get_host(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn get_host(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<wire::Host>, ApiError> {
     Query::parse(q.as_deref(), &[])?;
-    Ok(Json(host_json(&app)))
+    Ok(Json(host_view(&app)))
 }
 
-pub async fn put_host(State(app): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn put_host(State(app): State<AppState>, body: Bytes) -> Result<Json<wire::Host>, ApiError> {
     let v = json_body(&body)?;
     let obj = v.as_object().ok_or_else(|| ApiError::bad_request("body", "must be an object"))?;
     if let Some(k) = obj.keys().find(|k| *k != "capacity") {
@@ -247,10 +258,10 @@ pub async fn put_host(State(app): State<AppState>, body: Bytes) -> Result<Json<V
         changes.insert(r, amount);
     }
     app.manager().set_capacity(changes)?;
-    Ok(Json(host_json(&app)))
+    Ok(Json(host_view(&app)))
 }
 
-pub async fn events(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+pub async fn events(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<wire::Events>, ApiError> {
     let q = Query::parse(q.as_deref(), &["since_id", "since_ms", "container", "limit"])?;
     let query = EventQuery {
         since_id: q.u64("since_id")?,
@@ -258,7 +269,7 @@ pub async fn events(State(app): State<AppState>, RawQuery(q): RawQuery) -> Resul
         container: q.str("container").map(str::to_owned),
         limit: q.u64("limit")?.map_or(1000, |l| l as usize),
     };
-    Ok(Json(json!({"events": app.manager().events.query(&query)})))
+    Ok(Json(wire::Events { events: app.manager().events.query(&query) }))
 }
 
 pub async fn stream(

@@ -7,41 +7,26 @@ use axum::{
     extract::{Path, RawQuery, State},
 };
 use policies::Resource;
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{error::ApiError, query::Query};
-use crate::{
-    published::{ContainerView, Shared},
-    sample::history::HistoryPoint,
-};
+use scaler_api::wire;
 
-#[derive(Serialize)]
-pub struct StatsResponse {
-    pub host: String,
-    pub time_ms: u64,
-    pub tick_ms: u64,
-    pub containers: Vec<ContainerView>,
-}
+use crate::published::Shared;
 
-const KINDS: [&str; 6] = ["lxc", "docker", "podman", "kubernetes", "systemd", "configured"];
-
-pub async fn all(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<Json<StatsResponse>, ApiError> {
+pub async fn all(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<Json<wire::Stats>, ApiError> {
     let q = Query::parse(q.as_deref(), &["kind"])?;
-    let kind = q.str("kind");
-    if let Some(k) = kind
-        && !KINDS.contains(&k)
-    {
-        return Err(ApiError::bad_request("kind", format!("unknown kind {k:?}; one of {}", KINDS.join(", "))));
-    }
+    let kind = match q.str("kind") {
+        None => None,
+        Some(k) => Some(wire::Kind::KNOWN.into_iter().find(|x| x.name() == k).ok_or_else(|| {
+            let names: Vec<&str> = wire::Kind::KNOWN.iter().map(|x| x.name()).collect();
+            ApiError::bad_request("kind", format!("unknown kind {k:?}; one of {}", names.join(", ")))
+        })?),
+    };
     let g = s.read();
-    let containers = g
-        .containers
-        .values()
-        .map(ContainerView::of)
-        .filter(|c| kind.is_none_or(|k| serde_json::to_value(c.kind).ok() == Some(Value::from(k))))
-        .collect();
-    Ok(Json(StatsResponse { host: s.host.clone(), time_ms: g.time_ms, tick_ms: s.tick_ms, containers }))
+    let containers =
+        g.containers.values().filter(|p| kind.is_none_or(|k| p.info.kind == k)).map(|p| p.view()).collect();
+    Ok(Json(wire::Stats { host: s.host.clone(), time_ms: g.time_ms, tick_ms: s.tick_ms, containers }))
 }
 
 fn unknown(name: &str) -> ApiError {
@@ -52,17 +37,10 @@ pub async fn one(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<ContainerView>, ApiError> {
+) -> Result<Json<wire::Container>, ApiError> {
     Query::parse(q.as_deref(), &[])?;
     let g = s.read();
-    g.containers.get(&name).map(|p| Json(ContainerView::of(p))).ok_or_else(|| unknown(&name))
-}
-
-#[derive(Serialize)]
-pub struct HistoryResponse {
-    pub name: String,
-    pub tick_ms: u64,
-    pub points: Vec<HistoryPoint>,
+    g.containers.get(&name).map(|p| Json(p.view())).ok_or_else(|| unknown(&name))
 }
 
 pub async fn history(

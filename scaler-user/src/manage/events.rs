@@ -6,20 +6,9 @@
 use std::collections::VecDeque;
 
 use policies::Resource;
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    pub id: u64,
-    pub time_ms: u64,
-    pub container: String,
-    pub resource: Resource,
-    /// `None` = unlimited.
-    pub old: Option<u64>,
-    pub new: Option<u64>,
-    pub reason: String,
-}
+pub use scaler_api::wire::Event;
 
 pub struct EventLog {
     ring: VecDeque<Event>,

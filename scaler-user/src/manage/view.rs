@@ -1,44 +1,14 @@
-//! The JSON shapes of `GET /v1/containers[/{name}]` and `GET /v1/host`.
+//! `GET /v1/containers[/{name}]` and the allocation `GET /v1/host` shows, as
+//! the wire types of `scaler_api::wire`.
 
 use std::collections::BTreeMap;
 
 use policies::{Resource, ResourceSpec};
-use serde::Serialize;
+use scaler_api::wire::{ResourceState, Subscription, SubscriptionStatus};
 
 use super::{Managed, Manager};
 
-#[derive(Debug, Clone, Serialize)]
-pub struct ResourceView {
-    pub min: u64,
-    pub max: u64,
-    pub current: Option<u64>,
-    pub usage: Option<u64>,
-    pub guard: bool,
-    pub boundary: u8,
-    pub boundary_type: policies::BoundaryType,
-    pub upper: Option<i64>,
-    pub lower: Option<i64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ContainerView {
-    pub name: String,
-    pub cgroup: String,
-    pub policy: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy_config: Option<serde_json::Value>,
-    pub priority: u32,
-    /// `active`, or `missing` while the cgroup does not exist.
-    pub status: &'static str,
-    pub resources: BTreeMap<Resource, ResourceView>,
-    pub ceiling: BTreeMap<Resource, u64>,
-    pub original: BTreeMap<Resource, Option<u64>>,
-    /// When the current policy began deciding (ms since the epoch; 0 when
-    /// it began with the agent).
-    pub policy_since_ms: u64,
-}
-
-fn view(m: &Managed) -> ContainerView {
+fn view(m: &Managed) -> Subscription {
     let s = &m.sub;
     let resources = s
         .resources
@@ -55,7 +25,7 @@ fn view(m: &Managed) -> ContainerView {
             )
             .ok()
             .map(|spec| spec.limits());
-            let rv = ResourceView {
+            let rv = ResourceState {
                 min: b.min,
                 max: b.max,
                 current,
@@ -69,13 +39,13 @@ fn view(m: &Managed) -> ContainerView {
             (r, rv)
         })
         .collect();
-    ContainerView {
+    Subscription {
         name: s.name.clone(),
         cgroup: s.cgroup.clone(),
         policy: s.policy.clone(),
         policy_config: s.policy_config.clone(),
         priority: s.priority,
-        status: if m.active { "active" } else { "missing" },
+        status: if m.active { SubscriptionStatus::Active } else { SubscriptionStatus::Missing },
         resources,
         ceiling: s.ceiling.clone(),
         original: s.original.clone(),
@@ -84,11 +54,11 @@ fn view(m: &Managed) -> ContainerView {
 }
 
 impl Manager {
-    pub fn view(&self, name: &str) -> Option<ContainerView> {
+    pub fn view(&self, name: &str) -> Option<Subscription> {
         self.subs.get(name).map(view)
     }
 
-    pub fn views(&self) -> Vec<ContainerView> {
+    pub fn views(&self) -> Vec<Subscription> {
         self.subs.values().map(view).collect()
     }
 
