@@ -25,7 +25,7 @@ use std::{
     net::SocketAddr,
     path::Path,
     sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -39,10 +39,7 @@ use self::{
     store::{APPS, CEILINGS, HOSTS, Store},
 };
 
-/// Wall-clock time, ms since the epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+pub use scaler_api::now_ms;
 
 /// Everything the round and the API share.
 pub struct Shared {

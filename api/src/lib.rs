@@ -10,3 +10,9 @@ pub mod process;
 pub mod query;
 pub mod serve;
 pub mod wire;
+
+/// Wall-clock time, ms since the Unix epoch (0 before it): the one clock of
+/// samples, events and history.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

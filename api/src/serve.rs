@@ -141,6 +141,47 @@ pub fn bearer_matches(header: Option<&str>, token: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The bearer token a server requires of requests that change something,
+/// and the setting it comes from (named in the 401's message).
+#[derive(Debug, Clone)]
+pub struct Bearer {
+    token: Option<Arc<str>>,
+    setting: &'static str,
+}
+
+impl Bearer {
+    /// `None` or an empty token: every request is let through.
+    pub fn new(token: Option<&str>, setting: &'static str) -> Self {
+        Self { token: token.filter(|t| !t.is_empty()).map(Arc::from), setting }
+    }
+}
+
+/// The one auth middleware of both servers (install it with
+/// `route_layer`, so an unknown path or method is 404/405 before any 401):
+/// reads (`GET`, `HEAD`, `OPTIONS`) pass; anything else needs
+/// `Authorization: Bearer <token>` when a token is set.
+pub async fn require_bearer(
+    axum::extract::State(b): axum::extract::State<Bearer>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::{
+        http::{Method, StatusCode, header},
+        response::IntoResponse,
+    };
+    let read_only = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if let Some(token) = b.token.as_deref()
+        && !read_only
+    {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if !bearer_matches(given, token) {
+            let e = format!("missing or wrong token: this request needs Authorization: Bearer <{}>", b.setting);
+            return crate::error::ApiError::new(StatusCode::UNAUTHORIZED, e).into_response();
+        }
+    }
+    next.run(req).await
+}
+
 /// Why `token` cannot be a bearer token, if it cannot: it must be sent in an
 /// `Authorization` header, so it is 1 to 4096 visible ASCII characters (no
 /// space, no control character, nothing outside ASCII).

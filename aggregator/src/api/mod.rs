@@ -15,10 +15,9 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Request, State},
-    http::{Method, StatusCode, header},
-    middleware::{self, Next},
-    response::Response,
+    extract::State,
+    http::StatusCode,
+    middleware,
     routing::{get, put},
 };
 use serde_json::{Map, Value, json};
@@ -51,22 +50,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
         })
-        .layer(middleware::from_fn_with_state(shared.clone(), auth))
+        // After routing: an unknown path or method is 404/405 before any 401.
+        .route_layer(middleware::from_fn_with_state(
+            scaler_api::serve::Bearer::new(shared.cfg.aggregator.token.as_deref(), "aggregator.token"),
+            scaler_api::serve::require_bearer,
+        ))
         .with_state(shared)
-}
-
-/// With `aggregator.token` set, every request that changes something needs
-/// `Authorization: Bearer <token>`.
-async fn auth(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Result<Response, ApiError> {
-    if let Some(token) = s.cfg.aggregator.token.as_deref()
-        && !matches!(*req.method(), Method::GET | Method::HEAD)
-    {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if !scaler_api::serve::bearer_matches(given, token) {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"));
-        }
-    }
-    Ok(next.run(req).await)
 }
 
 /// A JSON object body with only `allowed` fields.

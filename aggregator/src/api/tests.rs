@@ -336,3 +336,18 @@ async fn a_cap_becomes_ceilings_and_clearing_removes_them() {
     assert_eq!(call(&s, "PUT", "/v1/containers/nohost/burn", Some(json!({}))).await.0, StatusCode::NOT_FOUND);
     assert_eq!(call(&s, "GET", "/v1/containers/h/nothere", None).await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_token_guards_changes_and_unknown_paths_are_404_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = AggConfig::default();
+    cfg.aggregator.state_dir = dir.path().to_path_buf();
+    cfg.aggregator.token = Some("s3cret".into());
+    let s = Arc::new(Shared::open(cfg).unwrap());
+    let (st, v) = call(&s, "PUT", "/v1/apps/web", Some(json!({"containers": []}))).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("aggregator.token"), "{v}");
+    // The same rule as the agent's: routing first, then the token.
+    assert_eq!(call(&s, "PUT", "/v1/nothing", None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(call(&s, "GET", "/v1/apps", None).await.0, StatusCode::OK);
+}

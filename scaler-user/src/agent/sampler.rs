@@ -6,7 +6,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     os::unix::fs::MetadataExt,
     path::Path,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use scaler_common::CgroupCounters;
@@ -144,10 +144,6 @@ fn subtree_ids(dir: &Path) -> Vec<u64> {
         }
     }
     ids
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Sampler {
@@ -335,7 +331,7 @@ impl Sampler {
             self.scan(now, &managed.subscribed, &mut removed);
             phases.discover_us = us_since(now);
         }
-        let time_ms = wall_ms();
+        let time_ms = scaler_api::now_ms();
         let mut samples = Vec::with_capacity(self.tracked.len());
         let mut vanished = Vec::new();
         self.ticks += 1;

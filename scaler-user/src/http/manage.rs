@@ -10,7 +10,7 @@ use axum::{
     response::sse::{Event as SseEvent, KeepAlive, Sse},
 };
 use policies::{Resource, energy::PowerModel};
-use scaler_api::wire;
+use scaler_api::{now_ms, wire};
 use serde_json::{Value, json};
 
 use super::{AppState, error::ApiError, query::Query};
@@ -45,10 +45,6 @@ impl From<ManageError> for ApiError {
             e @ ManageError::Stored { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn json_body(body: &Bytes) -> Result<Value, ApiError> {

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::{
     Router,
-    extract::{FromRef, Request, State},
-    http::{Method, StatusCode, header},
-    middleware::{self, Next},
+    extract::FromRef,
+    http::{StatusCode, header},
+    middleware,
     response::{IntoResponse, Response},
     routing::{get, put},
 };
@@ -46,23 +46,6 @@ impl FromRef<AppState> for Arc<Shared> {
 
 /// Mutating requests need `Authorization: Bearer <token>` when a token is
 /// configured (it must be when the agent listens off loopback).
-async fn auth(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let read_only = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if let Some(token) = app.token.as_deref().filter(|t| !t.is_empty())
-        && !read_only
-    {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if !scaler_api::serve::bearer_matches(given, token) {
-            return ApiError::new(StatusCode::UNAUTHORIZED, "this request needs Authorization: Bearer <agent.token>")
-                .into_response();
-        }
-    }
-    next.run(req).await
-}
-
-/// Turns any error response that is not JSON (axum's own rejections: a
-/// path segment that is not UTF-8, a body over the size limit, ...) into the
-/// API's JSON error, keeping the status.
 async fn json_errors(resp: Response) -> Response {
     let status = resp.status();
     let is_json = resp
@@ -96,7 +79,10 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(stats::healthz))
         // After routing: an unknown path or method is 404/405 before any 401.
-        .route_layer(middleware::from_fn_with_state(app.clone(), auth))
+        .route_layer(middleware::from_fn_with_state(
+            scaler_api::serve::Bearer::new(app.token.as_deref(), "agent.token"),
+            scaler_api::serve::require_bearer,
+        ))
         .fallback(|| async { ApiError::not_found("no such endpoint; see docs/api.md") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
