@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::decision::Direction;
 use crate::error::{ConfigError, check};
 use crate::policy::Timing;
-use crate::resource::{MAX_AMOUNT, MB, MIB, Resource};
+use crate::resource::{MAX_AMOUNT, MIB, Resource};
 
 const NAME: &str = "classic";
 
@@ -67,10 +67,11 @@ impl Default for RuleTable {
         // The original counts CPU in shares (100 = one core) and memory in
         // MiB; here millicores and bytes.
         let disk = ResourceRules {
-            // Down after 6 down events, whatever the ups.
-            down: Some(rule(6, None, Amount::FitToUsage)),
-            // Up after 1 up event; +450 in the original's MB/s.
-            up: Some(rule(1, None, Amount::Fixed(450 * MB as i64))),
+            // D >= 6 && U <= 0, fit to usage, consumes 6.
+            down: Some(rule(6, Some(0), Amount::FitToUsage)),
+            // U >= 1 && D <= 6, +450 in the original's unit, which it
+            // multiplies by 1,048,576 (MiB/s), consumes 1.
+            up: Some(rule(1, Some(6), Amount::Fixed(450 * MIB as i64))),
         };
         RuleTable {
             cpu: ResourceRules {

@@ -139,7 +139,7 @@ impl Classic {
         // 3. At most one event; stored before counting.
         let event = if mean.above(limits.upper) && limits.upper < max && current < max {
             Some(Direction::Up)
-        } else if mean.positive() && mean.below(limits.lower) && limits.lower > min {
+        } else if (mean.positive() || idle_counts(resource)) && mean.below(limits.lower) && limits.lower > min {
             Some(Direction::Down)
         } else {
             None
@@ -183,6 +183,13 @@ fn matches(rule: &Rule, d: Direction, counts: Counts) -> bool {
 }
 
 /// The rule's amount before trimming.
+/// Whether a window of zero usage still makes a down event: the original
+/// asks for usage above zero for CPU and memory but accepts zero for disk
+/// (an idle disk is shrunk); network, which takes the disk rules here, too.
+fn idle_counts(resource: Resource) -> bool {
+    matches!(resource, Resource::DiskRead | Resource::DiskWrite | Resource::NetRx | Resource::NetTx)
+}
+
 fn amount(a: Amount, usage: Mean, margin: i64, current: i64, limits: Limits) -> i64 {
     let v: i128 = match a {
         Amount::Fixed(x) => i128::from(x),

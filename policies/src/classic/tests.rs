@@ -378,7 +378,40 @@ fn disk_up_after_one_event_trimmed_to_max() {
 }
 
 #[test]
-fn disk_down_after_six_events_whatever_the_ups() {
+fn disk_rules_are_the_originals() {
+    // Up on `up >= 1 && down <= 6` by 450 x 1,048,576 B/s; down on
+    // `down >= 6 && up <= 0`, fit to usage.
+    let t = RuleTable::default();
+    let (up, down) = (t.disk.up.unwrap(), t.disk.down.unwrap());
+    assert_eq!((up.events, up.max_opposite, up.consume, up.amount), (1, Some(6), 1, Amount::Fixed(450 * MIB as i64)));
+    assert_eq!((down.events, down.max_opposite, down.consume, down.amount), (6, Some(0), 6, Amount::FitToUsage));
+}
+
+#[test]
+fn disk_up_is_450_mib_per_second() {
+    let mut h = H::new(cfg(), Resource::DiskRead, spec(MB, 2_000 * MB, 100 * MB));
+    let ds = h.tick(90 * MB);
+    assert_eq!(reason(&ds[0]), (Direction::Up, 1, 0, 450 * MIB as i64));
+}
+
+#[test]
+fn an_idle_disk_is_shrunk_but_an_idle_cpu_is_not() {
+    let mut h = H::new(cfg(), Resource::DiskRead, disk());
+    for _ in 0..5 {
+        assert!(h.tick(0).is_empty());
+    }
+    let ds = h.tick(0);
+    // 0 + 10 + 20 - 100 = -70 MB/s, trimmed so that the lower limit (60)
+    // stays at min (1): -59 MB/s.
+    assert_eq!(reason(&ds[0]), (Direction::Down, 0, 6, -59 * MB as i64));
+    let mut c = H::new(cfg(), Resource::Cpu, cpu());
+    for _ in 0..8 {
+        assert!(c.tick(0).is_empty(), "the original asks for CPU usage above zero");
+    }
+}
+
+#[test]
+fn disk_down_after_six_events_without_ups() {
     let mut h = H::new(cfg(), Resource::DiskWrite, disk());
     // One up (fires at once: current 200 MB/s, consumed).
     h.tick(90 * MB);
