@@ -32,6 +32,12 @@ pub struct Args {
     /// Samples over the run.
     #[arg(long, default_value_t = 20)]
     pub samples: u64,
+    /// The aggregator's history retention, seconds, for the full tier (the
+    /// minute tier keeps twice, the quarter tier three times that): short
+    /// retentions show within one run whether the store levels off once
+    /// every tier is full. Default: the aggregator's own (1 h, 2 d, 30 d).
+    #[arg(long)]
+    pub retention_s: Option<u64>,
 }
 
 /// An aggregator process over one host, stopped (SIGTERM) on drop.
@@ -41,10 +47,23 @@ struct Aggregator {
 }
 
 impl Aggregator {
-    fn start(bin: &std::path::Path, dir: &std::path::Path, agent: &str) -> anyhow::Result<Self> {
+    fn start(
+        bin: &std::path::Path,
+        dir: &std::path::Path,
+        agent: &str,
+        retention_s: Option<u64>,
+    ) -> anyhow::Result<Self> {
         let port = scaler_testkit::free_port()?;
         let mut cfg =
             format!("[aggregator]\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\n", dir.join("state").display());
+        if let Some(r) = retention_s {
+            let _ = write!(
+                cfg,
+                "[history]\nfull_retention_s = {r}\nminute_retention_s = {}\nquarter_retention_s = {}\n",
+                2 * r,
+                3 * r
+            );
+        }
         let _ = write!(cfg, "[[hosts]]\nname = \"a\"\nurl = \"http://{agent}\"\n");
         std::fs::write(dir.join("aggregator.toml"), cfg)?;
         let child = Command::new(bin)
@@ -103,7 +122,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     let agent = Agent::start(&bin, &format!("[discovery]\nsystemd_services = false\nwatch = [\"{}/*\"]\n", cg.name()))?;
     let agg_dir = temp_dir()?;
-    let agg = Aggregator::start(&bin, agg_dir.path(), agent.addr())?;
+    let agg = Aggregator::start(&bin, agg_dir.path(), agent.addr(), args.retention_s)?;
     let subscribe = |cg: &Cgroups, i: usize| -> anyhow::Result<()> {
         let body = json!({"cgroup": cg.rel(&name(i)),
                           "resources": {"cpu": {"min": 10, "max": 1000}, "mem": {"min": 8 << 20, "max": 256 << 20}}});
@@ -200,7 +219,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let growth = |k: &str| json!({"one_third": at(k, 1.0 / 3.0), "two_thirds": at(k, 2.0 / 3.0), "end": at(k, 1.0)});
     let result = json!({
         "benchmark": "soak",
-        "minutes": args.minutes, "containers": args.containers, "churn_per_s": args.churn,
+        "minutes": args.minutes, "containers": args.containers, "churn_per_s": args.churn, "retention_s": args.retention_s,
         "created": next, "churn_errors": churn_errors,
         "levels": {
             "agent_rss_mib": growth("agent_rss_mib"), "agent_state_kib": growth("agent_state_kib"),
