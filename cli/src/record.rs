@@ -15,19 +15,16 @@ use policies::{
     Resource,
     trace::{RECORDED_HEADER, Recorded},
 };
-use serde_json::Value;
+use scaler_api::wire::{Container, History, HistoryPoint, Subscription};
 
 use super::Agent;
 
 /// The rows of one history point (`GET /v1/stats/{name}/history`).
-pub fn rows(name: &str, point: &Value) -> Vec<String> {
-    let time_ms = point["time_ms"].as_u64().unwrap_or(0);
-    let interval_ms = point["interval_ms"].as_u64().unwrap_or(0);
-    let sig = &point["signals"];
+pub fn rows(name: &str, point: &HistoryPoint) -> Vec<String> {
+    let (time_ms, interval_ms, sig) = (point.time_ms, point.interval_ms, point.signals);
     let mut out = Vec::new();
-    for r in Resource::LIMITABLE {
-        let reading = &point["resources"][r.to_string()];
-        let (usage, limit) = (reading["usage"].as_u64(), reading["current"].as_u64());
+    for (r, reading) in point.resources.iter() {
+        let (usage, limit) = (reading.usage, reading.current);
         if usage.is_none() && limit.is_none() {
             continue;
         }
@@ -35,17 +32,17 @@ pub fn rows(name: &str, point: &Value) -> Vec<String> {
         let mut demand = usage.unwrap_or(0);
         match r {
             Resource::Cpu => {
-                rec.throttled_us = sig["cpu_throttled_usec"].as_u64().unwrap_or(0);
+                rec.throttled_us = sig.cpu_throttled_usec.unwrap_or(0);
                 // What the quota held back is demand too.
                 demand += rec.throttled_us.checked_div(interval_ms).unwrap_or(0);
             }
             Resource::Mem => {
-                rec.stall_us = sig["mem_stall_usec"].as_u64().unwrap_or(0);
-                rec.oom_kills = sig["oom_kills"].as_u64();
-                rec.waiting = sig["mem_waiting"].as_bool().unwrap_or(false);
-                rec.reclaims = sig["mem_reclaims"].as_u64().unwrap_or(0);
-                rec.refault_bytes = sig["mem_refault_bytes"].as_u64().unwrap_or(0);
-                rec.refault_stall_us = sig["mem_refault_stall_usec"].as_u64().unwrap_or(0);
+                rec.stall_us = sig.mem_stall_usec.unwrap_or(0);
+                rec.oom_kills = sig.oom_kills;
+                rec.waiting = sig.mem_waiting.unwrap_or(false);
+                rec.reclaims = sig.mem_reclaims;
+                rec.refault_bytes = sig.mem_refault_bytes.unwrap_or(0);
+                rec.refault_stall_us = sig.mem_refault_stall_usec.unwrap_or(0);
             }
             _ => {}
         }
@@ -61,41 +58,39 @@ pub fn record(agent: &Agent, name: &str, duration: Duration, out: &Path, poll: D
     // A container just created or subscribed may not be sampled yet.
     let wait = Instant::now() + Duration::from_secs(10);
     let first = loop {
-        match agent.call(reqwest::Method::GET, &format!("/v1/stats/{name}"), None) {
+        match agent.call_as::<Container>(reqwest::Method::GET, &format!("/v1/stats/{name}"), None) {
             Ok(v) => break v,
             Err(e) if Instant::now() > wait => return Err(e),
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     };
-    let sub = agent.call(reqwest::Method::GET, &format!("/v1/containers/{name}"), None).ok();
+    let sub: Option<Subscription> = agent.call_as(reqwest::Method::GET, &format!("/v1/containers/{name}"), None).ok();
     let mut f = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    writeln!(f, "# scaler record {name} from {}: cgroup {}", agent.url, first["cgroup"].as_str().unwrap_or("?"))?;
+    writeln!(f, "# scaler record {name} from {}: cgroup {}", agent.url, first.cgroup)?;
     if let Some(s) = &sub {
         writeln!(f, "# subscription: {}", serde_json::to_string(s)?)?;
     }
     writeln!(f, "{RECORDED_HEADER}")?;
     let start = Instant::now();
     // Only ticks from now on.
-    let mut since = first["time_ms"].as_u64().unwrap_or(0);
+    let mut since = first.time_ms.unwrap_or(0);
     let (mut ticks, mut gaps) = (0usize, 0usize);
     loop {
         std::thread::sleep(poll.min(duration.saturating_sub(start.elapsed())).max(Duration::from_millis(10)));
-        let h = agent
-            .call(reqwest::Method::GET, &format!("/v1/stats/{name}/history?since_ms={since}"), None)
+        let h: History = agent
+            .call_as(reqwest::Method::GET, &format!("/v1/stats/{name}/history?since_ms={since}"), None)
             .with_context(|| format!("reading {name}'s history (did the container stop?)"))?;
-        let points = h["points"].as_array().cloned().unwrap_or_default();
-        if let (Some(p), Some(tick)) = (points.first(), h["tick_ms"].as_u64()) {
+        if let Some(p) = h.points.first() {
             // The oldest point is far past the last one read: history rolled over.
-            let t = p["time_ms"].as_u64().unwrap_or(0);
-            if ticks > 0 && t > since + 3 * tick.max(1) + 1000 {
+            if ticks > 0 && p.time_ms > since + 3 * h.tick_ms.max(1) + 1000 {
                 gaps += 1;
             }
         }
-        for p in &points {
+        for p in &h.points {
             for row in rows(name, p) {
                 writeln!(f, "{row}")?;
             }
-            since = since.max(p["time_ms"].as_u64().unwrap_or(since));
+            since = since.max(p.time_ms);
             ticks += 1;
         }
         f.flush()?;
@@ -125,6 +120,7 @@ mod tests {
             "signals": {"cpu_throttled_usec": 40000, "mem_stall_usec": 5, "oom_kills": 0, "mem_waiting": false,
                         "mem_refault_bytes": 8192, "mem_refault_stall_usec": 3},
         });
+        let p: HistoryPoint = serde_json::from_value(p).unwrap();
         let text = format!("{RECORDED_HEADER}\n{}\n", rows("a", &p).join("\n"));
         let t = policies::Trace::parse(&text).unwrap();
         assert_eq!(t.resources("a"), vec![Resource::Cpu, Resource::Mem], "nothing for unmeasured resources");

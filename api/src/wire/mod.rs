@@ -12,7 +12,7 @@ mod stats;
 pub use containers::{ResourceState, Subscription, SubscriptionStatus, Subscriptions, Unsubscribed};
 pub use events::{Event, Events};
 pub use host::{Host, HostUsage};
-pub use stats::{Container, Kind, Reading, Resources, Signals, Stats, Totals};
+pub use stats::{Container, History, HistoryPoint, Kind, PointSignals, Reading, Resources, Signals, Stats, Totals};
 
 /// A field that may be absent or `null`: its default then.
 pub(crate) fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>

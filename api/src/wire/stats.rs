@@ -178,3 +178,41 @@ pub struct Stats {
     pub tick_ms: u64,
     pub containers: Vec<Container>,
 }
+
+/// The signals the policies act on, per interval (a history point's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PointSignals {
+    pub cpu_throttled_usec: Option<u64>,
+    pub mem_stall_usec: Option<u64>,
+    /// OOM kills since the cgroup was created.
+    pub oom_kills: Option<u64>,
+    pub mem_waiting: Option<bool>,
+    /// Memory-cgroup reclaim entries during the interval (eBPF).
+    pub mem_reclaims: u64,
+    /// Evicted file cache read back, bytes, and the I/O stall it caused, µs.
+    pub mem_refault_bytes: Option<u64>,
+    pub mem_refault_stall_usec: Option<u64>,
+}
+
+/// One tick of `GET /v1/stats/{name}/history`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    pub time_ms: u64,
+    #[serde(default)]
+    pub interval_ms: u64,
+    #[serde(default, deserialize_with = "null_default")]
+    pub resources: Resources,
+    #[serde(default, deserialize_with = "null_default")]
+    pub signals: PointSignals,
+}
+
+/// `GET /v1/stats/{name}/history` (without `?resource=`, which keeps one
+/// resource's readings per point).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    pub name: String,
+    #[serde(default)]
+    pub tick_ms: u64,
+    pub points: Vec<HistoryPoint>,
+}

@@ -67,7 +67,7 @@ pub async fn history(
         p.history.since(since, usize::try_from(limit).unwrap_or(usize::MAX))
     };
     let points: Vec<Value> = match resource {
-        None => points.into_iter().map(|p| json!(p)).collect(),
+        None => return Ok(Json(json!(wire::History { name, tick_ms: s.tick_ms, points }))),
         Some(r) => points
             .into_iter()
             .map(|p| {

@@ -5,8 +5,6 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
-
 use super::{Reading, Resources, Sample};
 
 const NONE: u64 = u64::MAX;
@@ -34,29 +32,8 @@ struct Point {
     mem_refault_stall_usec: u64,
 }
 
-/// The signals the policies act on, per interval.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct PointSignals {
-    pub cpu_throttled_usec: Option<u64>,
-    pub mem_stall_usec: Option<u64>,
-    /// OOM kills since the cgroup was created.
-    pub oom_kills: Option<u64>,
-    pub mem_waiting: Option<bool>,
-    /// Memory-cgroup reclaim entries during the interval (eBPF).
-    pub mem_reclaims: u64,
-    /// Evicted file cache read back, bytes, and the I/O stall it caused, µs.
-    pub mem_refault_bytes: Option<u64>,
-    pub mem_refault_stall_usec: Option<u64>,
-}
-
-/// A history point as served by the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct HistoryPoint {
-    pub time_ms: u64,
-    pub interval_ms: u64,
-    pub resources: Resources,
-    pub signals: PointSignals,
-}
+/// A history point is what `/v1/stats/{name}/history` serves.
+pub use scaler_api::wire::{HistoryPoint, PointSignals};
 
 #[derive(Debug, Clone)]
 pub struct History {
