@@ -162,6 +162,26 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 /// An agent URL: `http://`, a host, no query or fragment. (The agents
 /// serve plain HTTP: an `https://` URL could never be reached, and each
 /// forwarded request would fail with a 502.)
+/// The rules of a host's address, token and power model, the same for the
+/// config file, the API and the store: the first field that is wrong, and
+/// why.
+pub fn check_host(
+    url: &str,
+    token: Option<&str>,
+    idle_mw: Option<u64>,
+    max_mw: Option<u64>,
+) -> Result<(), (&'static str, String)> {
+    validate_url(url).map_err(|e| ("url", e))?;
+    if let Some(why) = token.and_then(scaler_api::serve::token_problem) {
+        return Err(("token", format!("token {why}")));
+    }
+    match (idle_mw, max_mw) {
+        (None, None) => Ok(()),
+        (Some(idle), Some(max)) => PowerModel::try_new(idle, max).map(drop).map_err(|e| ("max_mw", e.to_string())),
+        _ => Err(("idle_mw", "give both idle_mw and max_mw, or neither".into())),
+    }
+}
+
 pub fn validate_url(url: &str) -> Result<reqwest::Url, String> {
     let u = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     if u.scheme() == "https" {
@@ -250,18 +270,8 @@ impl AggConfig {
             if !seen.insert(host.name.as_str()) {
                 return Err(invalid(format!("hosts[{i}].name"), format!("{:?} appears twice", host.name)));
             }
-            validate_url(&host.url).map_err(|r| invalid(format!("hosts[{i}].url"), r))?;
-            if let Some(why) = host.token.as_deref().and_then(scaler_api::serve::token_problem) {
-                return Err(invalid(format!("hosts[{i}].token"), why));
-            }
-            match (host.idle_mw, host.max_mw) {
-                (None, None) => {}
-                (Some(idle), Some(max)) => {
-                    PowerModel::try_new(idle, max)
-                        .map_err(|err| invalid(format!("hosts[{i}].max_mw"), err.to_string()))?;
-                }
-                _ => return Err(invalid(format!("hosts[{i}].idle_mw"), "give both idle_mw and max_mw, or neither")),
-            }
+            check_host(&host.url, host.token.as_deref(), host.idle_mw, host.max_mw)
+                .map_err(|(field, r)| invalid(format!("hosts[{i}].{field}"), r))?;
         }
         Ok(())
     }
@@ -298,6 +308,9 @@ mod tests {
         let mut bad = c.clone();
         bad.hosts[0].max_mw = None;
         assert!(bad.validate().unwrap_err().to_string().contains("hosts[0].idle_mw"));
+        let mut bad = c.clone();
+        bad.hosts[0].token = Some("caf\u{e9}".into());
+        assert!(bad.validate().unwrap_err().to_string().contains("hosts[0].token"));
         let mut bad = c;
         bad.aggregator.timeout_ms = 900;
         assert!(bad.validate().unwrap_err().to_string().contains("aggregator.timeout_ms"));

@@ -171,7 +171,6 @@ fn apply(shared: &Shared, h: &mut HostState, f: Fetched, now: u64, events: &mut 
             }
             h.events_since = Some(h.events_since.map_or((e.time_ms, e.id), |l| l.max((e.time_ms, e.id))));
             e.host = h.name.clone();
-            e.source = "agent".into();
             events.push(e);
         }
     }

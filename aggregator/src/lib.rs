@@ -73,6 +73,11 @@ impl Shared {
                 warn!(host = %name, "registered through the API and in config: config wins");
                 continue;
             }
+            // Stored by an older version, or damaged: held to the API's rules.
+            if let Err((field, why)) = config::check_host(&rec.url, rec.token.as_deref(), rec.idle_mw, rec.max_mw) {
+                warn!(host = %name, "stored host left out: {field}: {why}");
+                continue;
+            }
             st.hosts.insert(name.clone(), HostState::new(name, rec, Source::Api));
         }
         for (name, rec) in store.load::<AppRecord>(APPS)? {

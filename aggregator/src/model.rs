@@ -127,11 +127,7 @@ pub struct Subscription {
 impl From<wire::Subscription> for Subscription {
     fn from(s: wire::Subscription) -> Self {
         Subscription {
-            status: match s.status {
-                wire::SubscriptionStatus::Active => "active",
-                wire::SubscriptionStatus::Missing => "missing",
-            }
-            .to_owned(),
+            status: s.status.name().to_owned(),
             bounds: Resource::LIMITABLE.map(|r| s.resources.get(&r).map(|b| (b.min, b.max))),
             ceiling_cpu: s.ceiling.get(&Resource::Cpu).copied(),
             name: s.name,

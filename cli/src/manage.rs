@@ -22,10 +22,7 @@ fn print_containers(list: &[wire::Subscription]) {
     );
     for c in list {
         for (i, (r, v)) in c.resources.iter().enumerate() {
-            let status = match c.status {
-                wire::SubscriptionStatus::Active => "active",
-                wire::SubscriptionStatus::Missing => "missing",
-            };
+            let status = c.status.name();
             let (name, status, policy) =
                 if i == 0 { (c.name.as_str(), status, c.policy.as_str()) } else { ("", "", "") };
             let r = r.name();

@@ -298,9 +298,9 @@ impl Config {
                 format!("unknown policy {:?}; one of {}", a.default_policy, policies::POLICY_NAMES.join(", ")),
             ));
         }
-        if self.energy.max_mw < self.energy.idle_mw {
-            return Err(invalid("energy.max_mw", "must be at least energy.idle_mw"));
-        }
+        // The model `GET /v1/host` reports: the rules of `PowerModel` itself.
+        policies::energy::PowerModel::try_new(self.energy.idle_mw, self.energy.max_mw)
+            .map_err(|e| invalid("energy.max_mw", e.to_string()))?;
         if !(1..=16).contains(&self.discovery.max_depth) {
             return Err(invalid("discovery.max_depth", "must be within 1..=16"));
         }
@@ -391,6 +391,12 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("agent.token"));
         c.agent.token = Some("s3cret".into());
         c.validate().unwrap();
+        c.agent.token = Some("s3 cret".into());
+        assert!(c.validate().unwrap_err().to_string().contains("agent.token"), "a token must fit in a header");
+        c.agent.token = Some("s3cret".into());
+        c.energy.max_mw = 1 << 60;
+        assert!(c.validate().unwrap_err().to_string().contains("energy.max_mw"), "what /v1/host could not report");
+        c.energy.max_mw = 80_000;
         c.agent.default_policy = "nope".into();
         assert!(c.validate().unwrap_err().to_string().contains("agent.default_policy"));
         let mut c = Config::default();

@@ -14,7 +14,7 @@ use super::{ApiError, name, object, opt_u64};
 use crate::{
     Shared,
     client::Target,
-    config::validate_url,
+    config::check_host,
     now_ms,
     state::{HostRecord, HostState, Source},
     store::{CEILINGS, HOSTS},
@@ -47,23 +47,13 @@ fn parse(body: &Bytes) -> Result<HostRecord, ApiError> {
         Some(_) => return Err(ApiError::bad_request("url", "url must be a string")),
         None => return Err(ApiError::bad_request("url", "url is required, e.g. \"http://10.0.0.7:8470\"")),
     };
-    validate_url(&url).map_err(|e| ApiError::bad_request("url", e))?;
     let token = match m.get("token") {
         None | Some(Value::Null) => None,
-        Some(Value::String(t)) => match scaler_api::serve::token_problem(t) {
-            None => Some(t.clone()),
-            Some(why) => return Err(ApiError::bad_request("token", format!("token {why}"))),
-        },
+        Some(Value::String(t)) => Some(t.clone()),
         Some(_) => return Err(ApiError::bad_request("token", "token must be a string or null")),
     };
     let (idle_mw, max_mw) = (opt_u64(&m, "idle_mw")?, opt_u64(&m, "max_mw")?);
-    match (idle_mw, max_mw) {
-        (None, None) => {}
-        (Some(i), Some(x)) => {
-            policies::energy::PowerModel::try_new(i, x).map_err(|e| ApiError::bad_request("max_mw", e.to_string()))?;
-        }
-        _ => return Err(ApiError::bad_request("idle_mw", "give both idle_mw and max_mw, or neither")),
-    }
+    check_host(&url, token.as_deref(), idle_mw, max_mw).map_err(|(field, e)| ApiError::bad_request(field, e))?;
     Ok(HostRecord { url, token, idle_mw, max_mw })
 }
 

@@ -189,9 +189,20 @@ async fn hosts_register_and_errors_name_the_field() {
     assert_eq!(call(&s, "POST", "/v1/hosts", None).await.0, StatusCode::METHOD_NOT_ALLOWED);
     // Registered hosts survive a restart.
     call(&s, "PUT", "/v1/hosts/n4", Some(json!({"url": "http://127.0.0.1:4"}))).await;
+    // A host stored before tokens were checked (or a damaged record) is
+    // held to the API's rules on load, not gathered with a token that
+    // cannot be sent.
+    let bad = crate::state::HostRecord {
+        url: "http://127.0.0.1:5".into(),
+        token: Some("a b".into()),
+        idle_mw: None,
+        max_mw: None,
+    };
+    s.store.put(crate::store::HOSTS, "n5", &bad).unwrap();
     drop(s);
     let s = shared(dir.path(), &[("cfg1", "http://127.0.0.1:1")]);
     assert_eq!(call(&s, "GET", "/v1/hosts/n4", None).await.0, StatusCode::OK);
+    assert_eq!(call(&s, "GET", "/v1/hosts/n5", None).await.0, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -32,6 +32,15 @@ pub enum SubscriptionStatus {
     Missing,
 }
 
+impl SubscriptionStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            SubscriptionStatus::Active => "active",
+            SubscriptionStatus::Missing => "missing",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subscription {
     pub name: String,

@@ -109,5 +109,12 @@ mod tests {
         assert!(serde_json::from_str::<Stats>(r#"{"time_ms":"x","containers":[]}"#).is_err());
         assert!(serde_json::from_str::<Event>(r#"{"id":1,"time_ms":1,"container":"x","resource":"gpu"}"#).is_err());
         assert_eq!(Kind::KNOWN.map(Kind::name).join(","), "lxc,docker,podman,kubernetes,systemd,configured");
+        // The names the code prints are the names on the wire.
+        for k in Kind::KNOWN.into_iter().chain([Kind::Other]) {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.name());
+        }
+        for s in [SubscriptionStatus::Active, SubscriptionStatus::Missing] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.name());
+        }
     }
 }
