@@ -60,22 +60,36 @@ pub fn host_cpu_millicores(prev: (u64, u64), cur: (u64, u64), capacity: u64) -> 
 }
 
 /// Package energy counters (µJ) of every RAPL zone, if any.
-pub fn rapl_energy_uj() -> Option<u64> {
-    let zones = std::fs::read_dir("/sys/class/powercap").ok()?;
-    let mut total = None;
-    for z in zones.flatten() {
-        let name = z.file_name();
-        let name = name.to_string_lossy();
-        // Top-level package zones only (intel-rapl:0), not sub-zones (intel-rapl:0:0).
-        if name.starts_with("intel-rapl:")
-            && name.matches(':').count() == 1
-            && let Some(v) =
-                std::fs::read_to_string(z.path().join("energy_uj")).ok().and_then(|t| t.trim().parse::<u64>().ok())
-        {
-            total = Some(total.unwrap_or(0) + v);
+/// The RAPL package zones (`intel-rapl:N`, not their sub-zones), found once.
+pub struct Rapl {
+    zones: Vec<crate::kfile::Reread>,
+}
+
+impl Rapl {
+    pub fn find() -> Self {
+        let mut zones = Vec::new();
+        if let Ok(dir) = std::fs::read_dir("/sys/class/powercap") {
+            for z in dir.flatten() {
+                let name = z.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with("intel-rapl:") && name.matches(':').count() == 1 {
+                    zones.push(crate::kfile::Reread::open(z.path().join("energy_uj")));
+                }
+            }
         }
+        Rapl { zones }
     }
-    total
+
+    /// Energy of all packages, µJ (`None` without RAPL, or when a zone
+    /// cannot be read).
+    pub fn energy_uj(&mut self) -> Option<u64> {
+        let mut total: Option<u64> = None;
+        for z in &mut self.zones {
+            let v = z.read()?.trim().parse::<u64>().ok()?;
+            total = Some(total.unwrap_or(0).saturating_add(v));
+        }
+        total
+    }
 }
 
 #[cfg(test)]

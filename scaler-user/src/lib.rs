@@ -14,6 +14,7 @@ pub mod config;
 pub mod ebpf;
 pub mod host;
 pub mod http;
+pub mod kfile;
 pub mod manage;
 pub mod published;
 pub mod sample;

@@ -13,7 +13,7 @@ use crate::{
 
 #[derive(Debug, Clone)]
 pub struct Published {
-    pub info: Discovered,
+    pub info: std::sync::Arc<Discovered>,
     pub latest: Option<Sample>,
     pub history: History,
 }
@@ -42,51 +42,61 @@ pub struct Inner {
     pub containers: BTreeMap<String, Published>,
     /// eBPF program run statistics (zero unless `kernel.bpf_stats_enabled`).
     pub programs: Vec<crate::ebpf::ProgramStat>,
+    /// Cgroups in the kernel's counter map at the last batch read (`None`
+    /// when batch reads are off).
+    pub counter_entries: Option<usize>,
     /// Time spent in each step of the tick since start.
     pub phases: TickPhases,
 }
 
-/// Cumulative time per step of the tick, µs: where the agent's CPU goes
+/// Cumulative time per step of the tick, ns: where the agent's CPU goes
 /// (`/metrics`: `scaler_agent_tick_phase_seconds_total`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TickPhases {
     /// Discovery scans (walking the cgroup tree, subtree ids, mirroring).
-    pub discover_us: u64,
+    pub discover_ns: u64,
     /// cgroupfs files of every container.
-    pub cgroupfs_us: u64,
+    pub cgroupfs_ns: u64,
     /// eBPF map lookups of every container's cgroups.
-    pub maps_us: u64,
+    pub maps_ns: u64,
     /// Rates from counters (pure).
-    pub compute_us: u64,
+    pub compute_ns: u64,
     /// Socket owners and memory-watch maps kept in sync with the tracked set.
-    pub sync_us: u64,
+    pub sync_ns: u64,
     /// The manager's step: policies, limit writes, durable state.
-    pub manage_us: u64,
+    pub manage_ns: u64,
     /// Publishing for the API, host CPU and power.
-    pub publish_us: u64,
+    pub publish_ns: u64,
+}
+
+/// A duration in nanoseconds (saturating): the tick's steps are summed in
+/// ns, since per-container steps take about a microsecond each and would
+/// round away in µs.
+pub fn ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl TickPhases {
     pub fn add(&mut self, o: &TickPhases) {
-        self.discover_us += o.discover_us;
-        self.cgroupfs_us += o.cgroupfs_us;
-        self.maps_us += o.maps_us;
-        self.compute_us += o.compute_us;
-        self.sync_us += o.sync_us;
-        self.manage_us += o.manage_us;
-        self.publish_us += o.publish_us;
+        self.discover_ns += o.discover_ns;
+        self.cgroupfs_ns += o.cgroupfs_ns;
+        self.maps_ns += o.maps_ns;
+        self.compute_ns += o.compute_ns;
+        self.sync_ns += o.sync_ns;
+        self.manage_ns += o.manage_ns;
+        self.publish_ns += o.publish_ns;
     }
 
-    /// (name, µs) of every phase.
+    /// (name, ns) of every phase.
     pub fn named(&self) -> [(&'static str, u64); 7] {
         [
-            ("discover", self.discover_us),
-            ("cgroupfs", self.cgroupfs_us),
-            ("maps", self.maps_us),
-            ("compute", self.compute_us),
-            ("sync", self.sync_us),
-            ("manage", self.manage_us),
-            ("publish", self.publish_us),
+            ("discover", self.discover_ns),
+            ("cgroupfs", self.cgroupfs_ns),
+            ("maps", self.maps_ns),
+            ("compute", self.compute_ns),
+            ("sync", self.sync_ns),
+            ("manage", self.manage_ns),
+            ("publish", self.publish_ns),
         ]
     }
 }
@@ -142,7 +152,7 @@ impl Shared {
         &self,
         time_ms: u64,
         tick_us: u64,
-        samples: Vec<(crate::cgroup::discover::Discovered, Option<crate::sample::Sample>)>,
+        samples: Vec<(std::sync::Arc<Discovered>, Option<crate::sample::Sample>)>,
         removed: &[String],
     ) {
         let mut g = self.write();
@@ -158,13 +168,19 @@ impl Shared {
         let live: std::collections::HashSet<&str> = samples.iter().map(|(d, _)| d.name.as_str()).collect();
         g.containers.retain(|name, _| live.contains(name.as_str()));
         for (info, sample) in samples {
-            let history_len = self.history_len;
-            let p = g.containers.entry(info.name.clone()).or_insert_with(|| Published {
-                info: info.clone(),
-                latest: None,
-                history: History::new(history_len),
-            });
-            p.info = info;
+            let p = match g.containers.get_mut(&info.name) {
+                Some(p) => {
+                    if !std::sync::Arc::ptr_eq(&p.info, &info) {
+                        p.info = info;
+                    }
+                    p
+                }
+                None => g.containers.entry(info.name.clone()).or_insert_with(|| Published {
+                    info,
+                    latest: None,
+                    history: History::new(self.history_len),
+                }),
+            };
             if let Some(s) = sample {
                 p.history.push(&s);
                 p.latest = Some(s);

@@ -50,10 +50,18 @@ fn lxc_cpu_burner_under_half_core_quota_reads_500_millicores() {
 
 #[test]
 fn ebpf_cpu_time_agrees_with_cgroupfs_accounting() {
+    // One lookup per cgroup (a few cgroups), then the whole map read in a
+    // batch each tick (as with 50 cgroups or more).
+    for batch_from in [50, 0] {
+        cpu_time_agrees(&format!("[agent]\ncounter_batch_from = {batch_from}\n{WATCH}"));
+    }
+}
+
+fn cpu_time_agrees(config: &str) {
     require_root();
     let mut cg = TestCgroup::new();
     cg.child("mix");
-    let agent = Agent::start(WATCH);
+    let agent = Agent::start(config);
     agent.wait_container("mix");
     // A load that sleeps and wakes a lot: many context switches, partial cores.
     cg.spawn("mix", "stress-ng", &["--cpu", "2", "--cpu-load", "60", "--timeout", "6s", "--quiet"]);
@@ -159,7 +167,8 @@ fn lxc_allocated_memory_shows_in_mem_usage_within_5_percent() {
         "--quiet",
     ]);
     // Wait until the allocation is complete: the value holds (within 1 MiB)
-    // over five distinct agent samples, a second at the default tick.
+    // over the last 3 s of agent samples (a watched container's memory is
+    // read once a second, so that is three readings).
     let mut seen: Vec<(u64, u64)> = Vec::new();
     let grown = wait_for(Duration::from_secs(15), || {
         let v = agent.container(&c.name)?;
@@ -167,8 +176,10 @@ fn lxc_allocated_memory_shows_in_mem_usage_within_5_percent() {
         if seen.last().is_none_or(|(lt, _)| *lt != t) {
             seen.push((t, u));
         }
-        let last5 = seen.get(seen.len().saturating_sub(5)..).filter(|w| w.len() == 5)?;
-        let (lo, hi) = last5.iter().fold((u64::MAX, 0), |(lo, hi), (_, u)| (lo.min(*u), hi.max(*u)));
+        let first = seen.first()?.0;
+        (t >= first + 3_000).then_some(())?;
+        let window = seen.iter().filter(|(st, _)| *st + 3_000 >= t);
+        let (lo, hi) = window.fold((u64::MAX, 0), |(lo, hi), (_, u)| (lo.min(*u), hi.max(*u)));
         (lo > base + BYTES * 9 / 10 && hi - lo < 1 << 20).then_some(hi)
     })
     .expect("memory never grew to a stable level");
@@ -264,4 +275,45 @@ fn cgroups_vanishing_mid_tick_never_crash_the_agent() {
     let (s, _) = agent.get("/v1/stats");
     assert_eq!(s, 200);
     assert!(!agent.log().contains("panicked"), "{}", agent.log());
+}
+
+/// `scaler_ebpf_counter_entries` from the agent's `/metrics`.
+fn counter_entries(agent: &Agent) -> Option<u64> {
+    let (_, text) = agent.get_text("/metrics");
+    text.lines().find_map(|l| l.strip_prefix("scaler_ebpf_counter_entries ")?.trim().parse().ok())
+}
+
+#[test]
+fn counters_of_removed_cgroups_are_pruned_from_the_kernel_map() {
+    require_root();
+    // Nothing of ours is watched: the cgroups below are counted by the
+    // kernel side (it counts every cgroup) but no container holds them.
+    // Rescans (and so prunings, at most every 9 s) every second.
+    let agent = Agent::start(
+        "[agent]\nrescan_interval_ms = 1000\n[discovery]\nsystemd_services = false\nwatch = [\"scaler-test-none/*\"]\n",
+    );
+    let mut cg = TestCgroup::new();
+    let before = wait_for(Duration::from_secs(10), || counter_entries(&agent)).expect("no counter_entries metric");
+    for i in 0..30 {
+        let name = format!("gone{i}");
+        cg.child(&name);
+        assert!(cg.run(&name, "true", &[]));
+    }
+    // Read at a pruning (every 9 s with few containers) and published
+    // every 5 s: wait for a count that holds the 30 new cgroups.
+    // (Other entries may be pruned meanwhile: the count holds ours at least.)
+    let grown = wait_for(Duration::from_secs(20), || counter_entries(&agent).filter(|&n| n >= 30));
+    assert!(grown.is_some(), "the 30 cgroups never showed in the map ({before} before)");
+    for i in 0..30 {
+        let name = format!("gone{i}");
+        let dirs = [cg.v1("cpu", &name), cg.v1("cpuacct", &name), cg.v1("memory", &name), cg.v1("blkio", &name)];
+        for dir in std::iter::once(cg.v2(&name)).chain(dirs.into_iter().flatten()) {
+            tests::cgroup::remove_tree(&dir);
+        }
+    }
+    // Two more prunings.
+    let grown = grown.unwrap();
+    let pruned = wait_for(Duration::from_secs(30), || counter_entries(&agent).filter(|&n| n + 30 <= grown));
+    println!("counter map: {before} entries, {grown} with 30 more cgroups, {pruned:?} after they were removed");
+    assert!(pruned.is_some(), "entries of removed cgroups stay in the map: {:?}", counter_entries(&agent));
 }

@@ -1,5 +1,6 @@
 //! The agent process: the sampler thread and the HTTP server around shared
 //! state.
+mod build;
 pub mod sampler;
 
 use std::{
@@ -114,10 +115,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let sampler = {
         let (shared, stop, manager) = (shared.clone(), stop.clone(), manager.clone());
         let mut sampler = Sampler::new(layout.clone(), &cfg);
-        let tick = Duration::from_millis(cfg.agent.tick_ms);
+        let timing =
+            Timing { tick: Duration::from_millis(cfg.agent.tick_ms), batch_from: cfg.agent.counter_batch_from };
         std::thread::Builder::new().name("sampler".into()).spawn(move || {
             let run = std::panic::AssertUnwindSafe(|| {
-                sample_loop(&mut sampler, &mut kernel, &manager, &shared, tick, &stop);
+                sample_loop(&mut sampler, &mut kernel, &manager, &shared, timing, &stop);
             });
             let result = std::panic::catch_unwind(run);
             sampler.release_mirrors();
@@ -167,10 +169,24 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 /// (at least one tick): `/proc/stat` counts in 10 ms jiffies, so over a
 /// 200 ms tick one jiffy is 50 millicores of noise, and the aggregator's
 /// energy attribution, which divides by this figure, would swing with it.
-#[derive(Default)]
 struct HostMeter {
     /// Readings of the last second and one older: (when, busy, total, RAPL µJ).
     readings: std::collections::VecDeque<HostReading>,
+    proc_stat: crate::kfile::Reread,
+    rapl: host::Rapl,
+    /// Online CPUs x 1000, looked up once a minute (not every tick).
+    capacity: (Instant, u64),
+}
+
+impl Default for HostMeter {
+    fn default() -> Self {
+        HostMeter {
+            readings: Default::default(),
+            proc_stat: crate::kfile::Reread::open("/proc/stat"),
+            rapl: host::Rapl::find(),
+            capacity: (Instant::now(), host::cpu_capacity()),
+        }
+    }
 }
 
 /// When, `/proc/stat` (busy, total) jiffies, RAPL µJ.
@@ -181,8 +197,13 @@ const HOST_WINDOW: Duration = Duration::from_secs(1);
 
 impl HostMeter {
     fn read(&mut self) -> (Option<u64>, Option<u64>) {
-        let stat = std::fs::read_to_string("/proc/stat").ok().and_then(|t| host::parse_proc_stat(&t));
-        self.push(Instant::now(), stat, host::rapl_energy_uj())
+        let stat = self.proc_stat.read().and_then(host::parse_proc_stat);
+        let energy = self.rapl.energy_uj();
+        let now = Instant::now();
+        if now.duration_since(self.capacity.0) >= Duration::from_secs(60) {
+            self.capacity = (now, host::cpu_capacity());
+        }
+        self.push(now, stat, energy)
     }
 
     fn push(&mut self, now: Instant, stat: Option<(u64, u64)>, energy: Option<u64>) -> (Option<u64>, Option<u64>) {
@@ -192,7 +213,7 @@ impl HostMeter {
         }
         let (t0, stat0, e0) = self.readings.front().copied().unwrap_or((now, None, None));
         self.readings.push_back((now, stat, energy));
-        let cpu = stat0.zip(stat).map(|(p, c)| host::host_cpu_millicores(p, c, host::cpu_capacity()));
+        let cpu = stat0.zip(stat).map(|(p, c)| host::host_cpu_millicores(p, c, self.capacity.1));
         let us = now.duration_since(t0).as_micros() as u64;
         // µJ / µs = W; x1000 = mW. A wrapped counter gives no reading.
         let mw = e0.zip(energy).and_then(|(e0, e1)| (us > 0 && e1 >= e0).then(|| (e1 - e0) * 1000 / us));
@@ -200,12 +221,20 @@ impl HostMeter {
     }
 }
 
+/// The sampling loop's settings.
+#[derive(Clone, Copy)]
+struct Timing {
+    tick: Duration,
+    /// `agent.counter_batch_from`.
+    batch_from: usize,
+}
+
 fn sample_loop(
     sampler: &mut Sampler,
     kernel: &mut Kernel,
     manager: &Mutex<Manager>,
     shared: &Shared,
-    tick: Duration,
+    Timing { tick, batch_from }: Timing,
     stop: &AtomicBool,
 ) {
     let mut next = Instant::now();
@@ -226,27 +255,39 @@ fn sample_loop(
             managed.net_limits = m.net_limits();
             watched = m.memory_watched();
         }
+        let t_maps = Instant::now();
+        kernel.refresh_counters(sampler.id_count(), batch_from);
+        let maps_ns = crate::published::ns(t_maps.elapsed());
         let result = sampler.tick(&*kernel, &managed);
         let mut phases = result.phases;
+        phases.maps_ns += maps_ns;
         let t = Instant::now();
         if sampler.scans() != scans {
             scans = sampler.scans();
-            kernel.sync_sock_owners(&sampler.sock_owners());
+            let owners = sampler.sock_owners();
+            kernel.sync_sock_owners(&owners);
+            kernel.prune_counters(owners.keys());
         }
         // The cgroups whose memory pressure should wake this loop at once.
         let want: std::collections::HashSet<u64> =
             watched.iter().flat_map(|cg| sampler.ids_of(cg).iter().copied()).collect();
         kernel.sync_mem_watch(&want);
-        let samples: HashMap<String, Sample> =
-            result.samples.iter().filter_map(|(d, s)| s.map(|s| (d.name.clone(), s))).collect();
+        // The manager's step looks up its subscribed containers only.
+        let subscribed: std::collections::HashSet<&str> = managed.subscribed.iter().map(|(n, _)| n.as_str()).collect();
+        let samples: HashMap<String, Sample> = result
+            .samples
+            .iter()
+            .filter(|(d, _)| subscribed.contains(d.name.as_str()))
+            .filter_map(|(d, s)| s.map(|s| (d.name.clone(), s)))
+            .collect();
         let sampled_ms = result.time_ms;
         let t2 = Instant::now();
-        phases.sync_us = t2.duration_since(t).as_micros() as u64;
+        phases.sync_ns = crate::published::ns(t2.duration_since(t));
         // Decisions are made at the time the counters were read, so a
         // recorded run replays exactly (see `policies::planner`).
         manager.lock().unwrap_or_else(PoisonError::into_inner).step(sampled_ms, &samples);
         let t3 = Instant::now();
-        phases.manage_us = t3.duration_since(t2).as_micros() as u64;
+        phases.manage_ns = crate::published::ns(t3.duration_since(t2));
         let (host_cpu, rapl_mw) = meter.read();
         // `time_ms` is when the counters were read, not when the tick ended
         // (a slow tick, e.g. a durable write, must not skew rates computed
@@ -256,13 +297,15 @@ fn sample_loop(
             let mut g = shared.write();
             g.host_cpu = host_cpu;
             g.rapl_mw = rapl_mw;
-            phases.publish_us = t3.elapsed().as_micros() as u64;
+            phases.publish_ns = crate::published::ns(t3.elapsed());
             g.phases.add(&phases);
         }
         // Program statistics every 25 ticks (5 s at the default tick).
         if ticks.is_multiple_of(25) || ticks == 1 {
             let stats = kernel.program_stats();
-            shared.write().programs = stats;
+            let mut g = shared.write();
+            g.programs = stats;
+            g.counter_entries = kernel.counter_entries();
         }
         next += tick;
         let now = Instant::now();
@@ -300,7 +343,7 @@ mod tests {
     fn host_figures_cover_the_last_second_not_the_last_tick() {
         let mut m = HostMeter::default();
         let t = Instant::now();
-        let cap = host::cpu_capacity();
+        let cap = m.capacity.1;
         assert_eq!(m.push(t, Some((0, 0)), Some(0)), (None, None));
         // Ticks of 200 ms: 100 busy of 200 jiffies each, 10 J per tick.
         let mut out = (None, None);

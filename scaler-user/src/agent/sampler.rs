@@ -2,6 +2,7 @@
 //! eBPF counters of its cgroup subtree and its cgroupfs files, differenced
 //! against the previous tick into a [`Sample`].
 
+use std::sync::Arc;
 use std::{
     collections::{BTreeMap, HashMap},
     os::unix::fs::MetadataExt,
@@ -12,6 +13,7 @@ use std::{
 use scaler_common::CgroupCounters;
 use tracing::{debug, info, warn};
 
+pub use super::build::{SampleInput, build_sample};
 use crate::{
     cgroup::{
         discover::{self, Discovered, DiscoveryOptions},
@@ -21,10 +23,7 @@ use crate::{
     },
     config::{Config, DiskSource},
     ebpf::loader::CgroupEvents,
-    sample::{
-        Reading, Resources, Sample, Signals, Totals,
-        rates::{counter_delta, millicores, opt_delta, page_bytes, per_second, refault_stall, subtree_delta},
-    },
+    sample::{Sample, Totals, rates::subtree_delta},
 };
 
 /// What management tells each tick of sampling (passed in, never pushed:
@@ -50,6 +49,12 @@ pub trait Counters {
     fn cgroup_events(&self) -> Option<CgroupEvents> {
         None
     }
+
+    /// When the counters `read` returns were taken, if all at once (a
+    /// snapshot of the map); `None`: each at its `read`.
+    fn taken_at(&self) -> Option<Instant> {
+        None
+    }
 }
 
 impl Counters for crate::ebpf::Kernel {
@@ -59,6 +64,10 @@ impl Counters for crate::ebpf::Kernel {
 
     fn cgroup_events(&self) -> Option<CgroupEvents> {
         crate::ebpf::Kernel::cgroup_events(self)
+    }
+
+    fn taken_at(&self) -> Option<Instant> {
+        self.counters_at()
     }
 }
 
@@ -76,7 +85,8 @@ struct Previous {
 }
 
 struct Tracked {
-    info: Discovered,
+    /// Shared with what is published each tick (no copy per tick).
+    info: Arc<Discovered>,
     reader: CgroupReader,
     /// v2 ids of the container's directory and all below it.
     ids: Vec<u64>,
@@ -89,15 +99,15 @@ struct Tracked {
 pub struct TickResult {
     /// Wall-clock time the counters were read (ms since the epoch).
     pub time_ms: u64,
-    pub samples: Vec<(Discovered, Option<Sample>)>,
+    pub samples: Vec<(Arc<Discovered>, Option<Sample>)>,
     pub removed: Vec<String>,
     /// Time in discovery, cgroupfs, maps and computing (the rest is 0).
     pub phases: crate::published::TickPhases,
 }
 
 /// Microseconds since `t`.
-fn us_since(t: Instant) -> u64 {
-    t.elapsed().as_micros() as u64
+fn ns_since(t: Instant) -> u64 {
+    crate::published::ns(t.elapsed())
 }
 
 pub struct Sampler {
@@ -114,6 +124,8 @@ pub struct Sampler {
     /// Watched (not managed) containers get a full cgroupfs reading once
     /// per this many ticks.
     full_every: u64,
+    /// ...and their memory usage every this many.
+    mem_every: u64,
     last_scan: Option<Instant>,
     /// Cgroup event counts when the last scan began.
     seen_events: Option<CgroupEvents>,
@@ -158,6 +170,7 @@ impl Sampler {
             discovery_interval: Duration::from_millis(cfg.agent.discovery_interval_ms),
             rescan_interval: Duration::from_millis(cfg.agent.rescan_interval_ms),
             full_every: (cfg.agent.watched_full_read_ms / cfg.agent.tick_ms.max(1)).max(1),
+            mem_every: (cfg.agent.watched_memory_read_ms / cfg.agent.tick_ms.max(1)).max(1),
             last_scan: None,
             seen_events: None,
             stale_mirrors: Vec::new(),
@@ -180,6 +193,11 @@ impl Sampler {
     /// when not tracked).
     pub fn ids_of(&self, cgroup: &str) -> &[u64] {
         self.tracked.get(cgroup).map_or(&[], |t| t.ids.as_slice())
+    }
+
+    /// Cgroup ids whose counters a tick reads.
+    pub fn id_count(&self) -> usize {
+        self.tracked.values().map(|t| t.ids.len()).sum()
     }
 
     /// Discovery scans done so far (what [`Self::sock_owners`] says changes
@@ -253,7 +271,9 @@ impl Sampler {
             match self.tracked.get_mut(&d.cgroup) {
                 Some(t) => {
                     t.ids = ids;
-                    t.info.name = d.name.clone();
+                    if t.info.name != d.name {
+                        Arc::make_mut(&mut t.info).name = d.name.clone();
+                    }
                     t.reader.forget_absent();
                     t.mirrored |= mirrored;
                 }
@@ -262,7 +282,7 @@ impl Sampler {
                     let reader = CgroupReader::new(&self.layout, &d.cgroup);
                     self.tracked.insert(
                         d.cgroup.clone(),
-                        Tracked { info: d, reader, ids, prev: None, totals: Totals::default(), mirrored },
+                        Tracked { info: Arc::new(d), reader, ids, prev: None, totals: Totals::default(), mirrored },
                     );
                 }
             }
@@ -295,7 +315,7 @@ impl Sampler {
             debug!(cgroup = %t.info.cgroup, "mirror not removable yet (tasks still exiting): retried");
             self.stale_mirrors.push((t.info.cgroup.clone(), 0));
         }
-        removed.push(t.info.name);
+        removed.push(t.info.name.clone());
     }
 
     /// Tries again to remove mirrors whose removal failed, for at most
@@ -329,7 +349,7 @@ impl Sampler {
         if self.scan_due(now, events) {
             self.seen_events = events;
             self.scan(now, &managed.subscribed, &mut removed);
-            phases.discover_us = us_since(now);
+            phases.discover_ns = ns_since(now);
         }
         let time_ms = scaler_api::now_ms();
         let mut samples = Vec::with_capacity(self.tracked.len());
@@ -337,15 +357,23 @@ impl Sampler {
         self.ticks += 1;
         // Managed containers are read in full every tick (their limits are
         // read back and their throttling and pressure drive decisions);
-        // watched ones read memory every tick and the rest once per
-        // `agent.watched_full_read_ms` (5 s by default).
+        // watched ones read memory once per `agent.watched_memory_read_ms`
+        // (1 s) and the rest once per `agent.watched_full_read_ms` (5 s);
+        // their CPU, network and disk come from the eBPF counters.
         let full_tick = self.ticks.is_multiple_of(self.full_every);
+        let mem_tick = self.ticks.is_multiple_of(self.mem_every);
         let full: std::collections::HashSet<&str> = managed.subscribed.iter().map(|(_, c)| c.as_str()).collect();
         for (cg, t) in &mut self.tracked {
-            let depth = if full_tick || full.contains(cg.as_str()) { Depth::Full } else { Depth::Usage };
+            let depth = if full_tick || full.contains(cg.as_str()) {
+                Depth::Full
+            } else if mem_tick {
+                Depth::Usage
+            } else {
+                Depth::Carry
+            };
             let t0 = Instant::now();
             let read = t.reader.read(depth);
-            phases.cgroupfs_us += us_since(t0);
+            phases.cgroupfs_ns += ns_since(t0);
             let stats = match read {
                 Ok(s) => s,
                 Err(_) => {
@@ -353,10 +381,11 @@ impl Sampler {
                     continue;
                 }
             };
-            let at = Instant::now();
+            let t_maps = Instant::now();
             let cur: HashMap<u64, CgroupCounters> = t.ids.iter().map(|&id| (id, counters.read(id))).collect();
+            let at = counters.taken_at().unwrap_or(t_maps);
             let t1 = Instant::now();
-            phases.maps_us += t1.duration_since(at).as_micros() as u64;
+            phases.maps_ns += crate::published::ns(t1.duration_since(t_maps));
             let sample = t.prev.as_ref().map(|p| {
                 let input = SampleInput {
                     time_ms,
@@ -378,8 +407,8 @@ impl Sampler {
                 }
             }
             t.prev = Some(Previous { at, counters: cur, stats });
-            samples.push((t.info.clone(), sample));
-            phases.compute_us += us_since(t1);
+            samples.push((Arc::clone(&t.info), sample));
+            phases.compute_ns += ns_since(t1);
         }
         for cg in vanished {
             if let Some(t) = self.tracked.remove(&cg) {
@@ -390,102 +419,15 @@ impl Sampler {
     }
 }
 
-/// Everything one sample is computed from.
-pub struct SampleInput<'a> {
-    pub time_ms: u64,
-    pub interval: Duration,
-    /// eBPF counter increase over the interval, summed over the subtree.
-    pub kernel: CgroupCounters,
-    pub prev: &'a CgroupStats,
-    pub cur: &'a CgroupStats,
-    /// False for a cgroup with no v2 directory: its CPU time then comes from
-    /// cgroupfs accounting and it has no network counts.
-    pub kernel_sees: bool,
-    pub disk_source: DiskSource,
-}
-
-/// Combines the eBPF delta and two cgroupfs readings into a sample, carrying
-/// the cumulative `totals` forward. Disk sources are combined on cumulative
-/// counts (the larger of the two), so bytes that one source sees a tick
-/// later than the other are never counted twice.
-pub fn build_sample(i: &SampleInput, totals: &Totals) -> Sample {
-    let (d, prev, cur) = (&i.kernel, i.prev, i.cur);
-    let ns = i.interval.as_nanos().max(1) as u64;
-    let cg_cpu_ns = opt_delta(prev.cpu_usage_ns, cur.cpu_usage_ns);
-    let cg_io = prev.io.zip(cur.io).map(|(p, c)| (counter_delta(p.read, c.read), counter_delta(p.write, c.write)));
-    let cpu_ns = if i.kernel_sees { Some(d.cpu_ns) } else { cg_cpu_ns };
-
-    let mut t = *totals;
-    t.cpu_usec += cpu_ns.unwrap_or(0) / 1000;
-    t.cpu_cgroupfs_usec = cg_cpu_ns.map(|v| totals.cpu_cgroupfs_usec.unwrap_or(0) + v / 1000);
-    if i.kernel_sees {
-        t.net_rx_bytes += d.net_rx_bytes;
-        t.net_tx_bytes += d.net_tx_bytes;
-        t.disk_read_ebpf_bytes += d.disk_read_bytes;
-        t.disk_write_ebpf_bytes += d.disk_write_bytes;
-    }
-    t.disk_read_cgroupfs_bytes = cg_io.map(|x| totals.disk_read_cgroupfs_bytes.unwrap_or(0) + x.0);
-    t.disk_write_cgroupfs_bytes = cg_io.map(|x| totals.disk_write_cgroupfs_bytes.unwrap_or(0) + x.1);
-    let combine = |ebpf: u64, cg: Option<u64>| match i.disk_source {
-        DiskSource::Ebpf => ebpf,
-        DiskSource::Cgroupfs => cg.unwrap_or(0),
-        DiskSource::Auto => cg.map_or(ebpf, |c| c.max(ebpf)),
-    };
-    t.disk_read_bytes = combine(t.disk_read_ebpf_bytes, t.disk_read_cgroupfs_bytes).max(totals.disk_read_bytes);
-    t.disk_write_bytes = combine(t.disk_write_ebpf_bytes, t.disk_write_cgroupfs_bytes).max(totals.disk_write_bytes);
-    let disk_available = i.kernel_sees || cg_io.is_some();
-
-    let rate = |v: u64| per_second(v, ns);
-    let kernel = |v: u64| i.kernel_sees.then(|| rate(v));
-    let stall = |p: Option<crate::cgroup::parse::Psi>, c: Option<crate::cgroup::parse::Psi>| {
-        opt_delta(p.map(|x| x.some.total_us), c.map(|x| x.some.total_us))
-    };
-    let io_stall = stall(prev.psi_io, cur.psi_io);
-    let refault_bytes = opt_delta(prev.mem_refault_file, cur.mem_refault_file).map(|p| p.saturating_mul(page_bytes()));
-    Sample {
-        time_ms: i.time_ms,
-        interval_ms: i.interval.as_millis() as u64,
-        resources: Resources {
-            cpu: Reading { usage: cpu_ns.map(|v| millicores(v, ns)), current: cur.cpu_quota.map(|q| q.millicores()) },
-            mem: Reading { usage: cur.mem_working_set(), current: cur.mem_limit },
-            disk_read: Reading {
-                usage: disk_available.then(|| rate(t.disk_read_bytes - totals.disk_read_bytes)),
-                current: cur.io_limits.read_bps,
-            },
-            disk_write: Reading {
-                usage: disk_available.then(|| rate(t.disk_write_bytes - totals.disk_write_bytes)),
-                current: cur.io_limits.write_bps,
-            },
-            net_rx: Reading { usage: kernel(d.net_rx_bytes), current: None },
-            net_tx: Reading { usage: kernel(d.net_tx_bytes), current: None },
-        },
-        signals: Signals {
-            cpu_cgroupfs: cg_cpu_ns.map(|v| millicores(v, ns)),
-            cpu_throttled_usec: opt_delta(prev.cpu_throttled_ns, cur.cpu_throttled_ns).map(|v| v / 1000),
-            cpu_nr_throttled: opt_delta(prev.cpu_nr_throttled, cur.cpu_nr_throttled),
-            mem_charged: cur.mem_charged,
-            mem_reclaims: d.mem_reclaims,
-            oom_kills: cur.oom_kills,
-            mem_waiting: cur.mem_waiting,
-            mem_stall_usec: stall(prev.psi_mem, cur.psi_mem),
-            cpu_stall_usec: stall(prev.psi_cpu, cur.psi_cpu),
-            io_stall_usec: io_stall,
-            mem_refault_bytes: refault_bytes,
-            mem_refault_stall_usec: refault_bytes.map(|b| refault_stall(b, cg_io.map(|x| x.0), io_stall.unwrap_or(0))),
-            disk_read_ebpf: kernel(d.disk_read_bytes),
-            disk_write_ebpf: kernel(d.disk_write_bytes),
-            disk_read_cgroupfs: cg_io.map(|x| rate(x.0)),
-            disk_write_cgroupfs: cg_io.map(|x| rate(x.1)),
-        },
-        totals: t,
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::cgroup::parse::{CpuQuota, IoBytes};
+    use crate::sample::{
+        Reading,
+        rates::{page_bytes, refault_stall},
+    };
     use std::cell::RefCell;
 
     #[derive(Default)]
@@ -603,7 +545,11 @@ mod tests {
         let dir = tmp.path().join("lxc.payload.a");
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         std::fs::write(dir.join("cpu.stat"), "usage_usec 0\n").unwrap();
-        let cfg = Config::default();
+        let mut cfg = Config::default();
+        // Memory read every tick, so the removal is seen at the next one
+        // (by default a watched container's files are read once a second,
+        // and on a real host the kernel's cgroup_rmdir starts a rescan).
+        cfg.agent.watched_memory_read_ms = cfg.agent.tick_ms;
         let mut s = Sampler::new(Layout::pure_v2(tmp.path()), &cfg);
         let k = FakeKernel::default();
         let r = s.tick(&k, &Managed::default());

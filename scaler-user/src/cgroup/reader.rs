@@ -7,7 +7,7 @@
 //! value the v2 file is tried first, then the v1 one: on a hybrid host the v2
 //! directory has only `cpu.stat` usage and PSI, the rest comes from v1.
 
-use std::{fs::File, os::unix::fs::FileExt, path::PathBuf};
+use std::{fs::File, path::PathBuf};
 
 use super::{
     layout::Layout,
@@ -73,6 +73,9 @@ pub enum Depth {
     /// Memory usage only; everything else keeps its last full reading.
     /// (CPU, network and disk usage come from the eBPF counters anyway.)
     Usage,
+    /// No file: the last reading again (a removed cgroup is noticed at the
+    /// next read that is not `Carry`, or by discovery).
+    Carry,
 }
 
 pub struct CgroupReader {
@@ -134,25 +137,15 @@ impl CgroupReader {
             }
         };
         let file = self.files[i].2.as_ref()?;
-        let mut len = 0;
-        loop {
-            match file.read_at(&mut self.buf[len..], len as u64) {
-                Ok(0) => break,
-                Ok(n) => {
-                    len += n;
-                    if len == self.buf.len() {
-                        self.buf.resize(len * 2, 0);
-                    }
-                }
-                Err(_) => {
-                    // ENODEV and friends: the cgroup was removed under us.
-                    self.files.remove(i);
-                    self.vanished = true;
-                    return None;
-                }
+        match crate::kfile::reread(file, &mut self.buf) {
+            Ok(len) => std::str::from_utf8(&self.buf[..len]).ok(),
+            Err(_) => {
+                // ENODEV and friends: the cgroup was removed under us.
+                self.files.remove(i);
+                self.vanished = true;
+                None
             }
         }
-        std::str::from_utf8(&self.buf[..len]).ok()
     }
 
     fn v2_then_v1<T>(
@@ -176,12 +169,20 @@ impl CgroupReader {
 
     /// Reads this tick, to `depth` (the first reading is always full).
     pub fn read(&mut self, depth: Depth) -> Result<CgroupStats, Vanished> {
-        if depth == Depth::Usage
+        if depth == Depth::Carry
+            && let Some(last) = &self.last
+        {
+            return Ok(last.clone());
+        }
+        if depth != Depth::Full
             && let Some(last) = &self.last
         {
             self.vanished = false;
             let mut s = last.clone();
             s.mem_charged = self.mem_charged();
+            if let Some(l) = &mut self.last {
+                l.mem_charged = s.mem_charged;
+            }
             // kernfs fails reads of a removed cgroup; other trees (tests)
             // keep serving open files, so look at the directory too.
             if self.vanished || (!self.kernfs && !self.exists()) {
@@ -266,7 +267,10 @@ impl CgroupReader {
         s.psi_mem = self.read_file(Hier::V2, "memory.pressure").and_then(parse::psi);
         s.psi_io = self.read_file(Hier::V2, "io.pressure").and_then(parse::psi);
 
-        if self.vanished || !self.exists() {
+        // kernfs fails reads of a removed cgroup, so once files are open a
+        // failed read says it; the first reading (and other trees) look at
+        // the directory.
+        if self.vanished || ((!self.kernfs || self.last.is_none()) && !self.exists()) {
             return Err(Vanished(self.rel.clone()));
         }
         Ok(s)
@@ -420,8 +424,20 @@ mod tests {
         std::fs::write(dir.join("memory.max"), "2000\n").unwrap();
         let quick = r.read(Depth::Usage).unwrap();
         assert_eq!((quick.mem_charged, quick.mem_limit), (Some(200), Some(1000)), "limit carried");
+        std::fs::write(dir.join("memory.current"), "300\n").unwrap();
+        let carried = r.read(Depth::Carry).unwrap();
+        assert_eq!(carried.mem_charged, Some(200), "carry reads no file and keeps the last memory reading");
         let full = r.read(Depth::Full).unwrap();
-        assert_eq!(full.mem_limit, Some(2000));
+        assert_eq!((full.mem_charged, full.mem_limit), (Some(300), Some(2000)));
+    }
+
+    #[test]
+    fn the_first_reading_is_full_whatever_the_depth() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(&tmp.path().join("c"), &[("memory.current", "100\n"), ("memory.max", "1000\n")]);
+        let mut r = CgroupReader::new(&Layout::pure_v2(tmp.path()), "c");
+        let first = r.read(Depth::Carry).unwrap();
+        assert_eq!((first.mem_charged, first.mem_limit), (Some(100), Some(1000)));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Kernel side driver: [`loader`] loads and attaches the programs and reads
 //! the counter map; [`btf`] finds struct offsets the programs need.
+pub mod batch;
 pub mod btf;
 pub mod loader;
 pub mod netlimit;

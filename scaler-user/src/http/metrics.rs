@@ -74,6 +74,14 @@ pub fn render(s: &Shared) -> String {
             p.run_time_ns as f64 / 1e9
         );
     }
+    if let Some(n) = g.counter_entries {
+        let _ = writeln!(
+            out,
+            "# HELP scaler_ebpf_counter_entries Cgroups in the kernel's counter map (pruned of removed ones)."
+        );
+        let _ = writeln!(out, "# TYPE scaler_ebpf_counter_entries gauge");
+        let _ = writeln!(out, "scaler_ebpf_counter_entries {n}");
+    }
     let _ = writeln!(out, "# HELP scaler_agent_ticks_total Sampling ticks since start.");
     let _ = writeln!(out, "# TYPE scaler_agent_ticks_total counter");
     let _ = writeln!(out, "scaler_agent_ticks_total {}", g.ticks);
@@ -82,8 +90,8 @@ pub fn render(s: &Shared) -> String {
     let _ = writeln!(out, "scaler_agent_tick_seconds {:.6}", g.last_tick_us as f64 / 1e6);
     let _ = writeln!(out, "# HELP scaler_agent_tick_phase_seconds_total Time spent in each step of the tick.");
     let _ = writeln!(out, "# TYPE scaler_agent_tick_phase_seconds_total counter");
-    for (phase, us) in g.phases.named() {
-        let _ = writeln!(out, "scaler_agent_tick_phase_seconds_total{{phase=\"{phase}\"}} {:.6}", us as f64 / 1e6);
+    for (phase, ns) in g.phases.named() {
+        let _ = writeln!(out, "scaler_agent_tick_phase_seconds_total{{phase=\"{phase}\"}} {:.9}", ns as f64 / 1e9);
     }
     let _ = writeln!(out, "# HELP scaler_agent_containers Containers watched.");
     let _ = writeln!(out, "# TYPE scaler_agent_containers gauge");

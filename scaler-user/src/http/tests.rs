@@ -227,11 +227,11 @@ async fn the_aggregator_parses_every_shape_the_agent_serves() {
         },
         totals: Totals { cpu_usec: 9_000_000, ..Totals::default() },
     };
-    shared.publish(1_800_000_000_200, 500, vec![(found("new", "/lxc.payload.new"), None)], &[]);
+    shared.publish(1_800_000_000_200, 500, vec![(found("new", "/lxc.payload.new").into(), None)], &[]);
     shared.publish(
         1_800_000_000_400,
         500,
-        vec![(found("new", "/lxc.payload.new"), None), (found("web", "/lxc.payload.web"), Some(full))],
+        vec![(found("new", "/lxc.payload.new").into(), None), (found("web", "/lxc.payload.web").into(), Some(full))],
         &[],
     );
 

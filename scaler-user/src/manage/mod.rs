@@ -20,6 +20,11 @@ pub use policies::planner::mem_floor;
 /// process runs, and a limit of a byte or two would be an instant OOM kill.
 pub const MEM_MIN_LIMIT: u64 = 4 << 20;
 
+/// The smallest CPU limit, millicores: the kernel's smallest quota is 1 ms
+/// per period, 10 millicores at the 100 ms period. A lower limit would be
+/// written as 10 and then read back as a change made outside scaler.
+pub const CPU_MIN_LIMIT: u64 = 10;
+
 /// Events kept in memory and in the state database.
 pub const EVENTS_KEPT: usize = 10_000;
 

@@ -10,7 +10,7 @@ use policies::{
 };
 
 use super::{
-    Found, MEM_MIN_LIMIT, ManageError, Managed, Manager,
+    CPU_MIN_LIMIT, Found, MEM_MIN_LIMIT, ManageError, Managed, Manager,
     model::{self, SubscribeRequest, Subscription, field_err},
 };
 
@@ -61,6 +61,16 @@ impl Manager {
             let in_force =
                 if self.act.owns(r) { self.act.own_limit(cgroup, r) } else { found.limits.get(&r).copied().flatten() };
             let ceiling = existing.as_ref().and_then(|e| e.ceiling.get(&r).copied());
+            if r == Resource::Cpu && b.min < CPU_MIN_LIMIT {
+                return Err(field_err(
+                    field("min"),
+                    format!(
+                        "{} millicores is below the smallest CPU quota the kernel takes (1 ms per 100 ms period): at least {CPU_MIN_LIMIT}",
+                        b.min
+                    ),
+                )
+                .into());
+            }
             if r == Resource::Mem && b.max < MEM_MIN_LIMIT {
                 return Err(field_err(
                     field("max"),

@@ -137,6 +137,11 @@ fn mins_must_fit_the_host_and_mem_max_must_cover_usage() {
     // A one-byte memory limit is no limit a container can run under.
     let e = m.subscribe(0, "d", "/d", &req(json!({"resources": {"mem": {"min": 0, "max": 1}}})), &Found::default());
     assert!(matches!(e, Err(ManageError::Field(f)) if f.field == "resources.mem.max" && f.message.contains("4 MiB")));
+    let e = m.subscribe(0, "c", "/c", &req(json!({"resources": {"cpu": {"min": 5, "max": 1000}}})), &found);
+    assert!(
+        matches!(e, Err(ManageError::Field(f)) if f.field == "resources.cpu.min" && f.message.contains("at least 10")),
+        "a CPU limit the kernel cannot hold is refused"
+    );
     assert!(m.get("d").is_none());
 }
 

@@ -1,15 +1,15 @@
 //! `cargo xtask bench reaction`: time from a load step in an LXC container
-//! until the raised CPU limit is in force, for the default policy (`fast`,
+//! until the raised CPU limit is in force, for the default policy (`follow`,
 //! 200 ms tick) and for `classic` with the original's timing (5 s polling,
 //! 10 s window, its deployed monitoring delay and event timeout), in the
-//! same run; then the agent's CPU and RSS with 100 subscribed containers.
+//! same run. (The agent's cost with managed containers is in `bench
+//! sampling`.)
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::harness::{Agent, Cgroups, Lxc, cpu_percent, release_binary, rss_kib, table};
+use super::harness::{Agent, Lxc, release_binary, table};
 
 const STEPS: usize = 20;
 
@@ -70,37 +70,13 @@ fn steps(bin: &std::path::Path, policy: &str, tick_ms: u64, timeout: Duration) -
     Ok(times)
 }
 
-fn hundred_subscribed(bin: &std::path::Path) -> anyhow::Result<Value> {
-    let mut cg = Cgroups::new()?;
-    for i in 0..100 {
-        cg.child_with(&format!("s{i}"), &["sleep", "300"])?;
-    }
-    let agent = Agent::start(bin, "[discovery]\nsystemd_services = false\n")?;
-    for i in 0..100 {
-        agent
-            .put(
-                &format!("/v1/containers/s{i}"),
-                &json!({"cgroup": cg.rel(&format!("s{i}")),
-                        "resources": {"cpu": {"min": 10, "max": 1000}, "mem": {"min": 16 << 20, "max": 256 << 20}}}),
-            )
-            .with_context(|| format!("subscribing s{i}"))?;
-    }
-    std::thread::sleep(Duration::from_secs(3));
-    let cpu = cpu_percent(agent.pid(), 15)?;
-    let rss = rss_kib(agent.pid())?;
-    Ok(json!({"subscribed": 100, "tick_ms": 200, "cpu_percent_of_one_core": (cpu * 100.0).round() / 100.0,
-              "rss_mib": (rss as f64 / 1024.0 * 10.0).round() / 10.0}))
-}
-
 pub fn run() -> anyhow::Result<()> {
     let bin = release_binary()?;
-    eprintln!("==> fast, 200 ms tick: {STEPS} steps");
-    let mut fast = steps(&bin, "fast", 200, Duration::from_secs(10))?;
+    eprintln!("==> follow (the default), 200 ms tick: {STEPS} steps");
+    let mut follow = steps(&bin, "follow", 200, Duration::from_secs(10))?;
     eprintln!("==> classic, original timing (5 s polling, 10 s window): {STEPS} steps");
     let mut classic = steps(&bin, "classic", 5000, Duration::from_secs(150))?;
-    eprintln!("==> agent with 100 subscribed containers");
-    let hundred = hundred_subscribed(&bin)?;
-    for v in [&mut fast, &mut classic] {
+    for v in [&mut follow, &mut classic] {
         v.sort_by(f64::total_cmp);
     }
     let row = |name: &str, v: &[f64]| {
@@ -114,32 +90,22 @@ pub fn run() -> anyhow::Result<()> {
     println!();
     let mut md = table(
         &["policy", "steps raised", "p50 ms", "p99 ms"],
-        &[row("fast (default), 200 ms tick", &fast), row("classic, original timing (5 s poll, 10 s window)", &classic)],
+        &[
+            row("follow (default), 200 ms tick", &follow),
+            row("classic, original timing (5 s poll, 10 s window)", &classic),
+        ],
     );
-    let ratio50 = percentile(&classic, 50.0) / percentile(&fast, 50.0);
-    let ratio99 = percentile(&classic, 99.0) / percentile(&fast, 99.0);
-    let line = format!("\nclassic / fast: p50 {ratio50:.0}x, p99 {ratio99:.0}x\n");
+    let ratio50 = percentile(&classic, 50.0) / percentile(&follow, 50.0);
+    let ratio99 = percentile(&classic, 99.0) / percentile(&follow, 99.0);
+    let line = format!("\nclassic / follow: p50 {ratio50:.0}x, p99 {ratio99:.0}x\n");
     print!("{line}");
     md.push_str(&line);
-    println!();
-    md.push('\n');
-    md.push_str(&table(
-        &["agent", "subscribed", "tick", "CPU % of one core", "RSS MiB"],
-        &[vec![
-            "scaler agent".into(),
-            "100".into(),
-            "200 ms".into(),
-            hundred["cpu_percent_of_one_core"].to_string(),
-            hundred["rss_mib"].to_string(),
-        ]],
-    ));
     let result = json!({
         "steps": STEPS,
-        "fast_ms": fast, "classic_ms": classic,
-        "fast_p50_ms": percentile(&fast, 50.0), "fast_p99_ms": percentile(&fast, 99.0),
+        "follow_ms": follow, "classic_ms": classic,
+        "follow_p50_ms": percentile(&follow, 50.0), "follow_p99_ms": percentile(&follow, 99.0),
         "classic_p50_ms": percentile(&classic, 50.0), "classic_p99_ms": percentile(&classic, 99.0),
         "ratio_p50": ratio50, "ratio_p99": ratio99,
-        "hundred_subscribed": hundred,
         "markdown": md,
     });
     super::write_result("reaction", &serde_json::to_string_pretty(&result)?)?;

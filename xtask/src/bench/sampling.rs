@@ -3,8 +3,9 @@
 //! 1. eBPF cost per event (`kernel.bpf_stats_enabled`, read back through the
 //!    agent's `/metrics`) under a mixed load: CPU with sleeps, a context
 //!    switch storm, direct I/O and a loopback transfer.
-//! 2. The agent's CPU and RSS watching 10, 100 and 500 cgroups (each with a
-//!    process) at the default tick.
+//! 2. The agent's CPU and RSS with 10, 100, 500 and 1,000 cgroups (each
+//!    with a process), watched and then managed (subscribed under the
+//!    default policy), at the default tick.
 //! 3. atop, the monitor the original system used, sampling the same 500
 //!    cgroups' processes at its 1 s interval, in the same run.
 
@@ -106,19 +107,41 @@ fn ebpf_cost(bin: &std::path::Path) -> anyhow::Result<Vec<Value>> {
     Ok(rows)
 }
 
-fn agent_overhead(bin: &std::path::Path, n: usize) -> anyhow::Result<Value> {
+/// The host's CPUs in millicores.
+fn cpu_capacity_mc() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64) * 1000
+}
+
+/// The agent's CPU and RSS with `n` cgroups (one sleeping process each),
+/// watched, or `managed` (each subscribed under the default policy).
+fn agent_overhead(bin: &std::path::Path, n: usize, managed: bool) -> anyhow::Result<Value> {
     let mut cg = Cgroups::new()?;
     for i in 0..n {
-        cg.child_with(&format!("c{i}"), &["sleep", "300"])?;
+        cg.child_with(&format!("c{i}"), &["sleep", "600"])?;
     }
     let agent = Agent::start(bin, &format!("[discovery]\nsystemd_services = false\nwatch = [\"{}/*\"]\n", cg.name()))?;
     // Discovery and a first scan of everything.
-    let end = Instant::now() + Duration::from_secs(20);
+    let end = Instant::now() + Duration::from_secs(30);
     while agent.get("/v1/stats")?["containers"].as_array().map_or(0, Vec::len) < n {
         anyhow::ensure!(Instant::now() < end, "agent never saw all {n} cgroups");
         std::thread::sleep(Duration::from_millis(200));
     }
-    std::thread::sleep(Duration::from_secs(3));
+    if managed {
+        // Memory for every container; CPU too for as many as the host's
+        // cores admit at the smallest CPU limit (10 millicores each: 200
+        // on two cores).
+        let cpu_slots = (cpu_capacity_mc() / 10) as usize;
+        for i in 0..n {
+            let mut resources = json!({"mem": {"min": 16 << 20, "max": 256 << 20}});
+            if i < cpu_slots {
+                resources["cpu"] = json!({"min": 10, "max": 1000});
+            }
+            agent
+                .put(&format!("/v1/containers/c{i}"), &json!({ "resources": resources }))
+                .with_context(|| format!("subscribing c{i}"))?;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(5));
     let (phases0, ticks0) = phases(&agent)?;
     let cpu = cpu_percent(agent.pid(), MEASURE_S)?;
     let (phases1, ticks1) = phases(&agent)?;
@@ -137,9 +160,11 @@ fn agent_overhead(bin: &std::path::Path, n: usize) -> anyhow::Result<Value> {
         std::thread::sleep(Duration::from_millis(230));
     }
     let tick_us = ticks.iter().sum::<u64>() / ticks.len() as u64;
-    Ok(json!({"cgroups": n, "tick_ms": 200, "cpu_percent_of_one_core": (cpu * 100.0).round() / 100.0,
+    Ok(
+        json!({"cgroups": n, "managed": managed, "tick_ms": 200, "cpu_percent_of_one_core": (cpu * 100.0).round() / 100.0,
               "rss_mib": (rss as f64 / 1024.0 * 10.0).round() / 10.0, "tick_us": tick_us,
-              "us_per_container_tick": breakdown}))
+              "us_per_container_tick": breakdown}),
+    )
 }
 
 /// The agent's cumulative tick phases (seconds, from `/metrics`) and ticks.
@@ -193,9 +218,12 @@ pub fn run() -> anyhow::Result<()> {
     eprintln!("==> eBPF cost per event under a mixed load ({MEASURE_S} s)");
     let ebpf = ebpf_cost(&bin)?;
     let mut agent = Vec::new();
-    for n in [10, 100, 500] {
-        eprintln!("==> agent watching {n} cgroups ({MEASURE_S} s)");
-        agent.push(agent_overhead(&bin, n)?);
+    for managed in [false, true] {
+        for n in [10, 100, 500, 1000] {
+            let how = if managed { "managing" } else { "watching" };
+            eprintln!("==> agent {how} {n} cgroups ({MEASURE_S} s)");
+            agent.push(agent_overhead(&bin, n, managed)?);
+        }
     }
     eprintln!("==> atop -w at 1 s with 500 cgroups' processes ({MEASURE_S} s)");
     let atop = atop_overhead()?;
@@ -218,7 +246,7 @@ pub fn run() -> anyhow::Result<()> {
         .iter()
         .map(|r| {
             vec![
-                "scaler agent (eBPF + cgroupfs)".to_owned(),
+                if r["managed"] == true { "scaler agent, managed" } else { "scaler agent, watched" }.to_owned(),
                 r["cgroups"].to_string(),
                 "200 ms".to_owned(),
                 r["cpu_percent_of_one_core"].to_string(),
