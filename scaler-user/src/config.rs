@@ -47,9 +47,13 @@ pub struct AgentConfig {
     /// often (ms)...
     pub watched_memory_read_ms: u64,
     /// ...and the rest of their cgroupfs files (limits, throttling, PSI,
-    /// memory and I/O statistics) this often (ms). Managed containers are
-    /// read in full every tick.
+    /// memory and I/O statistics) this often (ms).
     pub watched_full_read_ms: u64,
+    /// Managed containers read what their policy decides from every tick
+    /// (throttling, memory and its statistics, OOM state, memory and I/O
+    /// pressure), and their limits, I/O and CPU pressure this often (ms).
+    /// A limit changed outside scaler is adopted at that reading.
+    pub managed_full_read_ms: u64,
     /// Read the kernel's counter map whole (a batch walk of all its
     /// buckets, about 90 µs) when a tick reads this many cgroups' counters
     /// or more; below, one lookup each (1.5-2 µs). 0 = always whole.
@@ -126,6 +130,7 @@ impl Default for AgentConfig {
             // stats`); its CPU, network and disk every tick.
             watched_memory_read_ms: 1_000,
             watched_full_read_ms: 5_000,
+            managed_full_read_ms: 1_000,
             counter_batch_from: 50,
             cpu_flush_hz: 250,
             disk_source: DiskSource::Auto,
@@ -248,6 +253,9 @@ impl Config {
         }
         if a.watched_full_read_ms < a.tick_ms || a.watched_full_read_ms > 600_000 {
             return Err(invalid("agent.watched_full_read_ms", "must be between agent.tick_ms and 600000"));
+        }
+        if a.managed_full_read_ms < a.tick_ms || a.managed_full_read_ms > 600_000 {
+            return Err(invalid("agent.managed_full_read_ms", "must be between agent.tick_ms and 600000"));
         }
         if a.watched_memory_read_ms < a.tick_ms || a.watched_memory_read_ms > a.watched_full_read_ms {
             return Err(invalid(

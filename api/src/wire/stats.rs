@@ -49,6 +49,19 @@ impl Resources {
     pub fn get(&self, resource: Resource) -> Option<Reading> {
         self.iter().find(|(r, _)| *r == resource).map(|(_, x)| x)
     }
+
+    /// The reading of `resource`, to change (`None` for energy).
+    pub fn get_mut(&mut self, resource: Resource) -> Option<&mut Reading> {
+        match resource {
+            Resource::Cpu => Some(&mut self.cpu),
+            Resource::Mem => Some(&mut self.mem),
+            Resource::DiskRead => Some(&mut self.disk_read),
+            Resource::DiskWrite => Some(&mut self.disk_write),
+            Resource::NetRx => Some(&mut self.net_rx),
+            Resource::NetTx => Some(&mut self.net_tx),
+            _ => None,
+        }
+    }
 }
 
 /// Signals beyond usage: what the policies react to, and the raw sources

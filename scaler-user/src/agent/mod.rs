@@ -252,7 +252,7 @@ fn sample_loop(
                 managed.generation = m.generation;
                 managed.subscribed = m.tracked();
             }
-            managed.net_limits = m.net_limits();
+            managed.limits = m.known_limits();
             watched = m.memory_watched();
         }
         let t_maps = Instant::now();

@@ -35,9 +35,11 @@ pub struct Managed {
     pub subscribed: Vec<(String, String)>,
     /// Changes whenever `subscribed` does (then discovery rescans).
     pub generation: u64,
-    /// Network rates in force by cgroup `(rx, tx)`, shown as `current` of
-    /// `net_*` (the eBPF limiter keeps them, not cgroupfs).
-    pub net_limits: HashMap<String, (Option<u64>, Option<u64>)>,
+    /// The limits scaler keeps on each subscribed cgroup, shown as
+    /// `current` where the sampler did not read them this tick (managed
+    /// containers read limits once per `agent.managed_full_read_ms`), and
+    /// always for the network (the eBPF limiter keeps it, not cgroupfs).
+    pub limits: HashMap<String, Vec<(policies::Resource, Option<u64>)>>,
 }
 
 /// Source of per-cgroup-id kernel counters (the eBPF map, or a test double).
@@ -126,6 +128,8 @@ pub struct Sampler {
     full_every: u64,
     /// ...and their memory usage every this many.
     mem_every: u64,
+    /// Managed containers read their limits every this many ticks.
+    managed_full_every: u64,
     last_scan: Option<Instant>,
     /// Cgroup event counts when the last scan began.
     seen_events: Option<CgroupEvents>,
@@ -171,6 +175,7 @@ impl Sampler {
             rescan_interval: Duration::from_millis(cfg.agent.rescan_interval_ms),
             full_every: (cfg.agent.watched_full_read_ms / cfg.agent.tick_ms.max(1)).max(1),
             mem_every: (cfg.agent.watched_memory_read_ms / cfg.agent.tick_ms.max(1)).max(1),
+            managed_full_every: (cfg.agent.managed_full_read_ms / cfg.agent.tick_ms.max(1)).max(1),
             last_scan: None,
             seen_events: None,
             stale_mirrors: Vec::new(),
@@ -355,16 +360,20 @@ impl Sampler {
         let mut samples = Vec::with_capacity(self.tracked.len());
         let mut vanished = Vec::new();
         self.ticks += 1;
-        // Managed containers are read in full every tick (their limits are
-        // read back and their throttling and pressure drive decisions);
-        // watched ones read memory once per `agent.watched_memory_read_ms`
-        // (1 s) and the rest once per `agent.watched_full_read_ms` (5 s);
-        // their CPU, network and disk come from the eBPF counters.
+        // Managed containers read what their policy decides from every tick
+        // and their limits once per `agent.managed_full_read_ms` (1 s; in
+        // between, the limits scaler keeps are shown); watched ones read
+        // memory once per `agent.watched_memory_read_ms` (1 s) and the rest
+        // once per `agent.watched_full_read_ms` (5 s); CPU, network and
+        // disk come from the eBPF counters.
         let full_tick = self.ticks.is_multiple_of(self.full_every);
         let mem_tick = self.ticks.is_multiple_of(self.mem_every);
-        let full: std::collections::HashSet<&str> = managed.subscribed.iter().map(|(_, c)| c.as_str()).collect();
+        let managed_full_tick = self.ticks.is_multiple_of(self.managed_full_every);
+        let subscribed: std::collections::HashSet<&str> = managed.subscribed.iter().map(|(_, c)| c.as_str()).collect();
         for (cg, t) in &mut self.tracked {
-            let depth = if full_tick || full.contains(cg.as_str()) {
+            let depth = if subscribed.contains(cg.as_str()) {
+                if managed_full_tick { Depth::Full } else { Depth::Signals }
+            } else if full_tick {
                 Depth::Full
             } else if mem_tick {
                 Depth::Usage
@@ -401,9 +410,13 @@ impl Sampler {
             let mut sample = sample;
             if let Some(s) = &mut sample {
                 t.totals = s.totals;
-                if let Some(&(rx, tx)) = managed.net_limits.get(cg) {
-                    s.resources.net_rx.current = rx;
-                    s.resources.net_tx.current = tx;
+                for &(r, limit) in managed.limits.get(cg).map_or(&[][..], Vec::as_slice) {
+                    let net = matches!(r, policies::Resource::NetRx | policies::Resource::NetTx);
+                    if let Some(reading) = s.resources.get_mut(r)
+                        && (net || !stats.full)
+                    {
+                        reading.current = limit;
+                    }
                 }
             }
             t.prev = Some(Previous { at, counters: cur, stats });
@@ -566,6 +579,30 @@ mod tests {
         let r = s.tick(&k, &Managed::default());
         assert!(r.samples.is_empty());
         assert_eq!(r.removed, vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn managed_containers_show_kept_limits_between_full_readings() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("lxc.payload.a");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cpu.stat"), "usage_usec 0\n").unwrap();
+        std::fs::write(dir.join("cpu.max"), "50000 100000\n").unwrap();
+        let mut cfg = Config::default();
+        cfg.agent.managed_full_read_ms = 3 * cfg.agent.tick_ms;
+        let mut s = Sampler::new(Layout::pure_v2(tmp.path()), &cfg);
+        let managed = Managed {
+            subscribed: vec![("a".into(), "/lxc.payload.a".into())],
+            generation: 1,
+            limits: HashMap::from([("/lxc.payload.a".to_string(), vec![(policies::Resource::Cpu, Some(300))])]),
+        };
+        let k = FakeKernel::default();
+        let cpu_current = |r: &TickResult| r.samples[0].1.unwrap().resources.cpu.current;
+        assert!(s.tick(&k, &managed).samples[0].1.is_none(), "a baseline");
+        // Tick 2 reads signals only: the limit shown is the one scaler keeps.
+        assert_eq!(cpu_current(&s.tick(&k, &managed)), Some(300));
+        // Tick 3 reads everything: what is in force (here set by someone else).
+        assert_eq!(cpu_current(&s.tick(&k, &managed)), Some(500));
     }
 
     /// A kernel double that also counts cgroup events.

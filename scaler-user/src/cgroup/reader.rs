@@ -43,6 +43,9 @@ pub struct CgroupStats {
     pub psi_cpu: Option<Psi>,
     pub psi_mem: Option<Psi>,
     pub psi_io: Option<Psi>,
+    /// Every file was read this time (limits included); false when some
+    /// values are carried from an earlier reading.
+    pub full: bool,
 }
 
 impl CgroupStats {
@@ -70,6 +73,12 @@ pub struct Vanished(pub String);
 pub enum Depth {
     /// Every file: limits, throttling, memory details, I/O, PSI.
     Full,
+    /// What a policy decides from each tick: CPU usage and throttling,
+    /// memory charged, its statistics (working set, refaults) and OOM
+    /// state, memory and I/O pressure. Limits, I/O bytes and limits and CPU
+    /// pressure keep their last full reading (`CgroupStats::full` is then
+    /// false).
+    Signals,
     /// Memory usage only; everything else keeps its last full reading.
     /// (CPU, network and disk usage come from the eBPF counters anyway.)
     Usage,
@@ -148,18 +157,6 @@ impl CgroupReader {
         }
     }
 
-    fn v2_then_v1<T>(
-        &mut self,
-        v2: &'static str,
-        v1: (&'static str, &'static str),
-        f: impl Fn(&str) -> Option<T>,
-    ) -> Option<T> {
-        if let Some(v) = self.read_file(Hier::V2, v2).and_then(&f) {
-            return Some(v);
-        }
-        self.read_file(Hier::V1(v1.0), v1.1).and_then(f)
-    }
-
     /// Memory charged now (v2 `memory.current`, else v1 `memory.usage_in_bytes`).
     fn mem_charged(&mut self) -> Option<u64> {
         self.read_file(Hier::V2, "memory.current")
@@ -172,13 +169,27 @@ impl CgroupReader {
         if depth == Depth::Carry
             && let Some(last) = &self.last
         {
-            return Ok(last.clone());
+            return Ok(CgroupStats { full: false, ..last.clone() });
+        }
+        if depth == Depth::Signals
+            && let Some(last) = &self.last
+        {
+            let mut s = last.clone();
+            self.vanished = false;
+            self.read_signals(&mut s);
+            if self.vanished || (!self.kernfs && !self.exists()) {
+                return Err(Vanished(self.rel.clone()));
+            }
+            s.full = false;
+            self.last = Some(s.clone());
+            return Ok(s);
         }
         if depth != Depth::Full
             && let Some(last) = &self.last
         {
             self.vanished = false;
             let mut s = last.clone();
+            s.full = false;
             s.mem_charged = self.mem_charged();
             if let Some(l) = &mut self.last {
                 l.mem_charged = s.mem_charged;
@@ -198,59 +209,9 @@ impl CgroupReader {
     /// Reads every file.
     pub fn read_stats(&mut self) -> Result<CgroupStats, Vanished> {
         self.vanished = false;
-        let mut s = CgroupStats {
-            cpu_usage_ns: self.v2_then_v1("cpu.stat", ("cpuacct", "cpuacct.usage"), |t| {
-                parse::flat_keyed(t, "usage_usec").map(|us| us * 1000).or_else(|| parse::single(t))
-            }),
-            ..Default::default()
-        };
-        // v2 keeps throttling in cpu.stat only when the cpu controller is on.
-        let throttle = |t: &str| {
-            let ns = parse::flat_keyed(t, "throttled_usec")
-                .map(|us| us * 1000)
-                .or_else(|| parse::flat_keyed(t, "throttled_time"))?;
-            Some((parse::flat_keyed(t, "nr_periods")?, parse::flat_keyed(t, "nr_throttled")?, ns))
-        };
-        if let Some((periods, throttled, ns)) = self.v2_then_v1("cpu.stat", ("cpu", "cpu.stat"), throttle) {
-            (s.cpu_nr_periods, s.cpu_nr_throttled, s.cpu_throttled_ns) = (Some(periods), Some(throttled), Some(ns));
-        }
-        s.cpu_quota = match self.read_file(Hier::V2, "cpu.max").map(parse::v2_cpu_max) {
-            Some(q) => q,
-            None => {
-                let quota = self.read_file(Hier::V1("cpu"), "cpu.cfs_quota_us").map(str::to_owned);
-                let period = self.read_file(Hier::V1("cpu"), "cpu.cfs_period_us");
-                quota.zip(period).and_then(|(q, p)| parse::v1_cpu_quota(&q, p))
-            }
-        };
-
-        let v2_mem = self.read_file(Hier::V2, "memory.current").and_then(parse::single);
-        if v2_mem.is_some() {
-            s.mem_charged = v2_mem;
-            let max = self.read_file(Hier::V2, "memory.max").and_then(parse::v2_max_or_value);
-            let high = self.read_file(Hier::V2, "memory.high").and_then(parse::v2_max_or_value);
-            s.mem_limit = match (high, max) {
-                (Some(h), Some(m)) => Some(h.min(m)),
-                (h, m) => h.or(m),
-            };
-            if let Some(t) = self.read_file(Hier::V2, "memory.stat") {
-                s.mem_inactive_file = parse::flat_keyed(t, "inactive_file");
-                s.mem_refault_file = parse::flat_keyed(t, "workingset_refault_file");
-            }
-            s.oom_kills = self.read_file(Hier::V2, "memory.events").and_then(|t| parse::flat_keyed(t, "oom_kill"));
-        } else {
-            let m = Hier::V1("memory");
-            s.mem_charged = self.read_file(m, "memory.usage_in_bytes").and_then(parse::single);
-            s.mem_limit = self.read_file(m, "memory.limit_in_bytes").and_then(parse::v1_mem_limit);
-            if let Some(t) = self.read_file(m, "memory.stat") {
-                s.mem_inactive_file = parse::flat_keyed(t, "total_inactive_file");
-                s.mem_refault_file = parse::flat_keyed(t, "total_workingset_refault_file");
-            }
-            if let Some(t) = self.read_file(m, "memory.oom_control") {
-                s.oom_kills = parse::flat_keyed(t, "oom_kill");
-                s.mem_waiting = parse::flat_keyed(t, "under_oom").map(|v| v > 0);
-            }
-        }
-
+        let mut s = CgroupStats { full: true, ..Default::default() };
+        self.read_signals(&mut s);
+        self.read_limits(&mut s);
         if let Some(io) = self.read_file(Hier::V2, "io.stat").map(parse::v2_io_stat) {
             s.io = Some(io);
             s.io_limits = self.read_file(Hier::V2, "io.max").map(parse::v2_io_max).unwrap_or_default();
@@ -262,10 +223,7 @@ impl CgroupReader {
                 write_bps: self.read_file(b, "blkio.throttle.write_bps_device").and_then(parse::v1_bps_device),
             };
         }
-
         s.psi_cpu = self.read_file(Hier::V2, "cpu.pressure").and_then(parse::psi);
-        s.psi_mem = self.read_file(Hier::V2, "memory.pressure").and_then(parse::psi);
-        s.psi_io = self.read_file(Hier::V2, "io.pressure").and_then(parse::psi);
 
         // kernfs fails reads of a removed cgroup, so once files are open a
         // failed read says it; the first reading (and other trees) look at
@@ -274,6 +232,73 @@ impl CgroupReader {
             return Err(Vanished(self.rel.clone()));
         }
         Ok(s)
+    }
+
+    /// What `Depth::Signals` reads, into `s`.
+    fn read_signals(&mut self, s: &mut CgroupStats) {
+        // One read of v2 `cpu.stat` for usage and, where the cpu controller
+        // is on, throttling; else v1 `cpuacct.usage` and `cpu.stat`.
+        let usage = |t: &str| parse::flat_keyed(t, "usage_usec").map(|us| us * 1000);
+        let throttle = |t: &str| {
+            let ns = parse::flat_keyed(t, "throttled_usec")
+                .map(|us| us * 1000)
+                .or_else(|| parse::flat_keyed(t, "throttled_time"))?;
+            Some((parse::flat_keyed(t, "nr_periods")?, parse::flat_keyed(t, "nr_throttled")?, ns))
+        };
+        let v2 = self.read_file(Hier::V2, "cpu.stat").map(|t| (usage(t), throttle(t)));
+        let (v2_usage, v2_throttle) = v2.unwrap_or((None, None));
+        s.cpu_usage_ns =
+            v2_usage.or_else(|| self.read_file(Hier::V1("cpuacct"), "cpuacct.usage").and_then(parse::single));
+        let throttled = v2_throttle.or_else(|| self.read_file(Hier::V1("cpu"), "cpu.stat").and_then(throttle));
+        (s.cpu_nr_periods, s.cpu_nr_throttled, s.cpu_throttled_ns) = match throttled {
+            Some((p, t, ns)) => (Some(p), Some(t), Some(ns)),
+            None => (None, None, None),
+        };
+
+        let v2_mem = self.read_file(Hier::V2, "memory.current").and_then(parse::single);
+        if v2_mem.is_some() {
+            s.mem_charged = v2_mem;
+            if let Some(t) = self.read_file(Hier::V2, "memory.stat") {
+                s.mem_inactive_file = parse::flat_keyed(t, "inactive_file");
+                s.mem_refault_file = parse::flat_keyed(t, "workingset_refault_file");
+            }
+            s.oom_kills = self.read_file(Hier::V2, "memory.events").and_then(|t| parse::flat_keyed(t, "oom_kill"));
+        } else {
+            let m = Hier::V1("memory");
+            s.mem_charged = self.read_file(m, "memory.usage_in_bytes").and_then(parse::single);
+            if let Some(t) = self.read_file(m, "memory.stat") {
+                s.mem_inactive_file = parse::flat_keyed(t, "total_inactive_file");
+                s.mem_refault_file = parse::flat_keyed(t, "total_workingset_refault_file");
+            }
+            if let Some(t) = self.read_file(m, "memory.oom_control") {
+                s.oom_kills = parse::flat_keyed(t, "oom_kill");
+                s.mem_waiting = parse::flat_keyed(t, "under_oom").map(|v| v > 0);
+            }
+        }
+        s.psi_mem = self.read_file(Hier::V2, "memory.pressure").and_then(parse::psi);
+        s.psi_io = self.read_file(Hier::V2, "io.pressure").and_then(parse::psi);
+    }
+
+    /// The CPU and memory limits in force, into `s`.
+    fn read_limits(&mut self, s: &mut CgroupStats) {
+        s.cpu_quota = match self.read_file(Hier::V2, "cpu.max").map(parse::v2_cpu_max) {
+            Some(q) => q,
+            None => {
+                let quota = self.read_file(Hier::V1("cpu"), "cpu.cfs_quota_us").map(str::to_owned);
+                let period = self.read_file(Hier::V1("cpu"), "cpu.cfs_period_us");
+                quota.zip(period).and_then(|(q, p)| parse::v1_cpu_quota(&q, p))
+            }
+        };
+        s.mem_limit = match self.read_file(Hier::V2, "memory.max").map(parse::v2_max_or_value) {
+            Some(max) => {
+                let high = self.read_file(Hier::V2, "memory.high").and_then(parse::v2_max_or_value);
+                match (high, max) {
+                    (Some(h), Some(m)) => Some(h.min(m)),
+                    (h, m) => h.or(m),
+                }
+            }
+            None => self.read_file(Hier::V1("memory"), "memory.limit_in_bytes").and_then(parse::v1_mem_limit),
+        };
     }
 
     /// The container still has a directory in some hierarchy.
@@ -429,6 +454,39 @@ mod tests {
         assert_eq!(carried.mem_charged, Some(200), "carry reads no file and keeps the last memory reading");
         let full = r.read(Depth::Full).unwrap();
         assert_eq!((full.mem_charged, full.mem_limit), (Some(300), Some(2000)));
+    }
+
+    #[test]
+    fn signal_ticks_reread_what_policies_decide_from_and_carry_limits() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c");
+        write(
+            &dir,
+            &[
+                ("cpu.stat", "usage_usec 10\nnr_periods 1\nnr_throttled 0\nthrottled_usec 0\n"),
+                ("cpu.max", "50000 100000\n"),
+                ("memory.current", "100\n"),
+                ("memory.max", "1000\n"),
+                ("memory.stat", "inactive_file 10\nworkingset_refault_file 1\n"),
+            ],
+        );
+        let mut r = CgroupReader::new(&Layout::pure_v2(tmp.path()), "c");
+        assert!(r.read(Depth::Full).unwrap().full);
+        std::fs::write(dir.join("cpu.stat"), "usage_usec 20\nnr_periods 2\nnr_throttled 1\nthrottled_usec 7\n")
+            .unwrap();
+        std::fs::write(dir.join("cpu.max"), "max 100000\n").unwrap();
+        std::fs::write(dir.join("memory.current"), "300\n").unwrap();
+        std::fs::write(dir.join("memory.max"), "2000\n").unwrap();
+        std::fs::write(dir.join("memory.stat"), "inactive_file 50\nworkingset_refault_file 9\n").unwrap();
+        let s = r.read(Depth::Signals).unwrap();
+        assert!(!s.full);
+        assert_eq!((s.cpu_usage_ns, s.cpu_throttled_ns, s.cpu_nr_throttled), (Some(20_000), Some(7_000), Some(1)));
+        assert_eq!((s.mem_charged, s.mem_inactive_file, s.mem_refault_file), (Some(300), Some(50), Some(9)));
+        assert_eq!(s.mem_limit, Some(1000), "limits carried");
+        assert_eq!(s.cpu_quota.map(|q| q.quota_us), Some(50_000));
+        let f = r.read(Depth::Full).unwrap();
+        assert!(f.full);
+        assert_eq!((f.mem_limit, f.cpu_quota), (Some(2000), None));
     }
 
     #[test]

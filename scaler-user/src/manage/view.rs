@@ -78,16 +78,15 @@ impl Manager {
 }
 
 impl Manager {
-    /// Network rates in force by cgroup, `(rx, tx)`, for `/v1/stats`.
-    pub fn net_limits(&self) -> std::collections::HashMap<String, (Option<u64>, Option<u64>)> {
+    /// The limits scaler keeps on each subscribed cgroup (by cgroup): what
+    /// the sampler shows as in force where it did not read them this tick
+    /// (network: always, the eBPF limiter keeps them, not cgroupfs).
+    pub fn known_limits(&self) -> std::collections::HashMap<String, Vec<(Resource, Option<u64>)>> {
         self.subs
             .values()
-            .filter(|m| {
-                m.sub.resources.contains_key(&Resource::NetRx) || m.sub.resources.contains_key(&Resource::NetTx)
-            })
             .map(|m| {
-                let get = |r| m.sub.limits.get(&r).copied().flatten();
-                (m.sub.cgroup.clone(), (get(Resource::NetRx), get(Resource::NetTx)))
+                let known = m.sub.resources.keys().map(|&r| (r, m.sub.limits.get(&r).copied().flatten())).collect();
+                (m.sub.cgroup.clone(), known)
             })
             .collect()
     }
