@@ -108,12 +108,17 @@ pub struct Subscribe<'a> {
     pub cgroup: Option<&'a str>,
     pub policy: Option<&'a str>,
     pub priority: Option<u32>,
+    /// Every resource unguarded (observe only).
+    pub unguarded: bool,
     pub bounds: &'a Bounds,
 }
 
 pub fn subscribe(agent: &Agent, s: &Subscribe, json: bool) -> anyhow::Result<()> {
     let mut body = Map::new();
     body.insert("resources".into(), Value::Object(s.bounds.to_json().map_err(anyhow::Error::msg)?));
+    if s.unguarded {
+        body.insert("guard".into(), false.into());
+    }
     if let Some(c) = s.cgroup {
         body.insert("cgroup".into(), c.into());
     }
@@ -154,6 +159,22 @@ pub fn set(agent: &Agent, name: &str, resource: &str, s: &Set, json: bool) -> an
         body.insert("boundary".into(), b.into());
     }
     let path = format!("/v1/containers/{name}/resources/{resource}");
+    let v: wire::Subscription = agent.call_as(Method::PUT, &path, Some(&Value::Object(body)))?;
+    if json {
+        return print_json(&v);
+    }
+    print_containers(&[v]);
+    Ok(())
+}
+
+/// Guards (`true`) or unguards a container's `resources` (all when empty).
+pub fn guard(agent: &Agent, name: &str, guard: bool, resources: &[String], json: bool) -> anyhow::Result<()> {
+    let mut body = Map::new();
+    body.insert("guard".into(), guard.into());
+    if !resources.is_empty() {
+        body.insert("resources".into(), resources.iter().map(|r| Value::from(r.as_str())).collect());
+    }
+    let path = format!("/v1/containers/{name}/guard");
     let v: wire::Subscription = agent.call_as(Method::PUT, &path, Some(&Value::Object(body)))?;
     if json {
         return print_json(&v);

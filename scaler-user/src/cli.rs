@@ -72,11 +72,15 @@ pub enum Command {
         /// cgroup path (default: the discovered container of that name).
         #[arg(long)]
         cgroup: Option<String>,
-        /// fast (default), classic, classic-defaults, static, vpa.
+        /// follow (default), fast, classic, classic-defaults, static, vpa.
         #[arg(long)]
         policy: Option<String>,
         #[arg(long)]
         priority: Option<u32>,
+        /// Observe only: every resource unguarded, its limit left where it
+        /// starts (`scaler guard NAME` later lets the policy scale it).
+        #[arg(long)]
+        unguarded: bool,
         #[command(flatten)]
         bounds: scaler_cli::manage::Bounds,
         #[command(flatten)]
@@ -102,6 +106,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Let the policy scale a container's limits again (all its
+    /// resources, or those given with --resource).
+    Guard(GuardArgs),
+    /// Leave a container's limits where they are (all its resources, or
+    /// those given with --resource): it stays subscribed and observed.
+    Unguard(GuardArgs),
     /// Stop managing a container.
     Unsubscribe {
         name: String,
@@ -176,6 +186,19 @@ impl AgentArgs {
     }
 }
 
+/// `scaler guard` and `scaler unguard`.
+#[derive(clap::Args, Debug)]
+pub struct GuardArgs {
+    name: String,
+    /// A resource (cpu, mem, disk_read, ...); repeat for several.
+    #[arg(long = "resource")]
+    resources: Vec<String>,
+    #[command(flatten)]
+    agent: AgentArgs,
+    #[arg(long)]
+    json: bool,
+}
+
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -219,12 +242,13 @@ pub fn run() -> anyhow::Result<()> {
         Command::Containers { name, agent, json } => {
             scaler_cli::manage::containers(&agent.client(), name.as_deref(), json)
         }
-        Command::Subscribe { name, cgroup, policy, priority, bounds, agent, json } => {
+        Command::Subscribe { name, cgroup, policy, priority, unguarded, bounds, agent, json } => {
             let s = scaler_cli::manage::Subscribe {
                 name: &name,
                 cgroup: cgroup.as_deref(),
                 policy: policy.as_deref(),
                 priority,
+                unguarded,
                 bounds: &bounds,
             };
             scaler_cli::manage::subscribe(&agent.client(), &s, json)
@@ -233,6 +257,8 @@ pub fn run() -> anyhow::Result<()> {
             let s = scaler_cli::manage::Set { min: min.as_deref(), max: max.as_deref(), guard, boundary };
             scaler_cli::manage::set(&agent.client(), &name, &resource, &s, json)
         }
+        Command::Guard(g) => scaler_cli::manage::guard(&g.agent.client(), &g.name, true, &g.resources, g.json),
+        Command::Unguard(g) => scaler_cli::manage::guard(&g.agent.client(), &g.name, false, &g.resources, g.json),
         Command::Unsubscribe { name, restore, agent } => {
             scaler_cli::manage::unsubscribe(&agent.client(), &name, restore)
         }

@@ -98,3 +98,13 @@ impl std::ops::Deref for Agent {
         &self.api
     }
 }
+
+/// Runs the `scaler` CLI against the agent at `url`: (success, stdout, stderr).
+pub fn cli(url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(scaler_bin()).args(args).args(["--agent", url]).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

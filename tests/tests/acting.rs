@@ -424,18 +424,7 @@ fn the_cli_subscribes_lists_sets_and_unsubscribes() {
     let path = cg.child("cli1");
     let agent = Agent::start(WATCH);
     agent.wait_container("cli1");
-    let scaler = |args: &[&str]| {
-        let out = std::process::Command::new(tests::agent::scaler_bin())
-            .args(args)
-            .args(["--agent", &agent.url])
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let scaler = |args: &[&str]| tests::agent::cli(&agent.url, args);
     let (ok, out, err) = scaler(&["subscribe", "web", "--cgroup", &path, "--cpu", "100m:1.5", "--mem", "32Mi:256Mi"]);
     assert!(ok, "{err}");
     assert!(out.contains("web") && out.contains("cpu"), "{out}");

@@ -188,6 +188,20 @@ pub async fn put_resource(
     view_of(&m, &name)
 }
 
+/// `PUT /v1/containers/{name}/guard`: `{"guard": false}` stops scaling
+/// every resource of the container (or those in `"resources"`), `true`
+/// resumes it.
+pub async fn put_guard(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<wire::Subscription>, ApiError> {
+    let (guard, resources) = model::parse_guard(&json_body(&body)?)?;
+    let mut m = app.manager();
+    m.set_guard(now_ms(), &name, guard, resources.as_deref())?;
+    view_of(&m, &name)
+}
+
 pub async fn put_ceiling(
     State(app): State<AppState>,
     Path(name): Path<String>,

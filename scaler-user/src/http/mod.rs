@@ -73,6 +73,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/containers/{name}", get(manage::get).put(manage::put).delete(manage::delete))
         .route("/v1/containers/{name}/resources/{resource}", put(manage::put_resource))
         .route("/v1/containers/{name}/ceiling", put(manage::put_ceiling).delete(manage::delete_ceiling))
+        .route("/v1/containers/{name}/guard", put(manage::put_guard))
         .route("/v1/host", get(manage::get_host).put(manage::put_host))
         .route("/v1/events", get(manage::events))
         .route("/v1/events/stream", get(manage::stream))

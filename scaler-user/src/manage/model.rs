@@ -231,7 +231,10 @@ pub fn patched(old: Option<Bounds>, p: &ResourcePatch, field: &str) -> Result<Bo
 /// Parses and validates a subscription body.
 pub fn parse_subscribe(v: &Value) -> Result<SubscribeRequest, FieldError> {
     let obj = object(v, "body")?;
-    check_keys(obj, "", &["cgroup", "policy", "priority", "resources"])?;
+    check_keys(obj, "", &["cgroup", "policy", "priority", "guard", "resources"])?;
+    // `"guard": false` subscribes every resource unguarded (observe only)
+    // unless the resource says otherwise.
+    let guard = opt_bool(obj, "", "guard")?;
     let cgroup = match obj.get("cgroup").filter(|v| !v.is_null()) {
         Some(v) => Some(v.as_str().ok_or_else(|| field_err("cgroup", "must be a string"))?.to_owned()),
         None => None,
@@ -255,11 +258,34 @@ pub fn parse_subscribe(v: &Value) -> Result<SubscribeRequest, FieldError> {
     for (name, spec) in res {
         let field = format!("resources.{name}");
         let r = parse_resource(&field, name)?;
-        let patch = parse_patch(spec, &field)?;
+        let mut patch = parse_patch(spec, &field)?;
+        patch.guard = patch.guard.or(guard);
         let bounds = patched(None, &patch, &field)?;
         resources.insert(r, ResourceRequest { bounds, current: patch.current });
     }
     Ok(SubscribeRequest { cgroup, policy, policy_config, priority, resources })
+}
+
+/// A validated `PUT /v1/containers/{name}/guard` body: the guard, and the
+/// resources it is for (`None`: all the container's).
+pub fn parse_guard(v: &Value) -> Result<(bool, Option<Vec<Resource>>), FieldError> {
+    let obj = object(v, "body")?;
+    check_keys(obj, "", &["guard", "resources"])?;
+    let guard = opt_bool(obj, "", "guard")?.ok_or_else(|| field_err("guard", "required: true or false"))?;
+    let resources = match obj.get("resources").filter(|v| !v.is_null()) {
+        None => None,
+        Some(v) => {
+            let list = v.as_array().ok_or_else(|| field_err("resources", "must be a list like [\"cpu\", \"mem\"]"))?;
+            let mut out = Vec::new();
+            for (i, x) in list.iter().enumerate() {
+                let field = format!("resources[{i}]");
+                let name = x.as_str().ok_or_else(|| field_err(&field, "must be a resource name"))?;
+                out.push(parse_resource(&field, name)?);
+            }
+            Some(out)
+        }
+    };
+    Ok((guard, resources))
 }
 
 /// Overlays `over` on `base`: objects merge key by key, anything else replaces.
@@ -450,5 +476,28 @@ mod tests {
         s.ceiling.insert(Resource::Cpu, 10);
         assert_eq!(s.effective_max(Resource::Cpu), Some(100));
         assert_eq!(s.effective_max(Resource::Mem), None);
+    }
+
+    #[test]
+    fn guard_bodies_and_an_unguarded_subscription() {
+        assert_eq!(parse_guard(&json!({"guard": false})).unwrap(), (false, None));
+        assert_eq!(
+            parse_guard(&json!({"guard": true, "resources": ["cpu", "mem"]})).unwrap(),
+            (true, Some(vec![Resource::Cpu, Resource::Mem]))
+        );
+        for (body, field) in [
+            (json!({}), "guard"),
+            (json!({"guard": "no"}), "guard"),
+            (json!({"guard": false, "resources": "cpu"}), "resources"),
+            (json!({"guard": false, "resources": ["gpu"]}), "resources[0]"),
+            (json!({"guard": false, "extra": 1}), "extra"),
+        ] {
+            assert_eq!(parse_guard(&body).unwrap_err().field, field, "{body}");
+        }
+        let r = parse_subscribe(&json!({"guard": false, "resources": {"cpu": {"min": 100, "max": 200},
+                                                                      "mem": {"min": 1, "max": 2, "guard": true}}}))
+        .unwrap();
+        assert!(!r.resources[&Resource::Cpu].bounds.guard, "observe only");
+        assert!(r.resources[&Resource::Mem].bounds.guard, "a resource's own guard wins");
     }
 }

@@ -300,6 +300,42 @@ impl Manager {
         Ok(())
     }
 
+    /// Guards (`true`: the policy scales them) or unguards (the limits stay
+    /// where they are) `resources` of a container, or all of them, in one
+    /// change: saved, and logged once per resource whose guard changed.
+    /// The policy keeps its state (pending events included).
+    pub fn set_guard(
+        &mut self,
+        now_ms: u64,
+        name: &str,
+        guard: bool,
+        resources: Option<&[Resource]>,
+    ) -> Result<(), ManageError> {
+        let m = self.subs.get_mut(name).ok_or_else(|| ManageError::NotFound(format!("{name:?} is not subscribed")))?;
+        if let Some(r) = resources.and_then(|rs| rs.iter().find(|r| !m.sub.resources.contains_key(r))) {
+            return Err(field_err("resources", format!("{r} is not managed for {name}")).into());
+        }
+        let mut sub = m.sub.clone();
+        let mut changed = Vec::new();
+        for (r, b) in sub.resources.iter_mut() {
+            if resources.is_none_or(|rs| rs.contains(r)) && b.guard != guard {
+                b.guard = guard;
+                changed.push(*r);
+            }
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.store.save(&[&sub], &[])?;
+        let reason = if guard { "guarded: scaled by its policy again" } else { "unguarded: left where it is" };
+        for &r in &changed {
+            let limit = sub.limits.get(&r).copied().flatten();
+            self.events.push(now_ms, name, r, limit, limit, reason.into());
+        }
+        m.sub = sub;
+        Ok(())
+    }
+
     /// No CPU bursts above a CPU ceiling (an energy cap is a cap).
     pub(super) fn sync_cpu_burst(&mut self, name: &str, capped: bool) {
         let Some(m) = self.subs.get(name) else { return };

@@ -356,3 +356,40 @@ fn the_agents_own_cgroup_and_its_ancestors_are_refused() {
     }
     m.subscribe(0, "sibling", "/system.slice/other.service", &r, &Found::default()).unwrap();
 }
+
+#[test]
+fn a_whole_container_unguarded_is_left_where_it_is_and_guarded_again_scales() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 2000);
+    let r = req(json!({"resources": {"cpu": {"min": 100, "max": 2000, "current": 500},
+                                     "mem": {"min": 16 << 20, "max": GIB, "current": 512 << 20}}}));
+    m.subscribe(0, "a", "/a", &r, &Found::default()).unwrap();
+    assert!(
+        matches!(m.set_guard(1, "a", false, Some(&[Resource::DiskRead])), Err(ManageError::Field(f)) if f.field == "resources")
+    );
+    assert!(matches!(m.set_guard(1, "nope", false, None), Err(ManageError::NotFound(_))));
+    m.set_guard(1, "a", false, None).unwrap();
+    let v = m.view("a").unwrap();
+    assert!(v.resources.values().all(|r| !r.guard), "every resource unguarded: {v:?}");
+    // Throttled hard and nearly idle on memory: a guarded container would
+    // change both; this one keeps both.
+    for t in 1..=20u64 {
+        m.step(t * 200, &HashMap::from([("a".to_owned(), sample(&fake, "/a", t * 200, 500, 300_000, 10 << 20))]));
+    }
+    assert_eq!((fake.get("/a", Resource::Cpu), fake.get("/a", Resource::Mem)), (Some(500), Some(512 << 20)));
+    let ev = all_events(&m);
+    assert_eq!(ev.iter().filter(|e| e.reason.starts_with("unguarded")).count(), 2, "{ev:?}");
+    // Guarded again (CPU only): CPU scales, memory stays.
+    m.set_guard(5_000, "a", true, Some(&[Resource::Cpu])).unwrap();
+    for t in 26..=30u64 {
+        m.step(t * 200, &HashMap::from([("a".to_owned(), sample(&fake, "/a", t * 200, 500, 300_000, 10 << 20))]));
+    }
+    assert!(fake.get("/a", Resource::Cpu).unwrap() > 500);
+    assert_eq!(fake.get("/a", Resource::Mem), Some(512 << 20));
+    // Survives a restart of the manager (saved).
+    drop(m);
+    let m = manager(tmp.path(), &fake, 2000);
+    let v = m.view("a").unwrap();
+    assert!(v.resources[&Resource::Cpu].guard && !v.resources[&Resource::Mem].guard, "{v:?}");
+}
