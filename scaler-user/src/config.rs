@@ -251,17 +251,17 @@ impl Config {
         if a.rescan_interval_ms < a.tick_ms || a.rescan_interval_ms > 3_600_000 {
             return Err(invalid("agent.rescan_interval_ms", "must be between agent.tick_ms and 3600000"));
         }
-        if a.watched_full_read_ms < a.tick_ms || a.watched_full_read_ms > 600_000 {
-            return Err(invalid("agent.watched_full_read_ms", "must be between agent.tick_ms and 600000"));
+        // The read periods are rounded to whole ticks, at least one: below
+        // `agent.tick_ms` (as the defaults are under a slow tick) they mean
+        // every tick.
+        if a.watched_full_read_ms > 600_000 {
+            return Err(invalid("agent.watched_full_read_ms", "must be at most 600000"));
         }
-        if a.managed_full_read_ms < a.tick_ms || a.managed_full_read_ms > 600_000 {
-            return Err(invalid("agent.managed_full_read_ms", "must be between agent.tick_ms and 600000"));
+        if a.managed_full_read_ms > 600_000 {
+            return Err(invalid("agent.managed_full_read_ms", "must be at most 600000"));
         }
-        if a.watched_memory_read_ms < a.tick_ms || a.watched_memory_read_ms > a.watched_full_read_ms {
-            return Err(invalid(
-                "agent.watched_memory_read_ms",
-                "must be between agent.tick_ms and agent.watched_full_read_ms",
-            ));
+        if a.watched_memory_read_ms > a.watched_full_read_ms {
+            return Err(invalid("agent.watched_memory_read_ms", "must be at most agent.watched_full_read_ms"));
         }
         // A pattern must name a subtree: one whose first segment is only
         // wildcards reaches every cgroup of the host (system services and
@@ -433,8 +433,13 @@ mod tests {
         let mut c = Config::default();
         c.agent.watched_memory_read_ms = c.agent.watched_full_read_ms + 1;
         assert!(c.validate().unwrap_err().to_string().contains("agent.watched_memory_read_ms"));
-        c.agent.watched_memory_read_ms = c.agent.tick_ms - 1;
-        assert!(c.validate().unwrap_err().to_string().contains("agent.watched_memory_read_ms"));
+        // A slow tick with the default read periods: every tick.
+        let mut c = Config::default();
+        c.agent.tick_ms = 5_000;
+        c.agent.discovery_interval_ms = 5_000;
+        c.validate().unwrap();
+        let s = crate::agent::sampler::Sampler::new(crate::cgroup::layout::Layout::pure_v2("/nonexistent"), &c);
+        assert_eq!(s.read_periods(), (1, 1, 1), "watched memory, watched full, managed full: every tick");
     }
 
     #[test]

@@ -200,6 +200,11 @@ impl Sampler {
         self.tracked.get(cgroup).map_or(&[], |t| t.ids.as_slice())
     }
 
+    /// In ticks: watched memory, watched full and managed full readings.
+    pub fn read_periods(&self) -> (u64, u64, u64) {
+        (self.mem_every, self.full_every, self.managed_full_every)
+    }
+
     /// Cgroup ids whose counters a tick reads.
     pub fn id_count(&self) -> usize {
         self.tracked.values().map(|t| t.ids.len()).sum()
