@@ -610,6 +610,18 @@ mod tests {
         assert_eq!(cpu_current(&s.tick(&k, &managed)), Some(500));
     }
 
+    #[test]
+    fn read_periods_under_a_slow_tick_are_every_tick() {
+        let mut c = Config::default();
+        c.agent.tick_ms = 5_000;
+        c.agent.discovery_interval_ms = 5_000;
+        c.validate().unwrap();
+        let s = Sampler::new(Layout::pure_v2("/nonexistent"), &c);
+        assert_eq!(s.read_periods(), (1, 1, 1), "watched memory, watched full, managed full: every tick");
+        let s = Sampler::new(Layout::pure_v2("/nonexistent"), &Config::default());
+        assert_eq!(s.read_periods(), (5, 25, 5), "at 200 ms: 1 s, 5 s, 1 s");
+    }
+
     /// A kernel double that also counts cgroup events.
     struct EventKernel(std::cell::Cell<CgroupEvents>);
     impl Counters for EventKernel {
