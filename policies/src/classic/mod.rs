@@ -182,7 +182,6 @@ fn matches(rule: &Rule, d: Direction, counts: Counts) -> bool {
     counts.of(d) >= rule.events && rule.max_opposite.is_none_or(|m| opposite <= m)
 }
 
-/// The rule's amount before trimming.
 /// Whether a window of zero usage still makes a down event: the original
 /// asks for usage above zero for CPU and memory but accepts zero for disk
 /// (an idle disk is shrunk); network, which takes the disk rules here, too.
@@ -190,6 +189,7 @@ fn idle_counts(resource: Resource) -> bool {
     matches!(resource, Resource::DiskRead | Resource::DiskWrite | Resource::NetRx | Resource::NetTx)
 }
 
+/// The rule's amount before trimming.
 fn amount(a: Amount, usage: Mean, margin: i64, current: i64, limits: Limits) -> i64 {
     let v: i128 = match a {
         Amount::Fixed(x) => i128::from(x),

@@ -291,7 +291,7 @@ impl Kernel {
     }
 
     /// Deletes the counters of cgroups no tracked container has held for
-    /// the last two prunings (at least 10 s apart): the kernel side counts
+    /// the last two prunings (at least 9 s apart, after rescans): the kernel side counts
     /// every cgroup, and removed ones would otherwise stay until the map
     /// (16,384 entries) evicts them. A cgroup that runs again is counted
     /// again from zero. `tracked`: every cgroup id of every tracked
