@@ -173,7 +173,7 @@ impl From<wire::Event> for Event {
             time_ms: e.time_ms,
             host: String::new(),
             container: e.container,
-            resource: e.resource.name().to_owned(),
+            resource: e.resource.map_or_else(String::new, |r| r.name().to_owned()),
             old: e.old,
             new: e.new,
             reason: e.reason,

@@ -195,7 +195,11 @@ fn print_event(e: &wire::Event, json: bool) {
         println!("{}", serde_json::to_string(e).unwrap_or_default());
         return;
     }
-    let r = e.resource.name();
+    let Some(r) = e.resource.map(|r| r.name()) else {
+        let who = if e.container.is_empty() { "(agent)" } else { e.container.as_str() };
+        println!("{:>14} {:<20} {:<10} {}", e.time_ms, who, "config", e.reason);
+        return;
+    };
     println!(
         "{:>14} {:<20} {:<10} {:>12} -> {:<12} {}",
         e.time_ms,

@@ -38,6 +38,15 @@ pub trait Policy: Send {
         None
     }
 
+    /// Takes new parameters of the same policy while running, keeping what
+    /// it has learnt (samples, pending events): the operator changes a
+    /// rule without losing the events it counts. `false` when `cfg` is of
+    /// another policy or this one cannot (the caller then builds afresh).
+    /// `cfg` is validated by the caller.
+    fn reconfigure(&mut self, _cfg: &crate::PolicyConfig) -> bool {
+        false
+    }
+
     /// Whether the policy raises memory at once when tasks wait at the
     /// limit ([`Sample::mem_waiting`]). Then the agent lets tasks that reach
     /// the limit below `max` wait for it instead of being OOM-killed.

@@ -103,7 +103,8 @@ impl TickPhases {
 
 pub struct Shared {
     pub host: String,
-    pub tick_ms: u64,
+    /// The tick in force (changed at run time by `PUT /v1/agent`).
+    pub tick_ms: std::sync::atomic::AtomicU64,
     pub history_len: usize,
     pub started: Instant,
     pub layout: &'static str,
@@ -133,9 +134,14 @@ impl Shared {
     /// start. A sampler that stopped is not a healthy agent.
     pub fn tick_age(&self) -> (std::time::Duration, bool) {
         let since = self.read().last_tick_at.unwrap_or(self.started).elapsed();
-        let limit = std::time::Duration::from_millis((self.tick_ms * 5).max(5_000));
+        let limit = std::time::Duration::from_millis((self.tick_ms() * 5).max(5_000));
         let first = self.read().last_tick_at.is_none();
         (since, if first { since > limit * 2 } else { since > limit })
+    }
+
+    /// The tick in force, ms.
+    pub fn tick_ms(&self) -> u64 {
+        self.tick_ms.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {

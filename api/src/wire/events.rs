@@ -8,8 +8,12 @@ use serde::{Deserialize, Serialize};
 pub struct Event {
     pub id: u64,
     pub time_ms: u64,
+    /// The container; empty for a change of the agent's own settings.
     pub container: String,
-    pub resource: Resource,
+    /// The limit changed; `None` for a configuration change (a policy's
+    /// rules, the agent's timing), which `reason` describes.
+    #[serde(default)]
+    pub resource: Option<Resource>,
     /// `None` = unlimited.
     pub old: Option<u64>,
     pub new: Option<u64>,

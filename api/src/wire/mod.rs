@@ -87,7 +87,7 @@ mod tests {
             id: 1,
             time_ms: 2,
             container: "web".into(),
-            resource: Resource::Cpu,
+            resource: Some(Resource::Cpu),
             old: None,
             new: Some(3),
             reason: "r".into(),

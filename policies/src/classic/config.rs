@@ -35,6 +35,14 @@ pub struct Rule {
     pub consume: u32,
     /// The change.
     pub amount: Amount,
+    /// An inactive rule never fires but keeps its parameters (the
+    /// original's per-rule on/off switch).
+    #[serde(default = "active")]
+    pub active: bool,
+}
+
+fn active() -> bool {
+    true
 }
 
 /// The rules of one resource (or family: disk covers read and write).
@@ -63,7 +71,7 @@ pub struct RuleTable {
 
 impl Default for RuleTable {
     fn default() -> Self {
-        let rule = |events, max_opposite, amount| Rule { events, max_opposite, consume: events, amount };
+        let rule = |events, max_opposite, amount| Rule { events, max_opposite, consume: events, amount, active: true };
         // The original counts CPU in shares (100 = one core) and memory in
         // MiB; here millicores and bytes.
         let disk = ResourceRules {

@@ -153,7 +153,7 @@ impl Classic {
         // 5. Rules: down first, then up; the first that matches fires.
         let (direction, rule) = [(Direction::Down, rules.down), (Direction::Up, rules.up)]
             .into_iter()
-            .find_map(|(d, r)| r.filter(|r| matches(r, d, counts)).map(|r| (d, r)))?;
+            .find_map(|(d, r)| r.filter(|r| r.active && matches(r, d, counts)).map(|r| (d, r)))?;
         let margin = as_i64(spec.margin());
         let raw = amount(rule.amount, mean, margin, current, limits);
         // 6. Trim.
@@ -224,6 +224,17 @@ fn trim(amount: i64, min: i64, max: i64, current: i64, limits: Limits) -> i64 {
 impl Policy for Classic {
     fn name(&self) -> &str {
         "classic"
+    }
+
+    fn reconfigure(&mut self, cfg: &crate::PolicyConfig) -> bool {
+        // Samples, thresholds, pending events and the next evaluation stay.
+        match cfg {
+            crate::PolicyConfig::Classic(c) if c.validate().is_ok() => {
+                self.cfg = c.clone();
+                true
+            }
+            _ => false,
+        }
     }
 
     fn observe(&mut self, resource: Resource, sample: &Sample) {

@@ -262,7 +262,7 @@ fn trim_cuts_up_to_max() {
 
 fn with_cpu_up(amount: Amount) -> ClassicConfig {
     let mut c = cfg();
-    c.rules.cpu.up = Some(Rule { events: 1, max_opposite: None, consume: 1, amount });
+    c.rules.cpu.up = Some(Rule { events: 1, max_opposite: None, consume: 1, amount, active: true });
     c
 }
 
@@ -465,10 +465,10 @@ fn seeded_limits_are_kept_while_upper_is_consistent() {
 #[test]
 fn invalid_rules_are_typed_errors() {
     let mut c = cfg();
-    c.rules.mem.up = Some(Rule { events: 0, max_opposite: None, consume: 1, amount: Amount::Fixed(1) });
+    c.rules.mem.up = Some(Rule { events: 0, max_opposite: None, consume: 1, amount: Amount::Fixed(1), active: true });
     let e = Classic::new(c).unwrap_err();
     assert!(e.to_string().contains("rules.mem.up.events"), "{e}");
     let mut c = cfg();
-    c.rules.cpu.down = Some(Rule { events: 1, max_opposite: None, consume: 1, amount: Amount::Fixed(0) });
+    c.rules.cpu.down = Some(Rule { events: 1, max_opposite: None, consume: 1, amount: Amount::Fixed(0), active: true });
     assert!(Classic::new(c).is_err());
 }

@@ -200,6 +200,17 @@ impl Policy for Fast {
         "fast"
     }
 
+    fn reconfigure(&mut self, cfg: &crate::PolicyConfig) -> bool {
+        // Buckets are only kept when their width is unchanged.
+        match cfg {
+            crate::PolicyConfig::Fast(c) if c.validate().is_ok() && c.bucket_ms == self.cfg.bucket_ms => {
+                self.cfg = c.clone();
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn observe(&mut self, resource: Resource, sample: &Sample) {
         let Some(p) = self.cfg.params(resource).copied() else {
             return;

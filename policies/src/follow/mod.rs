@@ -325,6 +325,17 @@ impl Policy for Follow {
         "follow"
     }
 
+    fn reconfigure(&mut self, cfg: &crate::PolicyConfig) -> bool {
+        // Peaks and pending signals stay; the new parameters apply to them.
+        match cfg {
+            crate::PolicyConfig::Follow(c) if c.validate().is_ok() => {
+                self.cfg = c.clone();
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn observe(&mut self, resource: Resource, sample: &Sample) {
         if self.cfg.params(resource).is_none() {
             return;

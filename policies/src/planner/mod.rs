@@ -189,6 +189,19 @@ impl Planner {
         self.members.insert(name.to_owned(), Member { policy, last_oom: None, mem_usage: None });
     }
 
+    /// Gives `name`'s policy new parameters: in place when the policy can
+    /// take them (its state, pending events included, stays; returns
+    /// `true`), else a fresh policy built from `cfg` (`false`).
+    pub fn reconfigure(&mut self, name: &str, cfg: &crate::PolicyConfig) -> Result<bool, crate::ConfigError> {
+        cfg.validate()?;
+        let Some(m) = self.members.get_mut(name) else { return Ok(false) };
+        if m.policy.reconfigure(cfg) {
+            return Ok(true);
+        }
+        m.policy = cfg.build()?;
+        Ok(false)
+    }
+
     /// Stops managing `name`.
     pub fn remove(&mut self, name: &str) {
         self.members.remove(name);

@@ -7,7 +7,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     sync::{
         Arc, Mutex, PoisonError, RwLock,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -23,7 +23,7 @@ use crate::{
     ebpf::{Kernel, loader::LoadOptions, preflight},
     host,
     http::AppState,
-    manage::{Manager, actuator::HostActuator, store::Store},
+    manage::{Manager, actuator::HostActuator, settings::AgentSettings, store::Store},
     published::{KernelFeatures, Shared},
     sample::Sample,
 };
@@ -82,6 +82,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.agent.cgroup_roots.clone(),
         cfg.agent.default_policy.clone(),
     )?
+    .with_settings(AgentSettings {
+        tick_ms: cfg.agent.tick_ms,
+        discovery_interval_ms: cfg.agent.discovery_interval_ms,
+        active: true,
+    })?
     .with_memory_wait(cfg.agent.memory_wait)
     .with_own_cgroups(
         std::fs::read_to_string("/proc/self/cgroup")
@@ -92,7 +97,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let manager = Arc::new(Mutex::new(manager));
     let shared = Arc::new(Shared {
         host: cfg.agent.hostname.clone().unwrap_or_else(hostname),
-        tick_ms: cfg.agent.tick_ms,
+        tick_ms: AtomicU64::new(cfg.agent.tick_ms),
         history_len: cfg.agent.history_len,
         started: Instant::now(),
         layout: if layout.is_hybrid() { "hybrid" } else { "v2" },
@@ -115,8 +120,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let sampler = {
         let (shared, stop, manager) = (shared.clone(), stop.clone(), manager.clone());
         let mut sampler = Sampler::new(layout.clone(), &cfg);
-        let timing =
-            Timing { tick: Duration::from_millis(cfg.agent.tick_ms), batch_from: cfg.agent.counter_batch_from };
+        let timing = Timing { batch_from: cfg.agent.counter_batch_from };
         std::thread::Builder::new().name("sampler".into()).spawn(move || {
             let run = std::panic::AssertUnwindSafe(|| {
                 sample_loop(&mut sampler, &mut kernel, &manager, &shared, timing, &stop);
@@ -221,10 +225,10 @@ impl HostMeter {
     }
 }
 
-/// The sampling loop's settings.
+/// The sampling loop's fixed settings (the tick is the manager's, changed
+/// at run time).
 #[derive(Clone, Copy)]
 struct Timing {
-    tick: Duration,
     /// `agent.counter_batch_from`.
     batch_from: usize,
 }
@@ -234,10 +238,11 @@ fn sample_loop(
     kernel: &mut Kernel,
     manager: &Mutex<Manager>,
     shared: &Shared,
-    Timing { tick, batch_from }: Timing,
+    Timing { batch_from }: Timing,
     stop: &AtomicBool,
 ) {
     let mut next = Instant::now();
+    let mut tick;
     let mut managed = Managed::default();
     let mut meter = HostMeter::default();
     let mut ticks: u64 = 0;
@@ -254,6 +259,11 @@ fn sample_loop(
             }
             managed.limits = m.known_limits();
             watched = m.memory_watched();
+            // Timing changed through `PUT /v1/agent` applies from this tick.
+            let set = m.settings();
+            tick = Duration::from_millis(set.tick_ms);
+            sampler.set_timing(set.tick_ms, set.discovery_interval_ms);
+            shared.tick_ms.store(set.tick_ms, Ordering::Relaxed);
         }
         let t_maps = Instant::now();
         kernel.refresh_counters(sampler.id_count(), batch_from);

@@ -130,6 +130,8 @@ pub struct Sampler {
     mem_every: u64,
     /// Managed containers read their limits every this many ticks.
     managed_full_every: u64,
+    /// The read periods (ms) the three counts above come from.
+    read_ms: [u64; 3],
     last_scan: Option<Instant>,
     /// Cgroup event counts when the last scan began.
     seen_events: Option<CgroupEvents>,
@@ -164,7 +166,7 @@ fn subtree_ids(dir: &Path) -> Vec<u64> {
 
 impl Sampler {
     pub fn new(layout: Layout, cfg: &Config) -> Self {
-        Self {
+        let mut me = Self {
             layout,
             discovery: cfg.discovery.clone(),
             configured: cfg.configured_containers(),
@@ -173,16 +175,33 @@ impl Sampler {
             mirror_v1_only: cfg.agent.mirror_v1_only,
             discovery_interval: Duration::from_millis(cfg.agent.discovery_interval_ms),
             rescan_interval: Duration::from_millis(cfg.agent.rescan_interval_ms),
-            full_every: (cfg.agent.watched_full_read_ms / cfg.agent.tick_ms.max(1)).max(1),
-            mem_every: (cfg.agent.watched_memory_read_ms / cfg.agent.tick_ms.max(1)).max(1),
-            managed_full_every: (cfg.agent.managed_full_read_ms / cfg.agent.tick_ms.max(1)).max(1),
+            full_every: 1,
+            mem_every: 1,
+            managed_full_every: 1,
+            read_ms: [
+                cfg.agent.watched_full_read_ms,
+                cfg.agent.watched_memory_read_ms,
+                cfg.agent.managed_full_read_ms,
+            ],
             last_scan: None,
             seen_events: None,
             stale_mirrors: Vec::new(),
             tracked: BTreeMap::new(),
             ticks: 0,
             scans: 0,
-        }
+        };
+        me.set_timing(cfg.agent.tick_ms, cfg.agent.discovery_interval_ms);
+        me
+    }
+
+    /// Takes a new tick and discovery interval (`PUT /v1/agent`): the read
+    /// periods stay in ms, so they are counted in the new ticks.
+    pub fn set_timing(&mut self, tick_ms: u64, discovery_interval_ms: u64) {
+        let every = |ms: u64| (ms / tick_ms.max(1)).max(1);
+        self.full_every = every(self.read_ms[0]);
+        self.mem_every = every(self.read_ms[1]);
+        self.managed_full_every = every(self.read_ms[2]);
+        self.discovery_interval = Duration::from_millis(discovery_interval_ms);
     }
 
     pub fn layout(&self) -> &Layout {

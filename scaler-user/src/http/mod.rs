@@ -4,6 +4,7 @@ pub use scaler_api::error;
 pub mod manage;
 pub mod metrics;
 pub use scaler_api::query;
+pub mod runtime;
 pub mod stats;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -74,7 +75,11 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/containers/{name}/resources/{resource}", put(manage::put_resource))
         .route("/v1/containers/{name}/ceiling", put(manage::put_ceiling).delete(manage::delete_ceiling))
         .route("/v1/containers/{name}/guard", put(manage::put_guard))
+        .route("/v1/containers/{name}/policy", get(runtime::get_policy).put(runtime::put_policy))
         .route("/v1/host", get(manage::get_host).put(manage::put_host))
+        .route("/v1/agent", get(runtime::get_agent).put(runtime::put_agent))
+        .route("/v1/policies", get(runtime::list_presets))
+        .route("/v1/policies/{name}", get(runtime::get_preset).put(runtime::put_preset))
         .route("/v1/events", get(manage::events))
         .route("/v1/events/stream", get(manage::stream))
         .route("/metrics", get(metrics::metrics))

@@ -26,7 +26,7 @@ pub async fn all(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<
     let g = s.read();
     let containers =
         g.containers.values().filter(|p| kind.is_none_or(|k| p.info.kind == k)).map(|p| p.view()).collect();
-    Ok(Json(wire::Stats { host: s.host.clone(), time_ms: g.time_ms, tick_ms: s.tick_ms, containers }))
+    Ok(Json(wire::Stats { host: s.host.clone(), time_ms: g.time_ms, tick_ms: s.tick_ms(), containers }))
 }
 
 fn unknown(name: &str) -> ApiError {
@@ -67,7 +67,7 @@ pub async fn history(
         p.history.since(since, usize::try_from(limit).unwrap_or(usize::MAX))
     };
     let points: Vec<Value> = match resource {
-        None => return Ok(Json(json!(wire::History { name, tick_ms: s.tick_ms, points }))),
+        None => return Ok(Json(json!(wire::History { name, tick_ms: s.tick_ms(), points }))),
         Some(r) => points
             .into_iter()
             .map(|p| {

@@ -59,7 +59,7 @@ fn app_shared(dir: &std::path::Path, token: Option<&str>, started: Instant) -> (
     .unwrap();
     let shared = Arc::new(Shared {
         host: "test".into(),
-        tick_ms: 200,
+        tick_ms: 200.into(),
         history_len: 10,
         started,
         layout: "v2",

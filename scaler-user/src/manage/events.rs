@@ -72,7 +72,25 @@ impl EventLog {
         new: Option<u64>,
         reason: String,
     ) {
-        let e = Event { id: self.next_id, time_ms, container: container.to_owned(), resource, old, new, reason };
+        self.push_event(Event {
+            id: 0,
+            time_ms,
+            container: container.to_owned(),
+            resource: Some(resource),
+            old,
+            new,
+            reason,
+        });
+    }
+
+    /// A configuration change (no limit changed): of `container`'s policy,
+    /// or with `container` empty, of the agent's own settings.
+    pub fn push_config(&mut self, time_ms: u64, container: &str, reason: String) {
+        self.push_event(Event { id: 0, time_ms, container: container.to_owned(), resource: None, old: None, new: None, reason });
+    }
+
+    fn push_event(&mut self, mut e: Event) {
+        e.id = self.next_id;
         self.next_id += 1;
         if self.ring.len() == self.cap {
             self.ring.pop_front();

@@ -9,6 +9,8 @@
 pub mod actuator;
 pub mod events;
 pub mod model;
+pub mod policy;
+pub mod settings;
 pub mod step;
 pub mod store;
 mod subscribe;
@@ -24,6 +26,10 @@ pub const MEM_MIN_LIMIT: u64 = 4 << 20;
 /// per period, 10 millicores at the 100 ms period. A lower limit would be
 /// written as 10 and then read back as a change made outside scaler.
 pub const CPU_MIN_LIMIT: u64 = 10;
+
+/// The settings of a manager not given any (tests).
+const DEFAULT_SETTINGS: settings::AgentSettings =
+    settings::AgentSettings { tick_ms: 200, discovery_interval_ms: 1000, active: true };
 
 /// Events kept in memory and in the state database.
 pub const EVENTS_KEPT: usize = 10_000;
@@ -158,6 +164,12 @@ pub struct Manager {
     own_cgroups: Vec<String>,
     /// Bumped whenever the set of (name, cgroup) pairs changes.
     pub generation: u64,
+    /// This host's parameters of each preset (see [`policy`]).
+    policy_defaults: policy::Defaults,
+    /// Timing and the active switch in force (see [`settings`]).
+    settings: settings::AgentSettings,
+    /// The same from the configuration (what API overrides lie over).
+    config_settings: settings::AgentSettings,
 }
 
 impl Manager {
@@ -173,18 +185,11 @@ impl Manager {
         if let Some(stored) = store.setting::<BTreeMap<Resource, Option<u64>>>("capacity")? {
             capacity.extend(stored);
         }
-        let mut subs = BTreeMap::new();
-        let mut planner = Planner::new();
-        for sub in store.load()? {
-            sub.validate(&roots).map_err(|e| ManageError::Stored { name: sub.name.clone(), source: e })?;
-            planner.insert(&sub.name, model::build_policy(&sub.policy, sub.policy_config.as_ref())?);
-            subs.insert(sub.name.clone(), Managed::new(sub, false, 0));
-        }
         let mut events = EventLog::new(EVENTS_KEPT);
         events.restore(store.load_events()?);
         let mut me = Self {
-            subs,
-            planner,
+            subs: BTreeMap::new(),
+            planner: Planner::new(),
             store,
             act,
             capacity,
@@ -194,7 +199,17 @@ impl Manager {
             memory_wait: true,
             own_cgroups: Vec::new(),
             generation: 1,
+            settings: DEFAULT_SETTINGS,
+            config_settings: DEFAULT_SETTINGS,
+            policy_defaults: Default::default(),
         };
+        me.load_policy_defaults()?;
+        for sub in me.store.load()? {
+            sub.validate(&me.roots).map_err(|e| ManageError::Stored { name: sub.name.clone(), source: e })?;
+            let policy = me.build(&sub.policy, sub.policy_config.as_ref())?;
+            me.planner.insert(&sub.name, policy);
+            me.subs.insert(sub.name.clone(), Managed::new(sub, false, 0));
+        }
         // Stored energy caps keep CPU bursts off.
         let capped: Vec<String> = me
             .subs
@@ -364,3 +379,5 @@ impl Manager {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod runtime_tests;

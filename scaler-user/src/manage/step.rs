@@ -81,7 +81,10 @@ impl Manager {
             }
             states.push(ContainerState { name: name.clone(), priority: m.sub.priority, resources });
         }
-        let changes = self.planner.decide(now_ms, &states, &self.host_capacity());
+        // Inactive: the policies saw the samples (their events stay
+        // pending) but nothing is decided.
+        let changes =
+            if self.settings.active { self.planner.decide(now_ms, &states, &self.host_capacity()) } else { Vec::new() };
         for c in changes {
             let Some(m) = self.subs.get_mut(&c.container) else { continue };
             if c.resource == Resource::Mem {

@@ -229,7 +229,7 @@ mod tests {
             id,
             time_ms: id * 10,
             container: "a".into(),
-            resource: Resource::Cpu,
+            resource: Some(Resource::Cpu),
             old: None,
             new: Some(id),
             reason: "r".into(),

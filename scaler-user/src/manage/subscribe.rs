@@ -43,7 +43,7 @@ impl Manager {
         let existing = self.subs.get(name).map(|m| m.sub.clone());
         let policy_name = req.policy.clone().unwrap_or_else(|| self.default_policy.clone());
         let policy_config = if req.policy.is_some() { req.policy_config.clone() } else { None };
-        let policy = model::build_policy(&policy_name, policy_config.as_ref())?;
+        let policy = self.build(&policy_name, policy_config.as_ref())?;
         let mut plan: Vec<(Resource, Option<u64>, u64)> = Vec::new();
         for (&r, rr) in &req.resources {
             let b = rr.bounds;

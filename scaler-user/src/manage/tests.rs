@@ -18,8 +18,8 @@ type Written = HashMap<(String, Resource), Option<u64>>;
 
 /// Records every write; optionally fails one resource.
 #[derive(Clone, Default)]
-struct Fake {
-    limits: Arc<Mutex<Written>>,
+pub(super) struct Fake {
+    pub(super) limits: Arc<Mutex<Written>>,
     /// Memory wait per cgroup: the hard max, or `None` (OOM kills).
     waits: Arc<Mutex<HashMap<String, Option<u64>>>>,
     fail: Option<Resource>,
@@ -50,28 +50,28 @@ impl Actuator for Fake {
 }
 
 impl Fake {
-    fn get(&self, cg: &str, r: Resource) -> Option<u64> {
+    pub(super) fn get(&self, cg: &str, r: Resource) -> Option<u64> {
         self.limits.lock().unwrap().get(&(cg.to_owned(), r)).copied().flatten()
     }
 }
 
-const GIB: u64 = 1 << 30;
+pub(super) const GIB: u64 = 1 << 30;
 
-fn manager(dir: &std::path::Path, fake: &Fake, cpu_cap: u64) -> Manager {
+pub(super) fn manager(dir: &std::path::Path, fake: &Fake, cpu_cap: u64) -> Manager {
     let cap = BTreeMap::from([(Resource::Cpu, Some(cpu_cap)), (Resource::Mem, Some(8 * GIB))]);
     Manager::open(Store::open(dir).unwrap(), Box::new(fake.clone()), cap, vec!["/".into()], "fast".into()).unwrap()
 }
 
-fn all_events(m: &Manager) -> Vec<super::events::Event> {
+pub(super) fn all_events(m: &Manager) -> Vec<super::events::Event> {
     m.events.query(&super::events::EventQuery { limit: usize::MAX, ..Default::default() })
 }
 
-fn req(v: serde_json::Value) -> super::model::SubscribeRequest {
+pub(super) fn req(v: serde_json::Value) -> super::model::SubscribeRequest {
     parse_subscribe(&v).unwrap()
 }
 
 /// A sample where the limits in force are what the fake holds.
-fn sample(fake: &Fake, cg: &str, t: u64, cpu: u64, throttled_usec: u64, mem: u64) -> Sample {
+pub(super) fn sample(fake: &Fake, cg: &str, t: u64, cpu: u64, throttled_usec: u64, mem: u64) -> Sample {
     let mut s = Sample { time_ms: t, interval_ms: 200, ..Default::default() };
     s.resources.cpu = Reading { usage: Some(cpu), current: fake.get(cg, Resource::Cpu) };
     s.resources.mem = Reading { usage: Some(mem), current: fake.get(cg, Resource::Mem) };

@@ -1,0 +1,73 @@
+//! What the operator changes while the agent runs: its timing and active
+//! switch (`/v1/agent`), a subscription's policy parameters and rules
+//! (`/v1/containers/{name}/policy`), this host's parameters of each preset
+//! (`/v1/policies`).
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, RawQuery, State},
+};
+use scaler_api::now_ms;
+use serde_json::{Value, json};
+
+use super::{AppState, error::ApiError, query::Query};
+use crate::manage::{policy::PolicyView, settings::AgentSettings};
+
+fn json_body(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("body", format!("malformed JSON: {e}")))
+}
+
+pub async fn get_agent(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<AgentSettings>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    Ok(Json(app.manager().settings()))
+}
+
+pub async fn put_agent(State(app): State<AppState>, body: Bytes) -> Result<Json<AgentSettings>, ApiError> {
+    let v = json_body(&body)?;
+    Ok(Json(app.manager().set_settings(now_ms(), &v)?))
+}
+
+pub async fn get_policy(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<PolicyView>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    Ok(Json(app.manager().policy_of(&name)?))
+}
+
+pub async fn put_policy(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<PolicyView>, ApiError> {
+    let v = json_body(&body)?;
+    Ok(Json(app.manager().set_policy(now_ms(), &name, &v)?))
+}
+
+pub async fn list_presets(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    Ok(Json(json!({"policies": app.manager().policy_defaults()?})))
+}
+
+pub async fn get_preset(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<PolicyView>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    let all = app.manager().policy_defaults()?;
+    all.into_iter().find(|p| p.name == name).map(Json).ok_or_else(|| {
+        ApiError::not_found(format!("no policy {name:?}; one of {}", policies::POLICY_NAMES.join(", ")))
+    })
+}
+
+pub async fn put_preset(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<PolicyView>, ApiError> {
+    let v = json_body(&body)?;
+    Ok(Json(app.manager().set_policy_default(now_ms(), &name, &v)?))
+}

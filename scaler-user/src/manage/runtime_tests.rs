@@ -1,0 +1,181 @@
+//! Changing policies and the agent's settings while containers are managed.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+
+use policies::Resource;
+use serde_json::json;
+
+use super::{
+    Found, ManageError,
+    settings::AgentSettings,
+    tests::{Fake, all_events, manager, req, sample},
+};
+
+/// Classic at the agent's pace: one evaluation per 200 ms tick over the
+/// last sample, up after three events.
+fn quick_classic() -> serde_json::Value {
+    json!({"name": "classic", "window_ms": 200, "delay_ms": 0, "period_ms": 200, "event_timeout_ms": 60000,
+           "rules": {"cpu": {"up": {"events": 3, "consume": 3}}}})
+}
+
+fn step(m: &mut super::Manager, fake: &Fake, t: u64, cpu: u64) {
+    m.step(t * 200, &HashMap::from([("a".to_owned(), sample(fake, "/a", t * 200, cpu, 0, 10 << 20))]));
+}
+
+#[test]
+fn a_rule_changed_while_events_are_pending_fires_with_its_new_amount() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 4000);
+    let r = req(json!({"policy": quick_classic(),
+                       "resources": {"cpu": {"min": 100, "max": 4000, "current": 1000, "boundary": 10}}}));
+    m.subscribe(0, "a", "/a", &r, &Found::default()).unwrap();
+    // Usage above upper (1000 - 400): one up event per tick, two pending.
+    step(&mut m, &fake, 1, 900);
+    step(&mut m, &fake, 2, 900);
+    assert_eq!(fake.get("/a", Resource::Cpu), Some(1000), "three events needed");
+    let before = all_events(&m).len();
+    let v = m.set_policy(2 * 200 + 1, "a", &json!({"rules": {"cpu": {"up": {"amount": {"fixed": 200}}}}})).unwrap();
+    assert_eq!(v.config["rules"]["cpu"]["up"]["amount"], json!({"fixed": 200}));
+    assert_eq!(v.config["rules"]["cpu"]["up"]["events"], json!(3), "the rest of the rule stays");
+    let ev = all_events(&m);
+    assert_eq!(ev.len(), before + 1);
+    let logged = ev.last().unwrap();
+    assert_eq!((logged.container.as_str(), logged.resource), ("a", None));
+    assert!(logged.reason.contains("rules.cpu.up.amount.fixed 750 -> 200"), "{}", logged.reason);
+    assert!(logged.reason.contains("pending events kept"), "{}", logged.reason);
+    // The third event fires the rule with the new amount: the two pending
+    // ones were not lost.
+    step(&mut m, &fake, 3, 900);
+    assert_eq!(fake.get("/a", Resource::Cpu), Some(1200));
+    // Kept across a restart of the agent.
+    drop(m);
+    let m = manager(tmp.path(), &fake, 4000);
+    assert_eq!(m.policy_of("a").unwrap().config["rules"]["cpu"]["up"]["amount"], json!({"fixed": 200}));
+}
+
+#[test]
+fn a_rule_turned_off_never_fires_and_a_new_policy_starts_afresh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 4000);
+    let r = req(json!({"policy": quick_classic(),
+                       "resources": {"cpu": {"min": 100, "max": 4000, "current": 1000, "boundary": 10}}}));
+    m.subscribe(0, "a", "/a", &r, &Found::default()).unwrap();
+    m.set_policy(0, "a", &json!({"rules": {"cpu": {"up": {"active": false}}}})).unwrap();
+    for t in 1..=6 {
+        step(&mut m, &fake, t, 900);
+    }
+    assert_eq!(fake.get("/a", Resource::Cpu), Some(1000), "an inactive rule does not fire");
+    m.set_policy(7 * 200, "a", &json!({"rules": {"cpu": {"up": {"active": true}}}})).unwrap();
+    step(&mut m, &fake, 7, 900);
+    assert_eq!(fake.get("/a", Resource::Cpu), Some(1750), "back on: the events it saw meanwhile count");
+    // Another policy: a fresh one, said so in the log.
+    let v = m.set_policy(8 * 200, "a", &json!("static")).unwrap();
+    assert_eq!((v.name.as_str(), v.source), ("static", "subscription"));
+    assert!(all_events(&m).last().unwrap().reason.contains("policy classic -> static (it starts afresh)"));
+    assert_eq!(m.get("a").unwrap().policy, "static");
+}
+
+#[test]
+fn bad_policy_changes_name_their_field_and_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 4000);
+    let r = req(json!({"policy": quick_classic(), "resources": {"cpu": {"min": 100, "max": 4000}}}));
+    m.subscribe(0, "a", "/a", &r, &Found::default()).unwrap();
+    let before = m.policy_of("a").unwrap().config;
+    let n = all_events(&m).len();
+    for (body, field) in [
+        (json!({"rules": {"cpu": {"up": {"events": 0}}}}), "rules.cpu.up.events"),
+        (json!({"rules": {"cpu": {"up": {"amount": {"fixed": 0}}}}}), "rules.cpu.up.amount"),
+        (json!({"window_ms": "soon"}), "window_ms"),
+        (json!({"bogus": 1}), "bogus"),
+        (json!({"name": 3}), "name"),
+        (json!({"name": "nope"}), "nope"),
+        (json!([1]), "body"),
+    ] {
+        let e = m.set_policy(1, "a", &body).unwrap_err();
+        let ManageError::Field(f) = e else { panic!("{body}: {e}") };
+        assert!(f.field.contains(field) || f.message.contains(field), "{body}: {f:?}");
+    }
+    assert!(matches!(m.set_policy(1, "zz", &json!({})), Err(ManageError::NotFound(_))));
+    assert_eq!(m.policy_of("a").unwrap().config, before);
+    assert_eq!(all_events(&m).len(), n);
+}
+
+#[test]
+fn host_parameters_of_a_preset_reach_its_subscriptions_and_persist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 4000);
+    // Two subscriptions of plain classic (no parameters of their own) and
+    // one with its own: only the first two follow the host's change.
+    for (name, policy) in [("a", json!("classic")), ("b", json!("classic")), ("c", quick_classic())] {
+        let r = req(json!({"policy": policy, "resources": {"cpu": {"min": 100, "max": 4000}}}));
+        m.subscribe(0, name, &format!("/{name}"), &r, &Found::default()).unwrap();
+    }
+    let v = m.set_policy_default(5, "classic", &json!({"event_timeout_ms": 30000})).unwrap();
+    assert_eq!((v.source, &v.config["event_timeout_ms"]), ("host", &json!(30000)));
+    assert_eq!(m.policy_of("a").unwrap().config["event_timeout_ms"], json!(30000));
+    assert_eq!(m.policy_of("a").unwrap().source, "host");
+    assert_eq!(m.policy_of("c").unwrap().config["event_timeout_ms"], json!(60000));
+    let last = all_events(&m).last().cloned().unwrap();
+    assert_eq!(last.container, "");
+    assert!(last.reason.contains("event_timeout_ms 120000 -> 30000 (2 subscriptions follow)"), "{}", last.reason);
+    // A new subscription of the preset gets them too, and so does a restart.
+    drop(m);
+    let mut m = manager(tmp.path(), &fake, 4000);
+    let r = req(json!({"policy": "classic", "resources": {"cpu": {"min": 100, "max": 4000}}}));
+    m.subscribe(0, "d", "/d", &r, &Found::default()).unwrap();
+    assert_eq!(m.policy_of("d").unwrap().config["event_timeout_ms"], json!(30000));
+    // null puts the preset back; unknown presets are 404s.
+    let v = m.set_policy_default(6, "classic", &serde_json::Value::Null).unwrap();
+    assert_eq!((v.source, &v.config["event_timeout_ms"]), ("preset", &json!(120000)));
+    assert!(matches!(m.set_policy_default(6, "nope", &json!({})), Err(ManageError::NotFound(_))));
+    let e = m.set_policy_default(6, "classic", &json!({"window_ms": 0})).unwrap_err();
+    assert!(matches!(e, ManageError::Field(f) if f.message.contains("window_ms")));
+}
+
+#[test]
+fn inactive_the_agent_changes_no_limit_and_its_settings_persist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let config = AgentSettings { tick_ms: 200, discovery_interval_ms: 1000, active: true };
+    let mut m = manager(tmp.path(), &fake, 4000).with_settings(config).unwrap();
+    let r = req(json!({"policy": quick_classic(),
+                       "resources": {"cpu": {"min": 100, "max": 4000, "current": 1000, "boundary": 10}}}));
+    m.subscribe(0, "a", "/a", &r, &Found::default()).unwrap();
+    let s = m.set_settings(1, &json!({"active": false, "tick_ms": 100})).unwrap();
+    assert_eq!(s, AgentSettings { tick_ms: 100, discovery_interval_ms: 1000, active: false });
+    assert!(all_events(&m).last().unwrap().reason.contains("tick 200 -> 100 ms, inactive"));
+    for t in 1..=5 {
+        step(&mut m, &fake, t, 900);
+    }
+    assert_eq!(fake.get("/a", Resource::Cpu), Some(1000), "inactive: nothing changes");
+    // Reopened with the same config: the overrides stay.
+    drop(m);
+    let mut m = manager(tmp.path(), &fake, 4000).with_settings(config).unwrap();
+    assert!(!m.settings().active);
+    assert_eq!(m.settings().tick_ms, 100);
+    // Inactive is every resource unguarded: the policy counted no events
+    // meanwhile; three ticks over upper after it is back, it scales.
+    m.set_settings(2, &json!({"active": true})).unwrap();
+    for t in 6..=8 {
+        step(&mut m, &fake, t, 900);
+    }
+    assert_eq!(fake.get("/a", Resource::Cpu), Some(1750), "active again: the policy scales");
+    for (body, field) in [
+        (json!({"tick_ms": 5}), "tick_ms"),
+        (json!({"tick_ms": 2000}), "discovery_interval_ms"),
+        (json!({"active": "yes"}), "active"),
+        (json!({"tick_ms": -1}), "tick_ms"),
+        (json!({"window": 1}), "window"),
+        (json!(3), "body"),
+    ] {
+        let e = m.set_settings(3, &body).unwrap_err();
+        assert!(matches!(&e, ManageError::Field(f) if f.field == field), "{body}: {e}");
+    }
+    assert_eq!(m.settings().tick_ms, 100, "a refused change changes nothing");
+}
