@@ -47,6 +47,14 @@ pub trait Policy: Send {
         false
     }
 
+    /// Whether the agent keeps memory at usage plus headroom
+    /// ([`crate::planner::mem_floor`]) under this policy; `false`: at usage
+    /// itself, no headroom (never below what the container uses), so a
+    /// reproduction of another system's arithmetic is not bent by it.
+    fn mem_headroom(&self) -> bool {
+        true
+    }
+
     /// Whether the policy raises memory at once when tasks wait at the
     /// limit ([`Sample::mem_waiting`]). Then the agent lets tasks that reach
     /// the limit below `max` wait for it instead of being OOM-killed.

@@ -155,9 +155,11 @@ pub struct ClassicConfig {
     /// Delay before a decision is in force; the simulator uses it (the
     /// original's Scaler polled every 5 s).
     pub actuation_delay_ms: u64,
-    /// Never set memory below the latest measured usage (capped at max).
-    /// The original has no such floor; this is the agent-side safety every
-    /// policy gets. Set to false for the original's exact arithmetic.
+    /// Never set memory below the latest measured usage (capped at max),
+    /// and in the agent, below usage plus headroom as for every policy.
+    /// The original has neither. `false`: the original's arithmetic; the
+    /// agent then floors memory at usage itself (never below what the
+    /// container uses) without headroom.
     pub mem_floor_at_usage: bool,
     /// The rules table.
     pub rules: RuleTable,

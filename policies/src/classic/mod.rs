@@ -226,6 +226,10 @@ impl Policy for Classic {
         "classic"
     }
 
+    fn mem_headroom(&self) -> bool {
+        self.cfg.mem_floor_at_usage
+    }
+
     fn reconfigure(&mut self, cfg: &crate::PolicyConfig) -> bool {
         // Samples, thresholds, pending events and the next evaluation stay.
         match cfg {

@@ -289,13 +289,17 @@ impl Planner {
                 }
                 // Capped at the user's max, not at a ceiling: a ceiling
                 // cannot take memory in use away.
+                let headroom = m.policy.mem_headroom();
                 let floor = match (r, m.mem_usage) {
-                    (Resource::Mem, Some(u)) => mem_floor(u).min(rs.bounds.max),
+                    (Resource::Mem, Some(u)) if headroom => mem_floor(u).min(rs.bounds.max),
+                    // Whole pages, so that aligning never goes below usage.
+                    (Resource::Mem, Some(u)) => u.div_ceil(4096).saturating_mul(4096).min(rs.bounds.max),
                     _ => 0,
                 };
                 if want < floor {
                     want = floor;
-                    reason = format!("memory floor: usage plus headroom ({reason})");
+                    let what = if headroom { "usage plus headroom" } else { "usage" };
+                    reason = format!("memory floor: {what} ({reason})");
                 }
                 wants.push(Want {
                     container: ci,

@@ -37,6 +37,24 @@ fn memory_never_below_usage_plus_headroom_and_in_pages() {
 }
 
 #[test]
+fn classic_with_its_floor_off_is_floored_at_usage_without_headroom() {
+    let usage = 1000 * MIB + 123;
+    for (floor_on, want) in [(true, mem_floor(usage) / 4096 * 4096), (false, usage.div_ceil(4096) * 4096)] {
+        let cfg = crate::classic::ClassicConfig { mem_floor_at_usage: floor_on, ..Default::default() };
+        let mut p = Planner::new();
+        p.insert("a", PolicyConfig::Classic(cfg).build().unwrap());
+        p.observe("a", &obs(200, Resource::Mem, usage));
+        let mut s = state("a", Resource::Mem, bounds(64 * MIB, 4096 * MIB), Some(512 * MIB));
+        s.resources[0].ceiling = Some(100 * MIB);
+        let ch = p.decide(200, &[s], &HostCapacity::new());
+        assert_eq!(ch[0].new, want, "floor on: {floor_on}");
+        assert!(ch[0].new >= usage);
+        let what = if floor_on { "memory floor: usage plus headroom" } else { "memory floor: usage (" };
+        assert!(ch[0].reason.starts_with(what), "{}", ch[0].reason);
+    }
+}
+
+#[test]
 fn limits_outside_bounds_are_brought_within() {
     let mut p = Planner::new();
     p.insert("a", PolicyConfig::by_name("fast").unwrap().build().unwrap());

@@ -178,11 +178,7 @@ impl Sampler {
             full_every: 1,
             mem_every: 1,
             managed_full_every: 1,
-            read_ms: [
-                cfg.agent.watched_full_read_ms,
-                cfg.agent.watched_memory_read_ms,
-                cfg.agent.managed_full_read_ms,
-            ],
+            read_ms: [cfg.agent.watched_full_read_ms, cfg.agent.watched_memory_read_ms, cfg.agent.managed_full_read_ms],
             last_scan: None,
             seen_events: None,
             stale_mirrors: Vec::new(),

@@ -56,7 +56,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// What the cgroup holds now: the limits in force and memory in use.
-fn probe(app: &AppState, cgroup: &str) -> Found {
+pub(super) fn probe(app: &AppState, cgroup: &str) -> Found {
     let mut found = Found::default();
     if let Ok(s) = CgroupReader::new(&app.layout, cgroup).read_stats() {
         found.limits.insert(Resource::Cpu, s.cpu_quota.map(|q| q.millicores()));
@@ -85,7 +85,7 @@ fn probe(app: &AppState, cgroup: &str) -> Found {
 /// The cgroup a subscription targets: the one given (checked against the
 /// roots, existing, its real path inside the hierarchy) or the discovered
 /// container of that name.
-fn resolve_cgroup(app: &AppState, name: &str, given: Option<&str>) -> Result<String, ApiError> {
+pub(super) fn resolve_cgroup(app: &AppState, name: &str, given: Option<&str>) -> Result<String, ApiError> {
     let cg = match given {
         Some(path) => app.manager().check_cgroup(path)?,
         None => {

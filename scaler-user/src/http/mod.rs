@@ -76,6 +76,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/containers/{name}/ceiling", put(manage::put_ceiling).delete(manage::delete_ceiling))
         .route("/v1/containers/{name}/guard", put(manage::put_guard))
         .route("/v1/containers/{name}/policy", get(runtime::get_policy).put(runtime::put_policy))
+        .route("/v1/containers/{name}/limits", get(runtime::get_limits).put(runtime::put_limits))
         .route("/v1/host", get(manage::get_host).put(manage::put_host))
         .route("/v1/agent", get(runtime::get_agent).put(runtime::put_agent))
         .route("/v1/policies", get(runtime::list_presets))

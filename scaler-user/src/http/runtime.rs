@@ -12,7 +12,11 @@ use scaler_api::now_ms;
 use serde_json::{Value, json};
 
 use super::{AppState, error::ApiError, query::Query};
-use crate::manage::{policy::PolicyView, settings::AgentSettings};
+use crate::manage::{
+    direct::{self, DirectView},
+    policy::PolicyView,
+    settings::AgentSettings,
+};
 
 fn json_body(body: &Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request("body", format!("malformed JSON: {e}")))
@@ -58,9 +62,10 @@ pub async fn get_preset(
 ) -> Result<Json<PolicyView>, ApiError> {
     Query::parse(q.as_deref(), &[])?;
     let all = app.manager().policy_defaults()?;
-    all.into_iter().find(|p| p.name == name).map(Json).ok_or_else(|| {
-        ApiError::not_found(format!("no policy {name:?}; one of {}", policies::POLICY_NAMES.join(", ")))
-    })
+    all.into_iter()
+        .find(|p| p.name == name)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no policy {name:?}; one of {}", policies::POLICY_NAMES.join(", "))))
 }
 
 pub async fn put_preset(
@@ -70,4 +75,30 @@ pub async fn put_preset(
 ) -> Result<Json<PolicyView>, ApiError> {
     let v = json_body(&body)?;
     Ok(Json(app.manager().set_policy_default(now_ms(), &name, &v)?))
+}
+
+/// `PUT /v1/containers/{name}/limits`: `{"cpu": 500, "mem": null}` sets
+/// (or with `null` removes) limits without a policy.
+pub async fn put_limits(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<DirectView>, ApiError> {
+    scaler_api::names::validate(&name).map_err(|m| ApiError::bad_request("name", m))?;
+    let want = direct::parse(&json_body(&body)?)?;
+    let cgroup = super::manage::resolve_cgroup(&app, &name, None)?;
+    let found = super::manage::probe(&app, &cgroup);
+    Ok(Json(app.manager().set_direct(now_ms(), &name, &cgroup, &want, &found)?))
+}
+
+/// `GET /v1/containers/{name}/limits`: the limits set directly.
+pub async fn get_limits(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<DirectView>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    let cgroup = super::manage::resolve_cgroup(&app, &name, None)?;
+    let limits = app.manager().direct_of(&cgroup).into_iter().map(|(r, v)| (r, Some(v))).collect();
+    Ok(Json(DirectView { name, cgroup, limits }))
 }

@@ -86,7 +86,15 @@ impl EventLog {
     /// A configuration change (no limit changed): of `container`'s policy,
     /// or with `container` empty, of the agent's own settings.
     pub fn push_config(&mut self, time_ms: u64, container: &str, reason: String) {
-        self.push_event(Event { id: 0, time_ms, container: container.to_owned(), resource: None, old: None, new: None, reason });
+        self.push_event(Event {
+            id: 0,
+            time_ms,
+            container: container.to_owned(),
+            resource: None,
+            old: None,
+            new: None,
+            reason,
+        });
     }
 
     fn push_event(&mut self, mut e: Event) {

@@ -7,6 +7,7 @@
 //! mutex. Every write to a limit goes through an [`Actuator`], so tests drive
 //! the whole manager against a fake cgroup tree.
 pub mod actuator;
+pub mod direct;
 pub mod events;
 pub mod model;
 pub mod policy;
@@ -164,6 +165,8 @@ pub struct Manager {
     own_cgroups: Vec<String>,
     /// Bumped whenever the set of (name, cgroup) pairs changes.
     pub generation: u64,
+    /// Limits set directly, without a policy (see [`direct`]).
+    direct: direct::Direct,
     /// This host's parameters of each preset (see [`policy`]).
     policy_defaults: policy::Defaults,
     /// Timing and the active switch in force (see [`settings`]).
@@ -202,8 +205,10 @@ impl Manager {
             settings: DEFAULT_SETTINGS,
             config_settings: DEFAULT_SETTINGS,
             policy_defaults: Default::default(),
+            direct: Default::default(),
         };
         me.load_policy_defaults()?;
+        me.load_direct()?;
         for sub in me.store.load()? {
             sub.validate(&me.roots).map_err(|e| ManageError::Stored { name: sub.name.clone(), source: e })?;
             let policy = me.build(&sub.policy, sub.policy_config.as_ref())?;
@@ -339,7 +344,7 @@ impl Manager {
     }
 
     /// Sum of limits of `r` over subscriptions other than `except`.
-    fn limits_of_others(&self, r: Resource, except: &str) -> u64 {
+    pub(crate) fn limits_of_others(&self, r: Resource, except: &str) -> u64 {
         self.subs
             .values()
             .filter(|m| m.sub.name != except && m.sub.resources.contains_key(&r))
@@ -357,11 +362,11 @@ impl Manager {
     pub fn set_capacity(&mut self, changes: BTreeMap<Resource, Option<u64>>) -> Result<(), ManageError> {
         for (&r, &cap) in &changes {
             if let Some(cap) = cap {
-                let mins = self.mins_of_others(r, "");
+                let mins = self.mins_of_others(r, "").saturating_add(self.direct_total(r, ""));
                 if mins > cap {
                     return Err(field_err(
                         format!("capacity.{r}"),
-                        format!("{cap} is below the managed containers' minimums ({mins})"),
+                        format!("{cap} is below the managed containers' minimums and the direct limits ({mins})"),
                     )
                     .into());
                 }
@@ -378,6 +383,6 @@ impl Manager {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod runtime_tests;
+#[cfg(test)]
+mod tests;

@@ -123,7 +123,11 @@ fn object<'a>(v: &'a Value, field: &str) -> Result<&'a serde_json::Map<String, V
     v.as_object().ok_or_else(|| field_err(field, "must be a JSON object"))
 }
 
-pub(crate) fn check_keys(obj: &serde_json::Map<String, Value>, field: &str, allowed: &[&str]) -> Result<(), FieldError> {
+pub(crate) fn check_keys(
+    obj: &serde_json::Map<String, Value>,
+    field: &str,
+    allowed: &[&str],
+) -> Result<(), FieldError> {
     match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(k) => Err(field_err(join(field, k), format!("unknown field; allowed: {}", allowed.join(", ")))),
         None => Ok(()),

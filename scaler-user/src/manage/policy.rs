@@ -189,8 +189,9 @@ impl Manager {
         if body.is_null() {
             defaults.remove(preset);
         } else {
-            let base = serde_json::to_value(PolicyConfig::by_name(preset).map_err(|e| field_err("policy", e.to_string()))?)
-                .map_err(|e| field_err("policy", e.to_string()))?;
+            let base =
+                serde_json::to_value(PolicyConfig::by_name(preset).map_err(|e| field_err("policy", e.to_string()))?)
+                    .map_err(|e| field_err("policy", e.to_string()))?;
             let base = defaults.get(preset).cloned().unwrap_or(base);
             defaults.insert(preset.to_owned(), overlay(&base, body, "body")?);
         }

@@ -179,3 +179,59 @@ fn inactive_the_agent_changes_no_limit_and_its_settings_persist() {
     }
     assert_eq!(m.settings().tick_ms, 100, "a refused change changes nothing");
 }
+
+#[test]
+fn direct_limits_are_written_checked_counted_and_kept() {
+    use std::collections::BTreeMap;
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 2000);
+    let found = Found { mem_usage: Some(100 << 20), ..Default::default() };
+    let set = |v: serde_json::Value| super::direct::parse(&v).unwrap();
+    let v = m.set_direct(1, "x", "/x", &set(json!({"cpu": 500, "mem": 256 << 20})), &found).unwrap();
+    assert_eq!(v.limits[&Resource::Cpu], Some(500));
+    assert_eq!((fake.get("/x", Resource::Cpu), fake.get("/x", Resource::Mem)), (Some(500), Some(256 << 20)));
+    assert_eq!(m.allocated()[&Resource::Cpu], 500);
+    let ev = all_events(&m);
+    assert!(ev.iter().any(|e| e.container == "x" && e.new == Some(500) && e.reason.contains("set directly")));
+    // What is set directly is held out of the host: 1,600 more does not fit.
+    let e = m.set_direct(2, "y", "/y", &set(json!({"cpu": 1600})), &Found::default()).unwrap_err();
+    assert!(
+        matches!(&e, ManageError::Field(f) if f.field == "cpu" && f.message.contains("other direct limits 500")),
+        "{e}"
+    );
+    // ...nor does a subscription whose minimum needs it.
+    let r = req(json!({"resources": {"cpu": {"min": 1600, "max": 2000}}}));
+    assert!(m.subscribe(2, "y", "/y", &r, &Found::default()).is_err());
+    // Never below the memory in use, nor below what the kernel can hold.
+    for (body, field, says) in [
+        (json!({"mem": 50 << 20}), "mem", "uses"),
+        (json!({"mem": 1024}), "mem", "4 MiB"),
+        (json!({"cpu": 5}), "cpu", "smallest"),
+    ] {
+        let e = m.set_direct(3, "x", "/x", &set(body.clone()), &found).unwrap_err();
+        assert!(matches!(&e, ManageError::Field(f) if f.field == field && f.message.contains(says)), "{body}: {e}");
+    }
+    for (body, field) in
+        [(json!({}), "body"), (json!({"gpu": 1}), "gpu"), (json!({"cpu": -1}), "cpu"), (json!(1), "body")]
+    {
+        assert_eq!(super::direct::parse(&body).unwrap_err().field, field, "{body}");
+    }
+    // Kept across a restart; null removes the limit and the record.
+    drop(m);
+    let mut m = manager(tmp.path(), &fake, 2000);
+    assert_eq!(m.direct_of("/x"), BTreeMap::from([(Resource::Cpu, 500), (Resource::Mem, 256 << 20)]));
+    m.set_direct(4, "x", "/x", &set(json!({"cpu": null})), &found).unwrap();
+    assert_eq!(fake.get("/x", Resource::Cpu), None);
+    assert_eq!(m.direct_of("/x").len(), 1);
+    // A resource its policy manages is the policy's; subscribing takes it over.
+    let r = req(json!({"resources": {"mem": {"min": 128 << 20, "max": 1 << 30}}}));
+    m.subscribe(5, "x", "/x", &r, &found).unwrap();
+    assert!(m.direct_of("/x").is_empty(), "the subscription took memory over");
+    let e = m.set_direct(6, "x", "/x", &set(json!({"mem": 300 << 20})), &found).unwrap_err();
+    assert!(matches!(&e, ManageError::Conflict { field, .. } if field == "mem"), "{e}");
+    // Not the agent's own cgroup.
+    let mut m = m.with_own_cgroups(vec!["/agent/inner".into()]);
+    let e = m.set_direct(7, "agent", "/agent", &set(json!({"cpu": 100})), &Found::default()).unwrap_err();
+    assert!(matches!(e, ManageError::Forbidden { .. }));
+}

@@ -34,7 +34,8 @@ impl Manager {
         let mut h = HostCapacity::new();
         for (&r, &c) in &self.capacity {
             if let Some(c) = c {
-                h.set(r, c);
+                // What is set directly is not the policies' to share.
+                h.set(r, c.saturating_sub(self.direct_total(r, "")));
             }
         }
         h

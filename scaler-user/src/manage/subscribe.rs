@@ -49,11 +49,14 @@ impl Manager {
             let b = rr.bounds;
             let field = |k: &str| format!("resources.{r}.{k}");
             if let Some(Some(cap)) = self.capacity.get(&r) {
-                let others = self.mins_of_others(r, name);
+                // Limits set directly on other cgroups are held out too.
+                let others = self.mins_of_others(r, name).saturating_add(self.direct_total(r, cgroup));
                 if others.saturating_add(b.min) > *cap {
                     return Err(field_err(
                         field("min"),
-                        format!("the host offers {cap}; other containers' minimums already take {others}"),
+                        format!(
+                            "the host offers {cap}; other containers' minimums and direct limits already take {others}"
+                        ),
                     )
                     .into());
                 }
@@ -157,6 +160,7 @@ impl Manager {
                 self.events.push(now_ms, name, r, before, Some(start), "subscribed: starting limit".into());
             }
         }
+        self.drop_direct(cgroup, req.resources.keys().copied());
         // A subscription's effect on the kernel is one record: limits it set
         // that the new one no longer manages (a resource dropped, or the
         // whole old cgroup) go back to what was found there.

@@ -73,6 +73,12 @@ impl Manager {
                 }
             }
         }
+        for limits in self.direct.values() {
+            for (&r, &v) in limits {
+                let e = out.entry(r).or_insert(0u64);
+                *e = e.saturating_add(v);
+            }
+        }
         out
     }
 }
