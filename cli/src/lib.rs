@@ -4,6 +4,7 @@
 //! these.
 pub mod manage;
 pub mod record;
+pub mod runtime;
 pub mod units;
 
 use anyhow::{Context as _, bail};

@@ -112,6 +112,72 @@ pub enum Command {
     /// Leave a container's limits where they are (all its resources, or
     /// those given with --resource): it stays subscribed and observed.
     Unguard(GuardArgs),
+    /// Show or change a managed container's policy while it runs:
+    /// `--set rules.cpu.up.amount='{"fixed": 1000}'` keeps its state
+    /// (pending events), `--use fast` starts another policy.
+    Policy {
+        name: String,
+        /// Another policy (follow, fast, classic, ...), starting afresh.
+        #[arg(long = "use")]
+        use_policy: Option<String>,
+        /// PATH=VALUE (JSON or text); repeat for several.
+        #[arg(long)]
+        set: Vec<String>,
+        #[command(flatten)]
+        agent: AgentArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or change this host's parameters of a policy preset: its
+    /// subscriptions without parameters of their own follow.
+    HostPolicy {
+        preset: String,
+        /// PATH=VALUE (JSON or text); repeat for several.
+        #[arg(long)]
+        set: Vec<String>,
+        /// Back to the preset's own parameters.
+        #[arg(long, conflicts_with = "set")]
+        reset: bool,
+        #[command(flatten)]
+        agent: AgentArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or change the agent's tick, discovery interval and active
+    /// switch (inactive: nothing is scaled), from the next tick on.
+    Settings {
+        #[arg(long)]
+        tick_ms: Option<u64>,
+        #[arg(long)]
+        discovery_interval_ms: Option<u64>,
+        #[arg(long)]
+        active: Option<bool>,
+        #[command(flatten)]
+        agent: AgentArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a container's limits directly, without a policy (`none`
+    /// removes one): --cpu 500m --mem 256Mi.
+    SetLimit {
+        name: String,
+        #[arg(long)]
+        cpu: Option<String>,
+        #[arg(long)]
+        mem: Option<String>,
+        #[arg(long)]
+        disk_read: Option<String>,
+        #[arg(long)]
+        disk_write: Option<String>,
+        #[arg(long)]
+        net_rx: Option<String>,
+        #[arg(long)]
+        net_tx: Option<String>,
+        #[command(flatten)]
+        agent: AgentArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop managing a container.
     Unsubscribe {
         name: String,
@@ -259,6 +325,26 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::Guard(g) => scaler_cli::manage::guard(&g.agent.client(), &g.name, true, &g.resources, g.json),
         Command::Unguard(g) => scaler_cli::manage::guard(&g.agent.client(), &g.name, false, &g.resources, g.json),
+        Command::Policy { name, use_policy, set, agent, json } => {
+            scaler_cli::runtime::policy(&agent.client(), &name, use_policy.as_deref(), &set, json)
+        }
+        Command::HostPolicy { preset, set, reset, agent, json } => {
+            scaler_cli::runtime::host_policy(&agent.client(), &preset, &set, reset, json)
+        }
+        Command::Settings { tick_ms, discovery_interval_ms, active, agent, json } => {
+            scaler_cli::runtime::settings(&agent.client(), tick_ms, discovery_interval_ms, active, json)
+        }
+        Command::SetLimit { name, cpu, mem, disk_read, disk_write, net_rx, net_tx, agent, json } => {
+            let flags = [
+                ("cpu", cpu.as_deref()),
+                ("mem", mem.as_deref()),
+                ("disk_read", disk_read.as_deref()),
+                ("disk_write", disk_write.as_deref()),
+                ("net_rx", net_rx.as_deref()),
+                ("net_tx", net_tx.as_deref()),
+            ];
+            scaler_cli::runtime::set_limit(&agent.client(), &name, &flags, json)
+        }
         Command::Unsubscribe { name, restore, agent } => {
             scaler_cli::manage::unsubscribe(&agent.client(), &name, restore)
         }

@@ -330,7 +330,12 @@ fn sample_loop(
         loop {
             let now = Instant::now();
             let Some(left) = next.checked_duration_since(now).filter(|d| !d.is_zero()) else { break };
-            if !kernel.wait_mem_events(left).is_empty() {
+            // In slices, so that a stop is heard within one even under a
+            // long tick (up to a minute, set at run time).
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if !kernel.wait_mem_events(left.min(STOP_CHECK)).is_empty() {
                 let early = (start + EARLY_TICK).max(Instant::now());
                 if early < next {
                     std::thread::sleep(early - Instant::now().min(early));
@@ -344,6 +349,9 @@ fn sample_loop(
 
 /// The shortest gap between a tick and an early one (memory pressure).
 const EARLY_TICK: Duration = Duration::from_millis(20);
+
+/// The longest the loop sleeps without looking at the stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(250);
 
 #[cfg(test)]
 mod tests {

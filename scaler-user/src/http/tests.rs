@@ -277,3 +277,64 @@ async fn the_aggregator_parses_every_shape_the_agent_serves() {
     assert_eq!(host.capacity[0], Some(2000));
     assert_eq!(host.allocated[0], Some(1000), "{v}");
 }
+
+#[tokio::test]
+async fn run_time_controls_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (app, shared) = app_shared(tmp.path(), Some("t"), Instant::now());
+    let (s, v) = call(&app, "GET", "/v1/agent", None, None).await;
+    assert_eq!((s, v["tick_ms"].as_u64(), v["active"].as_bool()), (200, Some(200), Some(true)));
+    let (s, _) = call(&app, "PUT", "/v1/agent", Some(json!({"tick_ms": 100})), None).await;
+    assert_eq!(s, 401, "changes need the token");
+    let (s, v) = call(&app, "PUT", "/v1/agent", Some(json!({"tick_ms": 100})), Some("t")).await;
+    assert_eq!((s, v["tick_ms"].as_u64()), (200, Some(100)));
+    let (s, v) = call(&app, "PUT", "/v1/agent", Some(json!({"tick_ms": 1})), Some("t")).await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("tick_ms")));
+    // The sampler takes the tick on its next round (not run here).
+    assert_eq!(shared.tick_ms(), 200);
+
+    let sub =
+        json!({"cgroup": "/lxc.payload.web", "policy": "classic", "resources": {"cpu": {"min": 100, "max": 1000}}});
+    let (s, _) = call(&app, "PUT", "/v1/containers/web", Some(sub), Some("t")).await;
+    assert_eq!(s, 200);
+    let (s, v) = call(&app, "GET", "/v1/containers/web/policy", None, None).await;
+    assert_eq!((s, v["name"].as_str(), v["source"].as_str()), (200, Some("classic"), Some("preset")));
+    let body = json!({"rules": {"cpu": {"up": {"events": 0}}}});
+    let (s, v) = call(&app, "PUT", "/v1/containers/web/policy", Some(body), Some("t")).await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("rules.cpu.up.events")), "{v}");
+    let body = json!({"rules": {"cpu": {"up": {"events": 4}}}});
+    let (s, v) = call(&app, "PUT", "/v1/containers/web/policy", Some(body), Some("t")).await;
+    assert_eq!((s, &v["config"]["rules"]["cpu"]["up"]["events"]), (200, &json!(4)));
+    let (s, _) = call(&app, "GET", "/v1/containers/ghost/policy", None, None).await;
+    assert_eq!(s, 404);
+    let (s, v) = call(&app, "GET", "/v1/policies", None, None).await;
+    assert_eq!((s, v["policies"].as_array().map(Vec::len)), (200, Some(policies::POLICY_NAMES.len())));
+    let (s, _) = call(&app, "PUT", "/v1/policies/nope", Some(json!({})), Some("t")).await;
+    assert_eq!(s, 404);
+    let (s, v) = call(&app, "PUT", "/v1/policies/follow", Some(json!({"slowdown_permille": 50})), Some("t")).await;
+    assert_eq!((s, &v["config"]["slowdown_permille"], v["source"].as_str()), (200, &json!(50), Some("host")));
+    let (s, v) = call(&app, "GET", "/v1/policies/follow", None, None).await;
+    assert_eq!((s, &v["config"]["slowdown_permille"]), (200, &json!(50)));
+
+    // Direct limits: memory is not managed, so it may be set; CPU is the
+    // policy's.
+    let (s, v) = call(&app, "PUT", "/v1/containers/web/limits", Some(json!({"mem": 64 << 20})), Some("t")).await;
+    assert_eq!((s, &v["limits"]["mem"]), (200, &json!(64 << 20)), "{v}");
+    let (s, v) = call(&app, "PUT", "/v1/containers/web/limits", Some(json!({"cpu": 500})), Some("t")).await;
+    assert_eq!((s, v["field"].as_str()), (409, Some("cpu")), "{v}");
+    let (s, v) = call(&app, "PUT", "/v1/containers/web/limits", Some(json!({"gpu": 1})), Some("t")).await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("gpu")));
+    let (s, _) = call(&app, "PUT", "/v1/containers/ghost/limits", Some(json!({"cpu": 500})), Some("t")).await;
+    assert_eq!(s, 404);
+    let (s, v) = call(&app, "GET", "/v1/containers/web/limits", None, None).await;
+    assert_eq!((s, &v["limits"]), (200, &json!({"mem": 64 << 20})));
+    let (s, v) = call(&app, "GET", "/v1/host", None, None).await;
+    assert_eq!((s, &v["allocated"]["mem"]), (200, &json!(64 << 20)), "direct limits count as allocated");
+
+    // Every change is in the log; configuration ones without a resource.
+    let (_, v) = call(&app, "GET", "/v1/events", None, None).await;
+    let ev = v["events"].as_array().unwrap();
+    assert!(ev.iter().any(|e| e["resource"].is_null() && e["reason"].as_str().unwrap().contains("tick 200 -> 100")));
+    assert!(ev.iter().any(|e| e["container"] == "web" && e["resource"].is_null()));
+    assert!(ev.iter().any(|e| e["resource"] == "mem" && e["reason"] == "set directly (no policy)"));
+}

@@ -50,7 +50,10 @@ fn config_of(v: &Value) -> Result<PolicyConfig, FieldError> {
         Some("vpa") => PolicyConfig::Vpa(typed(inner)?),
         _ => serde_json::from_value(v.clone()).map_err(|e| field_err("policy", e.to_string()))?,
     };
-    cfg.validate().map_err(|e| field_err("policy", e.to_string()))?;
+    cfg.validate().map_err(|e| match &e {
+        policies::ConfigError::InvalidParameter { field, .. } => field_err(field.clone(), e.to_string()),
+        _ => field_err("policy", e.to_string()),
+    })?;
     Ok(cfg)
 }
 
