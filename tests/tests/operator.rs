@@ -75,3 +75,95 @@ fn a_whole_container_unguarded_through_the_cli_keeps_its_limits_under_load() {
     assert_eq!(s, 404);
     cg.kill_all();
 }
+
+/// Classic at one evaluation a second over the last second, its CPU up
+/// rule off: up events pile up under load without firing.
+fn held_classic() -> serde_json::Value {
+    json!({"name": "classic", "window_ms": 1000, "delay_ms": 0, "period_ms": 1000, "event_timeout_ms": 60000,
+           "rules": {"cpu": {"up": {"events": 5, "consume": 5, "active": false}}}})
+}
+
+#[test]
+fn rules_and_tick_changed_at_run_time_and_a_direct_limit_on_a_real_container() {
+    require_root();
+    let mut c = tests::Lxc::start();
+    let agent = Agent::start(WATCH);
+    agent.wait_container(&c.name);
+    let name = c.name.clone();
+    let scaler = |args: &[&str]| {
+        let (ok, out, err) = tests::agent::cli(&agent.url, args);
+        assert!(ok, "scaler {args:?}: {err}");
+        out
+    };
+    let body = json!({"policy": held_classic(),
+                      "resources": {"cpu": {"min": 100, "max": 2000, "current": 400, "boundary": 10}}});
+    let (s, v) = agent.send("PUT", &format!("/v1/containers/{name}"), Some(&body));
+    assert_eq!(s, 200, "{v}");
+    // A core of load against 400 millicores: above upper (200) every
+    // second; five evaluations or more pass with the rule off.
+    c.spawn(&["timeout", "30", "stress-ng", "--cpu", "1", "--timeout", "25s", "--quiet"]);
+    let busy = wait_for(Duration::from_secs(5), || {
+        (agent.container(&name)?["resources"]["cpu"]["usage"].as_u64()? > 300).then_some(())
+    });
+    assert!(busy.is_some(), "the load never showed");
+    std::thread::sleep(Duration::from_secs(6));
+    let cpu_quota = || c.get_v1("cpu", "cpu.cfs_quota_us");
+    assert_eq!(cpu_quota(), "40000", "the rule is off: {}", agent.get(&format!("/v1/events?container={name}")).1);
+    // Turned on with a new amount through the CLI: it fires at the next
+    // evaluation with +250, on the events counted while it was off. A
+    // policy that had lost them would need five more seconds.
+    let put_at = now_ms();
+    let out = scaler(&[
+        "policy",
+        &name,
+        "--set",
+        "rules.cpu.up.active=true",
+        "--set",
+        "rules.cpu.up.amount={\"fixed\": 250}",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["config"]["rules"]["cpu"]["up"]["amount"], json!({"fixed": 250}), "{v}");
+    let raise = wait_for(Duration::from_secs(8), || {
+        agent.events(&name).into_iter().find(|e| {
+            e["resource"] == "cpu" && e["time_ms"].as_u64() >= Some(put_at) && e["new"].as_u64() > e["old"].as_u64()
+        })
+    })
+    .unwrap_or_else(|| panic!("never raised: {:?}", agent.events(&name)));
+    let after = raise["time_ms"].as_u64().unwrap() - put_at;
+    println!("raised {} -> {} {after} ms after the change ({})", raise["old"], raise["new"], raise["reason"]);
+    assert_eq!((raise["old"].as_u64(), raise["new"].as_u64()), (Some(400), Some(650)), "{raise}");
+    assert!(after < 3000, "fired {after} ms after the change: the pending events were lost");
+    assert_eq!(cpu_quota(), "65000");
+    let logged = agent
+        .events(&name)
+        .into_iter()
+        .any(|e| e["resource"].is_null() && e["reason"].as_str().unwrap_or("").contains("pending events kept"));
+    assert!(logged, "the change is not in the log: {:?}", agent.events(&name));
+
+    // The tick changed at run time: the samples' interval follows.
+    scaler(&["settings", "--tick-ms", "100"]);
+    let interval = wait_for(Duration::from_secs(3), || {
+        let v = agent.container(&name)?;
+        let i = v["interval_ms"].as_u64()?;
+        (70..=130).contains(&i).then_some(i)
+    });
+    assert!(interval.is_some(), "interval_ms never came to 100: {:?}", agent.container(&name));
+    assert_eq!(agent.get("/v1/stats").1["tick_ms"], 100);
+
+    // Memory is not managed: set directly, in force in cgroupfs; CPU is
+    // its policy's until unsubscribed.
+    scaler(&["set-limit", &name, "--mem", "128Mi"]);
+    assert_eq!(c.get_v1("memory", "memory.limit_in_bytes"), (128 * MIB).to_string());
+    let (ok, _, err) = tests::agent::cli(&agent.url, &["set-limit", &name, "--cpu", "300m"]);
+    assert!(!ok && err.contains("409"), "{err}");
+    let (s, v) = agent.send("PUT", &format!("/v1/containers/{name}/limits"), Some(&json!({"mem": MIB})));
+    assert_eq!((s, v["field"].as_str()), (400, Some("mem")), "{v}");
+    let (s, _) = agent.send("DELETE", &format!("/v1/containers/{name}"), None);
+    assert_eq!(s, 200);
+    scaler(&["set-limit", &name, "--cpu", "300m"]);
+    assert_eq!(cpu_quota(), "30000");
+    let (_, host) = agent.get("/v1/host");
+    assert_eq!((host["allocated"]["cpu"].as_u64(), host["allocated"]["mem"].as_u64()), (Some(300), Some(128 * MIB)));
+    c.stop();
+}
