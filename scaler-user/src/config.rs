@@ -89,6 +89,10 @@ pub struct AgentConfig {
     /// OOM killer off; v2: the limit in `memory.high`), for policies that
     /// react to it (`follow`).
     pub memory_wait: bool,
+    /// Subscriptions that manage CPU also get it as a core set (whole CPUs
+    /// enough for the limit, physical cores before SMT siblings), unless
+    /// they say `"cpu_placement": false`. Off by default.
+    pub cpu_placement: bool,
     /// Unused CPU quota a managed container may bank for short bursts, in
     /// % of its quota (`cpu.cfs_burst_us` / `cpu.max.burst`; 0 = none).
     /// Over any second the container still averages within about a tenth
@@ -145,6 +149,7 @@ impl Default for AgentConfig {
             default_policy: "follow".to_owned(),
             // A tick's wait instead of an OOM kill.
             memory_wait: true,
+            cpu_placement: false,
             // A whole quota banked: bursty services keep their latency.
             cpu_burst_pct: 100,
             // See serve::Limits::default.

@@ -18,3 +18,4 @@ pub mod kfile;
 pub mod manage;
 pub mod published;
 pub mod sample;
+pub mod topology;

@@ -167,3 +167,62 @@ fn rules_and_tick_changed_at_run_time_and_a_direct_limit_on_a_real_container() {
     assert_eq!((host["allocated"]["cpu"].as_u64(), host["allocated"]["mem"].as_u64()), (Some(300), Some(128 * MIB)));
     c.stop();
 }
+
+/// The CPUs a task may run on (`Cpus_allowed_list` of /proc/PID/status).
+fn allowed(pid: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap_or("").trim().to_owned()
+}
+
+#[test]
+fn containers_placed_on_cores_run_only_there_and_get_different_ones() {
+    require_root();
+    let mut a = tests::Lxc::start();
+    let mut b = tests::Lxc::start();
+    let agent = Agent::start(WATCH);
+    agent.wait_container(&a.name);
+    agent.wait_container(&b.name);
+    let found = a.get_v1("cpuset", "cpuset.cpus");
+    for c in [&a, &b] {
+        let body = json!({"cpu_placement": true, "resources": {"cpu": {"min": 100, "max": 1000}}});
+        let (s, v) = agent.send("PUT", &format!("/v1/containers/{}", c.name), Some(&body));
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["cpus"].as_array().map(Vec::len), Some(1), "{v} {:?}", agent.events(&c.name));
+    }
+    // A core of load in each: each runs only on its own CPU.
+    a.spawn(&["timeout", "20", "stress-ng", "--cpu", "1", "--timeout", "15s", "--quiet"]);
+    b.spawn(&["timeout", "20", "stress-ng", "--cpu", "1", "--timeout", "15s", "--quiet"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, topo) = agent.get("/v1/host/topology");
+    println!("topology: {topo}");
+    let mut placed = Vec::new();
+    for c in [&a, &b] {
+        let cpus = c.get_v1("cpuset", "cpuset.cpus");
+        let (_, v) = agent.get(&format!("/v1/containers/{}", c.name));
+        let want: Vec<String> = v["cpus"].as_array().unwrap().iter().map(|x| x.to_string()).collect();
+        assert_eq!(cpus, want.join(","), "cpuset.cpus and the agent's map agree");
+        assert_eq!(topo["containers"][&c.name], v["cpus"], "{topo}");
+        // Every task of the container, threads included, is confined there.
+        let procs = std::fs::read_to_string(
+            tests::cgroup::v1_root("cpuset").unwrap().join(c.cgroup().trim_start_matches('/')).join("tasks"),
+        )
+        .unwrap();
+        let tids: Vec<&str> = procs.lines().collect();
+        assert!(tids.len() >= 2, "init and the load: {tids:?}");
+        for tid in tids {
+            assert_eq!(allowed(tid), cpus, "task {tid} of {}", c.name);
+        }
+        placed.push(cpus);
+    }
+    assert_ne!(placed[0], placed[1], "two containers, two cores");
+    let on_it =
+        topo["cpus"].as_array().unwrap().iter().filter(|c| !c["containers"].as_array().unwrap().is_empty()).count();
+    assert_eq!(on_it, 2, "{topo}");
+    // Unsubscribed: the cpuset found is back, and the tasks with it.
+    let (s, _) = agent.send("DELETE", &format!("/v1/containers/{}", a.name), None);
+    assert_eq!(s, 200);
+    assert_eq!(a.get_v1("cpuset", "cpuset.cpus"), found);
+    assert_eq!(allowed(&a.init_pid().to_string()), found);
+    a.stop();
+    b.stop();
+}

@@ -66,6 +66,12 @@ pub struct Subscription {
     /// it began with the agent).
     #[serde(default)]
     pub policy_since_ms: u64,
+    /// CPU enforced as a core set as well (absent when off).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cpu_placement: bool,
+    /// The CPUs placement gave it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpus: Vec<u32>,
 }
 
 /// `GET /v1/containers`.

@@ -68,6 +68,8 @@ mod tests {
             ceiling: [(Resource::Cpu, 1500)].into(),
             original: [(Resource::Mem, None)].into(),
             policy_since_ms: 1,
+            cpu_placement: true,
+            cpus: vec![0, 2],
         };
         sub.resources
             .insert(Resource::Cpu, ResourceState { min: 100, max: 2000, current: Some(750), ..Default::default() });

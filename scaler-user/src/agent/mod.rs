@@ -88,6 +88,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         active: true,
     })?
     .with_memory_wait(cfg.agent.memory_wait)
+    .with_topology(crate::topology::Topology::host(), cfg.agent.cpu_placement)
     .with_own_cgroups(
         std::fs::read_to_string("/proc/self/cgroup")
             .map(|t| crate::cgroup::parse::proc_cgroup_paths(&t))

@@ -22,7 +22,7 @@ pub enum LayoutError {
 }
 
 /// The v1 controllers this project reads or writes.
-pub const V1_CONTROLLERS: [&str; 4] = ["cpu", "cpuacct", "memory", "blkio"];
+pub const V1_CONTROLLERS: [&str; 5] = ["cpu", "cpuacct", "memory", "blkio", "cpuset"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -130,6 +130,7 @@ cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0
 cgroup /sys/fs/cgroup/cpuacct cgroup rw,relatime,cpuacct 0 0
 cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0
 cgroup /sys/fs/cgroup/blkio cgroup rw,relatime,blkio 0 0
+cgroup /sys/fs/cgroup/cpuset cgroup rw,relatime,cpuset 0 0
 cgroup /sys/fs/cgroup/systemd cgroup rw,relatime,name=systemd 0 0
 cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
 ";
@@ -140,7 +141,7 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
         assert!(l.is_hybrid());
         assert_eq!(l.v2, PathBuf::from("/sys/fs/cgroup/unified"));
         assert_eq!(l.v1["memory"], PathBuf::from("/sys/fs/cgroup/memory"));
-        assert_eq!(l.v1.len(), 4);
+        assert_eq!(l.v1.len(), 5);
         assert_eq!(l.v1_dir("memory", "/lxc.payload.a").unwrap(), PathBuf::from("/sys/fs/cgroup/memory/lxc.payload.a"));
         assert_eq!(l.v2_dir(""), PathBuf::from("/sys/fs/cgroup/unified"));
     }

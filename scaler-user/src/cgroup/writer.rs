@@ -164,6 +164,22 @@ impl<'a> Writer<'a> {
         }
     }
 
+    /// Confines `rel`'s tasks to `cpus` (`cpuset.cpus`, v2 or the v1
+    /// `cpuset` controller; empty: the parent's, on v2). The kernel moves
+    /// its threads' affinity with it.
+    pub fn set_cpus(&self, rel: &str, cpus: &str) -> Result<(), WriteError> {
+        let (dir, _) = self
+            .pick(rel, "cpuset.cpus", "cpuset", "cpuset.cpus")
+            .ok_or_else(|| WriteError::NoControl { cgroup: rel.to_owned(), what: "cpuset" })?;
+        std::fs::write(dir.join("cpuset.cpus"), format!("{cpus}\n")).map_err(|e| Self::err(rel, Resource::Cpu, e))
+    }
+
+    /// What `rel`'s `cpuset.cpus` says now (`None`: no cpuset there).
+    pub fn cpus(&self, rel: &str) -> Option<String> {
+        let (dir, _) = self.pick(rel, "cpuset.cpus", "cpuset", "cpuset.cpus")?;
+        std::fs::read_to_string(dir.join("cpuset.cpus")).ok().map(|s| s.trim().to_owned())
+    }
+
     /// Banks nothing more for CPU bursts (the quota stays as it is).
     pub fn clear_burst(&self, rel: &str) -> Result<(), WriteError> {
         let Some((dir, v2)) = self.pick(rel, "cpu.max", "cpu", "cpu.cfs_quota_us") else { return Ok(()) };

@@ -78,6 +78,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/containers/{name}/policy", get(runtime::get_policy).put(runtime::put_policy))
         .route("/v1/containers/{name}/limits", get(runtime::get_limits).put(runtime::put_limits))
         .route("/v1/host", get(manage::get_host).put(manage::put_host))
+        .route("/v1/host/topology", get(runtime::topology))
         .route("/v1/agent", get(runtime::get_agent).put(runtime::put_agent))
         .route("/v1/policies", get(runtime::list_presets))
         .route("/v1/policies/{name}", get(runtime::get_preset).put(runtime::put_preset))

@@ -102,3 +102,20 @@ pub async fn get_limits(
     let limits = app.manager().direct_of(&cgroup).into_iter().map(|(r, v)| (r, Some(v))).collect();
     Ok(Json(DirectView { name, cgroup, limits }))
 }
+
+/// `GET /v1/host/topology`: the host's CPUs (core, socket, SMT siblings)
+/// and which containers placement put on each.
+pub async fn topology(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    let m = app.manager();
+    let (topo, assigned) = (m.topology(), m.assigned());
+    let cpus: Vec<Value> = topo
+        .cpus
+        .iter()
+        .map(|c| {
+            let on: Vec<&String> = assigned.iter().filter(|(_, v)| v.contains(&c.cpu)).map(|(n, _)| n).collect();
+            json!({"cpu": c.cpu, "core": c.core, "socket": c.socket, "siblings": topo.siblings(c.cpu), "containers": on})
+        })
+        .collect();
+    Ok(Json(json!({"smt": topo.smt(), "cpus": cpus, "containers": assigned})))
+}

@@ -53,6 +53,14 @@ impl Actuator for HostActuator {
         Ok(Writer::new(&self.layout, self.disk).clear_burst(cgroup)?)
     }
 
+    fn set_cpus(&mut self, cgroup: &str, cpus: &str) -> Result<(), ActuateError> {
+        Ok(Writer::new(&self.layout, self.disk).set_cpus(cgroup, cpus)?)
+    }
+
+    fn cpus(&self, cgroup: &str) -> Option<String> {
+        Writer::new(&self.layout, self.disk).cpus(cgroup)
+    }
+
     fn set_mem_wait(&mut self, cgroup: &str, hard_max: Option<u64>) -> Result<(), ActuateError> {
         Writer::new(&self.layout, self.disk).set_mem_wait(cgroup, hard_max)?;
         if hard_max.is_some() {

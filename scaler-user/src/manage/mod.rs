@@ -10,6 +10,7 @@ pub mod actuator;
 pub mod direct;
 pub mod events;
 pub mod model;
+mod placement;
 pub mod policy;
 pub mod settings;
 pub mod step;
@@ -80,6 +81,15 @@ pub trait Actuator: Send {
     fn set_cpu_burst(&mut self, _cgroup: &str, _allowed: bool) -> Result<(), ActuateError> {
         Ok(())
     }
+    /// Confines the cgroup's tasks to these CPUs (`0-1,4`; empty: the
+    /// parent's, on v2).
+    fn set_cpus(&mut self, _cgroup: &str, _cpus: &str) -> Result<(), ActuateError> {
+        Ok(())
+    }
+    /// The CPUs the cgroup is confined to now, as written in `cpuset.cpus`.
+    fn cpus(&self, _cgroup: &str) -> Option<String> {
+        None
+    }
 }
 
 /// What a handler found in the container's cgroup before subscribing.
@@ -130,6 +140,8 @@ pub(crate) struct Managed {
     pub mem_limited: bool,
     /// When the policy began (ms): samples read before are not its to see.
     pub since_ms: u64,
+    /// The last cpuset write failed (logged once until one works).
+    pub placement_failed: bool,
 }
 
 impl Managed {
@@ -142,6 +154,7 @@ impl Managed {
             mem_wait: None,
             mem_limited: false,
             since_ms,
+            placement_failed: false,
         }
     }
 }
@@ -165,6 +178,11 @@ pub struct Manager {
     own_cgroups: Vec<String>,
     /// Bumped whenever the set of (name, cgroup) pairs changes.
     pub generation: u64,
+    /// The host's CPUs, for placement (see [`placement`]).
+    topology: crate::topology::Topology,
+    /// `agent.cpu_placement`: subscriptions managing CPU place it unless
+    /// they say otherwise.
+    placement_default: bool,
     /// Limits set directly, without a policy (see [`direct`]).
     direct: direct::Direct,
     /// This host's parameters of each preset (see [`policy`]).
@@ -206,6 +224,8 @@ impl Manager {
             config_settings: DEFAULT_SETTINGS,
             policy_defaults: Default::default(),
             direct: Default::default(),
+            topology: Default::default(),
+            placement_default: false,
         };
         me.load_policy_defaults()?;
         me.load_direct()?;
@@ -382,6 +402,8 @@ impl Manager {
     }
 }
 
+#[cfg(test)]
+mod fake;
 #[cfg(test)]
 mod runtime_tests;
 #[cfg(test)]

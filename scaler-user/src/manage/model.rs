@@ -42,6 +42,16 @@ pub struct Subscription {
     pub original: BTreeMap<Resource, Option<u64>>,
     /// External ceilings (energy caps).
     pub ceiling: BTreeMap<Resource, u64>,
+    /// CPU enforced as a core set as well as a quota (see
+    /// [`crate::topology`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cpu_placement: bool,
+    /// The CPUs placement gave it (empty: none yet, or placement off).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpus: Vec<u32>,
+    /// The cpuset found before placement began, put back when it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_cpus: Option<String>,
 }
 
 impl Subscription {
@@ -85,6 +95,8 @@ pub struct SubscribeRequest {
     pub policy_config: Option<Value>,
     pub priority: u32,
     pub resources: BTreeMap<Resource, ResourceRequest>,
+    /// CPU as a core set too (`None`: the host's `agent.cpu_placement`).
+    pub cpu_placement: Option<bool>,
 }
 
 /// One resource of a request: bounds plus an optional starting limit.
@@ -235,7 +247,7 @@ pub fn patched(old: Option<Bounds>, p: &ResourcePatch, field: &str) -> Result<Bo
 /// Parses and validates a subscription body.
 pub fn parse_subscribe(v: &Value) -> Result<SubscribeRequest, FieldError> {
     let obj = object(v, "body")?;
-    check_keys(obj, "", &["cgroup", "policy", "priority", "guard", "resources"])?;
+    check_keys(obj, "", &["cgroup", "policy", "priority", "guard", "resources", "cpu_placement"])?;
     // `"guard": false` subscribes every resource unguarded (observe only)
     // unless the resource says otherwise.
     let guard = opt_bool(obj, "", "guard")?;
@@ -267,7 +279,11 @@ pub fn parse_subscribe(v: &Value) -> Result<SubscribeRequest, FieldError> {
         let bounds = patched(None, &patch, &field)?;
         resources.insert(r, ResourceRequest { bounds, current: patch.current });
     }
-    Ok(SubscribeRequest { cgroup, policy, policy_config, priority, resources })
+    let cpu_placement = opt_bool(obj, "", "cpu_placement")?;
+    if cpu_placement == Some(true) && !resources.contains_key(&Resource::Cpu) {
+        return Err(field_err("cpu_placement", "needs cpu among the resources (the core set follows the CPU limit)"));
+    }
+    Ok(SubscribeRequest { cgroup, policy, policy_config, priority, resources, cpu_placement })
 }
 
 /// A validated `PUT /v1/containers/{name}/guard` body: the guard, and the
@@ -469,6 +485,9 @@ mod tests {
             limits: BTreeMap::new(),
             original: BTreeMap::new(),
             ceiling: BTreeMap::new(),
+            cpu_placement: false,
+            cpus: Vec::new(),
+            original_cpus: None,
         };
         s.resources.insert(
             Resource::Cpu,

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::{
     Found, ManageError,
+    fake::{Fake, all_events, manager, req, sample},
     settings::AgentSettings,
-    tests::{Fake, all_events, manager, req, sample},
 };
 
 /// Classic at the agent's pace: one evaluation per 200 ms tick over the
@@ -234,4 +234,45 @@ fn direct_limits_are_written_checked_counted_and_kept() {
     let mut m = m.with_own_cgroups(vec!["/agent/inner".into()]);
     let e = m.set_direct(7, "agent", "/agent", &set(json!({"cpu": 100})), &Found::default()).unwrap_err();
     assert!(matches!(e, ManageError::Forbidden { .. }));
+}
+
+#[test]
+fn cpu_placement_follows_the_limit_spreads_and_puts_the_cpuset_back() {
+    use crate::topology::{Cpu, Topology};
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    // One socket, two cores of two threads: CPUs 0 and 2 on core 0, 1 and 3 on core 1.
+    let topo = Topology { cpus: (0..4).map(|cpu| Cpu { cpu, core: cpu % 2, socket: 0 }).collect() };
+    let mut m = manager(tmp.path(), &fake, 4000).with_topology(topo, false);
+    let sub =
+        |cur: u64| req(json!({"cpu_placement": true, "resources": {"cpu": {"min": 100, "max": 4000, "current": cur}}}));
+    m.subscribe(0, "a", "/a", &sub(1500), &Found::default()).unwrap();
+    assert_eq!(m.get("a").unwrap().cpus, vec![0, 1], "1500 millicores: two physical cores, not siblings");
+    assert_eq!(fake.cpus.lock().unwrap()["/a"], "0-1");
+    assert_eq!(m.get("a").unwrap().original_cpus.as_deref(), Some("0-3"));
+    m.subscribe(0, "b", "/b", &sub(500), &Found::default()).unwrap();
+    assert_eq!(m.get("b").unwrap().cpus, vec![2], "the next container gets a CPU of its own");
+    assert!(all_events(&m).iter().any(|e| e.container == "b" && e.reason.contains("cpuset unplaced -> 2 (1 CPUs")));
+    // Throttled: CPU raised past two cores, and the core set with it.
+    for t in 1..=3 {
+        let s = sample(&fake, "/a", t * 200, 1500, 400_000, 10 << 20);
+        m.step(t * 200, &HashMap::from([("a".to_owned(), s)]));
+    }
+    let limit = fake.get("/a", Resource::Cpu).unwrap();
+    assert!(limit > 2000, "raised: {limit}");
+    assert_eq!(m.get("a").unwrap().cpus.len(), crate::topology::cpus_for(limit));
+    assert_eq!(fake.cpus.lock().unwrap()["/a"], crate::topology::format_list(&m.get("a").unwrap().cpus));
+    // Kept with the subscription; ended, the cpuset found is back.
+    drop(m);
+    let mut m = manager(tmp.path(), &fake, 4000);
+    assert_eq!(m.assigned()["b"], vec![2]);
+    m.unsubscribe(9, "a", false).unwrap();
+    assert_eq!(fake.cpus.lock().unwrap()["/a"], "0-3");
+    // No topology (this manager was given none): refused, naming the field.
+    let e = m.subscribe(0, "c", "/c", &sub(500), &Found::default()).unwrap_err();
+    assert!(matches!(e, ManageError::Field(f) if f.field == "cpu_placement"));
+    let e = super::model::parse_subscribe(
+        &json!({"cpu_placement": true, "resources": {"mem": {"min": 1, "max": 1 << 30}}}),
+    );
+    assert_eq!(e.unwrap_err().field, "cpu_placement");
 }

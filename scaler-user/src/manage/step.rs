@@ -84,6 +84,7 @@ impl Manager {
         }
         // Inactive: the policies saw the samples (their events stay
         // pending) but nothing is decided.
+        let mut placed: Vec<String> = Vec::new();
         let changes =
             if self.settings.active { self.planner.decide(now_ms, &states, &self.host_capacity()) } else { Vec::new() };
         for c in changes {
@@ -96,6 +97,9 @@ impl Manager {
                     m.failing.remove(&c.resource);
                     m.sub.limits.insert(c.resource, Some(c.new));
                     dirty.push(c.container.clone());
+                    if c.resource == Resource::Cpu && m.sub.cpu_placement {
+                        placed.push(c.container.clone());
+                    }
                     self.events.push(now_ms, &c.container, c.resource, c.old, Some(c.new), c.reason);
                 }
                 Err(e) => {
@@ -106,6 +110,10 @@ impl Manager {
             }
         }
 
+        // Core sets follow the CPU limits just written.
+        for name in placed {
+            self.place(now_ms, &name);
+        }
         let names: Vec<String> = states.into_iter().map(|c| c.name).collect();
         for name in names {
             self.sync_mem_wait(now_ms, &name);

@@ -204,6 +204,9 @@ mod tests {
             limits: [(Resource::Cpu, Some(750)), (Resource::Mem, None)].into(),
             original: [(Resource::Cpu, None)].into(),
             ceiling: BTreeMap::new(),
+            cpu_placement: false,
+            cpus: Vec::new(),
+            original_cpus: None,
         }
     }
 

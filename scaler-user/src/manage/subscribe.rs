@@ -44,6 +44,7 @@ impl Manager {
         let policy_name = req.policy.clone().unwrap_or_else(|| self.default_policy.clone());
         let policy_config = if req.policy.is_some() { req.policy_config.clone() } else { None };
         let policy = self.build(&policy_name, policy_config.as_ref())?;
+        let cpu_placement = self.placement_wanted(req.cpu_placement, req.resources.contains_key(&Resource::Cpu))?;
         let mut plan: Vec<(Resource, Option<u64>, u64)> = Vec::new();
         for (&r, rr) in &req.resources {
             let b = rr.bounds;
@@ -138,6 +139,7 @@ impl Manager {
         for &(r, before, _) in &plan {
             original.entry(r).or_insert(before);
         }
+        let keep_cpus = same_target && cpu_placement;
         let sub = Subscription {
             name: name.to_owned(),
             cgroup: cgroup.to_owned(),
@@ -148,6 +150,10 @@ impl Manager {
             limits: plan.iter().map(|&(r, _, start)| (r, Some(start))).collect(),
             original,
             ceiling: existing.as_ref().map(|e| e.ceiling.clone()).unwrap_or_default(),
+            cpu_placement,
+            // Placement on the same cgroup goes on from the CPUs it has.
+            cpus: existing.as_ref().filter(|_| keep_cpus).map(|e| e.cpus.clone()).unwrap_or_default(),
+            original_cpus: existing.as_ref().filter(|_| keep_cpus).and_then(|e| e.original_cpus.clone()),
         };
         if let Err(e) = self.store.save(&[&sub], &[]) {
             for (r, before) in done {
@@ -201,6 +207,10 @@ impl Manager {
             }
         }
         self.sync_mem_wait(now_ms, name);
+        if let Some(e) = existing.filter(|_| !keep_cpus) {
+            self.unplace(now_ms, name, &e);
+        }
+        self.place(now_ms, name);
         Ok(())
     }
 
@@ -228,6 +238,7 @@ impl Manager {
                 }
             }
         }
+        self.unplace(now_ms, name, &sub);
         self.subs.remove(name);
         self.planner.remove(name);
         self.generation += 1;
@@ -257,6 +268,7 @@ impl Manager {
                 .iter()
                 .map(|(&r, &b)| (r, model::ResourceRequest { bounds: b, current: None }))
                 .collect(),
+            cpu_placement: Some(m.sub.cpu_placement),
         };
         req.resources.insert(r, model::ResourceRequest { bounds, current: patch.current });
         let cgroup = m.sub.cgroup.clone();

@@ -50,6 +50,8 @@ fn view(m: &Managed) -> Subscription {
         ceiling: s.ceiling.clone(),
         original: s.original.clone(),
         policy_since_ms: m.since_ms,
+        cpu_placement: s.cpu_placement,
+        cpus: s.cpus.clone(),
     }
 }
 
