@@ -206,7 +206,9 @@ pub fn energy_reports() -> Result<Vec<CapReport>, BenchError> {
     let trace = Trace::parse(&csv).map_err(|source| SimError::Trace { name: "bigdata".to_owned(), source })?;
     let mut out = Vec::new();
     for period_ms in [1_000, 10_000] {
-        for ctl in [CapControllerConfig::original(), CapControllerConfig::inverting()] {
+        for ctl in
+            [CapControllerConfig::original(), CapControllerConfig::proportional(), CapControllerConfig::inverting()]
+        {
             let cfg = CapSimConfig { period_ms, ..CapSimConfig::default() };
             out.push(simulate_cap(&trace, ctl.build()?.as_mut(), &cfg)?);
         }
@@ -217,12 +219,12 @@ pub fn energy_reports() -> Result<Vec<CapReport>, BenchError> {
 /// The energy reports as a Markdown table.
 pub fn energy_markdown(reports: &[CapReport]) -> String {
     let mut s = String::from(
-        "| controller | period s | settled | settling max s | steady error mean % | steady error max % | binding periods over cap+5 % | peak over cap % | mean power W | unmet cpu % |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| controller | period s | settled | settling max s | steady error mean % | steady error max % | binding periods over cap+5 % | peak over cap % | mean power W | unmet cpu % | ceiling changes |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in reports {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
             r.controller,
             r.period_ms / 1000,
             if r.settled { "yes" } else { "**no**" },
@@ -232,7 +234,8 @@ pub fn energy_markdown(reports: &[CapReport]) -> String {
             r.over_cap_pct,
             r.peak_over_cap_pct,
             r.mean_power_mw / 1000.0,
-            r.unmet_cpu_pct
+            r.unmet_cpu_pct,
+            r.changes
         );
     }
     s

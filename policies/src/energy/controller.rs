@@ -46,9 +46,32 @@ pub trait EnergyCapController: Send {
 
 /// The original's rule: outside a dead band around the cap, every ceiling
 /// is multiplied by `1 + (P_cap - P) / (P_cap + P_idle)`.
+///
+/// Gated ([`ProportionalCap::gated`]), as the original's energy rules: a
+/// period over the cap is a *down* event, a period under it while the
+/// containers press on their ceilings (usage plus unmet demand above 90 %
+/// of them) an *up* event, anything else none; the rule acts only after
+/// `n` consecutive events of one kind (an event of the other kind or none
+/// starts the count again), `n` from how far power is from the cap (one
+/// event per 2.5 % of the cap it still lacks to 10 %: `n =
+/// clamp(ceil(10 % / |error|), 1, 4)`), and the count starts again after
+/// it acts. Ungated it acts every period outside the band.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProportionalCap {
     dead_band_permille: u32,
+    gated: bool,
+    /// Consecutive events: `(true = down, count)`.
+    streak: Option<(bool, u32)>,
+}
+
+/// Usage plus unmet demand above this share of the ceilings (per mille)
+/// is pressing on them: only then does power under the cap count as an up
+/// event (raising ceilings nobody reaches changes nothing).
+const PRESSING_PERMILLE: u64 = 900;
+
+/// Events the gated rule needs at relative error `err_permille`.
+pub fn events_needed(err_permille: u64) -> u32 {
+    (100u64.div_ceil(err_permille.max(1))).clamp(1, 4) as u32
 }
 
 impl ProportionalCap {
@@ -62,13 +85,46 @@ impl ProportionalCap {
                 expected: "0..=1000",
             });
         }
-        Ok(ProportionalCap { dead_band_permille })
+        Ok(ProportionalCap { dead_band_permille, gated: false, streak: None })
+    }
+
+    /// Gated on consecutive events, as the original's energy rules (see
+    /// the type).
+    pub fn gated(mut self) -> Self {
+        self.gated = true;
+        self
+    }
+
+    /// With the gate: whether this period's event completes a streak long
+    /// enough to act on.
+    fn gate_passes(&mut self, input: &CapInput<'_>) -> bool {
+        let cap = u64::max(input.cap_mw, 1);
+        let over = input.power_mw > input.cap_mw;
+        let ceilings: u64 = input.containers.iter().map(|c| c.ceiling).sum();
+        let demand: u64 = input.containers.iter().map(|c| c.usage.saturating_add(c.unmet)).sum();
+        let pressing = demand.saturating_mul(1000) > ceilings.saturating_mul(PRESSING_PERMILLE);
+        if !over && !pressing {
+            self.streak = None;
+            return false;
+        }
+        let count = match self.streak {
+            Some((down, n)) if down == over => n + 1,
+            _ => 1,
+        };
+        let err_permille = input.power_mw.abs_diff(input.cap_mw).saturating_mul(1000) / cap;
+        if count >= events_needed(err_permille) {
+            self.streak = None;
+            true
+        } else {
+            self.streak = Some((over, count));
+            false
+        }
     }
 }
 
 impl EnergyCapController for ProportionalCap {
     fn name(&self) -> &str {
-        "proportional"
+        if self.gated { "original" } else { "proportional" }
     }
 
     fn update(&mut self, input: &CapInput<'_>) -> Vec<u64> {
@@ -76,6 +132,10 @@ impl EnergyCapController for ProportionalCap {
         let p = i128::from(input.power_mw);
         let keep = || input.containers.iter().map(|c| c.ceiling.clamp(c.min, c.max)).collect();
         if (cap - p).abs() * 1000 <= cap * i128::from(self.dead_band_permille) {
+            self.streak = None;
+            return keep();
+        }
+        if self.gated && !self.gate_passes(input) {
             return keep();
         }
         let den = cap + i128::from(input.idle_mw);
@@ -188,6 +248,10 @@ pub enum CapControllerConfig {
     Proportional {
         /// Dead band, per mille of the cap (25 = +/-2.5 %).
         dead_band_permille: u32,
+        /// Act only on consecutive events, as the original's energy rules
+        /// ([`ProportionalCap`]); `false`: every period outside the band.
+        #[serde(default)]
+        gated: bool,
     },
     /// [`InvertingCap`].
     Inverting {
@@ -199,9 +263,15 @@ pub enum CapControllerConfig {
 }
 
 impl CapControllerConfig {
-    /// The original's rule with its +/-2.5 % dead band.
+    /// The original's rule with its +/-2.5 % dead band, gated on
+    /// consecutive events as its energy rules were.
     pub fn original() -> Self {
-        CapControllerConfig::Proportional { dead_band_permille: 25 }
+        CapControllerConfig::Proportional { dead_band_permille: 25, gated: true }
+    }
+
+    /// The original's formula every period outside the band (no gate).
+    pub fn proportional() -> Self {
+        CapControllerConfig::Proportional { dead_band_permille: 25, gated: false }
     }
 
     /// The model-inverting controller with its defaults: a small integral
@@ -221,8 +291,9 @@ impl CapControllerConfig {
     /// A controller object.
     pub fn build(&self) -> Result<Box<dyn EnergyCapController>, EnergyError> {
         Ok(match *self {
-            CapControllerConfig::Proportional { dead_band_permille } => {
-                Box::new(ProportionalCap::new(dead_band_permille)?)
+            CapControllerConfig::Proportional { dead_band_permille, gated } => {
+                let p = ProportionalCap::new(dead_band_permille)?;
+                Box::new(if gated { p.gated() } else { p })
             }
             CapControllerConfig::Inverting { gain_permille, smoothing_permille } => {
                 Box::new(InvertingCap::new(gain_permille, smoothing_permille)?)
@@ -261,6 +332,46 @@ mod tests {
         let floor = p.update(&CapInput { cap_mw: 1_000, power_mw: 900_000, idle_mw: 0, containers: &cs });
         assert_eq!(floor, vec![100, 100]);
         assert!(ProportionalCap::new(1001).is_err());
+    }
+
+    #[test]
+    fn gated_acts_only_on_enough_consecutive_events_of_one_kind() {
+        let mut g = ProportionalCap::new(25).unwrap().gated();
+        assert_eq!(g.name(), "original");
+        let cs = [c(2000, 2000, 0), c(1000, 1000, 0)];
+        let at = |g: &mut ProportionalCap, power_mw, cs: &[CapContainer]| {
+            g.update(&CapInput { cap_mw: 100_000, power_mw, idle_mw: 60_000, containers: cs })
+        };
+        assert_eq!((events_needed(30), events_needed(50), events_needed(100), events_needed(400)), (4, 2, 1, 1));
+        // 3 % over: four consecutive periods, then the original's factor.
+        for _ in 0..3 {
+            assert_eq!(at(&mut g, 103_000, &cs), vec![2000, 1000]);
+        }
+        assert_eq!(at(&mut g, 103_000, &cs), vec![2000 * 157 / 160, 1000 * 157 / 160]);
+        // 40 % over: at once.
+        assert_eq!(at(&mut g, 140_000, &cs), vec![1500, 750]);
+        // Over and under in turn never acts; nor does a period in the band
+        // between two over it.
+        for p in [105_000, 95_000, 105_000, 95_000, 105_000, 100_000, 105_000] {
+            assert_eq!(at(&mut g, p, &cs), vec![2000, 1000], "{p}");
+        }
+        // Under the cap, raised only while the containers press on their
+        // ceilings: idle ones are left where they are.
+        let idle = [c(2000, 500, 0), c(1000, 100, 0)];
+        for _ in 0..6 {
+            assert_eq!(at(&mut g, 60_000, &idle), vec![2000, 1000]);
+        }
+        let pressing = [c(2000, 1900, 500), c(1000, 950, 0)];
+        assert_eq!(at(&mut g, 60_000, &pressing), vec![2500, 1250], "40 % under: x 1.25 at once");
+        // Ungated: every period outside the band.
+        let mut p = ProportionalCap::new(25).unwrap();
+        assert_eq!(
+            p.update(&CapInput { cap_mw: 100_000, power_mw: 103_000, idle_mw: 60_000, containers: &cs })[0],
+            1962
+        );
+        let cfg: CapControllerConfig =
+            serde_json::from_str(r#"{"name":"proportional","dead_band_permille":25}"#).unwrap();
+        assert_eq!(cfg, CapControllerConfig::proportional(), "stored configurations without `gated` stay ungated");
     }
 
     #[test]
