@@ -157,6 +157,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The host's CPUs (core, socket, SMT siblings) and the containers
+    /// placed on each (`cpu_placement`).
+    Topology {
+        #[command(flatten)]
+        agent: AgentArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Set a container's limits directly, without a policy (`none`
     /// removes one): --cpu 500m --mem 256Mi.
     SetLimit {
@@ -334,6 +342,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Settings { tick_ms, discovery_interval_ms, active, agent, json } => {
             scaler_cli::runtime::settings(&agent.client(), tick_ms, discovery_interval_ms, active, json)
         }
+        Command::Topology { agent, json } => scaler_cli::runtime::topology(&agent.client(), json),
         Command::SetLimit { name, cpu, mem, disk_read, disk_write, net_rx, net_tx, agent, json } => {
             let flags = [
                 ("cpu", cpu.as_deref()),

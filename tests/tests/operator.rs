@@ -195,6 +195,8 @@ fn containers_placed_on_cores_run_only_there_and_get_different_ones() {
     std::thread::sleep(Duration::from_secs(2));
     let (_, topo) = agent.get("/v1/host/topology");
     println!("topology: {topo}");
+    let (ok, table, err) = tests::agent::cli(&agent.url, &["topology"]);
+    assert!(ok && table.contains(&a.name) && table.contains(&b.name), "scaler topology: {table}{err}");
     let mut placed = Vec::new();
     for c in [&a, &b] {
         let cpus = c.get_v1("cpuset", "cpuset.cpus");
