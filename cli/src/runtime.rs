@@ -137,6 +137,29 @@ pub fn set_limit(agent: &Agent, name: &str, flags: &[(&str, Option<&str>)], json
     Ok(())
 }
 
+/// `scaler topology`: the host's CPUs and the containers placed on each.
+pub fn topology(agent: &Agent, json: bool) -> anyhow::Result<()> {
+    let v = agent.call(Method::GET, "/v1/host/topology", None)?;
+    if json {
+        return print_json(&v);
+    }
+    println!("{:>4} {:>5} {:>7} {:<10} CONTAINERS", "CPU", "CORE", "SOCKET", "SIBLINGS");
+    for c in v["cpus"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let list = |k: &str| -> String {
+            c[k].as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default()
+        };
+        println!("{:>4} {:>5} {:>7} {:<10} {}", c["cpu"], c["core"], c["socket"], list("siblings"), list("containers"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -160,27 +183,4 @@ mod tests {
         assert!(assignments(&["a..b=1".into()]).unwrap_err().contains("dotted path"));
         assert!(assignments(&["a=1".into(), "a.b=2".into()]).unwrap_err().contains("another --set"));
     }
-}
-
-/// `scaler topology`: the host's CPUs and the containers placed on each.
-pub fn topology(agent: &Agent, json: bool) -> anyhow::Result<()> {
-    let v = agent.call(Method::GET, "/v1/host/topology", None)?;
-    if json {
-        return print_json(&v);
-    }
-    println!("{:>4} {:>5} {:>7} {:<10} CONTAINERS", "CPU", "CORE", "SOCKET", "SIBLINGS");
-    for c in v["cpus"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        let list = |k: &str| -> String {
-            c[k].as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default()
-        };
-        println!("{:>4} {:>5} {:>7} {:<10} {}", c["cpu"], c["core"], c["socket"], list("siblings"), list("containers"));
-    }
-    Ok(())
 }
