@@ -100,7 +100,7 @@ fn fill(asks: &[u64], left: &mut u64) -> Vec<u64> {
 }
 
 /// Split `total` (< `sum`) in proportion to `weights` by largest remainder.
-fn share(total: u64, weights: &[u64], sum: u128) -> Vec<u64> {
+pub(crate) fn share(total: u64, weights: &[u64], sum: u128) -> Vec<u64> {
     let mut out = Vec::with_capacity(weights.len());
     let mut rems = Vec::with_capacity(weights.len());
     let mut given: u128 = 0;
