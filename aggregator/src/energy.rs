@@ -241,7 +241,8 @@ mod tests {
 
     #[test]
     fn control_period_uses_the_policies_controller_and_tracks_settling() {
-        let mut app = AppState::new(AppRecord { containers: vec![], cap_mw: Some(15_000), cap_set_ms: Some(1_000) });
+        let mut app =
+            AppState::new(AppRecord { cap_mw: Some(15_000), cap_set_ms: Some(1_000), ..AppRecord::default() });
         app.controller = Some(std::sync::Mutex::new(CapControllerConfig::default().build().unwrap()));
         // 2000 millicores drawing 60 W (30 mW per millicore): budget 500.
         let step = control(&mut app, Ok(vec![member("a", 2000, 2000, 60_000)]), 2_000, 5);

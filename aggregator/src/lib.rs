@@ -36,7 +36,7 @@ use self::{
     config::AggConfig,
     history::History,
     state::{AppRecord, AppState, CeilingRecord, CeilingState, HostRecord, HostState, Source, State},
-    store::{APPS, CEILINGS, HOSTS, Store},
+    store::{APPS, CEILINGS, HOSTS, Store, USERS},
 };
 
 pub use scaler_api::now_ms;
@@ -79,6 +79,9 @@ impl Shared {
                 continue;
             }
             st.hosts.insert(name.clone(), HostState::new(name, rec, Source::Api));
+        }
+        for (name, rec) in store.load::<state::UserRecord>(USERS)? {
+            st.users.insert(name, rec);
         }
         for (name, rec) in store.load::<AppRecord>(APPS)? {
             let mut app = AppState::new(rec);

@@ -59,6 +59,38 @@ pub struct AppRecord {
     /// When the cap was set, ms since the epoch.
     #[serde(default)]
     pub cap_set_ms: Option<u64>,
+    /// The user that owns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Weights of its containers (`host/name` -> weight; 1 when absent):
+    /// each container's share of the application's allocation.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub weights: BTreeMap<String, u32>,
+}
+
+impl AppRecord {
+    /// The weight of `c` in this application.
+    pub fn weight(&self, c: &ContainerRef) -> u32 {
+        self.weights.get(&c.key()).copied().unwrap_or(1)
+    }
+}
+
+impl ContainerRef {
+    /// `host/name`, the key of stored maps.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.host, self.name)
+    }
+}
+
+/// A user: owns applications, whose sum stays within its budgets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// CPU budget, millicores.
+    #[serde(default)]
+    pub cpu_budget_mc: Option<u64>,
+    /// Energy (power) budget, mW.
+    #[serde(default)]
+    pub energy_budget_mw: Option<u64>,
 }
 
 /// A ceiling this aggregator set (stored, so it can be cleared after a
@@ -210,6 +242,7 @@ impl RoundStats {
 pub struct State {
     pub hosts: BTreeMap<String, HostState>,
     pub apps: BTreeMap<String, AppState>,
+    pub users: BTreeMap<String, UserRecord>,
     pub ceilings: BTreeMap<ContainerRef, CeilingState>,
     pub events: VecDeque<Event>,
     pub rounds: RoundStats,

@@ -16,6 +16,8 @@ const HISTORY: TableDefinition<(u8, u64, &str), &[u8]> = TableDefinition::new("h
 pub const HOSTS: TableDefinition<&str, &str> = TableDefinition::new("hosts");
 /// Applications: name -> JSON (containers, cap).
 pub const APPS: TableDefinition<&str, &str> = TableDefinition::new("apps");
+/// Users: name -> JSON (budgets).
+pub const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
 /// Ceilings this aggregator set, to clear later: `host/container` -> JSON.
 pub const CEILINGS: TableDefinition<&str, &str> = TableDefinition::new("ceilings");
 
@@ -73,7 +75,7 @@ impl Store {
         let me = Self { db, path };
         // Create every table so readers never see "no such table".
         let tx = me.db.begin_write().map_err(|e| fail("open")(e.into()))?;
-        for t in [HOSTS, APPS, CEILINGS] {
+        for t in [HOSTS, APPS, USERS, CEILINGS] {
             tx.open_table(t).map_err(|e| fail("open")(e.into()))?;
         }
         tx.open_table(HISTORY).map_err(|e| fail("open")(e.into()))?;

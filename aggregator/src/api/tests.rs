@@ -38,14 +38,14 @@ enum Mode {
 /// with a 2-core capacity and a 20-80 W model, and a ceiling API that
 /// records what it is sent. CPU time grows at the usage rate.
 #[derive(Clone)]
-struct Fake {
+pub(super) struct Fake {
     cpu: Arc<Mutex<Vec<(String, u64)>>>,
     mode: Arc<Mutex<Mode>>,
     ceilings: Arc<Mutex<Sent>>,
 }
 
 impl Fake {
-    fn new(containers: &[(&str, u64)]) -> Self {
+    pub(super) fn new(containers: &[(&str, u64)]) -> Self {
         Self {
             cpu: Arc::new(Mutex::new(containers.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect())),
             mode: Arc::new(Mutex::new(Mode::Ok)),
@@ -57,7 +57,7 @@ impl Fake {
         *self.mode.lock().unwrap() = m;
     }
 
-    async fn serve(self) -> String {
+    pub(super) async fn serve(self) -> String {
         let f = self.clone();
         let stats = move || {
             let f = f.clone();
@@ -125,7 +125,7 @@ impl Fake {
     }
 }
 
-fn shared(dir: &std::path::Path, hosts: &[(&str, &str)]) -> Arc<Shared> {
+pub(super) fn shared(dir: &std::path::Path, hosts: &[(&str, &str)]) -> Arc<Shared> {
     let mut cfg = AggConfig::default();
     cfg.aggregator.state_dir = dir.to_path_buf();
     cfg.aggregator.timeout_ms = 300;
@@ -137,7 +137,7 @@ fn shared(dir: &std::path::Path, hosts: &[(&str, &str)]) -> Arc<Shared> {
     Arc::new(Shared::open(cfg).unwrap())
 }
 
-async fn call(s: &Arc<Shared>, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+pub(super) async fn call(s: &Arc<Shared>, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
     let req = Request::builder()
         .method(method)
         .uri(uri)

@@ -1,0 +1,275 @@
+//! `/v1/users`: users own applications and hold CPU and energy budgets over
+//! them; `/v1/apps/{app}/user` gives an application to a user;
+//! `/v1/apps/{app}/containers/{host}/{name}` adds, reweights or removes one
+//! container of an application at a time.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, RawQuery, State},
+    http::StatusCode,
+};
+use scaler_api::query::Query;
+use serde_json::{Map, Value, json};
+
+use super::{ApiError, apps::unknown, name, object};
+use crate::{
+    Shared, ceilings,
+    model::{CPU, ENERGY},
+    now_ms,
+    state::{AppRecord, ContainerRef, State as AggState, UserRecord},
+    store::{APPS, StoreError, USERS},
+    totals, views,
+};
+
+/// Largest weight of a container.
+const MAX_WEIGHT: u64 = 1_000_000;
+
+fn store_err(e: StoreError) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+fn no_user(user: &str) -> ApiError {
+    ApiError::not_found(format!("no user named {user:?} (GET /v1/users lists them)"))
+}
+
+/// The applications of `user`.
+fn apps_of(st: &AggState, user: &str) -> Vec<String> {
+    st.apps.iter().filter(|(_, a)| a.record.user.as_deref() == Some(user)).map(|(n, _)| n.clone()).collect()
+}
+
+/// CPU (millicores: used, allocated) and power (mW) of the applications
+/// `apps`, each container counted once.
+fn use_of(st: &AggState, apps: &[String]) -> (Option<u64>, Option<u64>, Option<u64>) {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut parts = Vec::new();
+    for app in apps {
+        for c in st.apps.get(app).map(|a| a.record.containers.as_slice()).unwrap_or_default() {
+            if seen.insert(c.clone())
+                && let Some(p) = st.hosts.get(&c.host).filter(|h| !h.stale).and_then(|h| views::part_of(h, &c.name))
+            {
+                parts.push(p);
+            }
+        }
+    }
+    let t = totals::totals(&parts);
+    (t[CPU].usage, t[CPU].current, t[ENERGY].usage)
+}
+
+fn user_json(st: &AggState, user: &str, r: &UserRecord) -> Value {
+    let apps = apps_of(st, user);
+    let (cpu, allocated, power) = use_of(st, &apps);
+    json!({
+        "name": user,
+        "cpu_budget": r.cpu_budget_mc,
+        "energy_budget_w": r.energy_budget_mw.map(|m| m as f64 / 1000.0),
+        "apps": apps,
+        "cpu_used": cpu,
+        "cpu_allocated": allocated,
+        "power_mw": power,
+    })
+}
+
+pub async fn list(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    let st = s.read();
+    let users: Vec<Value> = st.users.iter().map(|(n, r)| user_json(&st, n, r)).collect();
+    Ok(Json(json!({ "users": users })))
+}
+
+pub async fn one(State(s): State<Arc<Shared>>, Path(user): Path<String>) -> Result<Json<Value>, ApiError> {
+    let st = s.read();
+    let r = st.users.get(&user).ok_or_else(|| no_user(&user))?;
+    Ok(Json(user_json(&st, &user, r)))
+}
+
+/// A budget field: millicores, or watts turned into mW; `null` = none.
+fn budget(m: &Map<String, Value>, field: &str, watts: bool) -> Result<Option<u64>, ApiError> {
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => {
+            let v = n.as_f64().filter(|v| v.is_finite() && *v > 0.0 && *v <= 1e12);
+            let v = v.ok_or_else(|| ApiError::bad_request(field, format!("{field} must be a number above 0")))?;
+            Ok(Some(if watts { (v * 1000.0).round() as u64 } else { v.round() as u64 }))
+        }
+        Some(v) => Err(ApiError::bad_request(field, format!("{field} must be a number or null, got {v}"))),
+    }
+}
+
+/// A budget below what the user's applications use now is refused.
+fn check_budgets(st: &AggState, apps: &[String], r: &UserRecord) -> Result<(), ApiError> {
+    let (cpu, _, power) = use_of(st, apps);
+    let conflict = |field: &str, what: String| ApiError {
+        status: StatusCode::CONFLICT,
+        error: format!("{field}: {what}"),
+        field: Some(field.into()),
+    };
+    if let (Some(b), Some(u)) = (r.cpu_budget_mc, cpu)
+        && b < u
+    {
+        return Err(conflict("cpu_budget", format!("{b} millicores is below what the applications use now ({u})")));
+    }
+    if let (Some(b), Some(u)) = (r.energy_budget_mw, power)
+        && b < u
+    {
+        return Err(conflict(
+            "energy_budget_w",
+            format!("{} W is below what the applications draw now ({} W)", b as f64 / 1000.0, u as f64 / 1000.0),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates or replaces a user: `{"cpu_budget": 4000, "energy_budget_w": 60}`.
+pub async fn put(
+    State(s): State<Arc<Shared>>,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    name("user", &user)?;
+    let m = object(&body, &["cpu_budget", "energy_budget_w"])?;
+    let r = UserRecord {
+        cpu_budget_mc: budget(&m, "cpu_budget", false)?,
+        energy_budget_mw: budget(&m, "energy_budget_w", true)?,
+    };
+    let mut st = s.write();
+    check_budgets(&st, &apps_of(&st, &user), &r)?;
+    s.store.put(USERS, &user, &r).map_err(store_err)?;
+    let created = st.users.insert(user.clone(), r.clone()).is_none();
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(user_json(&st, &user, &r))))
+}
+
+/// Deletes a user; its applications stay, without an owner.
+pub async fn delete(State(s): State<Arc<Shared>>, Path(user): Path<String>) -> Result<Json<Value>, ApiError> {
+    let mut st = s.write();
+    if !st.users.contains_key(&user) {
+        return Err(no_user(&user));
+    }
+    let apps = apps_of(&st, &user);
+    for app in &apps {
+        if let Some(a) = st.apps.get(app) {
+            let record = AppRecord { user: None, ..a.record.clone() };
+            save_app(&s, &mut st, app, record)?;
+        }
+    }
+    s.store.delete(USERS, &user).map_err(store_err)?;
+    st.users.remove(&user);
+    Ok(Json(json!({"name": user, "deleted": true, "apps_released": apps})))
+}
+
+/// `PUT /v1/apps/{app}/user`: `{"user": "alice"}` gives the application to
+/// a user (moving it from another), `{"user": null}` releases it. Refused
+/// when the user's budgets could not hold what the application uses.
+pub async fn put_app_user(
+    State(s): State<Arc<Shared>>,
+    Path(app): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let m = object(&body, &["user"])?;
+    let user = match m.get("user") {
+        Some(Value::Null) => None,
+        Some(Value::String(u)) => Some(u.clone()),
+        _ => return Err(ApiError::bad_request("user", "user must be a user's name or null")),
+    };
+    let mut st = s.write();
+    if !st.apps.contains_key(&app) {
+        return Err(unknown(&app));
+    }
+    if let Some(u) = &user {
+        let r = st.users.get(u).ok_or_else(|| no_user(u))?.clone();
+        let mut apps = apps_of(&st, u);
+        if !apps.contains(&app) {
+            apps.push(app.clone());
+        }
+        check_budgets(&st, &apps, &r).map_err(|e| ApiError { field: Some("user".into()), ..e })?;
+    }
+    let mut record = st.apps.get(&app).ok_or_else(|| unknown(&app))?.record.clone();
+    record.user = user;
+    save_app(&s, &mut st, &app, record)?;
+    app_view(&st, &app)
+}
+
+/// Stores `record` as `app`'s and puts it in force.
+fn save_app(s: &Shared, st: &mut AggState, app: &str, record: AppRecord) -> Result<(), ApiError> {
+    s.store.put(APPS, app, &record).map_err(store_err)?;
+    st.apps.get_mut(app).ok_or_else(|| unknown(app))?.record = record;
+    Ok(())
+}
+
+/// The application as the API answers.
+fn app_view(st: &AggState, app: &str) -> Result<Json<Value>, ApiError> {
+    let a = st.apps.get(app).ok_or_else(|| unknown(app))?;
+    Ok(Json(views::app_json(app, a, st, now_ms(), false)))
+}
+
+/// `PUT /v1/apps/{app}/containers/{host}/{name}`: adds one container (or
+/// changes its weight: `{"weight": 2}`, default 1).
+pub async fn put_member(
+    State(s): State<Arc<Shared>>,
+    Path((app, host, cname)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    name("host", &host)?;
+    name("name", &cname)?;
+    let m = if body.is_empty() { Map::new() } else { object(&body, &["weight"])? };
+    let weight = match m.get("weight") {
+        None | Some(Value::Null) => 1,
+        Some(v) => match v.as_u64() {
+            Some(w) if (1..=MAX_WEIGHT).contains(&w) => w as u32,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "weight",
+                    format!("weight must be a whole number in 1..={MAX_WEIGHT}, got {v}"),
+                ));
+            }
+        },
+    };
+    let c = ContainerRef { host, name: cname };
+    let mut st = s.write();
+    let capped_elsewhere = st
+        .apps
+        .iter()
+        .find(|(n, a)| n.as_str() != app && a.record.cap_mw.is_some() && a.record.containers.contains(&c))
+        .map(|(n, _)| n.clone());
+    let a = st.apps.get_mut(&app).ok_or_else(|| unknown(&app))?;
+    if let Some(other) = capped_elsewhere.filter(|_| a.record.cap_mw.is_some()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{}/{} is also in application {other:?}, which has an energy cap", c.host, c.name),
+        ));
+    }
+    let mut record = a.record.clone();
+    if !record.containers.contains(&c) {
+        record.containers.push(c.clone());
+    }
+    if weight == 1 {
+        record.weights.remove(&c.key());
+    } else {
+        record.weights.insert(c.key(), weight);
+    }
+    save_app(&s, &mut st, &app, record)?;
+    app_view(&st, &app)
+}
+
+/// `DELETE /v1/apps/{app}/containers/{host}/{name}`: removes one container
+/// (a ceiling the application's cap set on it is cleared).
+pub async fn delete_member(
+    State(s): State<Arc<Shared>>,
+    Path((app, host, cname)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let c = ContainerRef { host, name: cname };
+    let mut st = s.write();
+    let a = st.apps.get_mut(&app).ok_or_else(|| unknown(&app))?;
+    if !a.record.containers.contains(&c) {
+        return Err(ApiError::not_found(format!("{}/{} is not in application {app:?}", c.host, c.name)));
+    }
+    let mut record = a.record.clone();
+    record.containers.retain(|x| x != &c);
+    record.weights.remove(&c.key());
+    save_app(&s, &mut st, &app, record)?;
+    ceilings::clear_app(&s, &mut st, &app);
+    app_view(&st, &app)
+}

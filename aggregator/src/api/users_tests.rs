@@ -1,0 +1,73 @@
+//! Users, their budgets and applications, and membership one container at
+//! a time, through the router against fake agents.
+#![allow(clippy::unwrap_used)]
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use super::tests::{Fake, call, shared};
+use crate::gather;
+
+#[tokio::test]
+async fn users_own_apps_within_their_budgets_and_members_come_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = Fake::new(&[("a", 500), ("b", 250), ("c", 100)]).serve().await;
+    let s = shared(dir.path(), &[("h1", &url)]);
+    gather::round(&s).await;
+    gather::round(&s).await;
+    let (st, _) = call(&s, "PUT", "/v1/apps/web", Some(json!({"containers": [{"host": "h1", "name": "a"}]}))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    // Members one at a time, with weights.
+    let (st, v) = call(&s, "PUT", "/v1/apps/web/containers/h1/b", Some(json!({"weight": 3}))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["containers"].as_array().unwrap().len(), 2);
+    assert_eq!((v["weights"]["h1/a"].as_u64(), v["weights"]["h1/b"].as_u64()), (Some(1), Some(3)));
+    let (st, v) = call(&s, "PUT", "/v1/apps/web/containers/h1/c", None).await;
+    assert_eq!((st, v["weights"]["h1/c"].as_u64()), (StatusCode::OK, Some(1)), "{v}");
+    for (body, field) in [(json!({"weight": 0}), "weight"), (json!({"weight": "x"}), "weight"), (json!({"w": 1}), "w")]
+    {
+        let (st, v) = call(&s, "PUT", "/v1/apps/web/containers/h1/c", Some(body.clone())).await;
+        assert_eq!((st, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {v}");
+    }
+    assert_eq!(call(&s, "PUT", "/v1/apps/nope/containers/h1/c", None).await.0, StatusCode::NOT_FOUND);
+    let (st, v) = call(&s, "DELETE", "/v1/apps/web/containers/h1/c", None).await;
+    assert_eq!((st, v["containers"].as_array().unwrap().len()), (StatusCode::OK, 2));
+    assert_eq!(call(&s, "DELETE", "/v1/apps/web/containers/h1/c", None).await.0, StatusCode::NOT_FOUND);
+
+    // A user with budgets; its application's use (750 millicores) must fit.
+    let (st, v) = call(&s, "PUT", "/v1/users/alice", Some(json!({"cpu_budget": 4000, "energy_budget_w": 60}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (st, v) = call(&s, "PUT", "/v1/apps/web/user", Some(json!({"user": "alice"}))).await;
+    assert_eq!((st, v["user"].as_str()), (StatusCode::OK, Some("alice")), "{v}");
+    let (st, v) = call(&s, "GET", "/v1/users/alice", None).await;
+    assert_eq!((st, v["apps"].clone(), v["cpu_used"].as_u64()), (StatusCode::OK, json!(["web"]), Some(750)), "{v}");
+    // A budget below what the applications use now is refused, naming it.
+    let (st, v) = call(&s, "PUT", "/v1/users/alice", Some(json!({"cpu_budget": 500}))).await;
+    assert_eq!((st, v["field"].as_str()), (StatusCode::CONFLICT, Some("cpu_budget")), "{v}");
+    call(&s, "PUT", "/v1/users/bob", Some(json!({"cpu_budget": 300}))).await;
+    let (st, v) = call(&s, "PUT", "/v1/apps/web/user", Some(json!({"user": "bob"}))).await;
+    assert_eq!((st, v["field"].as_str()), (StatusCode::CONFLICT, Some("user")), "bob's budget cannot hold web: {v}");
+    let (st, v) = call(&s, "PUT", "/v1/apps/web/user", Some(json!({"user": "carol"}))).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    for (body, field) in [
+        (json!({"cpu_budget": -1}), "cpu_budget"),
+        (json!({"cpu_budget": 0}), "cpu_budget"),
+        (json!({"energy_budget_w": "x"}), "energy_budget_w"),
+        (json!({"x": 1}), "x"),
+    ] {
+        let (st, v) = call(&s, "PUT", "/v1/users/dave", Some(body.clone())).await;
+        assert_eq!((st, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {v}");
+    }
+    assert_eq!(call(&s, "GET", "/v1/users/dave", None).await.0, StatusCode::NOT_FOUND, "nothing was made");
+    // Kept across a restart.
+    drop(s);
+    let s = shared(dir.path(), &[("h1", &url)]);
+    let (_, v) = call(&s, "GET", "/v1/users", None).await;
+    assert_eq!(v["users"].as_array().unwrap().len(), 2, "{v}");
+    let (_, v) = call(&s, "GET", "/v1/apps/web", None).await;
+    assert_eq!((v["user"].as_str(), v["weights"]["h1/b"].as_u64()), (Some("alice"), Some(3)), "{v}");
+    // Deleting a user releases its applications.
+    let (st, v) = call(&s, "DELETE", "/v1/users/alice", None).await;
+    assert_eq!((st, v["apps_released"].clone()), (StatusCode::OK, json!(["web"])));
+    assert!(call(&s, "GET", "/v1/apps/web", None).await.1["user"].is_null());
+}
