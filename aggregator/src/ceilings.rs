@@ -56,7 +56,7 @@ pub fn want(
 /// those on containers no longer in it.
 pub fn clear_app(shared: &Shared, st: &mut State, app: &str) {
     let keep: Vec<ContainerRef> = match st.apps.get(app) {
-        Some(a) if a.record.cap_mw.is_some() => a.record.containers.clone(),
+        Some(a) if a.record.cap_mw.is_some() || a.record.scaling.is_some() => a.record.containers.clone(),
         _ => Vec::new(),
     };
     let mine: Vec<ContainerRef> = st

@@ -189,8 +189,14 @@ fn apply(shared: &Shared, h: &mut HostState, f: Fetched, now: u64, events: &mut 
     h.stats = Some(stats);
 }
 
-/// One control period for every capped application.
+/// One control period for every capped application, then for every
+/// application that scales at its own level.
 fn control(shared: &Shared, st: &mut State, now: u64) {
+    cap_control(shared, st, now);
+    super::scaling::control(shared, st, |st, app| members(shared, st, app));
+}
+
+fn cap_control(shared: &Shared, st: &mut State, now: u64) {
     let capped: Vec<String> =
         st.apps.iter().filter(|(_, a)| a.record.cap_mw.is_some()).map(|(n, _)| n.clone()).collect();
     for name in capped {

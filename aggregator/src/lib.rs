@@ -16,6 +16,7 @@ pub mod energy;
 pub mod gather;
 pub mod history;
 pub mod model;
+pub mod scaling;
 pub mod state;
 pub mod store;
 pub mod totals;

@@ -62,6 +62,9 @@ pub struct AppRecord {
     /// The user that owns it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Scaling at the application's level (guard, bounds, rebalancing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<AppScaling>,
     /// Weights of its containers (`host/name` -> weight; 1 when absent):
     /// each container's share of the application's allocation.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -80,6 +83,33 @@ impl ContainerRef {
     pub fn key(&self) -> String {
         format!("{}/{}", self.host, self.name)
     }
+}
+
+/// How an application scales at its own level (CPU, millicores).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppScaling {
+    /// The application's bounds (the sum of its containers' ceilings).
+    pub cpu_min: u64,
+    pub cpu_max: u64,
+    /// Guarded: its allocation follows its total need (plus headroom) and
+    /// is split among its containers by weight.
+    pub guard: bool,
+    /// Over the need, percent.
+    pub headroom_percent: u64,
+    /// Unguarded: share of the slack of containers that do not use their
+    /// allocation moved each period to those that are short (0 = off).
+    pub rebalance_percent: u64,
+}
+
+/// What the scaling control did in its latest period.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ScalingStatus {
+    pub state: String,
+    /// The application's allocation (its ceilings' sum), millicores.
+    pub allocation: Option<u64>,
+    /// What its need asked (guarded), before the user's budget.
+    pub target: Option<u64>,
+    pub periods: u64,
 }
 
 /// A user: owns applications, whose sum stays within its budgets.
@@ -185,11 +215,21 @@ pub struct AppState {
     /// The ceilings the controller chose in its latest period.
     pub ceilings: BTreeMap<ContainerRef, u64>,
     pub cap: CapStatus,
+    /// The ceilings the scaling control chose in its latest period.
+    pub scaled: BTreeMap<ContainerRef, u64>,
+    pub scaling: ScalingStatus,
 }
 
 impl AppState {
     pub fn new(record: AppRecord) -> Self {
-        Self { record, controller: None, ceilings: BTreeMap::new(), cap: CapStatus::default() }
+        Self {
+            record,
+            controller: None,
+            ceilings: BTreeMap::new(),
+            cap: CapStatus::default(),
+            scaled: BTreeMap::new(),
+            scaling: ScalingStatus::default(),
+        }
     }
 }
 

@@ -9,6 +9,7 @@ mod dashboard;
 mod history;
 mod hosts;
 mod metrics;
+mod scaling;
 mod users;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/apps/{app}/history", get(history::app))
         .route("/v1/apps/{app}/energy-cap", get(apps::get_cap).put(apps::put_cap).delete(apps::delete_cap))
         .route("/v1/apps/{app}/user", put(users::put_app_user))
+        .route("/v1/apps/{app}/scaling", get(scaling::get).put(scaling::put).delete(scaling::delete))
         .route("/v1/apps/{app}/containers/{host}/{name}", put(users::put_member).delete(users::delete_member))
         .route("/v1/users", get(users::list))
         .route("/v1/users/{user}", get(users::one).put(users::put).delete(users::delete))

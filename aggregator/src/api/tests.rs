@@ -41,7 +41,7 @@ enum Mode {
 pub(super) struct Fake {
     cpu: Arc<Mutex<Vec<(String, u64)>>>,
     mode: Arc<Mutex<Mode>>,
-    ceilings: Arc<Mutex<Sent>>,
+    pub(super) ceilings: Arc<Mutex<Sent>>,
 }
 
 impl Fake {

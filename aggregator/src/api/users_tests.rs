@@ -71,3 +71,59 @@ async fn users_own_apps_within_their_budgets_and_members_come_one_at_a_time() {
     assert_eq!((st, v["apps_released"].clone()), (StatusCode::OK, json!(["web"])));
     assert!(call(&s, "GET", "/v1/apps/web", None).await.1["user"].is_null());
 }
+
+#[tokio::test]
+async fn a_guarded_app_follows_its_need_by_weight_within_its_users_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(&[("a", 500), ("b", 250), ("c", 100)]);
+    let url = fake.clone().serve().await;
+    let s = shared(dir.path(), &[("h1", &url)]);
+    let refs =
+        json!({"containers": [{"host": "h1", "name": "a"}, {"host": "h1", "name": "b"}, {"host": "h1", "name": "c"}]});
+    call(&s, "PUT", "/v1/apps/web", Some(refs)).await;
+    for (body, field) in [
+        (json!({"guard": true}), "cpu"),
+        (json!({"cpu": {"min": 5, "max": 1}}), "cpu.min"),
+        (json!({"cpu": {"min": 1, "max": 0}}), "cpu.max"),
+        (json!({"cpu": {"min": 1, "max": 9, "x": 1}}), "cpu.x"),
+        (json!({"cpu": {"min": 1, "max": 9}, "rebalance_percent": 101}), "rebalance_percent"),
+        (json!({"cpu": {"min": 1, "max": 9}, "guard": 1}), "guard"),
+    ] {
+        let (st, v) = call(&s, "PUT", "/v1/apps/web/scaling", Some(body.clone())).await;
+        assert_eq!((st, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {v}");
+    }
+    let (st, v) = call(&s, "PUT", "/v1/apps/web/scaling", Some(json!({"cpu": {"min": 300, "max": 6000}}))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    for _ in 0..3 {
+        gather::round(&s).await;
+    }
+    // Need 850 millicores, plus 10 %: 935, split by need (a : b : c =
+    // 500 : 250 : 100).
+    let (_, v) = call(&s, "GET", "/v1/apps/web/scaling", None).await;
+    assert_eq!(v["status"]["allocation"].as_u64(), Some(935), "{v}");
+    let (a, b, c) = (
+        v["ceilings"]["h1/a"].as_u64().unwrap(),
+        v["ceilings"]["h1/b"].as_u64().unwrap(),
+        v["ceilings"]["h1/c"].as_u64().unwrap(),
+    );
+    assert!(a > b && b > c && a + b + c == 935, "{v}");
+    let sent = fake.ceilings.lock().unwrap().clone();
+    assert!(sent.contains(&("a".to_owned(), Some(a))), "the agent got the ceiling: {sent:?}");
+    // Weight 3 on c: its share grows.
+    call(&s, "PUT", "/v1/apps/web/containers/h1/c", Some(json!({"weight": 3}))).await;
+    gather::round(&s).await;
+    let (_, v) = call(&s, "GET", "/v1/apps/web/scaling", None).await;
+    assert!(v["ceilings"]["h1/c"].as_u64().unwrap() > c, "{v}");
+    // The user's budget holds the application: 900 < 935.
+    call(&s, "PUT", "/v1/users/alice", Some(json!({"cpu_budget": 900}))).await;
+    call(&s, "PUT", "/v1/apps/web/user", Some(json!({"user": "alice"}))).await;
+    gather::round(&s).await;
+    let (_, v) = call(&s, "GET", "/v1/apps/web/scaling", None).await;
+    assert_eq!((v["status"]["allocation"].as_u64(), v["status"]["target"].as_u64()), (Some(900), Some(935)), "{v}");
+    // Stopped: the ceilings it set are cleared on the agent.
+    let (st, _) = call(&s, "DELETE", "/v1/apps/web/scaling", None).await;
+    assert_eq!(st, StatusCode::OK);
+    gather::round(&s).await;
+    let sent = fake.ceilings.lock().unwrap().clone();
+    assert!(sent.iter().rev().take(3).all(|(_, v)| v.is_none()), "{sent:?}");
+}
