@@ -1,0 +1,130 @@
+//! Issue 12's end-to-end check: an application of three real LXC
+//! containers across two agents, guarded at its own level by the
+//! aggregator: its allocation follows its total need, split by weight into
+//! CPU ceilings the agents hold, and a user's CPU budget holds it.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tests::{Agent, Lxc, aggregator::Aggregator, require_root, wait_for};
+
+const FAST: &str = "[aggregator]\npoll_ms = 500\ntimeout_ms = 400\n[history]\nflush_ms = 1000\n";
+
+fn agent(state: &tempfile::TempDir) -> Agent {
+    Agent::start(&format!("[agent]\nstate_dir = \"{}\"\n", state.path().display()))
+}
+
+fn scaling(agg: &Aggregator) -> Value {
+    let (s, v) = agg.get("/v1/apps/shop/scaling");
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+fn ceiling(v: &Value, host: &str, c: &Lxc) -> u64 {
+    v["ceilings"][format!("{host}/{}", c.name)].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn an_app_guarded_at_its_level_follows_its_need_by_weight_within_its_users_budget() {
+    require_root();
+    let (mut c1, c2, mut c3) = (Lxc::start(), Lxc::start(), Lxc::start());
+    let (sa, sb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (agent(&sa), agent(&sb));
+    for c in [&c1, &c2, &c3] {
+        a.wait_container(&c.name);
+    }
+    b.wait_container(&c3.name);
+    let agg = Aggregator::start(&format!(
+        "{FAST}[[hosts]]\nname = \"a\"\nurl = \"{}\"\n[[hosts]]\nname = \"b\"\nurl = \"{}\"\n",
+        a.url, b.url
+    ));
+    // Each container managed on one agent only: c1 and c2 on a, c3 on b.
+    let sub = json!({"resources": {"cpu": {"min": 100, "max": 2000}}});
+    for (host, c) in [("a", &c1), ("a", &c2), ("b", &c3)] {
+        let (s, v) = agg.send("PUT", &format!("/v1/containers/{host}/{}", c.name), Some(&sub));
+        assert_eq!(s, 200, "subscribing {host}/{}: {v}", c.name);
+    }
+    assert_eq!(agg.send("PUT", "/v1/apps/shop", Some(&json!({"containers": []}))).0, 201);
+    for (host, c, w) in [("a", &c1, 1), ("a", &c2, 1), ("b", &c3, 2)] {
+        let (s, v) =
+            agg.send("PUT", &format!("/v1/apps/shop/containers/{host}/{}", c.name), Some(&json!({"weight": w})));
+        assert_eq!(s, 200, "{v}");
+    }
+    let body = json!({"cpu": {"min": 300, "max": 4000}, "guard": true, "headroom_percent": 10});
+    let (s, v) = agg.send("PUT", "/v1/apps/shop/scaling", Some(&body));
+    assert_eq!(s, 200, "{v}");
+
+    // Idle: the application sits at its minimum.
+    let idle = wait_for(Duration::from_secs(15), || {
+        let v = scaling(&agg);
+        (v["status"]["state"] == "controlling" && v["status"]["allocation"].as_u64()? <= 400).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("never controlling at its minimum: {}\n{}", scaling(&agg), agg.log()));
+    let idle_alloc = idle["status"]["allocation"].as_u64().unwrap();
+    // A core of load in c1 and in c3: the allocation follows the need up,
+    // and c3 (weight 2) gets more than c1 (weight 1) for the same load.
+    let start = Instant::now();
+    c1.spawn(&["timeout", "60", "stress-ng", "--cpu", "1", "--timeout", "50s", "--quiet"]);
+    c3.spawn(&["timeout", "60", "stress-ng", "--cpu", "1", "--timeout", "50s", "--quiet"]);
+    let risen = wait_for(Duration::from_secs(20), || {
+        let v = scaling(&agg);
+        let alloc = v["status"]["allocation"].as_u64()?;
+        (alloc >= 1000 && ceiling(&v, "b", &c3) > ceiling(&v, "a", &c1)).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("allocation never followed the load: {}", scaling(&agg)));
+    let rose_after = start.elapsed();
+    let v = &risen;
+    println!(
+        "idle {idle_alloc} mc; loaded: allocation {} mc after {:.1} s; ceilings c1 {} c2 {} c3 {}",
+        v["status"]["allocation"],
+        rose_after.as_secs_f64(),
+        ceiling(v, "a", &c1),
+        ceiling(v, "a", &c2),
+        ceiling(v, "b", &c3)
+    );
+    assert!(ceiling(v, "a", &c2) <= ceiling(v, "a", &c1), "the idle container gets least: {v}");
+    // The ceilings are in force on the agents: each container's limit is
+    // at or below its share.
+    let held = wait_for(Duration::from_secs(5), || {
+        let v = scaling(&agg);
+        let ok = [(&a, "a", &c1), (&a, "a", &c2), (&b, "b", &c3)].iter().all(|(ag, h, c)| {
+            let (_, sub) = ag.get(&format!("/v1/containers/{}", c.name));
+            let ceil = sub["ceiling"]["cpu"].as_u64();
+            let cur = sub["resources"]["cpu"]["current"].as_u64().unwrap_or(u64::MAX);
+            ceil.is_some() && ceil == Some(ceiling(&v, h, c)) && cur <= ceil.unwrap()
+        });
+        ok.then_some(())
+    });
+    assert!(held.is_some(), "ceilings not in force on the agents: {}", scaling(&agg));
+
+    // A user whose CPU budget is below what the application asks: the
+    // allocation comes down to the budget and stays there.
+    let used = agg.get("/v1/apps/shop").1["cpu_mc"].as_u64().unwrap_or(0);
+    let budget = used.max(900) + 100;
+    let (s, v) = agg.send("PUT", "/v1/users/ana", Some(&json!({"cpu_budget": budget})));
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = agg.send("PUT", "/v1/apps/shop/user", Some(&json!({"user": "ana"})));
+    assert_eq!(s, 200, "{v}");
+    let capped = wait_for(Duration::from_secs(10), || {
+        let v = scaling(&agg);
+        let (alloc, target) = (v["status"]["allocation"].as_u64()?, v["status"]["target"].as_u64()?);
+        (alloc <= budget && target > budget).then_some((alloc, target))
+    });
+    println!("budget {budget} mc: allocation and target {capped:?}");
+    assert!(capped.is_some(), "the user's budget did not hold the application: {}", scaling(&agg));
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(700));
+        let alloc = scaling(&agg)["status"]["allocation"].as_u64().unwrap();
+        assert!(alloc <= budget, "allocation {alloc} above the budget {budget}");
+    }
+    // Stopped: the ceilings are cleared on the agents.
+    assert_eq!(agg.send("DELETE", "/v1/apps/shop/scaling", None).0, 200);
+    let cleared = wait_for(Duration::from_secs(10), || {
+        [(&a, &c1), (&a, &c2), (&b, &c3)]
+            .iter()
+            .all(|(ag, c)| ag.get(&format!("/v1/containers/{}", c.name)).1["ceiling"].get("cpu").is_none())
+            .then_some(())
+    });
+    assert!(cleared.is_some(), "ceilings left on the agents");
+}
