@@ -2,6 +2,7 @@
 //! `record`, ...): talk to an agent's HTTP API and print tables or JSON.
 //! The `scaler` binary (in `scaler-user`) parses the command line and calls
 //! these.
+pub mod cluster;
 pub mod manage;
 pub mod record;
 pub mod runtime;

@@ -186,6 +186,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Applications on the aggregator: membership, weights, scaling at
+    /// their level, owner.
+    App {
+        #[command(subcommand)]
+        cmd: scaler_cli::cluster::AppCommand,
+        #[command(flatten)]
+        agg: scaler_cli::cluster::AggregatorArgs,
+    },
+    /// Users on the aggregator: budgets over their applications.
+    User {
+        #[command(subcommand)]
+        cmd: scaler_cli::cluster::UserCommand,
+        #[command(flatten)]
+        agg: scaler_cli::cluster::AggregatorArgs,
+    },
     /// Stop managing a container.
     Unsubscribe {
         name: String,
@@ -354,6 +369,8 @@ pub fn run() -> anyhow::Result<()> {
             ];
             scaler_cli::runtime::set_limit(&agent.client(), &name, &flags, json)
         }
+        Command::App { cmd, agg } => scaler_cli::cluster::app(&agg, &cmd),
+        Command::User { cmd, agg } => scaler_cli::cluster::user(&agg, &cmd),
         Command::Unsubscribe { name, restore, agent } => {
             scaler_cli::manage::unsubscribe(&agent.client(), &name, restore)
         }

@@ -45,15 +45,28 @@ fn an_app_guarded_at_its_level_follows_its_need_by_weight_within_its_users_budge
         let (s, v) = agg.send("PUT", &format!("/v1/containers/{host}/{}", c.name), Some(&sub));
         assert_eq!(s, 200, "subscribing {host}/{}: {v}", c.name);
     }
-    assert_eq!(agg.send("PUT", "/v1/apps/shop", Some(&json!({"containers": []}))).0, 201);
-    for (host, c, w) in [("a", &c1, 1), ("a", &c2, 1), ("b", &c3, 2)] {
-        let (s, v) =
-            agg.send("PUT", &format!("/v1/apps/shop/containers/{host}/{}", c.name), Some(&json!({"weight": w})));
-        assert_eq!(s, 200, "{v}");
+    // Built through the CLI, one container at a time.
+    let scaler = |args: &[&str]| {
+        let out = std::process::Command::new(tests::agent::scaler_bin())
+            .args(args)
+            .args(["--aggregator", &agg.url()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "scaler {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    scaler(&["app", "create", "shop"]);
+    for (host, c, w) in [("a", &c1, "1"), ("a", &c2, "1"), ("b", &c3, "2")] {
+        scaler(&["app", "add", "shop", &format!("{host}/{}", c.name), "--weight", w]);
     }
-    let body = json!({"cpu": {"min": 300, "max": 4000}, "guard": true, "headroom_percent": 10});
-    let (s, v) = agg.send("PUT", "/v1/apps/shop/scaling", Some(&body));
-    assert_eq!(s, 200, "{v}");
+    let v: Value =
+        serde_json::from_str(&scaler(&["app", "scale", "shop", "--cpu", "300m:4", "--headroom", "10"])).unwrap();
+    assert_eq!(
+        (v["scaling"]["cpu"]["min"].as_u64(), v["scaling"]["cpu"]["max"].as_u64()),
+        (Some(300), Some(4000)),
+        "{v}"
+    );
+    assert!(scaler(&["app", "list"]).contains("shop"));
 
     // Idle: the application sits at its minimum.
     let idle = wait_for(Duration::from_secs(15), || {
@@ -102,10 +115,9 @@ fn an_app_guarded_at_its_level_follows_its_need_by_weight_within_its_users_budge
     // allocation comes down to the budget and stays there.
     let used = agg.get("/v1/apps/shop").1["cpu_mc"].as_u64().unwrap_or(0);
     let budget = used.max(900) + 100;
-    let (s, v) = agg.send("PUT", "/v1/users/ana", Some(&json!({"cpu_budget": budget})));
-    assert_eq!(s, 201, "{v}");
-    let (s, v) = agg.send("PUT", "/v1/apps/shop/user", Some(&json!({"user": "ana"})));
-    assert_eq!(s, 200, "{v}");
+    scaler(&["user", "set", "ana", "--cpu-budget", &format!("{budget}m")]);
+    scaler(&["app", "owner", "shop", "ana"]);
+    assert!(scaler(&["user", "list"]).contains("shop"), "the user lists its application");
     let capped = wait_for(Duration::from_secs(10), || {
         let v = scaling(&agg);
         let (alloc, target) = (v["status"]["allocation"].as_u64()?, v["status"]["target"].as_u64()?);
@@ -119,7 +131,7 @@ fn an_app_guarded_at_its_level_follows_its_need_by_weight_within_its_users_budge
         assert!(alloc <= budget, "allocation {alloc} above the budget {budget}");
     }
     // Stopped: the ceilings are cleared on the agents.
-    assert_eq!(agg.send("DELETE", "/v1/apps/shop/scaling", None).0, 200);
+    scaler(&["app", "scale", "shop", "--off"]);
     let cleared = wait_for(Duration::from_secs(10), || {
         [(&a, &c1), (&a, &c2), (&b, &c3)]
             .iter()
