@@ -15,10 +15,14 @@ fn agent(state: &tempfile::TempDir) -> Agent {
     Agent::start(&format!("[agent]\nstate_dir = \"{}\"\n", state.path().display()))
 }
 
-fn scaling(agg: &Aggregator) -> Value {
-    let (s, v) = agg.get("/v1/apps/shop/scaling");
+fn scaling_of(agg: &Aggregator, app: &str) -> Value {
+    let (s, v) = agg.get(&format!("/v1/apps/{app}/scaling"));
     assert_eq!(s, 200, "{v}");
     v
+}
+
+fn scaling(agg: &Aggregator) -> Value {
+    scaling_of(agg, "shop")
 }
 
 fn ceiling(v: &Value, host: &str, c: &Lxc) -> u64 {
@@ -28,20 +32,21 @@ fn ceiling(v: &Value, host: &str, c: &Lxc) -> u64 {
 #[test]
 fn an_app_guarded_at_its_level_follows_its_need_by_weight_within_its_users_budget() {
     require_root();
-    let (mut c1, c2, mut c3) = (Lxc::start(), Lxc::start(), Lxc::start());
+    let (mut c1, c2, mut c3, mut c4) = (Lxc::start(), Lxc::start(), Lxc::start(), Lxc::start());
     let (sa, sb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (agent(&sa), agent(&sb));
     for c in [&c1, &c2, &c3] {
         a.wait_container(&c.name);
     }
     b.wait_container(&c3.name);
+    b.wait_container(&c4.name);
     let agg = Aggregator::start(&format!(
         "{FAST}[[hosts]]\nname = \"a\"\nurl = \"{}\"\n[[hosts]]\nname = \"b\"\nurl = \"{}\"\n",
         a.url, b.url
     ));
     // Each container managed on one agent only: c1 and c2 on a, c3 on b.
     let sub = json!({"resources": {"cpu": {"min": 100, "max": 2000}}});
-    for (host, c) in [("a", &c1), ("a", &c2), ("b", &c3)] {
+    for (host, c) in [("a", &c1), ("a", &c2), ("b", &c3), ("b", &c4)] {
         let (s, v) = agg.send("PUT", &format!("/v1/containers/{host}/{}", c.name), Some(&sub));
         assert_eq!(s, 200, "subscribing {host}/{}: {v}", c.name);
     }
@@ -130,6 +135,29 @@ fn an_app_guarded_at_its_level_follows_its_need_by_weight_within_its_users_budge
         let alloc = scaling(&agg)["status"]["allocation"].as_u64().unwrap();
         assert!(alloc <= budget, "allocation {alloc} above the budget {budget}");
     }
+    // A second application of the same user competes for the budget
+    // (raised to 1400 first: what both use now must fit): neither goes
+    // below its minimum, and together they stay within the budget.
+    scaler(&["user", "set", "ana", "--cpu-budget", "1400m"]);
+    scaler(&["app", "create", "batch"]);
+    scaler(&["app", "add", "batch", &format!("b/{}", c4.name)]);
+    scaler(&["app", "scale", "batch", "--cpu", "200m:4"]);
+    scaler(&["app", "owner", "batch", "ana"]);
+    c4.spawn(&["timeout", "60", "stress-ng", "--cpu", "1", "--timeout", "50s", "--quiet"]);
+    let alloc = |app: &str| scaling_of(&agg, app)["status"]["allocation"].as_u64().unwrap_or(0);
+    let target = |app: &str| scaling_of(&agg, app)["status"]["target"].as_u64().unwrap_or(0);
+    let shared = wait_for(Duration::from_secs(15), || {
+        let (s1, s2) = (alloc("shop"), alloc("batch"));
+        (s1 >= 300 && s2 > 200 && s1 + s2 <= 1400 && target("shop") + target("batch") > 1400).then_some((s1, s2))
+    });
+    println!("two applications, budget 1400: allocations {shared:?}, targets {} + {}", target("shop"), target("batch"));
+    assert!(shared.is_some(), "shop {} batch {}", scaling_of(&agg, "shop"), scaling_of(&agg, "batch"));
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(700));
+        let sum = alloc("shop") + alloc("batch");
+        assert!(sum <= 1400, "the two applications hold {sum}, above the budget");
+    }
+    scaler(&["app", "scale", "batch", "--off"]);
     // Stopped: the ceilings are cleared on the agents.
     scaler(&["app", "scale", "shop", "--off"]);
     let cleared = wait_for(Duration::from_secs(10), || {
@@ -139,4 +167,56 @@ fn an_app_guarded_at_its_level_follows_its_need_by_weight_within_its_users_budge
             .then_some(())
     });
     assert!(cleared.is_some(), "ceilings left on the agents");
+}
+
+#[test]
+fn slack_moves_from_an_idle_container_to_a_throttled_one_within_seconds() {
+    require_root();
+    let (c1, mut c2) = (Lxc::start(), Lxc::start());
+    let state = tempfile::tempdir().unwrap();
+    let a = agent(&state);
+    a.wait_container(&c1.name);
+    a.wait_container(&c2.name);
+    let agg = Aggregator::start(&format!("{FAST}[[hosts]]\nname = \"a\"\nurl = \"{}\"\n", a.url));
+    // Two containers holding 1000 millicores each: one idles at it (its
+    // limit left where it is: observed, not scaled by its agent), the other
+    // runs two cores of load against a ceiling of 1000 (as an operator or
+    // an earlier cap would have set).
+    let idle = json!({"resources": {"cpu": {"min": 100, "max": 2000, "current": 1000, "guard": false}}});
+    let busy = json!({"resources": {"cpu": {"min": 100, "max": 2000, "current": 1000}}});
+    for (c, sub) in [(&c1, idle), (&c2, busy)] {
+        let (s, v) = agg.send("PUT", &format!("/v1/containers/a/{}", c.name), Some(&sub));
+        assert_eq!(s, 200, "{v}");
+    }
+    let (s, v) = a.send("PUT", &format!("/v1/containers/{}/ceiling", c2.name), Some(&json!({"cpu": 1000})));
+    assert_eq!(s, 200, "{v}");
+    c2.spawn(&["timeout", "60", "stress-ng", "--cpu", "2", "--timeout", "50s", "--quiet"]);
+    let throttled = wait_for(Duration::from_secs(10), || {
+        let v = agg.get(&format!("/v1/containers/a/{}", c2.name)).1;
+        let pressed =
+            v["resources"]["cpu"]["current"].as_u64()? == 1000 && v["resources"]["cpu"]["usage"].as_u64()? > 800;
+        (pressed && v["ceiling"]["cpu"].as_u64()? == 1000).then_some(())
+    });
+    assert!(throttled.is_some(), "c2 never pressed on its 1000: {:?}", a.container(&c2.name));
+    let body = json!({"containers": [{"host": "a", "name": c1.name}, {"host": "a", "name": c2.name}]});
+    assert_eq!(agg.send("PUT", "/v1/apps/pool", Some(&body)).0, 201);
+    // Unguarded, half the slack per period moves to the short container.
+    let start = Instant::now();
+    let body = json!({"cpu": {"min": 200, "max": 4000}, "guard": false, "rebalance_percent": 50});
+    let (s, v) = agg.send("PUT", "/v1/apps/pool/scaling", Some(&body));
+    assert_eq!(s, 200, "{v}");
+    let moved = wait_for(Duration::from_secs(15), || {
+        let v = a.container(&c2.name)?;
+        let (cur, usage) = (v["resources"]["cpu"]["current"].as_u64()?, v["resources"]["cpu"]["usage"].as_u64()?);
+        (cur >= 1500 && usage >= 1200).then_some((cur, usage))
+    });
+    let took = start.elapsed();
+    let v = scaling_of(&agg, "pool");
+    let (x1, x2) = (ceiling(&v, "a", &c1), ceiling(&v, "a", &c2));
+    println!(
+        "rebalanced in {:.1} s: c2 limit and usage {moved:?}; ceilings idle {x1}, throttled {x2}",
+        took.as_secs_f64()
+    );
+    assert!(moved.is_some(), "slack never reached the throttled container: {v}");
+    assert!(x1 < 1000 && x2 > 1000 && x1 + x2 <= 2000, "what one gave the other got: {v}");
 }
