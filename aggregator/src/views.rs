@@ -174,6 +174,7 @@ pub fn app_json(name: &str, a: &AppState, st: &State, now: u64, detail: bool) ->
         "name": name,
         "containers": a.record.containers,
         "user": a.record.user,
+        "scaling": a.record.scaling,
         "weights": a.record.containers.iter().map(|c| (c.key(), json!(a.record.weight(c)))).collect::<Map<String, Value>>(),
         "reporting": parts.len(),
         "stale": !missing.is_empty(),

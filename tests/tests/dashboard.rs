@@ -65,3 +65,59 @@ fn dashboard_shows_live_plots_in_headless_chromium() {
     println!("screenshot {} ({size} bytes)", shot.display());
     assert!(size > 10_000, "screenshot too small: {size} bytes");
 }
+
+#[test]
+fn dashboard_edits_reach_the_api_in_headless_chromium() {
+    require_root();
+    assert!(PathBuf::from("/usr/bin/chromium").exists(), "no /usr/bin/chromium: run `cargo xtask setup`");
+    let c = Lxc::start();
+    let state = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&format!("[agent]\nstate_dir = \"{}\"\n", state.path().display()));
+    agent.wait_container(&c.name);
+    let agg = Aggregator::start(&format!(
+        "[aggregator]\npoll_ms = 500\ntimeout_ms = 400\n[[hosts]]\nname = \"node1\"\nurl = \"{}\"\n",
+        agent.url
+    ));
+    let sub = json!({"resources": {"cpu": {"min": 100, "max": 2000}}});
+    let (s, v) = agg.send("PUT", &format!("/v1/containers/node1/{}", c.name), Some(&sub));
+    assert_eq!(s, 200, "{v}");
+    let seen = wait_for(Duration::from_secs(10), || {
+        let (_, v) = agg.get("/v1/containers");
+        v["containers"].as_array()?.iter().any(|x| x["name"] == c.name.as_str()).then_some(())
+    });
+    assert!(seen.is_some(), "the aggregator never saw the container");
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&shots).unwrap();
+    let key = format!("node1/{}", c.name);
+    let out = Command::new("timeout")
+        .args(["120", "node", "edit.mjs", &agg.url(), &key])
+        .arg(&shots)
+        .current_dir(dashboard_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "edit.mjs failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap();
+    println!("dashboard edits: {seen}");
+    assert!(seen.get("failed").is_none(), "{seen}");
+    assert_eq!(seen["steps"].as_array().map(Vec::len), Some(9), "{seen}");
+    assert_eq!(seen["errors"], json!([]), "script errors on the page");
+    // Each edit as the API sees it.
+    let (_, u) = agg.get("/v1/users/ana");
+    assert_eq!((u["cpu_budget"].as_u64(), u["energy_budget_w"].as_f64()), (Some(4000), Some(60.0)), "{u}");
+    let (_, shop) = agg.get("/v1/apps/shop");
+    assert_eq!((shop["user"].as_str(), shop["containers"].as_array().map(Vec::len)), (Some("ana"), Some(0)), "{shop}");
+    let (_, other) = agg.get("/v1/apps/other");
+    assert_eq!(other["containers"], json!([{"host": "node1", "name": c.name}]), "the container moved: {other}");
+    assert_eq!(other["weights"][&key], 2, "its weight moved with it: {other}");
+    assert_eq!((other["scaling"]["cpu_min"].as_u64(), other["scaling"]["cpu_max"].as_u64()), (Some(300), Some(2000)));
+    assert_eq!(other["energy_cap"]["cap_mw"].as_u64(), Some(30_000), "{other}");
+    let (_, sub) = agent.get(&format!("/v1/containers/{}", c.name));
+    let cpu = &sub["resources"]["cpu"];
+    assert_eq!((cpu["min"].as_u64(), cpu["max"].as_u64()), (Some(200), Some(1500)), "bounds reached the agent: {sub}");
+    assert_eq!(seen["user_title"], "user ana");
+    for n in 1..=9 {
+        let size = std::fs::metadata(shots.join(format!("dashboard-edit-{n}.png"))).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 10_000, "screenshot {n} too small: {size} bytes");
+    }
+}

@@ -9,7 +9,7 @@ const RES = ['energy', 'cpu', 'mem', 'disk_read', 'disk_write', 'net_rx', 'net_t
 const REFRESH_MS = 2000;
 // Smallest top of a plot's scale: an idle resource shows as a flat zero.
 const YMIN = { energy: 1000, cpu: 100, mem: 64 << 20, disk_read: 1024, disk_write: 1024, net_rx: 1024, net_tx: 1024 };
-const st = { sel: null, range: '15m', lists: { apps: [], hosts: [], containers: [] }, busy: false };
+const st = { sel: null, range: '15m', lists: { apps: [], hosts: [], containers: [], users: [] }, busy: false };
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
 const SVGNS = 'http://www.w3.org/2000/svg';
@@ -47,6 +47,7 @@ function parseHash() {
   const parts = decodeURIComponent(location.hash.slice(1)).split('/');
   if (parts[0] === 'app' && parts[1]) return { kind: 'app', name: parts.slice(1).join('/') };
   if (parts[0] === 'host' && parts[1]) return { kind: 'host', name: parts.slice(1).join('/') };
+  if (parts[0] === 'user' && parts[1]) return { kind: 'user', name: parts.slice(1).join('/') };
   if (parts[0] === 'container' && parts[2]) return { kind: 'container', host: parts[1], name: parts.slice(2).join('/') };
   return null;
 }
@@ -58,12 +59,14 @@ function hashOf(sel) {
 function apiPath(sel) {
   if (sel.kind === 'app') return `/v1/apps/${enc(sel.name)}`;
   if (sel.kind === 'host') return `/v1/hosts/${enc(sel.name)}`;
+  if (sel.kind === 'user') return `/v1/users/${enc(sel.name)}`;
   return `/v1/containers/${enc(sel.host)}/${enc(sel.name)}`;
 }
 
 function eventFilter(sel) {
   if (sel.kind === 'app') return `app=${enc(sel.name)}`;
   if (sel.kind === 'host') return `host=${enc(sel.name)}`;
+  if (sel.kind === 'user') return '';
   return `host=${enc(sel.host)}&container=${enc(sel.name)}`;
 }
 
@@ -86,7 +89,9 @@ function navItem(sel, label, status, extra) {
 }
 
 function renderNav() {
-  const { apps, hosts, containers } = st.lists;
+  const { apps, hosts, containers, users } = st.lists;
+  $('users').replaceChildren(...users.map((u) =>
+    navItem({ kind: 'user', name: u.name }, u.name, '', u.cpu_budget ? `${fmt('cpu', u.cpu_used)} / ${fmt('cpu', u.cpu_budget)}` : fmt('cpu', u.cpu_used))));
   $('apps').replaceChildren(...apps.map((a) =>
     navItem({ kind: 'app', name: a.name }, a.name, a.stale ? 'stale' : '', fmt('cpu', a.cpu_mc))));
   $('hosts').replaceChildren(...hosts.map((h) =>
@@ -97,10 +102,10 @@ function renderNav() {
 }
 
 async function refreshLists() {
-  const [apps, hosts, containers, health] = await Promise.all([
-    getJSON('/v1/apps'), getJSON('/v1/hosts'), getJSON('/v1/containers'), getJSON('/healthz'),
+  const [apps, hosts, containers, health, users] = await Promise.all([
+    getJSON('/v1/apps'), getJSON('/v1/hosts'), getJSON('/v1/containers'), getJSON('/healthz'), getJSON('/v1/users'),
   ]);
-  st.lists = { apps: apps.apps, hosts: hosts.hosts, containers: containers.containers };
+  st.lists = { apps: apps.apps, hosts: hosts.hosts, containers: containers.containers, users: users.users };
   if (!st.sel) {
     const first = st.lists.apps[0] ? { kind: 'app', name: st.lists.apps[0].name }
       : st.lists.hosts[0] ? { kind: 'host', name: st.lists.hosts[0].name } : null;
@@ -141,6 +146,12 @@ function renderHead(view) {
   }
   if (view.reporting !== undefined) k.push(kpi('containers reporting', `${view.reporting} / ${view.containers.length}`));
   if (view.ceiling) k.push(kpi('CPU ceiling', fmt('cpu', view.ceiling.cpu)));
+  if (s.kind === 'user') {
+    k.push(kpi('CPU used / allocated', `${fmt('cpu', view.cpu_used)} / ${fmt('cpu', view.cpu_allocated)}`));
+    k.push(kpi('CPU budget', fmt('cpu', view.cpu_budget)));
+    k.push(kpi('energy budget', view.energy_budget_w === null ? '–' : `${view.energy_budget_w} W`));
+    k.push(kpi('applications', view.apps.join(', ') || '–'));
+  }
   $('summary').replaceChildren(...k);
 }
 
@@ -218,14 +229,40 @@ function renderEvents(events) {
   $('events').tBodies[0].replaceChildren(...rows);
 }
 
+// A user's history: its applications' points summed by time.
+async function userHistory(view) {
+  const hs = await Promise.all(view.apps.map((a) => getJSON(`/v1/apps/${enc(a)}/history?since=${st.range}`)));
+  const now = Date.now();
+  const out = { since_ms: now - 15 * 60e3, until_ms: now, points: [] };
+  const by = new Map();
+  for (const h of hs) {
+    out.since_ms = h.since_ms; out.until_ms = h.until_ms;
+    for (const p of h.points) {
+      const q = by.get(p.time_ms) || { time_ms: p.time_ms, step_ms: p.step_ms, resources: {} };
+      for (const [r, v] of Object.entries(p.resources)) {
+        const acc = q.resources[r] || { usage: null, current: null };
+        for (const f of ['usage', 'current']) if (v[f] !== null && v[f] !== undefined) acc[f] = (acc[f] || 0) + v[f];
+        q.resources[r] = acc;
+      }
+      by.set(p.time_ms, q);
+    }
+  }
+  out.points = [...by.values()].sort((a, b) => a.time_ms - b.time_ms);
+  for (const p of out.points) for (const r of RES) p.resources[r] = p.resources[r] || { usage: null, current: null };
+  return out;
+}
+
 async function refreshEntity() {
   if (!st.sel) return;
   const base = apiPath(st.sel);
-  const [view, hist, ev] = await Promise.all([
-    getJSON(base), getJSON(`${base}/history?since=${st.range}`),
+  const user = st.sel.kind === 'user';
+  let [view, hist, ev] = await Promise.all([
+    getJSON(base), user ? null : getJSON(`${base}/history?since=${st.range}`),
     getJSON(`/v1/events?limit=25&${eventFilter(st.sel)}`),
   ]);
   renderHead(view);
+  renderEditors(view);
+  if (user) hist = await userHistory(view);
   for (const r of RES) plot($(`plot-${r}`), r, hist);
   renderEvents(ev.events);
   $('updated').textContent = `updated ${clock(Date.now(), true)}`;

@@ -11,6 +11,7 @@ use super::ApiError;
 
 const INDEX: &str = include_str!("../../assets/dashboard/index.html");
 const SCRIPT: &str = include_str!("../../assets/dashboard/app.js");
+const EDIT: &str = include_str!("../../assets/dashboard/edit.js");
 const STYLE: &str = include_str!("../../assets/dashboard/style.css");
 
 pub async fn index() -> Response {
@@ -20,6 +21,7 @@ pub async fn index() -> Response {
 pub async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "app.js" => (SCRIPT, "text/javascript; charset=utf-8"),
+        "edit.js" => (EDIT, "text/javascript; charset=utf-8"),
         "style.css" => (STYLE, "text/css; charset=utf-8"),
         _ => return ApiError::new(StatusCode::NOT_FOUND, format!("no asset {file:?}")).into_response(),
     };
