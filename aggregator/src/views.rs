@@ -183,9 +183,32 @@ pub fn app_json(name: &str, a: &AppState, st: &State, now: u64, detail: bool) ->
         "power_mw": t[ENERGY].usage,
         "cpu_mc": t[CPU].usage,
         "energy_cap": if a.record.cap_mw.is_some() { energy_json(a, st) } else { Value::Null },
+        "energy_budgets": a.record.cap_mw.map(|cap| energy_budgets(a, st, cap)),
     });
     if detail {
         v["container_views"] = Value::Array(list);
     }
     v
+}
+
+/// Each container's energy budget: its share of the application's cap, by
+/// its power x weight (by weight alone while none draws anything), mW.
+fn energy_budgets(a: &AppState, st: &State, cap: u64) -> Map<String, Value> {
+    let members: Vec<policies::apps::Member> = a
+        .record
+        .containers
+        .iter()
+        .map(|c| {
+            let power = st
+                .hosts
+                .get(&c.host)
+                .filter(|h| !h.stale)
+                .and_then(|h| h.power.as_ref())
+                .and_then(|p| p.containers.get(&c.name))
+                .map_or(0, |x| x.1);
+            policies::apps::Member { min: 0, max: cap, alloc: 0, usage: power, unmet: 0, weight: a.record.weight(c) }
+        })
+        .collect();
+    let shares = policies::apps::split(cap, &members);
+    a.record.containers.iter().zip(shares).map(|(c, v)| (c.key(), json!(v))).collect()
 }

@@ -40,7 +40,7 @@ fn an_app_guarded_at_its_level_follows_its_need_by_weight_within_its_users_budge
     }
     b.wait_container(&c3.name);
     b.wait_container(&c4.name);
-    let agg = Aggregator::start(&format!(
+    let mut agg = Aggregator::start(&format!(
         "{FAST}[[hosts]]\nname = \"a\"\nurl = \"{}\"\n[[hosts]]\nname = \"b\"\nurl = \"{}\"\n",
         a.url, b.url
     ));
@@ -51,10 +51,11 @@ fn an_app_guarded_at_its_level_follows_its_need_by_weight_within_its_users_budge
         assert_eq!(s, 200, "subscribing {host}/{}: {v}", c.name);
     }
     // Built through the CLI, one container at a time.
+    let agg_url = agg.url();
     let scaler = |args: &[&str]| {
         let out = std::process::Command::new(tests::agent::scaler_bin())
             .args(args)
-            .args(["--aggregator", &agg.url()])
+            .args(["--aggregator", &agg_url])
             .output()
             .unwrap();
         assert!(out.status.success(), "scaler {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -157,6 +158,23 @@ fn an_app_guarded_at_its_level_follows_its_need_by_weight_within_its_users_budge
         let sum = alloc("shop") + alloc("batch");
         assert!(sum <= 1400, "the two applications hold {sum}, above the budget");
     }
+    // The aggregator stops: the agents go on ticking with the ceilings
+    // last sent; restarted, it resumes from its store.
+    agg.stop();
+    let ticks = a.get("/healthz").1["ticks"].as_u64().unwrap_or(0);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(a.get("/healthz").1["ticks"].as_u64().unwrap_or(0) > ticks, "the agent stopped with the aggregator");
+    let (_, sub) = a.get(&format!("/v1/containers/{}", c1.name));
+    assert!(sub["ceiling"]["cpu"].as_u64().is_some(), "the ceiling went with the aggregator: {sub}");
+    agg.restart();
+    let resumed = wait_for(Duration::from_secs(15), || {
+        let (s1, s2) = (scaling_of(&agg, "shop"), scaling_of(&agg, "batch"));
+        let ok = s1["status"]["state"] == "controlling" && s2["status"]["state"] == "controlling";
+        let sum = s1["status"]["allocation"].as_u64()? + s2["status"]["allocation"].as_u64()?;
+        (ok && sum <= 1400).then_some(sum)
+    });
+    assert!(resumed.is_some(), "not resumed after a restart: {}\n{}", scaling_of(&agg, "shop"), agg.log());
+    assert_eq!(agg.get("/v1/users/ana").1["cpu_budget"].as_u64(), Some(1400), "the user came back from the store");
     scaler(&["app", "scale", "batch", "--off"]);
     // Stopped: the ceilings are cleared on the agents.
     scaler(&["app", "scale", "shop", "--off"]);

@@ -169,6 +169,7 @@ pub async fn put_cap(
     let mut st = s.write();
     let containers = st.apps.get(&app).ok_or_else(|| unknown(&app))?.record.containers.clone();
     conflict(&st, &app, &containers)?;
+    super::users::check_cap(&st, &app, cap_mw)?;
     let a = st.apps.get_mut(&app).ok_or_else(|| unknown(&app))?;
     let mut record = a.record.clone();
     record.cap_mw = Some(cap_mw);

@@ -98,8 +98,61 @@ fn budget(m: &Map<String, Value>, field: &str, watts: bool) -> Result<Option<u64
     }
 }
 
-/// A budget below what the user's applications use now is refused.
+/// The energy caps of `apps`, summed (mW), with `app`'s taken as `cap`.
+fn caps_of(st: &AggState, apps: &[String], app: Option<(&str, Option<u64>)>) -> u64 {
+    let mut sum = 0u64;
+    for n in apps {
+        let cap = match app {
+            Some((name, cap)) if name == n => cap,
+            _ => st.apps.get(n).and_then(|a| a.record.cap_mw),
+        };
+        sum = sum.saturating_add(cap.unwrap_or(0));
+    }
+    if let Some((name, Some(cap))) = app
+        && !apps.iter().any(|n| n == name)
+    {
+        sum = sum.saturating_add(cap);
+    }
+    sum
+}
+
+/// An application's energy cap (`cap_mw`) must fit, with the caps of its
+/// user's other applications, in the user's energy budget.
+pub fn check_cap(st: &AggState, app: &str, cap_mw: u64) -> Result<(), ApiError> {
+    let Some(user) = st.apps.get(app).and_then(|a| a.record.user.clone()) else { return Ok(()) };
+    let Some(budget) = st.users.get(&user).and_then(|u| u.energy_budget_mw) else { return Ok(()) };
+    let sum = caps_of(st, &apps_of(st, &user), Some((app, Some(cap_mw))));
+    if sum > budget {
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            error: format!(
+                "watts: the caps of {user:?}'s applications would sum to {} W, above its energy budget of {} W",
+                sum as f64 / 1000.0,
+                budget as f64 / 1000.0
+            ),
+            field: Some("watts".into()),
+        });
+    }
+    Ok(())
+}
+
+/// A budget below what the user's applications use now is refused, and an
+/// energy budget below the sum of their caps.
 fn check_budgets(st: &AggState, apps: &[String], r: &UserRecord) -> Result<(), ApiError> {
+    if let Some(b) = r.energy_budget_mw {
+        let caps = caps_of(st, apps, None);
+        if caps > b {
+            return Err(ApiError {
+                status: StatusCode::CONFLICT,
+                error: format!(
+                    "energy_budget_w: {} W is below the sum of its applications' energy caps ({} W)",
+                    b as f64 / 1000.0,
+                    caps as f64 / 1000.0
+                ),
+                field: Some("energy_budget_w".into()),
+            });
+        }
+    }
     let (cpu, _, power) = use_of(st, apps);
     let conflict = |field: &str, what: String| ApiError {
         status: StatusCode::CONFLICT,

@@ -127,3 +127,29 @@ async fn a_guarded_app_follows_its_need_by_weight_within_its_users_budget() {
     let sent = fake.ceilings.lock().unwrap().clone();
     assert!(sent.iter().rev().take(3).all(|(_, v)| v.is_none()), "{sent:?}");
 }
+
+#[tokio::test]
+async fn energy_caps_of_a_users_applications_stay_within_its_energy_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = Fake::new(&[("a", 100), ("b", 100)]).serve().await;
+    let s = shared(dir.path(), &[("h1", &url)]);
+    gather::round(&s).await;
+    for (app, c) in [("web", "a"), ("db", "b")] {
+        call(&s, "PUT", &format!("/v1/apps/{app}"), Some(json!({"containers": [{"host": "h1", "name": c}]}))).await;
+    }
+    call(&s, "PUT", "/v1/users/eve", Some(json!({"energy_budget_w": 50}))).await;
+    assert_eq!(call(&s, "PUT", "/v1/apps/web/user", Some(json!({"user": "eve"}))).await.0, StatusCode::OK);
+    assert_eq!(call(&s, "PUT", "/v1/apps/web/energy-cap", Some(json!({"watts": 40}))).await.0, StatusCode::OK);
+    // Each application's energy: its containers' shares of its cap.
+    let (_, v) = call(&s, "GET", "/v1/apps/web", None).await;
+    assert_eq!(v["energy_budgets"]["h1/a"].as_u64(), Some(40_000), "{v}");
+    let (st, v) = call(&s, "PUT", "/v1/apps/web/energy-cap", Some(json!({"watts": 60}))).await;
+    assert_eq!((st, v["field"].as_str()), (StatusCode::CONFLICT, Some("watts")), "{v}");
+    call(&s, "PUT", "/v1/apps/db/energy-cap", Some(json!({"watts": 20}))).await;
+    let (st, v) = call(&s, "PUT", "/v1/apps/db/user", Some(json!({"user": "eve"}))).await;
+    assert_eq!((st, v["field"].as_str()), (StatusCode::CONFLICT, Some("user")), "40 + 20 W > 50 W: {v}");
+    let (st, v) = call(&s, "PUT", "/v1/users/eve", Some(json!({"energy_budget_w": 30}))).await;
+    assert_eq!((st, v["field"].as_str()), (StatusCode::CONFLICT, Some("energy_budget_w")), "{v}");
+    let (_, v) = call(&s, "GET", "/v1/users/eve", None).await;
+    assert_eq!(v["energy_budget_w"].as_f64(), Some(50.0), "a refused change changes nothing");
+}
