@@ -98,6 +98,11 @@ fn budget(m: &Map<String, Value>, field: &str, watts: bool) -> Result<Option<u64
     }
 }
 
+/// A 409 naming `field`.
+fn conflict(field: &str, what: String) -> ApiError {
+    ApiError { status: StatusCode::CONFLICT, error: format!("{field}: {what}"), field: Some(field.into()) }
+}
+
 /// The energy caps of `apps`, summed (mW), with `app`'s taken as `cap`.
 fn caps_of(st: &AggState, apps: &[String], app: Option<(&str, Option<u64>)>) -> u64 {
     let mut sum = 0u64;
@@ -123,15 +128,14 @@ pub fn check_cap(st: &AggState, app: &str, cap_mw: u64) -> Result<(), ApiError> 
     let Some(budget) = st.users.get(&user).and_then(|u| u.energy_budget_mw) else { return Ok(()) };
     let sum = caps_of(st, &apps_of(st, &user), Some((app, Some(cap_mw))));
     if sum > budget {
-        return Err(ApiError {
-            status: StatusCode::CONFLICT,
-            error: format!(
-                "watts: the caps of {user:?}'s applications would sum to {} W, above its energy budget of {} W",
+        return Err(conflict(
+            "watts",
+            format!(
+                "the caps of {user:?}'s applications would sum to {} W, above its energy budget of {} W",
                 sum as f64 / 1000.0,
                 budget as f64 / 1000.0
             ),
-            field: Some("watts".into()),
-        });
+        ));
     }
     Ok(())
 }
@@ -142,23 +146,17 @@ fn check_budgets(st: &AggState, apps: &[String], r: &UserRecord) -> Result<(), A
     if let Some(b) = r.energy_budget_mw {
         let caps = caps_of(st, apps, None);
         if caps > b {
-            return Err(ApiError {
-                status: StatusCode::CONFLICT,
-                error: format!(
-                    "energy_budget_w: {} W is below the sum of its applications' energy caps ({} W)",
+            return Err(conflict(
+                "energy_budget_w",
+                format!(
+                    "{} W is below the sum of its applications' energy caps ({} W)",
                     b as f64 / 1000.0,
                     caps as f64 / 1000.0
                 ),
-                field: Some("energy_budget_w".into()),
-            });
+            ));
         }
     }
     let (cpu, _, power) = use_of(st, apps);
-    let conflict = |field: &str, what: String| ApiError {
-        status: StatusCode::CONFLICT,
-        error: format!("{field}: {what}"),
-        field: Some(field.into()),
-    };
     if let (Some(b), Some(u)) = (r.cpu_budget_mc, cpu)
         && b < u
     {
