@@ -123,7 +123,7 @@ pub const SETTLE_PERIODS: u64 = 5;
 /// One period of `app`'s cap at `now_ms`. `members` is `Err(why)` when some
 /// container has no fresh data (then the ceilings in force are kept).
 pub fn control(app: &mut AppState, members: Result<Vec<Member>, String>, now_ms: u64, tolerance_pct: u64) -> Step {
-    let Some(cap_mw) = app.record.cap_mw else { return Step::Hold("no cap".into()) };
+    let Some(cap_mw) = app.cap_in_force() else { return Step::Hold("no cap".into()) };
     let members = match members {
         Ok(m) if m.is_empty() => Err("no containers".to_owned()),
         other => other,

@@ -192,6 +192,7 @@ fn apply(shared: &Shared, h: &mut HostState, f: Fetched, now: u64, events: &mut 
 /// One control period for every capped application, then for every
 /// application that scales at its own level.
 fn control(shared: &Shared, st: &mut State, now: u64) {
+    super::scaling::rebalance_energy(st);
     cap_control(shared, st, now);
     super::scaling::control(shared, st, |st, app| members(shared, st, app));
 }

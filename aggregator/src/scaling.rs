@@ -115,6 +115,58 @@ pub fn control(shared: &Shared, st: &mut State, members: impl Fn(&State, &str) -
     }
 }
 
+/// Smallest cap share an application keeps after rebalancing, mW.
+const MIN_CAP_SHARE_MW: u64 = 1_000;
+
+/// One period of energy rebalancing for every user with it on: among the
+/// user's capped applications, slack of caps not drawn (power under 95 %
+/// of the cap in force) moves to those pressing on theirs, `rebalance_percent`
+/// of it a period; the caps' sum stays what the user set.
+pub fn rebalance_energy(st: &mut State) {
+    let users: Vec<(String, u64)> = st
+        .users
+        .iter()
+        .filter(|(_, u)| u.rebalance_percent > 0)
+        .map(|(n, u)| (n.clone(), u.rebalance_percent))
+        .collect();
+    // Applications of users without rebalancing hold their caps as set.
+    let on: Vec<&String> = users.iter().map(|(u, _)| u).collect();
+    for a in st.apps.values_mut() {
+        if !a.record.user.as_ref().is_some_and(|u| on.contains(&u)) {
+            a.cap_share = None;
+        }
+    }
+    for (user, pct) in users {
+        let apps: Vec<String> = st
+            .apps
+            .iter()
+            .filter(|(_, a)| a.record.user.as_deref() == Some(user.as_str()) && a.record.cap_mw.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        if apps.len() < 2 {
+            continue;
+        }
+        let total: u64 = apps.iter().filter_map(|n| st.apps.get(n)?.record.cap_mw).sum();
+        let members: Vec<AppMember> = apps
+            .iter()
+            .filter_map(|n| st.apps.get(n))
+            .map(|a| {
+                let alloc = a.cap_in_force().unwrap_or(0);
+                let power = a.cap.power_mw.unwrap_or(0);
+                // Pressing: drawing at least 95 % of its cap.
+                let unmet = if power.saturating_mul(100) >= alloc.saturating_mul(95) { alloc / 10 + 1 } else { 0 };
+                AppMember { min: MIN_CAP_SHARE_MW.min(alloc), max: total, alloc, usage: power, unmet, weight: 1 }
+            })
+            .collect();
+        let new = apps::rebalance(&members, pct);
+        for (name, v) in apps.iter().zip(new) {
+            if let Some(a) = st.apps.get_mut(name) {
+                a.cap_share = (Some(v) != a.record.cap_mw).then_some(v);
+            }
+        }
+    }
+}
+
 fn hold(st: &mut State, app: &str, why: String) {
     if let Some(a) = st.apps.get_mut(app) {
         a.scaling.state = why;

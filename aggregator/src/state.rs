@@ -121,6 +121,10 @@ pub struct UserRecord {
     /// Energy (power) budget, mW.
     #[serde(default)]
     pub energy_budget_mw: Option<u64>,
+    /// Share of the slack of its capped applications' caps moved each
+    /// period to those pressing on theirs, percent (0 = off).
+    #[serde(default)]
+    pub rebalance_percent: u64,
 }
 
 /// A ceiling this aggregator set (stored, so it can be cleared after a
@@ -218,6 +222,17 @@ pub struct AppState {
     /// The ceilings the scaling control chose in its latest period.
     pub scaled: BTreeMap<ContainerRef, u64>,
     pub scaling: ScalingStatus,
+    /// The cap in force after its user's energy rebalancing (mW; `None`:
+    /// the cap as set).
+    pub cap_share: Option<u64>,
+}
+
+impl AppState {
+    /// The energy cap the controller holds: the cap as set, or its share
+    /// after the user's rebalancing.
+    pub fn cap_in_force(&self) -> Option<u64> {
+        self.record.cap_mw.map(|c| self.cap_share.unwrap_or(c))
+    }
 }
 
 impl AppState {
@@ -229,6 +244,7 @@ impl AppState {
             cap: CapStatus::default(),
             scaled: BTreeMap::new(),
             scaling: ScalingStatus::default(),
+            cap_share: None,
         }
     }
 }

@@ -132,6 +132,7 @@ pub fn energy_json(a: &AppState, st: &State) -> Value {
     json!({
         "watts": cap.map(|c| c as f64 / 1000.0),
         "cap_mw": cap,
+        "cap_in_force_mw": a.cap_in_force(),
         "power_mw": power,
         "error_pct": cap.zip(power).map(|(c, p)| (p as f64 - c as f64) / c as f64 * 100.0),
         "set_ms": a.record.cap_set_ms,

@@ -81,6 +81,10 @@ pub enum UserCommand {
         /// Power budget, watts.
         #[arg(long)]
         energy_budget_w: Option<f64>,
+        /// Energy moved each period between its capped applications,
+        /// percent of the slack (0: off).
+        #[arg(long)]
+        rebalance: Option<u64>,
     },
     /// Delete a user (its applications stay, without an owner).
     Delete { user: String },
@@ -184,10 +188,10 @@ pub fn user(args: &AggregatorArgs, cmd: &UserCommand) -> anyhow::Result<()> {
             return Ok(());
         }
         UserCommand::Show { user } => agg.call(Method::GET, &format!("/v1/users/{user}"), None)?,
-        UserCommand::Set { user, cpu_budget, energy_budget_w } => {
+        UserCommand::Set { user, cpu_budget, energy_budget_w, rebalance } => {
             let cpu =
                 cpu_budget.as_deref().map(|c| units::cpu("--cpu-budget", c)).transpose().map_err(anyhow::Error::msg)?;
-            let body = json!({"cpu_budget": cpu, "energy_budget_w": energy_budget_w});
+            let body = json!({"cpu_budget": cpu, "energy_budget_w": energy_budget_w, "rebalance_percent": rebalance});
             agg.call(Method::PUT, &format!("/v1/users/{user}"), Some(&body))?
         }
         UserCommand::Delete { user } => agg.call(Method::DELETE, &format!("/v1/users/{user}"), None)?,

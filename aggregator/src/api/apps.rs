@@ -174,6 +174,8 @@ pub async fn put_cap(
     let mut record = a.record.clone();
     record.cap_mw = Some(cap_mw);
     record.cap_set_ms = Some(now_ms());
+    // A new cap starts the user's rebalancing of it afresh.
+    a.cap_share = None;
     s.store.put(APPS, &app, &record).map_err(store_err)?;
     a.record = record;
     if a.controller.is_none() {

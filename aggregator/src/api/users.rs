@@ -65,6 +65,7 @@ fn user_json(st: &AggState, user: &str, r: &UserRecord) -> Value {
         "name": user,
         "cpu_budget": r.cpu_budget_mc,
         "energy_budget_w": r.energy_budget_mw.map(|m| m as f64 / 1000.0),
+        "rebalance_percent": r.rebalance_percent,
         "apps": apps,
         "cpu_used": cpu,
         "cpu_allocated": allocated,
@@ -180,10 +181,15 @@ pub async fn put(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     name("user", &user)?;
-    let m = object(&body, &["cpu_budget", "energy_budget_w"])?;
+    let m = object(&body, &["cpu_budget", "energy_budget_w", "rebalance_percent"])?;
+    let rebalance_percent = super::opt_u64(&m, "rebalance_percent")?.unwrap_or(0);
+    if rebalance_percent > 100 {
+        return Err(ApiError::bad_request("rebalance_percent", "rebalance_percent must be at most 100"));
+    }
     let r = UserRecord {
         cpu_budget_mc: budget(&m, "cpu_budget", false)?,
         energy_budget_mw: budget(&m, "energy_budget_w", true)?,
+        rebalance_percent,
     };
     let mut st = s.write();
     check_budgets(&st, &apps_of(&st, &user), &r)?;

@@ -153,3 +153,44 @@ async fn energy_caps_of_a_users_applications_stay_within_its_energy_budget() {
     let (_, v) = call(&s, "GET", "/v1/users/eve", None).await;
     assert_eq!(v["energy_budget_w"].as_f64(), Some(50.0), "a refused change changes nothing");
 }
+
+#[tokio::test]
+async fn a_users_energy_moves_from_an_idle_application_to_one_pressing_on_its_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = Fake::new(&[("busy", 1500), ("idle", 10)]).serve().await;
+    let s = shared(dir.path(), &[("h1", &url)]);
+    for (app, c) in [("web", "busy"), ("db", "idle")] {
+        call(&s, "PUT", &format!("/v1/apps/{app}"), Some(json!({"containers": [{"host": "h1", "name": c}]}))).await;
+    }
+    call(&s, "PUT", "/v1/users/eve", Some(json!({"energy_budget_w": 40, "rebalance_percent": 50}))).await;
+    for app in ["web", "db"] {
+        assert_eq!(
+            call(&s, "PUT", &format!("/v1/apps/{app}/user"), Some(json!({"user": "eve"}))).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call(&s, "PUT", &format!("/v1/apps/{app}/energy-cap"), Some(json!({"watts": 20}))).await.0,
+            StatusCode::OK
+        );
+    }
+    for _ in 0..4 {
+        gather::round(&s).await;
+    }
+    let cap = |v: &serde_json::Value| v["cap_in_force_mw"].as_u64().unwrap();
+    let (web, db) = (
+        call(&s, "GET", "/v1/apps/web/energy-cap", None).await.1,
+        call(&s, "GET", "/v1/apps/db/energy-cap", None).await.1,
+    );
+    assert!(cap(&web) > 20_000 && cap(&db) < 20_000, "web {web}\ndb {db}");
+    assert_eq!(cap(&web) + cap(&db), 40_000, "what one gave the other got");
+    assert!(cap(&db) >= 1_000, "the idle one keeps at least 1 W");
+    let (st, v) = call(&s, "PUT", "/v1/users/eve", Some(json!({"rebalance_percent": 101}))).await;
+    assert_eq!((st, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("rebalance_percent")));
+    // Off: the caps as set hold again (the budget stays above what the
+    // fake agent's container, which ignores ceilings, draws: 45 W).
+    let (st, v) = call(&s, "PUT", "/v1/users/eve", Some(json!({"energy_budget_w": 60}))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    gather::round(&s).await;
+    let web = call(&s, "GET", "/v1/apps/web/energy-cap", None).await.1;
+    assert_eq!(cap(&web), 20_000, "{web}");
+}
