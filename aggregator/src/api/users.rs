@@ -236,7 +236,7 @@ pub async fn put_app_user(
         return Err(unknown(&app));
     }
     if let Some(u) = &user {
-        let r = st.users.get(u).ok_or_else(|| no_user(u))?.clone();
+        let r = st.users.get(u).ok_or_else(|| ApiError { field: Some("user".into()), ..no_user(u) })?.clone();
         let mut apps = apps_of(&st, u);
         if !apps.contains(&app) {
             apps.push(app.clone());

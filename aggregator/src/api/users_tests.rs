@@ -48,7 +48,7 @@ async fn users_own_apps_within_their_budgets_and_members_come_one_at_a_time() {
     let (st, v) = call(&s, "PUT", "/v1/apps/web/user", Some(json!({"user": "bob"}))).await;
     assert_eq!((st, v["field"].as_str()), (StatusCode::CONFLICT, Some("user")), "bob's budget cannot hold web: {v}");
     let (st, v) = call(&s, "PUT", "/v1/apps/web/user", Some(json!({"user": "carol"}))).await;
-    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!((st, v["field"].as_str()), (StatusCode::NOT_FOUND, Some("user")), "{v}");
     for (body, field) in [
         (json!({"cpu_budget": -1}), "cpu_budget"),
         (json!({"cpu_budget": 0}), "cpu_budget"),
