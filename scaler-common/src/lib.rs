@@ -191,8 +191,17 @@ impl CgroupCounters {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuSlice {
     pub start_ns: u64,
+    /// The cgroup whose finished slices on this CPU are summed here before
+    /// they reach the counter map (0: none), so that a cgroup switching
+    /// with the idle task or with itself pays no map lookup per switch.
+    pub pending_cgroup: u64,
+    /// Their time, ns.
+    pub pending_ns: u64,
+    /// When the first of them was summed, ns (pending time reaches the map
+    /// at least this often: see `PENDING_MAX_NS` in the eBPF crate).
+    pub pending_since: u64,
 }
-const _: () = assert!(size_of::<CpuSlice>() == 8);
+const _: () = assert!(size_of::<CpuSlice>() == 32);
 
 /// Byte offsets inside `struct bio`, read from this kernel's BTF at start-up
 /// (Rust eBPF has no CO-RE). `valid == 0` disables disk accounting.

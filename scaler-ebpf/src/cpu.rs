@@ -19,8 +19,18 @@ use crate::counters;
 #[map(name = "CPU_SLICE")]
 static CPU_SLICE: PerCpuArray<CpuSlice> = PerCpuArray::with_max_entries(1, 0);
 
+/// Pending time reaches the counter map at least this often (and at every
+/// CPU-clock flush), whatever the switches: user space sees CPU time at
+/// most this late.
+const PENDING_MAX_NS: u64 = 4_000_000;
+
+/// Charges the slice that ends now to the current task's cgroup. Finished
+/// slices of one cgroup are summed per CPU and written to the map when
+/// another cgroup runs, when `force` (the CPU-clock flush), or when the sum
+/// is older than [`PENDING_MAX_NS`]: most switches (a task and the idle
+/// task in turn, threads of one container) then cost no map lookup.
 #[inline(always)]
-fn flush_current_slice() {
+fn flush_current_slice(force: bool) {
     let Some(slice) = CPU_SLICE.get_ptr_mut(0) else {
         return;
     };
@@ -31,21 +41,37 @@ fn flush_current_slice() {
     slice.start_ns = now;
     // The low 32 bits of pid_tgid are the thread id; 0 is this CPU's idle task.
     let pid = bpf_get_current_pid_tgid() as u32;
-    if start == 0 || pid == 0 || now <= start {
-        return;
+    if start != 0 && pid != 0 && now > start {
+        let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+        if slice.pending_cgroup != cgroup_id {
+            write_pending(slice);
+            slice.pending_cgroup = cgroup_id;
+            slice.pending_since = now;
+        }
+        slice.pending_ns += now - start;
     }
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    counters::add(cgroup_id, now - start, |c| &mut c.cpu_ns);
+    if force || now.wrapping_sub(slice.pending_since) > PENDING_MAX_NS {
+        write_pending(slice);
+    }
+}
+
+#[inline(always)]
+fn write_pending(slice: &mut CpuSlice) {
+    if slice.pending_ns != 0 && slice.pending_cgroup != 0 {
+        counters::add(slice.pending_cgroup, slice.pending_ns, |c| &mut c.cpu_ns);
+    }
+    slice.pending_ns = 0;
+    slice.pending_cgroup = 0;
 }
 
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(_ctx: BtfTracePointContext) -> i32 {
-    flush_current_slice();
+    flush_current_slice(false);
     0
 }
 
 #[perf_event]
 pub fn cpu_clock(_ctx: PerfEventContext) -> u32 {
-    flush_current_slice();
+    flush_current_slice(true);
     0
 }
