@@ -132,7 +132,7 @@ pub fn rebalance_energy(st: &mut State) {
     // Applications of users without rebalancing hold their caps as set.
     let on: Vec<&String> = users.iter().map(|(u, _)| u).collect();
     for a in st.apps.values_mut() {
-        if !a.record.user.as_ref().is_some_and(|u| on.contains(&u)) {
+        if a.record.cap_mw.is_none() || !a.record.user.as_ref().is_some_and(|u| on.contains(&u)) {
             a.cap_share = None;
         }
     }
@@ -143,10 +143,20 @@ pub fn rebalance_energy(st: &mut State) {
             .filter(|(_, a)| a.record.user.as_deref() == Some(user.as_str()) && a.record.cap_mw.is_some())
             .map(|(n, _)| n.clone())
             .collect();
+        let total: u64 = apps.iter().filter_map(|n| st.apps.get(n)?.record.cap_mw).sum();
+        let in_force: u64 = apps.iter().filter_map(|n| st.apps.get(n)?.cap_in_force()).sum();
+        // One application left, or a cap set, cleared or moved since: the
+        // shares no longer add up to the caps as set; start from those.
+        if apps.len() < 2 || in_force != total {
+            for n in &apps {
+                if let Some(a) = st.apps.get_mut(n) {
+                    a.cap_share = None;
+                }
+            }
+        }
         if apps.len() < 2 {
             continue;
         }
-        let total: u64 = apps.iter().filter_map(|n| st.apps.get(n)?.record.cap_mw).sum();
         let members: Vec<AppMember> = apps
             .iter()
             .filter_map(|n| st.apps.get(n))

@@ -87,11 +87,13 @@ fn parse(body: &Bytes) -> Result<Vec<ContainerRef>, ApiError> {
 /// A container of `app` that another capped application also holds: two
 /// controllers must not fight over one ceiling.
 fn conflict(st: &AggState, app: &str, containers: &[ContainerRef]) -> Result<(), ApiError> {
-    for (other, a) in st.apps.iter().filter(|(n, a)| n.as_str() != app && a.record.cap_mw.is_some()) {
+    for (other, a) in
+        st.apps.iter().filter(|(n, a)| n.as_str() != app && (a.record.cap_mw.is_some() || a.record.scaling.is_some()))
+    {
         if let Some(c) = containers.iter().find(|c| a.record.containers.contains(c)) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                format!("{}/{} is also in application {other:?}, which has an energy cap", c.host, c.name),
+                format!("{}/{} is also in application {other:?}, which scales or has an energy cap", c.host, c.name),
             ));
         }
     }
@@ -109,7 +111,7 @@ pub async fn put(
     let containers = parse(&body)?;
     let mut st = s.write();
     let existing = st.apps.get(&app).map(|a| a.record.clone());
-    if existing.as_ref().is_some_and(|r| r.cap_mw.is_some()) {
+    if existing.as_ref().is_some_and(|r| r.cap_mw.is_some() || r.scaling.is_some()) {
         conflict(&st, &app, &containers)?;
     }
     let record = AppRecord { containers, ..existing.clone().unwrap_or_default() };

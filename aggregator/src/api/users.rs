@@ -289,13 +289,17 @@ pub async fn put_member(
     let capped_elsewhere = st
         .apps
         .iter()
-        .find(|(n, a)| n.as_str() != app && a.record.cap_mw.is_some() && a.record.containers.contains(&c))
+        .find(|(n, a)| {
+            n.as_str() != app
+                && (a.record.cap_mw.is_some() || a.record.scaling.is_some())
+                && a.record.containers.contains(&c)
+        })
         .map(|(n, _)| n.clone());
     let a = st.apps.get_mut(&app).ok_or_else(|| unknown(&app))?;
-    if let Some(other) = capped_elsewhere.filter(|_| a.record.cap_mw.is_some()) {
+    if let Some(other) = capped_elsewhere.filter(|_| a.record.cap_mw.is_some() || a.record.scaling.is_some()) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            format!("{}/{} is also in application {other:?}, which has an energy cap", c.host, c.name),
+            format!("{}/{} is also in application {other:?}, which scales or has an energy cap", c.host, c.name),
         ));
     }
     let mut record = a.record.clone();

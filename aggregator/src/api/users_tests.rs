@@ -94,6 +94,13 @@ async fn a_guarded_app_follows_its_need_by_weight_within_its_users_budget() {
     }
     let (st, v) = call(&s, "PUT", "/v1/apps/web/scaling", Some(json!({"cpu": {"min": 300, "max": 6000}}))).await;
     assert_eq!(st, StatusCode::OK, "{v}");
+    // One controller per ceiling: a container of a scaling application
+    // cannot join another that scales.
+    call(&s, "PUT", "/v1/apps/two", Some(json!({"containers": []}))).await;
+    call(&s, "PUT", "/v1/apps/two/scaling", Some(json!({"cpu": {"min": 100, "max": 900}}))).await;
+    let (st, v) = call(&s, "PUT", "/v1/apps/two/containers/h1/a", None).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    call(&s, "DELETE", "/v1/apps/two", None).await;
     for _ in 0..3 {
         gather::round(&s).await;
     }
@@ -184,6 +191,15 @@ async fn a_users_energy_moves_from_an_idle_application_to_one_pressing_on_its_ca
     assert!(cap(&web) > 20_000 && cap(&db) < 20_000, "web {web}\ndb {db}");
     assert_eq!(cap(&web) + cap(&db), 40_000, "what one gave the other got");
     assert!(cap(&db) >= 1_000, "the idle one keeps at least 1 W");
+    // A cap set again starts the user's shares afresh: they add up to the
+    // caps as set, never above the budget.
+    call(&s, "PUT", "/v1/apps/db/energy-cap", Some(json!({"watts": 20}))).await;
+    gather::round(&s).await;
+    let (web, db) = (
+        call(&s, "GET", "/v1/apps/web/energy-cap", None).await.1,
+        call(&s, "GET", "/v1/apps/db/energy-cap", None).await.1,
+    );
+    assert_eq!(cap(&web) + cap(&db), 40_000, "web {web}\ndb {db}");
     let (st, v) = call(&s, "PUT", "/v1/users/eve", Some(json!({"rebalance_percent": 101}))).await;
     assert_eq!((st, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("rebalance_percent")));
     // Off: the caps as set hold again (the budget stays above what the

@@ -84,11 +84,11 @@ impl Manager {
         let managed = self.subs.values().find(|m| m.sub.cgroup == cgroup);
         for (&r, &v) in want {
             let field = r.name();
-            if managed.is_some_and(|m| m.sub.resources.contains_key(&r) && m.sub.resources[&r].guard) {
+            if managed.is_some_and(|m| m.sub.resources.contains_key(&r)) {
                 return Err(ManageError::Conflict {
                     field: field.into(),
                     message: format!(
-                        "{name:?} is subscribed and its policy sets {r}: set its current with PUT /v1/containers/{name}/resources/{r}, or unguard it first"
+                        "{name:?} is subscribed with {r}: its subscription holds that limit (set its current with PUT /v1/containers/{name}/resources/{r}, guarded or not)"
                     ),
                 });
             }

@@ -273,7 +273,9 @@ impl Manager {
             return;
         }
         let limit = m.sub.limits.get(&Resource::Mem).copied().flatten();
+        // Inactive, nothing would raise a waiting limit.
         let want = self.memory_wait
+            && self.settings.active
             && self.planner.raises_waiting_memory(name)
             && limit.zip(bound).is_some_and(|(l, max)| l < max)
             && !m.mem_limited;

@@ -136,7 +136,9 @@ impl Manager {
             },
             _ => return Err(field_err("body", "must be a policy name or an object of parameters").into()),
         };
-        let switch = new_name.as_deref().is_some_and(|n| n != cur.name);
+        // Its own name, or the tag its configuration carries (`classic` for
+        // `classic-deployed`), keeps the policy and its state.
+        let switch = new_name.as_deref().is_some_and(|n| n != cur.name && Some(n) != cur.config["name"].as_str());
         let (preset, full) = if switch {
             let (preset, own) = model::parse_policy(body)?;
             let full = match own {

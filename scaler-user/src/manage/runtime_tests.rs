@@ -79,6 +79,21 @@ fn a_rule_turned_off_never_fires_and_a_new_policy_starts_afresh() {
 }
 
 #[test]
+fn a_preset_written_back_with_its_own_tag_keeps_its_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 4000);
+    let r = req(json!({"policy": "classic-defaults", "resources": {"cpu": {"min": 100, "max": 4000}}}));
+    m.subscribe(0, "a", "/a", &r, &Found::default()).unwrap();
+    let mut cfg = m.policy_of("a").unwrap().config;
+    assert_eq!(cfg["name"], "classic");
+    cfg["window_ms"] = json!(5000);
+    let v = m.set_policy(1, "a", &cfg).unwrap();
+    assert_eq!(v.name, "classic-defaults", "the preset stays");
+    assert!(all_events(&m).last().unwrap().reason.contains("pending events kept"));
+}
+
+#[test]
 fn bad_policy_changes_name_their_field_and_change_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let fake = Fake::default();

@@ -67,7 +67,13 @@ impl Manager {
         let merged = stored.over(config);
         // A stored override that no longer fits the config (say a tick
         // above a discovery interval lowered since) is dropped, not fatal.
-        self.settings = if check(&merged).is_ok() { merged } else { config };
+        self.settings = if check(&merged).is_ok() {
+            merged
+        } else {
+            tracing::warn!("stored agent settings no longer fit the configuration: dropped");
+            self.store.set_setting(KEY, &Overrides::default())?;
+            config
+        };
         Ok(self)
     }
 

@@ -104,12 +104,9 @@ impl Manager {
                 policy_start: found.usage.get(&r).and_then(|&u| policy.start(r, u)),
                 in_force,
                 mem_usage: if r == Resource::Mem { found.mem_usage } else { None },
-                free: self
-                    .capacity
-                    .get(&r)
-                    .copied()
-                    .flatten()
-                    .map(|cap| cap.saturating_sub(self.limits_of_others(r, name))),
+                free: self.capacity.get(&r).copied().flatten().map(|cap| {
+                    cap.saturating_sub(self.limits_of_others(r, name)).saturating_sub(self.direct_total(r, cgroup))
+                }),
             });
             plan.push((r, in_force, start));
         }
