@@ -128,33 +128,41 @@ impl Manager {
                 }
             }
         }
-        let mut written: Vec<(Resource, Option<u64>)> = Vec::new();
-        for (&r, &v) in want {
-            if let Err(e) = self.act.apply(cgroup, r, v) {
-                for (r, _) in written.into_iter().rev() {
-                    let old = found.limits.get(&r).copied().flatten();
-                    if let Err(e) = self.act.apply(cgroup, r, old) {
-                        tracing::warn!(container = name, "putting {r} back: {e}");
-                    }
-                }
-                return Err(ManageError::Apply(e.to_string()));
-            }
-            written.push((r, v));
-        }
+        // The record first: a store that fails changes nothing in the kernel.
         let mut direct = self.direct.clone();
         let entry = direct.entry(cgroup.to_owned()).or_default();
+        let mut changes = Vec::with_capacity(want.len());
         for (&r, &v) in want {
             let old = found.limits.get(&r).copied().flatten().or_else(|| entry.get(&r).copied());
             match v {
                 Some(v) => entry.insert(r, v),
                 None => entry.remove(&r),
             };
-            self.events.push(now_ms, name, r, old, v, "set directly (no policy)".into());
+            changes.push((r, old, v));
         }
         if entry.is_empty() {
             direct.remove(cgroup);
         }
         self.store.set_setting(KEY, &direct)?;
+        let mut written: Vec<Resource> = Vec::new();
+        for (&r, &v) in want {
+            if let Err(e) = self.act.apply(cgroup, r, v) {
+                for r in written.into_iter().rev() {
+                    let old = found.limits.get(&r).copied().flatten();
+                    if let Err(e) = self.act.apply(cgroup, r, old) {
+                        tracing::warn!(container = name, "putting {r} back: {e}");
+                    }
+                }
+                if let Err(e) = self.store.set_setting(KEY, &self.direct) {
+                    tracing::error!("putting the direct limits' record back: {e}");
+                }
+                return Err(ManageError::Apply(e.to_string()));
+            }
+            written.push(r);
+        }
+        for (r, old, v) in changes {
+            self.events.push(now_ms, name, r, old, v, "set directly (no policy)".into());
+        }
         self.direct = direct;
         self.flush_events();
         Ok(DirectView { name: name.to_owned(), cgroup: cgroup.to_owned(), limits: want.clone() })

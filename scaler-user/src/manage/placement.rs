@@ -63,7 +63,12 @@ impl Manager {
         }
         let limit = m.sub.limits.get(&Resource::Cpu).copied().flatten();
         let want = limit.map_or(usize::MAX, cpus_for).min(self.topology.cpus.len().max(1));
-        if m.sub.cpus.len() == want {
+        // The right count, and the cgroup still confined to it (a container
+        // restarted in a new cgroup, or a cpuset written by someone else,
+        // is placed again).
+        if m.sub.cpus.len() == want
+            && self.act.cpus(&m.sub.cgroup).as_deref() == Some(format_list(&m.sub.cpus).as_str())
+        {
             return;
         }
         let cpus = self.topology.choose(&self.assigned(), name, want);

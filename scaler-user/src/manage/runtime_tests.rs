@@ -277,6 +277,11 @@ fn cpu_placement_follows_the_limit_spreads_and_puts_the_cpuset_back() {
     assert!(limit > 2000, "raised: {limit}");
     assert_eq!(m.get("a").unwrap().cpus.len(), crate::topology::cpus_for(limit));
     assert_eq!(fake.cpus.lock().unwrap()["/a"], crate::topology::format_list(&m.get("a").unwrap().cpus));
+    // A cpuset rewritten behind its back (a container restarted in a new
+    // cgroup) is placed again at the next placement check (here a ceiling).
+    fake.cpus.lock().unwrap().insert("/b".into(), "0-3".into());
+    m.set_ceiling(8, "b", Some(std::collections::BTreeMap::from([(Resource::Cpu, 900)]))).unwrap();
+    assert_eq!(fake.cpus.lock().unwrap()["/b"], "2");
     // Kept with the subscription; ended, the cpuset found is back.
     drop(m);
     let mut m = manager(tmp.path(), &fake, 4000);

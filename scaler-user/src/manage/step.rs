@@ -46,6 +46,7 @@ impl Manager {
     pub fn step(&mut self, now_ms: u64, samples: &HashMap<String, Sample>) {
         self.act.refresh();
         let mut dirty: Vec<String> = Vec::new();
+        let mut adopted: Vec<String> = Vec::new();
         let mut states = Vec::new();
         for (name, m) in &mut self.subs {
             let Some(s) = samples.get(name) else {
@@ -72,6 +73,9 @@ impl Manager {
                     self.events.push(now_ms, name, r, known, in_force, "changed outside scaler: adopted".into());
                     m.sub.limits.insert(r, in_force);
                     dirty.push(name.clone());
+                    if r == Resource::Cpu && m.sub.cpu_placement {
+                        adopted.push(name.clone());
+                    }
                 }
                 resources.push(ResourceState {
                     resource: r,
@@ -84,7 +88,7 @@ impl Manager {
         }
         // Inactive: the policies saw the samples (their events stay
         // pending) but nothing is decided.
-        let mut placed: Vec<String> = Vec::new();
+        let mut placed: Vec<String> = adopted;
         let changes =
             if self.settings.active { self.planner.decide(now_ms, &states, &self.host_capacity()) } else { Vec::new() };
         for c in changes {

@@ -310,6 +310,7 @@ impl Manager {
         let capped = sub.ceiling.contains_key(&Resource::Cpu);
         m.sub = sub;
         self.sync_cpu_burst(name, capped);
+        self.place(now_ms, name);
         Ok(())
     }
 
