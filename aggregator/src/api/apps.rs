@@ -29,7 +29,7 @@ pub fn unknown(app: &str) -> ApiError {
     ApiError::not_found(format!("no application named {app:?} (GET /v1/apps lists them)"))
 }
 
-fn store_err(e: StoreError) -> ApiError {
+pub(super) fn store_err(e: StoreError) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 

@@ -13,16 +13,16 @@ use axum::{
 };
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, apps::unknown, object, opt_u64};
+use super::{
+    ApiError,
+    apps::{store_err, unknown},
+    object, opt_u64,
+};
 use crate::{
     Shared, ceilings,
     state::{AppScaling, ScalingStatus, State as AggState},
-    store::{APPS, StoreError},
+    store::APPS,
 };
-
-fn store_err(e: StoreError) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-}
 
 pub fn scaling_json(st: &AggState, app: &str) -> Option<Value> {
     let a = st.apps.get(app)?;

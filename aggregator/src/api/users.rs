@@ -14,22 +14,22 @@ use axum::{
 use scaler_api::query::Query;
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, apps::unknown, name, object};
+use super::{
+    ApiError,
+    apps::{store_err, unknown},
+    name, object,
+};
 use crate::{
     Shared, ceilings,
     model::{CPU, ENERGY},
     now_ms,
     state::{AppRecord, ContainerRef, State as AggState, UserRecord},
-    store::{APPS, StoreError, USERS},
+    store::{APPS, USERS},
     totals, views,
 };
 
 /// Largest weight of a container.
 const MAX_WEIGHT: u64 = 1_000_000;
-
-fn store_err(e: StoreError) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-}
 
 fn no_user(user: &str) -> ApiError {
     ApiError::not_found(format!("no user named {user:?} (GET /v1/users lists them)"))

@@ -243,7 +243,9 @@ fn sample_loop(
     stop: &AtomicBool,
 ) {
     let mut next = Instant::now();
-    let mut tick;
+    let mut tick = Duration::ZERO;
+    // The (tick, discovery interval) the sampler was last given.
+    let mut timing: Option<(u64, u64)> = None;
     let mut managed = Managed::default();
     let mut meter = HostMeter::default();
     let mut ticks: u64 = 0;
@@ -262,9 +264,12 @@ fn sample_loop(
             watched = m.memory_watched();
             // Timing changed through `PUT /v1/agent` applies from this tick.
             let set = m.settings();
-            tick = Duration::from_millis(set.tick_ms);
-            sampler.set_timing(set.tick_ms, set.discovery_interval_ms);
-            shared.tick_ms.store(set.tick_ms, Ordering::Relaxed);
+            if timing != Some((set.tick_ms, set.discovery_interval_ms)) {
+                timing = Some((set.tick_ms, set.discovery_interval_ms));
+                tick = Duration::from_millis(set.tick_ms);
+                sampler.set_timing(set.tick_ms, set.discovery_interval_ms);
+                shared.tick_ms.store(set.tick_ms, Ordering::Relaxed);
+            }
         }
         let t_maps = Instant::now();
         kernel.refresh_counters(sampler.id_count(), batch_from);

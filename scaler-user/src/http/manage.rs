@@ -47,7 +47,7 @@ impl From<ManageError> for ApiError {
     }
 }
 
-fn json_body(body: &Bytes) -> Result<Value, ApiError> {
+pub(super) fn json_body(body: &Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request("body", format!("malformed JSON: {e}")))
 }
 

@@ -11,16 +11,12 @@ use axum::{
 use scaler_api::now_ms;
 use serde_json::{Value, json};
 
-use super::{AppState, error::ApiError, query::Query};
+use super::{AppState, error::ApiError, manage::json_body, query::Query};
 use crate::manage::{
     direct::{self, DirectView},
     policy::PolicyView,
     settings::AgentSettings,
 };
-
-fn json_body(body: &Bytes) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("body", format!("malformed JSON: {e}")))
-}
 
 pub async fn get_agent(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<AgentSettings>, ApiError> {
     Query::parse(q.as_deref(), &[])?;

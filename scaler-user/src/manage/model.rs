@@ -348,15 +348,6 @@ pub fn parse_policy(v: &Value) -> Result<(String, Option<Value>), FieldError> {
     Ok((name, Some(full)))
 }
 
-/// Builds the policy of a subscription.
-pub fn build_policy(name: &str, config: Option<&Value>) -> Result<Box<dyn policies::Policy>, FieldError> {
-    let cfg = match config {
-        Some(v) => serde_json::from_value(v.clone()).map_err(|e| field_err("policy", e.to_string()))?,
-        None => policies::PolicyConfig::by_name(name).map_err(|e| field_err("policy", e.to_string()))?,
-    };
-    cfg.build().map_err(|e| field_err("policy", e.to_string()))
-}
-
 /// Validates a cgroup path given by a user: absolute, no `..`, no empty or
 /// `.` segments, below one of `roots`.
 pub fn check_cgroup_path(path: &str, roots: &[String]) -> Result<String, FieldError> {
@@ -444,7 +435,7 @@ mod tests {
         let cfg = cfg.unwrap();
         assert_eq!(cfg["mem"]["lookback_ms"], 10000);
         assert_eq!(cfg["mem"]["percentile"], 100, "the rest keeps the preset");
-        assert!(build_policy("fast", Some(&cfg)).is_ok());
+        assert!(serde_json::from_value::<policies::PolicyConfig>(cfg).unwrap().build().is_ok());
         assert_eq!(parse_policy(&json!("classic")).unwrap(), ("classic".into(), None));
         assert_eq!(parse_policy(&json!({"mem": {}})).unwrap_err().field, "policy.name");
         assert_eq!(parse_policy(&json!({"name": "fast", "mem": {"bogus": 1}})).unwrap_err().field, "policy");
