@@ -207,6 +207,7 @@ pub struct ContainerConfig {
 pub struct Config {
     pub agent: AgentConfig,
     pub discovery: DiscoveryOptions,
+    pub engines: crate::engine::EngineConfig,
     pub host: HostConfig,
     pub energy: EnergyConfig,
     pub containers: Vec<ContainerConfig>,
@@ -243,6 +244,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.engines.validate().map_err(|(field, why)| invalid(&field, why))?;
         let a = &self.agent;
         if !(10..=60_000).contains(&a.tick_ms) {
             return Err(invalid("agent.tick_ms", format!("{} is outside 10..=60000", a.tick_ms)));

@@ -12,6 +12,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod ebpf;
+pub mod engine;
 pub mod host;
 pub mod http;
 pub mod kfile;

@@ -47,6 +47,8 @@ pub struct Inner {
     pub counter_entries: Option<usize>,
     /// Time spent in each step of the tick since start.
     pub phases: TickPhases,
+    /// Calls to each engine's API (limits sent to Docker, Podman, LXD).
+    pub engine_calls: std::collections::BTreeMap<crate::engine::Engine, crate::engine::sync::CallStats>,
 }
 
 /// Cumulative time per step of the tick, ns: where the agent's CPU goes
@@ -119,6 +121,7 @@ impl Published {
             name: self.info.name.clone(),
             cgroup: self.info.cgroup.clone(),
             kind: self.info.kind,
+            engine: self.info.engine.clone(),
             time_ms: self.latest.map(|s| s.time_ms),
             interval_ms: self.latest.map(|s| s.interval_ms),
             resources: self.latest.map(|s| s.resources).unwrap_or_default(),

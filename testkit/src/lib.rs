@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod cgroupfs;
+pub mod engines;
 pub mod http;
 pub mod lxc;
 pub mod own;

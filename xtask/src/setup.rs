@@ -8,8 +8,8 @@ use anyhow::{Context as _, bail};
 
 use crate::util::{self, output, step};
 
-/// Debian packages: the BPF linker's LLVM, the container runtime and load
-/// generators the end-to-end tests use, sshd and iproute2 for the deploy
+/// Debian packages: the BPF linker's LLVM, the container runtimes and
+/// engines and the load generators the end-to-end tests use, sshd and iproute2 for the deploy
 /// test hosts, Chromium for the dashboard test.
 pub const APT_PACKAGES: &[&str] = &[
     "build-essential",
@@ -20,6 +20,12 @@ pub const APT_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "lxc",
     "busybox-static",
+    // The engines the end-to-end tests run real containers of (each test
+    // starts its own daemon: dockerd, Podman's API service, LXD).
+    "docker.io",
+    "podman",
+    "runc",
+    "lxd",
     "stress-ng",
     "fio",
     "iperf3",

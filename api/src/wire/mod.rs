@@ -12,7 +12,9 @@ mod stats;
 pub use containers::{ResourceState, Subscription, SubscriptionStatus, Subscriptions, Unsubscribed};
 pub use events::{Event, Events};
 pub use host::{Host, HostUsage};
-pub use stats::{Container, History, HistoryPoint, Kind, PointSignals, Reading, Resources, Signals, Stats, Totals};
+pub use stats::{
+    Container, EngineInfo, History, HistoryPoint, Kind, PointSignals, Reading, Resources, Signals, Stats, Totals,
+};
 
 /// A field that may be absent or `null`: its default then.
 pub(crate) fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -40,6 +42,7 @@ mod tests {
             name: "web".into(),
             cgroup: "/lxc.payload.web".into(),
             kind: Kind::Lxc,
+            engine: None,
             time_ms: Some(5),
             interval_ms: Some(200),
             resources: Resources { cpu: Reading { usage: Some(504), current: Some(500) }, ..Resources::default() },
@@ -50,6 +53,12 @@ mod tests {
             name: "new".into(),
             cgroup: "/new".into(),
             kind: Kind::Docker,
+            engine: Some(EngineInfo {
+                engine: "docker".into(),
+                id: "0dd02f0c1387".into(),
+                name: "new".into(),
+                labels: [("app".to_owned(), "shop".to_owned())].into(),
+            }),
             time_ms: None,
             interval_ms: None,
             resources: Resources::default(),

@@ -159,6 +159,21 @@ impl Kind {
     }
 }
 
+/// A container as its engine knows it: the engine (`docker`, `podman`,
+/// `lxd`), its id there (the full hex id; an LXD instance's name) and its
+/// labels (LXD: the `user.*` keys, without the prefix).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineInfo {
+    pub engine: String,
+    #[serde(default)]
+    pub id: String,
+    /// The engine's name for it (what `scaler` names it unless two clash).
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
 /// A container as `/v1/stats` shows it. Before its second tick a container
 /// has no rates yet: `time_ms`, `interval_ms`, `signals` and `totals` are
 /// `null` and every reading is empty.
@@ -169,6 +184,10 @@ pub struct Container {
     pub cgroup: String,
     #[serde(default)]
     pub kind: Kind,
+    /// The engine that runs it (Docker, Podman, LXD), as that engine
+    /// knows it; absent for containers no engine answered for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineInfo>,
     #[serde(default)]
     pub time_ms: Option<u64>,
     #[serde(default)]

@@ -67,6 +67,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     {
         tracing::warn!("bpf_stats: {e}");
     }
+    let engine_sync = crate::engine::sync::EngineSync::new(cfg.engines.clone(), host::mem_capacity().unwrap_or(0));
+    let engine_worker = engine_sync.spawn();
     let actuator = HostActuator {
         layout: layout.clone(),
         disk: host::root_disk(),
@@ -74,6 +76,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         waiting: Default::default(),
         cpu_burst_pct: cfg.agent.cpu_burst_pct,
         no_burst: Default::default(),
+        engines: Some(engine_sync.clone()),
     };
     let manager = Manager::open(
         store,
@@ -120,7 +123,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
         let (shared, stop, manager) = (shared.clone(), stop.clone(), manager.clone());
-        let mut sampler = Sampler::new(layout.clone(), &cfg);
+        let mut sampler = Sampler::new(layout.clone(), &cfg).with_engine_sync(engine_sync.clone());
         let timing = Timing { batch_from: cfg.agent.counter_batch_from };
         std::thread::Builder::new().name("sampler".into()).spawn(move || {
             let run = std::panic::AssertUnwindSafe(|| {
@@ -165,6 +168,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let mut m = manager.lock().unwrap_or_else(PoisonError::into_inner);
         m.release_waits();
         m.flush_events();
+    }
+    // What the engines have not been told yet goes now, so their view (and
+    // their restarts) keep what is in force.
+    engine_sync.flush(Duration::from_secs(3));
+    engine_sync.stop();
+    if let Some(w) = engine_worker {
+        let _ = w.join();
     }
     info!("scaler agent stopped");
     Ok(())
@@ -313,6 +323,7 @@ fn sample_loop(
             let mut g = shared.write();
             g.host_cpu = host_cpu;
             g.rapl_mw = rapl_mw;
+            g.engine_calls = sampler.engine_stats();
             phases.publish_ns = crate::published::ns(t3.elapsed());
             g.phases.add(&phases);
         }

@@ -143,6 +143,10 @@ pub struct Sampler {
     ticks: u64,
     /// Discovery scans done so far.
     scans: u64,
+    /// What the engines call their containers.
+    engines: crate::engine::Directory,
+    /// Told which containers engines run, after each scan.
+    engine_sync: Option<crate::engine::sync::EngineSync>,
 }
 
 /// v2 ids (directory inode numbers) of `dir` and its descendants.
@@ -185,9 +189,22 @@ impl Sampler {
             tracked: BTreeMap::new(),
             ticks: 0,
             scans: 0,
+            engines: crate::engine::Directory::new(cfg.engines.clone()),
+            engine_sync: None,
         };
         me.set_timing(cfg.agent.tick_ms, cfg.agent.discovery_interval_ms);
         me
+    }
+
+    /// Calls made to each engine's API so far.
+    pub fn engine_stats(&self) -> std::collections::BTreeMap<crate::engine::Engine, crate::engine::sync::CallStats> {
+        self.engine_sync.as_ref().map(|s| s.stats()).unwrap_or_default()
+    }
+
+    /// Tells `sync` which containers engines run, after every scan.
+    pub fn with_engine_sync(mut self, sync: crate::engine::sync::EngineSync) -> Self {
+        self.engine_sync = Some(sync);
+        self
     }
 
     /// Takes a new tick and discovery interval (`PUT /v1/agent`): the read
@@ -265,7 +282,8 @@ impl Sampler {
         self.scans += 1;
         let mut wanted = self.configured.clone();
         wanted.extend(subscribed.iter().cloned());
-        let found = discover::scan(&self.layout, &self.discovery, &wanted);
+        let engines = &mut self.engines;
+        let found = discover::scan(&self.layout, &self.discovery, &wanted, &mut |e, key| engines.lookup(e, key));
         let mut keep = std::collections::HashSet::new();
         for d in found {
             let stale = self.stale_mirrors.iter().any(|(c, _)| *c == d.cgroup);
@@ -296,8 +314,10 @@ impl Sampler {
             match self.tracked.get_mut(&d.cgroup) {
                 Some(t) => {
                     t.ids = ids;
-                    if t.info.name != d.name {
-                        Arc::make_mut(&mut t.info).name = d.name.clone();
+                    if t.info.name != d.name || t.info.engine != d.engine {
+                        let info = Arc::make_mut(&mut t.info);
+                        info.name = d.name.clone();
+                        info.engine = d.engine.clone();
                     }
                     t.reader.forget_absent();
                     t.mirrored |= mirrored;
@@ -317,6 +337,13 @@ impl Sampler {
             if let Some(t) = self.tracked.remove(&cg) {
                 self.drop_tracked(t, removed);
             }
+        }
+        if let Some(sync) = &self.engine_sync {
+            let owned = self.tracked.iter().filter_map(|(cg, t)| {
+                let e = t.info.engine.as_ref()?;
+                Some((cg.clone(), (crate::engine::Directory::engine_named(&e.engine)?, e.id.clone())))
+            });
+            sync.set_owned(owned.collect());
         }
     }
 

@@ -67,7 +67,28 @@ pub struct Discovered {
     pub in_v2: bool,
     /// It has a directory in a v1 controller tree.
     pub in_v1: bool,
+    /// What its engine calls it, when an engine runs it and answered.
+    pub engine: Option<crate::engine::EngineInfo>,
 }
+
+/// The engine that may run a container of `kind` at `rel`, and the key it
+/// knows it by (Docker and Podman: the full id; LXD: the instance name,
+/// the same as LXC's).
+pub fn engine_key(kind: Kind, rel: &str) -> Option<(crate::engine::Engine, String)> {
+    use crate::engine::Engine;
+    let base = rel.trim_matches('/').rsplit('/').next()?;
+    let id = |prefix: &str| base.strip_prefix(prefix).unwrap_or(base).trim_end_matches(".scope").to_owned();
+    match kind {
+        Kind::Docker => Some((Engine::Docker, id("docker-"))),
+        Kind::Podman => Some((Engine::Podman, id("libpod-"))),
+        Kind::Lxc => Some((Engine::Lxd, base.strip_prefix("lxc.payload.").unwrap_or(base).to_owned())),
+        _ => None,
+    }
+}
+
+/// What the engines call their containers: `(engine, key)` to what the
+/// engine says, `None` where no engine answers for it.
+pub type EngineNames<'a> = &'a mut dyn FnMut(crate::engine::Engine, &str) -> Option<crate::engine::EngineInfo>;
 
 fn is_hex_id(s: &str) -> bool {
     s.len() >= 12 && s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -157,13 +178,22 @@ fn segment_match(p: &[u8], s: &[u8]) -> bool {
 
 /// Walks the v2 tree and the v1 `memory` and `cpu` trees for containers.
 /// Explicitly configured cgroups (`name -> path`) are added when they exist.
+/// A container an engine runs takes the engine's name (`engines`).
 /// Names are unique: a clash gets the path-derived name instead.
-pub fn scan(layout: &Layout, opts: &DiscoveryOptions, configured: &[(String, String)]) -> Vec<Discovered> {
+pub fn scan(
+    layout: &Layout,
+    opts: &DiscoveryOptions,
+    configured: &[(String, String)],
+    engines: EngineNames,
+) -> Vec<Discovered> {
     let mut found: BTreeMap<String, Discovered> = BTreeMap::new();
     let mut record = |rel: &str, kind: Kind, name: String, v2: bool| {
         let cgroup = format!("/{}", rel.trim_matches('/'));
-        let entry =
-            found.entry(cgroup.clone()).or_insert(Discovered { name, cgroup, kind, in_v2: false, in_v1: false });
+        let entry = found.entry(cgroup.clone()).or_insert_with(|| {
+            let engine = engine_key(kind, rel).and_then(|(e, key)| engines(e, &key));
+            let name = engine.as_ref().map(|e| e.name.clone()).filter(|n| !n.is_empty()).unwrap_or(name);
+            Discovered { name, cgroup, kind, in_v2: false, in_v1: false, engine }
+        });
         if v2 { entry.in_v2 = true } else { entry.in_v1 = true }
     };
     let mut roots: Vec<(PathBuf, bool)> = vec![(layout.v2.clone(), true)];
@@ -332,16 +362,34 @@ mod tests {
             v2: v2.clone(),
             v1: [("memory".to_owned(), mem), ("cpu".to_owned(), cpu)].into_iter().collect(),
         };
+        let mut asked = Vec::new();
+        // Docker knows its container as "api"; no LXD answers.
+        let mut engines = |e: crate::engine::Engine, key: &str| {
+            asked.push((e, key.to_owned()));
+            (e == crate::engine::Engine::Docker).then(|| crate::engine::EngineInfo {
+                engine: "docker".into(),
+                id: key.into(),
+                name: "api".into(),
+                labels: [("tier".to_owned(), "back".to_owned())].into(),
+            })
+        };
         let found = scan(
             &layout,
             &DiscoveryOptions::default(),
             &[("thing".into(), "/custom/thing".into()), ("renamed".into(), "/system.slice/db.service".into())],
+            &mut engines,
         );
+        asked.sort();
+        use crate::engine::Engine::{Docker, Lxd};
+        assert_eq!(asked, vec![(Docker, ID.to_owned()), (Lxd, "web".to_owned()), (Lxd, "web".to_owned())]);
         let by_cg: BTreeMap<_, _> = found.iter().map(|d| (d.cgroup.as_str(), d)).collect();
         let web = by_cg["/lxc.payload.web"];
         assert_eq!((web.name.as_str(), web.in_v2, web.in_v1), ("web", true, true));
         let docker = by_cg[format!("/docker/{ID}").as_str()];
         assert_eq!((docker.in_v2, docker.in_v1, docker.kind), (false, true, Kind::Docker));
+        assert_eq!(docker.name, "api", "the engine's name");
+        assert_eq!(docker.engine.as_ref().unwrap().labels["tier"], "back");
+        assert_eq!(web.engine, None);
         assert_eq!(by_cg["/system.slice/db.service"].name, "renamed", "configured names win");
         assert_eq!(by_cg["/system.slice/db.service"].kind, Kind::Systemd);
         assert_eq!(by_cg["/custom/thing"].kind, Kind::Configured);

@@ -128,9 +128,14 @@ impl<'a> Writer<'a> {
             Resource::Mem => {
                 let (dir, v2) =
                     self.pick(rel, "memory.max", "memory", "memory.limit_in_bytes").ok_or_else(|| no("memory"))?;
+                let memsw = (!v2).then(|| dir.join("memory.memsw.limit_in_bytes")).filter(|p| p.exists());
                 let m = MemController::new(dir.clone(), dir, v2);
                 let limit = value.map_or(-1, |b| b.min(i64::MAX as u64) as i64);
-                m.set_limit(limit).map_err(|e| Self::err(rel, resource, e))
+                match memsw {
+                    Some(sw) => set_v1_with_memsw(&m, &sw, limit),
+                    None => m.set_limit(limit).map_err(|e| e.to_string()),
+                }
+                .map_err(|e| Self::err(rel, resource, e))
             }
             Resource::DiskRead | Resource::DiskWrite => {
                 let dev = self.disk.ok_or_else(|| no("block device (none found for /)"))?;
@@ -223,6 +228,36 @@ impl<'a> Writer<'a> {
             self.apply(rel, Resource::Mem, Some(value))
         }
     }
+}
+
+/// v1 memory with a memory+swap limit set (LXD sets one equal to the
+/// memory limit: no swap): the kernel refuses a memory limit above it, so
+/// it is raised first, and one that was equal to the old limit follows the
+/// new one down (still no swap).
+fn set_v1_with_memsw(m: &MemController, memsw: &std::path::Path, limit: i64) -> Result<(), String> {
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok();
+    let set = |m: &MemController| m.set_limit(limit).map_err(|e| e.to_string());
+    let (Some(sw), Some(old)) = (read(memsw), memsw.parent().and_then(|d| read(&d.join("memory.limit_in_bytes"))))
+    else {
+        return set(m);
+    };
+    // The kernel shows "unlimited" as i64::MAX rounded down to a page.
+    if sw >= (i64::MAX as u64) & !0xffff {
+        return set(m);
+    }
+    let new = u64::try_from(limit).unwrap_or(u64::MAX);
+    let write_sw = |v: u64| {
+        let text = if v >= i64::MAX as u64 { "-1".to_owned() } else { v.to_string() };
+        std::fs::write(memsw, text).map_err(|e| format!("{}: {e}", memsw.display()))
+    };
+    if sw < new {
+        write_sw(new)?;
+    }
+    set(m)?;
+    if sw == old && new < sw {
+        write_sw(new)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

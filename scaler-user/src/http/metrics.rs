@@ -82,6 +82,31 @@ pub fn render(s: &Shared) -> String {
         let _ = writeln!(out, "# TYPE scaler_ebpf_counter_entries gauge");
         let _ = writeln!(out, "scaler_ebpf_counter_entries {n}");
     }
+    if !g.engine_calls.is_empty() {
+        let _ =
+            writeln!(out, "# HELP scaler_engine_calls_total Limits sent through each engine's API (failed ones too).");
+        let _ = writeln!(out, "# TYPE scaler_engine_calls_total counter");
+        for (e, c) in &g.engine_calls {
+            let _ = writeln!(out, "scaler_engine_calls_total{{engine=\"{}\"}} {}", e.name(), c.calls);
+        }
+        let _ = writeln!(out, "# HELP scaler_engine_call_failures_total Calls an engine refused or did not answer.");
+        let _ = writeln!(out, "# TYPE scaler_engine_call_failures_total counter");
+        for (e, c) in &g.engine_calls {
+            let _ = writeln!(out, "scaler_engine_call_failures_total{{engine=\"{}\"}} {}", e.name(), c.failures);
+        }
+        let _ = writeln!(out, "# HELP scaler_engine_call_seconds_total Time spent waiting on each engine's API.");
+        let _ = writeln!(out, "# TYPE scaler_engine_call_seconds_total counter");
+        for (e, c) in &g.engine_calls {
+            let secs = c.total_us as f64 / 1e6;
+            let _ = writeln!(out, "scaler_engine_call_seconds_total{{engine=\"{}\"}} {secs:.6}", e.name());
+        }
+        let _ = writeln!(out, "# HELP scaler_engine_call_max_seconds The longest call to each engine's API.");
+        let _ = writeln!(out, "# TYPE scaler_engine_call_max_seconds gauge");
+        for (e, c) in &g.engine_calls {
+            let _ =
+                writeln!(out, "scaler_engine_call_max_seconds{{engine=\"{}\"}} {:.6}", e.name(), c.max_us as f64 / 1e6);
+        }
+    }
     let _ = writeln!(out, "# HELP scaler_agent_ticks_total Sampling ticks since start.");
     let _ = writeln!(out, "# TYPE scaler_agent_ticks_total counter");
     let _ = writeln!(out, "scaler_agent_ticks_total {}", g.ticks);

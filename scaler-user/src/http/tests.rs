@@ -206,6 +206,7 @@ async fn the_aggregator_parses_every_shape_the_agent_serves() {
         kind: Kind::Lxc,
         in_v2: true,
         in_v1: false,
+        engine: None,
     };
     let r = |u: u64, c: Option<u64>| Reading { usage: Some(u), current: c };
     let full = Sample {

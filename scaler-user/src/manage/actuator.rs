@@ -4,6 +4,7 @@
 use policies::Resource;
 
 use super::{ActuateError, Actuator};
+use crate::engine::sync::EngineSync;
 use crate::{
     cgroup::{
         layout::Layout,
@@ -23,10 +24,26 @@ pub struct HostActuator {
     pub cpu_burst_pct: u64,
     /// Containers whose CPU limit banks nothing (under an energy cap).
     pub no_burst: std::collections::HashSet<String>,
+    /// The engines' view of their containers' limits, kept equal to
+    /// cgroupfs (`None`: cgroupfs only).
+    pub engines: Option<EngineSync>,
 }
 
 fn is_net(r: Resource) -> bool {
     matches!(r, Resource::NetRx | Resource::NetTx)
+}
+
+impl HostActuator {
+    /// Writes cgroupfs (what `apply` does before telling the engine).
+    fn write(&self, cgroup: &str, resource: Resource, value: Option<u64>) -> Result<(), ActuateError> {
+        let burst = if self.no_burst.contains(cgroup) { 0 } else { self.cpu_burst_pct };
+        let w = Writer::new(&self.layout, self.disk).with_burst(burst);
+        match value {
+            Some(v) if resource == Resource::Mem && self.waiting.contains(cgroup) => w.apply_waiting(cgroup, v),
+            _ => w.apply(cgroup, resource, value),
+        }?;
+        Ok(())
+    }
 }
 
 impl Actuator for HostActuator {
@@ -35,12 +52,15 @@ impl Actuator for HostActuator {
             let net = self.net.as_mut().ok_or(ActuateError::NoNetPrograms)?;
             return Ok(net.set(cgroup, resource == Resource::NetRx, value)?);
         }
-        let burst = if self.no_burst.contains(cgroup) { 0 } else { self.cpu_burst_pct };
-        let w = Writer::new(&self.layout, self.disk).with_burst(burst);
-        match value {
-            Some(v) if resource == Resource::Mem && self.waiting.contains(cgroup) => w.apply_waiting(cgroup, v),
-            _ => w.apply(cgroup, resource, value),
-        }?;
+        self.write(cgroup, resource, value)?;
+        // On v2 a waiting memory limit is `memory.high` under a hard
+        // `memory.max`; the engines know only the hard one: not told.
+        let v2_waiting = resource == Resource::Mem && self.waiting.contains(cgroup) && !self.layout.is_hybrid();
+        if let Some(e) = &self.engines
+            && !v2_waiting
+        {
+            e.record(cgroup, resource, value);
+        }
         Ok(())
     }
 
@@ -86,5 +106,23 @@ impl Actuator for HostActuator {
         if let Some(n) = &mut self.net {
             n.refresh();
         }
+        let rewrites = self.engines.as_ref().map(EngineSync::take_rewrites).unwrap_or_default();
+        for (cgroup, r, v) in rewrites {
+            if let Err(e) = self.write(&cgroup, r, v) {
+                tracing::debug!(%cgroup, "writing the limit again after the engine's call: {e}");
+            }
+        }
+    }
+
+    fn settling(&self, cgroup: &str) -> bool {
+        self.engines.as_ref().is_some_and(|e| e.settling(cgroup))
+    }
+
+    fn engine_of(&self, cgroup: &str) -> Option<&'static str> {
+        Some(self.engines.as_ref()?.owner(cgroup)?.name())
+    }
+
+    fn notes(&mut self) -> Vec<(String, String)> {
+        self.engines.as_ref().map(EngineSync::take_notes).unwrap_or_default()
     }
 }

@@ -67,8 +67,22 @@ pub trait Actuator: Send {
     /// Whether `resource` is kept by the actuator rather than read back.
     fn owns(&self, resource: Resource) -> bool;
     /// Called once per tick before limits are compared (e.g. to follow a
-    /// recreated cgroup).
+    /// recreated cgroup, or to write again what an engine call rounded).
     fn refresh(&mut self) {}
+    /// Whether a difference between cgroupfs and what was set may be this
+    /// actuator's own doing, not yet settled (an engine call under way):
+    /// not a change made outside scaler.
+    fn settling(&self, _cgroup: &str) -> bool {
+        false
+    }
+    /// The engine that runs the container at `cgroup` (`docker`, ...).
+    fn engine_of(&self, _cgroup: &str) -> Option<&'static str> {
+        None
+    }
+    /// What the event log should say since the last call: (cgroup, text).
+    fn notes(&mut self) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// Tasks reaching the memory limit wait for it to be raised
     /// (`Some(hard_max)`: the OOM killer off, or on v2 the limit in
     /// `memory.high` under a hard `memory.max`), or are OOM-killed as usual

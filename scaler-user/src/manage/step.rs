@@ -45,6 +45,11 @@ impl Manager {
     /// (`samples` keyed by container name), deciding at `now_ms`.
     pub fn step(&mut self, now_ms: u64, samples: &HashMap<String, Sample>) {
         self.act.refresh();
+        for (cgroup, text) in self.act.notes() {
+            if let Some(name) = self.subs.iter().find(|(_, m)| m.sub.cgroup == cgroup).map(|(n, _)| n.clone()) {
+                self.events.push_config(now_ms, &name, text);
+            }
+        }
         let mut dirty: Vec<String> = Vec::new();
         let mut adopted: Vec<String> = Vec::new();
         let mut states = Vec::new();
@@ -62,15 +67,24 @@ impl Manager {
             m.usage.extend(obs.usage.iter().map(|(&r, &u)| (r, u)));
             self.planner.observe(name, &obs);
             let mut resources = Vec::new();
+            let settling = self.act.settling(&m.sub.cgroup);
             for (&r, &bounds) in &m.sub.resources {
+                let known = m.sub.limits.get(&r).copied().flatten();
                 let in_force = if self.act.owns(r) {
                     self.act.own_limit(&m.sub.cgroup, r)
+                } else if settling {
+                    // An engine call under way may have put an older value
+                    // there for a moment: it is written again.
+                    known
                 } else {
                     s.resources.get(r).unwrap_or_default().current
                 };
-                let known = m.sub.limits.get(&r).copied().flatten();
                 if in_force != known {
-                    self.events.push(now_ms, name, r, known, in_force, "changed outside scaler: adopted".into());
+                    let reason = match self.act.engine_of(&m.sub.cgroup) {
+                        Some(e) => format!("changed outside scaler (by {e}, or the container restarted): adopted"),
+                        None => "changed outside scaler: adopted".into(),
+                    };
+                    self.events.push(now_ms, name, r, known, in_force, reason);
                     m.sub.limits.insert(r, in_force);
                     dirty.push(name.clone());
                     if r == Resource::Cpu && m.sub.cpu_placement {

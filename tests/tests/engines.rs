@@ -1,0 +1,219 @@
+//! Issue 14's end-to-end checks: a real Docker container, a real Podman
+//! container and a real LXD instance, each discovered by its engine's name
+//! with its labels, subscribed by that name, CPU raised under load and
+//! lowered after, memory raised before an OOM, the engine's own view of
+//! the limits kept true through its API, and the subscription kept over a
+//! restart of the container.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use scaler_testkit::engines::{Engine, EngineContainer, Kind};
+use serde_json::Value;
+use tests::{Agent, require_root, wait_for};
+
+const MIB: u64 = 1 << 20;
+
+fn engine_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Docker => "docker",
+        Kind::Podman => "podman",
+        Kind::Lxd => "lxd",
+    }
+}
+
+/// An agent that asks only this test's daemon, and sends settled limits
+/// to it after 300 ms.
+fn agent_for(engine: &Engine) -> Agent {
+    let sock = |k: Kind| if engine.kind == k { engine.socket.display().to_string() } else { String::new() };
+    Agent::start(&format!(
+        "[engines]\ndocker_socket = \"{}\"\npodman_socket = \"{}\"\nlxd_socket = \"{}\"\nsync_settle_ms = 300\n\
+         sync_max_delay_ms = 2000\n",
+        sock(Kind::Docker),
+        sock(Kind::Podman),
+        sock(Kind::Lxd)
+    ))
+}
+
+/// CPU and memory limits: (millicores, bytes).
+type Limits = (Option<u64>, Option<u64>);
+
+/// The engine's own view of the container's limits.
+fn engine_view(c: &EngineContainer) -> Limits {
+    let num = |s: &str| s.trim().trim_matches('"').parse::<i64>().ok().filter(|&v| v > 0).map(|v| v as u64);
+    match c.engine.kind {
+        Kind::Docker | Kind::Podman => {
+            let out = c.client(&["inspect", "-f", "{{.HostConfig.CpuQuota}} {{.HostConfig.Memory}}", &c.name]).unwrap();
+            let mut it = out.split_whitespace();
+            (it.next().and_then(num).map(|q| q / 100), it.next().and_then(num))
+        }
+        Kind::Lxd => {
+            let allowance = c.client(&["config", "get", &c.name, "limits.cpu.allowance"]).unwrap();
+            let cpu = allowance.trim().strip_suffix("ms/100ms").and_then(num).map(|ms| ms * 10);
+            (cpu, num(&c.client(&["config", "get", &c.name, "limits.memory"]).unwrap()))
+        }
+    }
+}
+
+/// The agent's limits in force for `name`: (millicores, bytes).
+fn in_force(agent: &Agent, name: &str) -> Limits {
+    let (_, v) = agent.get(&format!("/v1/containers/{name}"));
+    (v["resources"]["cpu"]["current"].as_u64(), v["resources"]["mem"]["current"].as_u64())
+}
+
+/// Whether the engine's view equals what is in force (LXD keeps whole
+/// milliseconds of CPU: within 10 millicores above).
+fn views_agree(agent: &Agent, c: &EngineContainer) -> Option<(Limits, Limits)> {
+    let (mine, theirs) = (in_force(agent, &c.name), engine_view(c));
+    let cpu_ok = match (mine.0, theirs.0) {
+        (Some(a), Some(b)) if c.engine.kind == Kind::Lxd => b >= a && b < a + 10,
+        (a, b) => a == b,
+    };
+    (cpu_ok && mine.1 == theirs.1).then_some((mine, theirs))
+}
+
+fn metric(agent: &Agent, name: &str, engine: &str) -> f64 {
+    let (_, text) = agent.get_text("/metrics");
+    let key = format!("{name}{{engine=\"{engine}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&key)?.parse().ok()).unwrap_or(0.0)
+}
+
+fn scenario(kind: Kind) {
+    require_root();
+    let ename = engine_name(kind);
+    let engine = Engine::start(kind).unwrap_or_else(|e| panic!("{ename}: {e}"));
+    let agent = agent_for(&engine);
+    let t0 = Instant::now();
+    let c = engine.run("scaler-test-eng", &[("app", "shop")]).unwrap_or_else(|e| panic!("{e}\n{}", engine.log()));
+    let started = t0.elapsed();
+    let t1 = Instant::now();
+    let seen = wait_for(Duration::from_secs(15), || {
+        let (s, v) = agent.get(&format!("/v1/stats/{}", c.name));
+        (s == 200 && v["engine"]["engine"] == ename).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("{ename} container {} not discovered by its name: {}", c.name, agent.log()));
+    println!(
+        "{ename}: `run` took {:.0} ms; discovered by its name {:.0} ms after it returned",
+        started.as_secs_f64() * 1e3,
+        t1.elapsed().as_secs_f64() * 1e3
+    );
+    assert_eq!(seen["engine"]["labels"]["app"], "shop", "{seen}");
+    assert!(!seen["engine"]["id"].as_str().unwrap_or("").is_empty(), "{seen}");
+    assert!(seen["cgroup"].as_str().unwrap().starts_with(&format!("/{}/", c.parent)), "{seen}");
+
+    // Subscribed by the engine's name, through the CLI.
+    let (ok, out, err) =
+        tests::agent::cli(&agent.url(), &["subscribe", &c.name, "--cpu", "100m:1500m", "--mem", "16Mi:1Gi", "--json"]);
+    assert!(ok, "subscribe {}: {err}", c.name);
+    let sub: Value = serde_json::from_str(&out).unwrap();
+    let start_cpu = sub["resources"]["cpu"]["current"].as_u64().unwrap();
+    // Idle: lowered from where it started.
+    let idle = wait_for(Duration::from_secs(10), || in_force(&agent, &c.name).0.filter(|&v| v < 400))
+        .unwrap_or_else(|| panic!("{ename}: CPU not lowered while idle from {start_cpu}: {:?}", agent.events(&c.name)));
+
+    // A core of load: CPU raised; then lowered once it ends.
+    c.exec_detached(&["stress-ng", "--cpu", "1", "--timeout", "6s", "--quiet"]).unwrap();
+    let peak = wait_for(Duration::from_secs(8), || in_force(&agent, &c.name).0.filter(|&v| v >= 700))
+        .unwrap_or_else(|| panic!("{ename}: CPU not raised under load from {start_cpu}: {:?}", agent.events(&c.name)));
+    let lowered = wait_for(Duration::from_secs(20), || in_force(&agent, &c.name).0.filter(|&v| v < peak / 2))
+        .unwrap_or_else(|| panic!("{ename}: CPU not lowered after the load: {:?}", agent.events(&c.name)));
+    println!(
+        "{ename}: CPU {start_cpu} at subscription -> {idle} idle -> {peak}+ under a core of load -> {lowered} after"
+    );
+
+    // 200 MiB more than it had: memory raised before any OOM kill.
+    let mem_before = in_force(&agent, &c.name).1.unwrap();
+    c.exec_detached(&["stress-ng", "--vm", "1", "--vm-bytes", "200M", "--vm-keep", "--timeout", "6s", "--quiet"])
+        .unwrap();
+    let raised =
+        wait_for(Duration::from_secs(10), || in_force(&agent, &c.name).1.filter(|&m| m >= mem_before + 190 * MIB))
+            .unwrap_or_else(|| panic!("{ename}: memory not raised from {mem_before}: {:?}", agent.events(&c.name)));
+    let stats = agent.container(&c.name).unwrap();
+    assert_eq!(stats["signals"]["oom_kills"].as_u64().unwrap_or(0), 0, "{ename}: an OOM kill: {stats}");
+    println!("{ename}: memory {} MiB -> {} MiB under 200 MiB more, no OOM kill", mem_before / MIB, raised / MIB);
+
+    // The engine's own view follows what is in force once it settles.
+    let settled = Instant::now();
+    if kind == Kind::Podman {
+        // Podman 4.3 applies an update to the running cgroup only: its
+        // inspect keeps the creation values (docs/engines/podman.md).
+        let ok = wait_for(Duration::from_secs(10), || {
+            (metric(&agent, "scaler_engine_calls_total", ename) > 0.0).then_some(())
+        });
+        assert!(ok.is_some(), "no calls to podman's API: {}", agent.log());
+        assert_eq!(metric(&agent, "scaler_engine_call_failures_total", ename), 0.0, "{}", agent.log());
+        println!("podman inspect: {:?} (the agent: {:?})", engine_view(&c), in_force(&agent, &c.name));
+    } else {
+        let agree = wait_for(Duration::from_secs(25), || views_agree(&agent, &c)).unwrap_or_else(|| {
+            panic!(
+                "{ename}'s view {:?} never matched the limits in force {:?}: {}",
+                engine_view(&c),
+                in_force(&agent, &c.name),
+                agent.log()
+            )
+        });
+        println!(
+            "{ename}: its own view {:?} = in force {:?}, {:.1} s after the memory raise",
+            agree.1,
+            agree.0,
+            settled.elapsed().as_secs_f64()
+        );
+    }
+    let calls = metric(&agent, "scaler_engine_calls_total", ename);
+    let secs = metric(&agent, "scaler_engine_call_seconds_total", ename);
+    println!("{ename}: {calls} API calls, {:.1} ms each on average", secs * 1e3 / calls.max(1.0));
+    let adopted_before =
+        agent.events(&c.name).iter().filter(|e| e["reason"].as_str().unwrap_or("").contains("outside")).count();
+    assert_eq!(
+        adopted_before,
+        0,
+        "{ename}: the agent took its own engine calls for outside changes: {:?}",
+        agent.events(&c.name)
+    );
+
+    // A restart: a new cgroup at the same path, the same subscription.
+    let (cpu_before, _) = in_force(&agent, &c.name);
+    c.restart().unwrap_or_else(|e| panic!("{e}"));
+    let back = wait_for(Duration::from_secs(20), || {
+        let (s, v) = agent.get(&format!("/v1/containers/{}", c.name));
+        (s == 200 && v["status"] == "active" && agent.container(&c.name).is_some()).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("{ename}: subscription lost over a restart: {}", agent.log()));
+    // What is in force afterwards is what the agent says (the engine put
+    // back what it was told, or the agent noticed and adopted it).
+    let consistent = wait_for(Duration::from_secs(10), || {
+        let stats = agent.container(&c.name)?;
+        let (cpu, mem) = in_force(&agent, &c.name);
+        (stats["resources"]["cpu"]["current"].as_u64() == cpu && stats["resources"]["mem"]["current"].as_u64() == mem)
+            .then_some((cpu, mem))
+    });
+    assert!(consistent.is_some(), "{ename}: after the restart cgroupfs and the agent disagree: {back}");
+    let outside: Vec<String> = agent
+        .events(&c.name)
+        .iter()
+        .filter_map(|e| e["reason"].as_str().filter(|r| r.contains("outside")).map(str::to_owned))
+        .collect();
+    println!("{ename}: after a restart CPU {cpu_before:?} -> {:?}; events: {outside:?}", consistent.unwrap().0);
+    // Whatever limits the engine started it with, a difference is noticed
+    // and said, naming the engine.
+    assert!(outside.iter().all(|r| r.contains(&format!("by {ename}"))), "{ename}: {outside:?}");
+    // Still scaled: load raises it again.
+    c.exec_detached(&["stress-ng", "--cpu", "1", "--timeout", "4s", "--quiet"]).unwrap();
+    let again = wait_for(Duration::from_secs(8), || in_force(&agent, &c.name).0.filter(|&v| v >= 700));
+    assert!(again.is_some(), "{ename}: not scaled after the restart: {:?}", agent.events(&c.name));
+}
+
+#[test]
+fn docker_container_by_name_scaled_and_its_view_kept_true() {
+    scenario(Kind::Docker);
+}
+
+#[test]
+fn podman_container_by_name_scaled_through_its_api() {
+    scenario(Kind::Podman);
+}
+
+#[test]
+fn lxd_instance_by_name_scaled_and_its_config_kept_true() {
+    scenario(Kind::Lxd);
+}
