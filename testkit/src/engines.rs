@@ -305,12 +305,34 @@ impl EngineContainer<'_> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Restarts the container through its engine.
-    pub fn restart(&self) -> io::Result<()> {
+    /// Sets its CPU limit the engine's own way (`docker update`, `podman
+    /// update`, `lxc config set`), as an operator would.
+    pub fn set_cpu_by_hand(&self, millicores: u64) -> io::Result<()> {
+        let quota = (millicores * 100).to_string();
         match self.engine.kind {
+            Kind::Docker | Kind::Podman => {
+                self.client(&["update", "--cpu-period", "100000", "--cpu-quota", &quota, &self.name]).map(drop)
+            }
+            Kind::Lxd => {
+                let allowance = format!("{}ms/100ms", millicores / 10);
+                self.client(&["config", "set", &self.name, "limits.cpu.allowance", &allowance]).map(drop)
+            }
+        }
+    }
+
+    /// Restarts the container through its engine.
+    /// Restarts the container through its engine (once more after 2 s if
+    /// the engine says it failed: Podman 4.3 sometimes reports a stop that
+    /// had to resort to SIGKILL as a failure).
+    pub fn restart(&self) -> io::Result<()> {
+        let once = || match self.engine.kind {
             Kind::Docker | Kind::Podman => self.client(&["restart", "-t", "1", &self.name]).map(drop),
             Kind::Lxd => self.client(&["restart", "-f", &self.name]).map(drop),
-        }
+        };
+        once().or_else(|first| {
+            std::thread::sleep(Duration::from_secs(2));
+            once().map_err(|second| crate::error(format!("restart failed twice: {first}; then: {second}")))
+        })
     }
 }
 

@@ -1,17 +1,35 @@
 //! One HTTP/1.1 request on a fresh connection, with no client library: what
 //! the benches and the harness need to talk to an agent.
 
-use std::{
-    io::{self, Read as _, Write as _},
-    net::TcpStream,
-    time::Duration,
-};
+use std::{io, net::TcpStream, time::Duration};
 
 /// Sends `method path` (with a JSON `body`) to `addr` (`host:port`) and
 /// returns the status and the body.
 pub fn request(addr: &str, method: &str, path: &str, body: Option<&str>) -> io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
+    let s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    exchange(s, addr, method, path, body)
+}
+
+/// [`request`] over a Unix socket (a container engine's API).
+pub fn unix_request(
+    socket: &std::path::Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> io::Result<(u16, String)> {
+    let s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    exchange(s, "engine", method, path, body)
+}
+
+fn exchange(
+    mut s: impl io::Read + io::Write,
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> io::Result<(u16, String)> {
     let body = body.unwrap_or("");
     write!(
         s,

@@ -134,6 +134,11 @@ impl EngineSync {
         st.owned = owned;
     }
 
+    /// Whether limits are sent to engines at all (`apply = "engine"`).
+    pub fn applies(&self) -> bool {
+        self.inner.cfg.apply == ApplyPath::Engine
+    }
+
     /// The engine that runs the container at `cgroup`.
     pub fn owner(&self, cgroup: &str) -> Option<Engine> {
         self.state().owned.get(cgroup).map(|(e, _)| *e)

@@ -36,7 +36,11 @@ fn is_net(r: Resource) -> bool {
 impl HostActuator {
     /// Writes cgroupfs (what `apply` does before telling the engine).
     fn write(&self, cgroup: &str, resource: Resource, value: Option<u64>) -> Result<(), ActuateError> {
-        let burst = if self.no_burst.contains(cgroup) { 0 } else { self.cpu_burst_pct };
+        // No banked burst where an engine owns the limit: the kernel refuses
+        // a quota below the burst, so the engine's own updates (`docker
+        // update --cpus`) would fail.
+        let engine_owned = self.engines.as_ref().is_some_and(|e| e.applies() && e.owner(cgroup).is_some());
+        let burst = if self.no_burst.contains(cgroup) || engine_owned { 0 } else { self.cpu_burst_pct };
         let w = Writer::new(&self.layout, self.disk).with_burst(burst);
         match value {
             Some(v) if resource == Resource::Mem && self.waiting.contains(cgroup) => w.apply_waiting(cgroup, v),

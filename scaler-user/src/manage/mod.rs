@@ -156,6 +156,9 @@ pub(crate) struct Managed {
     pub since_ms: u64,
     /// The last cpuset write failed (logged once until one works).
     pub placement_failed: bool,
+    /// It was present and vanished (a restart, most often): its limits are
+    /// written again when it is back.
+    pub gone: bool,
 }
 
 impl Managed {
@@ -169,6 +172,7 @@ impl Managed {
             mem_limited: false,
             since_ms,
             placement_failed: false,
+            gone: false,
         }
     }
 }

@@ -53,12 +53,37 @@ impl Manager {
         let mut dirty: Vec<String> = Vec::new();
         let mut adopted: Vec<String> = Vec::new();
         let mut states = Vec::new();
+        let mut placed: Vec<String> = Vec::new();
         for (name, m) in &mut self.subs {
             let Some(s) = samples.get(name) else {
+                // Gone after it was seen (a subscription whose cgroup is not
+                // read yet has seen nothing).
+                m.gone |= m.active && !m.usage.is_empty();
                 m.active = false;
                 continue;
             };
             m.active = true;
+            if std::mem::take(&mut m.gone) {
+                // Back (a restart: a new cgroup at the same path, with
+                // whatever limits its engine starts it with): the
+                // subscription's limits are written again, not adopted.
+                for &r in m.sub.resources.keys() {
+                    let known = m.sub.limits.get(&r).copied().flatten();
+                    match self.act.apply(&m.sub.cgroup, r, known) {
+                        Ok(()) => {
+                            let why = "back after a restart: its limit written again".to_owned();
+                            self.events.push(now_ms, name, r, known, known, why);
+                        }
+                        Err(e) => tracing::warn!(container = %name, "writing {r} again after a restart: {e}"),
+                    }
+                }
+                m.mem_wait = None;
+                if m.sub.cpu_placement {
+                    placed.push(name.clone());
+                }
+                // The readings were taken before: not compared this tick.
+                continue;
+            }
             if s.time_ms < m.since_ms {
                 // Read before the subscription (or its new policy) began.
                 continue;
@@ -102,7 +127,7 @@ impl Manager {
         }
         // Inactive: the policies saw the samples (their events stay
         // pending) but nothing is decided.
-        let mut placed: Vec<String> = adopted;
+        placed.extend(adopted);
         let changes =
             if self.settings.active { self.planner.decide(now_ms, &states, &self.host_capacity()) } else { Vec::new() };
         for c in changes {

@@ -2,6 +2,7 @@
 //! to `bench-results/NAME.json`.
 
 mod aggregator;
+mod engines;
 mod harness;
 mod policies;
 mod reaction;
@@ -29,6 +30,9 @@ pub enum Which {
     /// Containers coming and going under one agent and an aggregator for a
     /// long time: memory and stores level off.
     Soak(soak::Args),
+    /// One CPU limit change through Docker's, Podman's and LXD's APIs
+    /// against a cgroupfs write (each engine a daemon of the bench's own).
+    Engines,
 }
 
 pub fn run(which: Which) -> anyhow::Result<()> {
@@ -39,6 +43,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
         Which::Reaction => reaction::run(),
         Which::Workloads(args) => workloads::run(&args),
         Which::Soak(args) => soak::run(&args),
+        Which::Engines => engines::run(),
     }
 }
 
