@@ -204,7 +204,19 @@ impl Engine {
     pub fn run(&self, prefix: &str, labels: &[(&str, &str)]) -> io::Result<EngineContainer<'_>> {
         let name = crate::unique(prefix);
         let parent = crate::unique(prefix);
-        let me = EngineContainer { engine: self, name, parent };
+        let me = EngineContainer {
+            engine: self,
+            name,
+            parent,
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        self.create(&me)?;
+        Ok(me)
+    }
+
+    /// Creates and starts `c` (its name, parent and labels).
+    fn create(&self, me: &EngineContainer) -> io::Result<()> {
+        let labels = &me.labels;
         let idle = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"];
         match self.kind {
             Kind::Docker | Kind::Podman => {
@@ -245,7 +257,7 @@ impl Engine {
                 run(self.cli().args(["start", &me.name]))?;
             }
         }
-        Ok(me)
+        Ok(())
     }
 
     /// What the daemon logged.
@@ -272,9 +284,22 @@ pub struct EngineContainer<'a> {
     pub name: String,
     /// The `scaler-test-*` parent of its cgroups.
     pub parent: String,
+    labels: Vec<(String, String)>,
 }
 
 impl EngineContainer<'_> {
+    /// Removes it and makes it again under the same name (Docker and
+    /// Podman: a new id, so a new cgroup; what `docker compose up` does to
+    /// a changed service).
+    pub fn recreate(&self) -> io::Result<()> {
+        match self.engine.kind {
+            Kind::Docker => self.client(&["rm", "-f", &self.name])?,
+            Kind::Podman => self.client(&["rm", "-f", "-t", "0", &self.name])?,
+            Kind::Lxd => self.client(&["delete", "-f", &self.name])?,
+        };
+        self.engine.create(self)
+    }
+
     /// `exec` of `args` inside, detached (bound it with `timeout`).
     pub fn exec_detached(&self, args: &[&str]) -> io::Result<()> {
         match self.engine.kind {

@@ -219,6 +219,30 @@ fn scenario(kind: Kind) {
         })
     });
     assert!(noticed.is_some(), "{ename}: a change through the engine went unnoticed: {:?}", agent.events(&c.name));
+    // Docker and Podman: removed and made again under the same name (a
+    // new id, a new cgroup): the subscription follows it.
+    if kind != Kind::Lxd {
+        c.recreate().unwrap_or_else(|e| panic!("{e}"));
+        let moved = wait_for(Duration::from_secs(15), || {
+            let (_, v) = agent.get(&format!("/v1/containers/{}", c.name));
+            let cg = v["cgroup"].as_str()?.to_owned();
+            (cg != seen["cgroup"] && v["status"] == "active").then_some(cg)
+        })
+        .unwrap_or_else(|| panic!("{ename}: the subscription did not follow the recreated container: {}", agent.log()));
+        let quota_file = scaler_testkit::cgroupfs::v1_root("cpu")
+            .unwrap()
+            .join(moved.trim_start_matches('/'))
+            .join("cpu.cfs_quota_us");
+        let written = wait_for(Duration::from_secs(5), || {
+            let quota: i64 = std::fs::read_to_string(&quota_file).ok()?.trim().parse().ok()?;
+            let mc = in_force(&agent, &c.name).0?;
+            (quota == (mc * 100) as i64).then_some(mc)
+        });
+        assert!(written.is_some(), "{ename}: the recreated container does not have the subscription's limit");
+        let said = agent.events(&c.name).iter().any(|e| e["reason"].as_str().unwrap_or("").starts_with("recreated at"));
+        assert!(said, "{ename}: {:?}", agent.events(&c.name));
+        println!("{ename}: recreated at {moved}: the subscription followed, {} millicores in force", written.unwrap());
+    }
     // Still scaled: load raises it again.
     c.exec_detached(&["stress-ng", "--cpu", "1", "--timeout", "4s", "--quiet"]).unwrap();
     let again = wait_for(Duration::from_secs(8), || in_force(&agent, &c.name).0.filter(|&v| v >= 700));

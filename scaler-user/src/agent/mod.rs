@@ -298,14 +298,33 @@ fn sample_loop(
         let want: std::collections::HashSet<u64> =
             watched.iter().flat_map(|cg| sampler.ids_of(cg).iter().copied()).collect();
         kernel.sync_mem_watch(&want);
-        // The manager's step looks up its subscribed containers only.
-        let subscribed: std::collections::HashSet<&str> = managed.subscribed.iter().map(|(n, _)| n.as_str()).collect();
+        // The manager's step looks up its subscribed containers only, at
+        // their own cgroups.
+        let subscribed: HashMap<&str, &str> =
+            managed.subscribed.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
         let samples: HashMap<String, Sample> = result
             .samples
             .iter()
-            .filter(|(d, _)| subscribed.contains(d.name.as_str()))
+            .filter(|(d, _)| subscribed.get(d.name.as_str()) == Some(&d.cgroup.as_str()))
             .filter_map(|(d, s)| s.map(|s| (d.name.clone(), s)))
             .collect();
+        // An engine's container of a subscribed name at another cgroup: the
+        // subscribed one was removed and made again (a new id).
+        let recreated: Vec<(String, String)> = result
+            .samples
+            .iter()
+            .filter(|(d, _)| d.engine.is_some())
+            .filter(|(d, _)| subscribed.get(d.name.as_str()).is_some_and(|&c| c != d.cgroup))
+            .map(|(d, _)| (d.name.clone(), d.cgroup.clone()))
+            .collect();
+        if !recreated.is_empty() {
+            let mut m = manager.lock().unwrap_or_else(PoisonError::into_inner);
+            for (name, cgroup) in recreated {
+                if let Err(e) = m.follow_recreated(scaler_api::now_ms(), &name, &cgroup) {
+                    tracing::warn!(container = %name, %cgroup, "not following the recreated container: {e}");
+                }
+            }
+        }
         let sampled_ms = result.time_ms;
         let t2 = Instant::now();
         phases.sync_ns = crate::published::ns(t2.duration_since(t));

@@ -242,6 +242,31 @@ impl Manager {
         Ok(restored)
     }
 
+    /// The container subscribed as `name` was recreated under the same name
+    /// at another cgroup (an engine's new container: a new id): the
+    /// subscription follows it there, and its limits are written again at
+    /// the next tick (as after a restart). Refused outside the roots.
+    pub fn follow_recreated(&mut self, now_ms: u64, name: &str, cgroup: &str) -> Result<(), ManageError> {
+        let cgroup = self.check_cgroup(cgroup)?;
+        let m = self.subs.get_mut(name).ok_or_else(|| ManageError::NotFound(format!("{name:?} is not subscribed")))?;
+        if m.sub.cgroup == cgroup {
+            return Ok(());
+        }
+        let old = std::mem::replace(&mut m.sub.cgroup, cgroup.clone());
+        m.sub.cpus.clear();
+        // Seen before: written again once its first sample comes.
+        m.gone = true;
+        m.active = false;
+        self.store.save(&[&m.sub], &[])?;
+        self.events.push_config(
+            now_ms,
+            name,
+            format!("recreated at {cgroup} (was {old}): the subscription follows it"),
+        );
+        self.generation += 1;
+        Ok(())
+    }
+
     /// Partial update of one resource (adding it when new).
     pub fn update_resource(
         &mut self,

@@ -165,6 +165,25 @@ fn a_container_back_from_a_restart_gets_its_limits_written_again_not_adopted() {
 }
 
 #[test]
+fn a_subscription_follows_its_container_recreated_at_another_cgroup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 4000);
+    let r = req(json!({"resources": {"cpu": {"min": 100, "max": 3000, "current": 600}}}));
+    m.subscribe(0, "web", "/docker/aaa", &r, &Found::default()).unwrap();
+    let generation = m.generation;
+    m.follow_recreated(100, "web", "/docker/bbb").unwrap();
+    assert_eq!(m.get("web").unwrap().cgroup, "/docker/bbb");
+    assert!(m.generation > generation, "the sampler is told");
+    assert!(m.follow_recreated(100, "web", "/../etc").is_err(), "a path outside the roots is refused");
+    m.step(300, &HashMap::from([("web".to_owned(), sample(&fake, "/docker/bbb", 300, 100, 0, 1))]));
+    assert_eq!(fake.get("/docker/bbb", Resource::Cpu), Some(600), "its limit written at the new cgroup");
+    let ev = all_events(&m);
+    assert!(ev.iter().any(|e| e.reason.starts_with("recreated at /docker/bbb (was /docker/aaa)")), "{ev:?}");
+    assert!(ev.iter().any(|e| e.reason.starts_with("back after a restart")), "{ev:?}");
+}
+
+#[test]
 fn state_survives_reopening() {
     let tmp = tempfile::tempdir().unwrap();
     let fake = Fake::default();
