@@ -266,6 +266,10 @@ impl Sampler {
     /// rescan interval; without kernel events, every discovery interval.
     fn scan_due(&self, now: Instant, events: Option<CgroupEvents>) -> bool {
         let Some(last) = self.last_scan else { return true };
+        // An engine answered about its containers: their names are in.
+        if self.engines.take_news() {
+            return true;
+        }
         let age = now.duration_since(last);
         match (events, self.seen_events) {
             (Some(e), Some(seen)) => {
@@ -282,7 +286,7 @@ impl Sampler {
         self.scans += 1;
         let mut wanted = self.configured.clone();
         wanted.extend(subscribed.iter().cloned());
-        let engines = &mut self.engines;
+        let engines = &self.engines;
         let found = discover::scan(&self.layout, &self.discovery, &wanted, &mut |e, key| engines.lookup(e, key));
         let mut keep = std::collections::HashSet::new();
         for d in found {
@@ -341,7 +345,7 @@ impl Sampler {
         if let Some(sync) = &self.engine_sync {
             let owned = self.tracked.iter().filter_map(|(cg, t)| {
                 let e = t.info.engine.as_ref()?;
-                Some((cg.clone(), (crate::engine::Directory::engine_named(&e.engine)?, e.id.clone())))
+                Some((cg.clone(), (crate::engine::Engine::named(&e.engine)?, e.id.clone())))
             });
             sync.set_owned(owned.collect());
         }

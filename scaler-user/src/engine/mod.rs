@@ -8,14 +8,13 @@
 //! settled, so a busy host never waits on its engine.
 
 pub mod api;
+mod directory;
 pub mod http;
 pub mod sync;
 
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+pub use directory::Directory;
+
+use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +38,11 @@ impl Engine {
             Engine::Podman => "podman",
             Engine::Lxd => "lxd",
         }
+    }
+
+    /// The engine called `name` (as an [`EngineInfo`] says).
+    pub fn named(name: &str) -> Option<Engine> {
+        Engine::ALL.into_iter().find(|e| e.name() == name)
     }
 }
 
@@ -119,77 +123,5 @@ impl EngineConfig {
         range("sync_max_delay_ms", self.sync_max_delay_ms, self.sync_settle_ms, 600_000)?;
         range("refresh_ms", self.refresh_ms, 1000, 3_600_000)?;
         range("timeout_ms", self.timeout_ms, 10, 60_000)
-    }
-}
-
-/// What an engine said about its containers, and when.
-struct Listing {
-    at: Instant,
-    /// By id (Docker, Podman: the full hex id; LXD: the instance name).
-    by_key: HashMap<String, EngineInfo>,
-}
-
-/// Names and labels of the engines' containers, asked of each engine when
-/// discovery meets a container it does not know (at most once per
-/// `RELIST_MIN` per engine), and every `refresh_ms` otherwise.
-pub struct Directory {
-    cfg: EngineConfig,
-    listings: HashMap<Engine, Listing>,
-    /// Engines whose last call failed, and when (logged once per outage).
-    down: HashMap<Engine, Instant>,
-    /// Keys a fresh listing did not have (a plain LXC container is no LXD
-    /// instance): not asked again until the next refresh.
-    misses: HashMap<(Engine, String), Instant>,
-}
-
-/// The shortest gap between two listings of one engine on a miss.
-const RELIST_MIN: Duration = Duration::from_millis(250);
-
-impl Directory {
-    pub fn new(cfg: EngineConfig) -> Self {
-        Self { cfg, listings: HashMap::new(), down: HashMap::new(), misses: HashMap::new() }
-    }
-
-    /// What `engine` calls the container with `key`, asking it again when
-    /// the listing is old or does not have it.
-    pub fn lookup(&mut self, engine: Engine, key: &str) -> Option<EngineInfo> {
-        let socket = self.cfg.socket(engine)?.to_path_buf();
-        let now = Instant::now();
-        let fresh = |l: &Listing, within: Duration| now.duration_since(l.at) < within;
-        let refresh = Duration::from_millis(self.cfg.refresh_ms);
-        let missed = self.misses.get(&(engine, key.to_owned())).is_some_and(|&t| now.duration_since(t) < refresh);
-        let relist = match self.listings.get(&engine) {
-            None => true,
-            Some(l) if !fresh(l, refresh) => true,
-            Some(l) => !missed && !l.by_key.contains_key(key) && !fresh(l, RELIST_MIN),
-        };
-        if relist && self.down.get(&engine).is_none_or(|&t| now.duration_since(t) >= RELIST_MIN) {
-            match api::list(engine, &socket, self.cfg.timeout()) {
-                Ok(all) => {
-                    if self.down.remove(&engine).is_some() {
-                        tracing::info!(engine = engine.name(), "engine answers again");
-                    }
-                    let by_key = all.into_iter().map(|i| (i.id.clone(), i)).collect();
-                    self.listings.insert(engine, Listing { at: now, by_key });
-                    self.misses.retain(|_, t| now.duration_since(*t) < refresh);
-                }
-                Err(e) => {
-                    if self.down.insert(engine, now).is_none() && socket.exists() {
-                        tracing::warn!(engine = engine.name(), "listing containers: {e}");
-                    }
-                    self.listings.remove(&engine);
-                }
-            }
-        }
-        let found = self.listings.get(&engine)?.by_key.get(key).cloned();
-        if found.is_none() {
-            self.misses.entry((engine, key.to_owned())).or_insert(now);
-        }
-        found
-    }
-
-    /// The engine named `name` in an [`EngineInfo`].
-    pub fn engine_named(name: &str) -> Option<Engine> {
-        Engine::ALL.into_iter().find(|e| e.name() == name)
     }
 }
