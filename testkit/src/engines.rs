@@ -330,12 +330,16 @@ impl EngineContainer<'_> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Sets its CPU limit the engine's own way (`docker update`, `podman
-    /// update`, `lxc config set`), as an operator would.
+    /// Sets its CPU limit the engine's own way (`docker update --cpus`,
+    /// `podman update --cpu-quota`, `lxc config set`), as an operator would.
     pub fn set_cpu_by_hand(&self, millicores: u64) -> io::Result<()> {
         let quota = (millicores * 100).to_string();
         match self.engine.kind {
-            Kind::Docker | Kind::Podman => {
+            Kind::Docker => {
+                let cpus = format!("{}.{:03}", millicores / 1000, millicores % 1000);
+                self.client(&["update", "--cpus", &cpus, &self.name]).map(drop)
+            }
+            Kind::Podman => {
                 self.client(&["update", "--cpu-period", "100000", "--cpu-quota", &quota, &self.name]).map(drop)
             }
             Kind::Lxd => {

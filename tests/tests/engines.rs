@@ -43,9 +43,11 @@ fn engine_view(c: &EngineContainer) -> Limits {
     let num = |s: &str| s.trim().trim_matches('"').parse::<i64>().ok().filter(|&v| v > 0).map(|v| v as u64);
     match c.engine.kind {
         Kind::Docker | Kind::Podman => {
-            let out = c.client(&["inspect", "-f", "{{.HostConfig.CpuQuota}} {{.HostConfig.Memory}}", &c.name]).unwrap();
+            let format = "{{.HostConfig.CpuQuota}} {{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}";
+            let out = c.client(&["inspect", "-f", format, &c.name]).unwrap();
             let mut it = out.split_whitespace();
-            (it.next().and_then(num).map(|q| q / 100), it.next().and_then(num))
+            let (quota, nano, mem) = (it.next().and_then(num), it.next().and_then(num), it.next().and_then(num));
+            (quota.map(|q| q / 100).or(nano.map(|n| n / 1_000_000)), mem)
         }
         Kind::Lxd => {
             let allowance = c.client(&["config", "get", &c.name, "limits.cpu.allowance"]).unwrap();
@@ -112,8 +114,8 @@ fn scenario(kind: Kind) {
         .unwrap_or_else(|| panic!("{ename}: CPU not lowered while idle from {start_cpu}: {:?}", agent.events(&c.name)));
 
     // A core of load: CPU raised; then lowered once it ends.
-    c.exec_detached(&["stress-ng", "--cpu", "1", "--timeout", "6s", "--quiet"]).unwrap();
-    let peak = wait_for(Duration::from_secs(8), || in_force(&agent, &c.name).0.filter(|&v| v >= 700))
+    c.exec_detached(&["stress-ng", "--cpu", "1", "--timeout", "8s", "--quiet"]).unwrap();
+    let peak = wait_for(Duration::from_secs(10), || in_force(&agent, &c.name).0.filter(|&v| v >= 700))
         .unwrap_or_else(|| panic!("{ename}: CPU not raised under load from {start_cpu}: {:?}", agent.events(&c.name)));
     let lowered = wait_for(Duration::from_secs(20), || in_force(&agent, &c.name).0.filter(|&v| v < peak / 2))
         .unwrap_or_else(|| panic!("{ename}: CPU not lowered after the load: {:?}", agent.events(&c.name)));
@@ -210,7 +212,15 @@ fn scenario(kind: Kind) {
     // not write over it before the agent's next reading of the limits).
     wait_for(Duration::from_secs(10), || in_force(&agent, &c.name).0.filter(|&v| v <= 200))
         .unwrap_or_else(|| panic!("{ename}: CPU not lowered after the restart: {:?}", agent.events(&c.name)));
-    std::thread::sleep(Duration::from_millis(500));
+    let mut last = (in_force(&agent, &c.name), Instant::now());
+    let steady = wait_for(Duration::from_secs(15), || {
+        let now = in_force(&agent, &c.name);
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        (last.1.elapsed() >= Duration::from_millis(1500)).then_some(())
+    });
+    assert!(steady.is_some(), "{ename}: limits never steady: {:?}", agent.events(&c.name));
     c.set_cpu_by_hand(730).unwrap();
     let noticed = wait_for(Duration::from_secs(5), || {
         agent.events(&c.name).into_iter().find(|e| {

@@ -260,6 +260,8 @@ fn sample_loop(
     let mut meter = HostMeter::default();
     let mut ticks: u64 = 0;
     let mut scans = 0;
+    // Recreated containers a subscription could not follow (said once).
+    let mut refused_moves: std::collections::HashSet<(String, String)> = Default::default();
     while !stop.load(Ordering::Relaxed) {
         ticks += 1;
         let start = Instant::now();
@@ -308,20 +310,27 @@ fn sample_loop(
             .filter(|(d, _)| subscribed.get(d.name.as_str()) == Some(&d.cgroup.as_str()))
             .filter_map(|(d, s)| s.map(|s| (d.name.clone(), s)))
             .collect();
-        // An engine's container of a subscribed name at another cgroup: the
-        // subscribed one was removed and made again (a new id).
+        // A container of the same engine under a subscribed name at another
+        // cgroup: the subscribed one was removed and made again (a new id).
+        // (Another engine's container of that name is not it.)
         let recreated: Vec<(String, String)> = result
             .samples
             .iter()
-            .filter(|(d, _)| d.engine.is_some())
-            .filter(|(d, _)| subscribed.get(d.name.as_str()).is_some_and(|&c| c != d.cgroup))
+            .filter(|(d, _)| {
+                let Some(&old) = subscribed.get(d.name.as_str()) else { return false };
+                let same_engine = d.engine.as_ref().and_then(|e| crate::engine::Engine::named(&e.engine))
+                    == crate::cgroup::discover::engine_of_path(old);
+                old != d.cgroup && d.engine.is_some() && same_engine
+            })
             .map(|(d, _)| (d.name.clone(), d.cgroup.clone()))
+            .filter(|pair| !refused_moves.contains(pair))
             .collect();
         if !recreated.is_empty() {
             let mut m = manager.lock().unwrap_or_else(PoisonError::into_inner);
             for (name, cgroup) in recreated {
                 if let Err(e) = m.follow_recreated(scaler_api::now_ms(), &name, &cgroup) {
                     tracing::warn!(container = %name, %cgroup, "not following the recreated container: {e}");
+                    refused_moves.insert((name, cgroup));
                 }
             }
         }

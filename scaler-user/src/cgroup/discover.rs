@@ -86,6 +86,13 @@ pub fn engine_key(kind: Kind, rel: &str) -> Option<(crate::engine::Engine, Strin
     }
 }
 
+/// The engine that may run the container at cgroup path `rel`, by the
+/// shape of the path alone.
+pub fn engine_of_path(rel: &str) -> Option<crate::engine::Engine> {
+    let (kind, _) = classify(rel, &DiscoveryOptions::default())?;
+    engine_key(kind, rel).map(|(e, _)| e)
+}
+
 /// What the engines call their containers: `(engine, key)` to what the
 /// engine says, `None` where no engine answers for it.
 pub type EngineNames<'a> = &'a mut dyn FnMut(crate::engine::Engine, &str) -> Option<crate::engine::EngineInfo>;

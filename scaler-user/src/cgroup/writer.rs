@@ -114,6 +114,27 @@ impl<'a> Writer<'a> {
         WriteError::Write { cgroup: rel.to_owned(), resource, message: e.to_string() }
     }
 
+    /// The CPU (millicores) or memory (bytes) limit in force on `rel`
+    /// (`Some(None)`: unlimited; `None`: unreadable).
+    pub fn current(&self, rel: &str, resource: Resource) -> Option<Option<u64>> {
+        use super::parse;
+        let read = |p: PathBuf| std::fs::read_to_string(p).ok();
+        match resource {
+            Resource::Cpu => match self.pick(rel, "cpu.max", "cpu", "cpu.cfs_quota_us")? {
+                (d, true) => Some(parse::v2_cpu_max(&read(d.join("cpu.max"))?).map(|q| q.millicores())),
+                (d, false) => {
+                    let (q, p) = (read(d.join("cpu.cfs_quota_us"))?, read(d.join("cpu.cfs_period_us"))?);
+                    Some(parse::v1_cpu_quota(&q, &p).map(|q| q.millicores()))
+                }
+            },
+            Resource::Mem => match self.pick(rel, "memory.max", "memory", "memory.limit_in_bytes")? {
+                (d, true) => Some(parse::v2_max_or_value(&read(d.join("memory.max"))?)),
+                (d, false) => Some(parse::v1_mem_limit(&read(d.join("memory.limit_in_bytes"))?)),
+            },
+            _ => None,
+        }
+    }
+
     /// Sets (or with `None` removes) the limit of `resource` on cgroup `rel`.
     pub fn apply(&self, rel: &str, resource: Resource, value: Option<u64>) -> Result<(), WriteError> {
         let no = |what| WriteError::NoControl { cgroup: rel.to_owned(), what };
@@ -230,10 +251,12 @@ impl<'a> Writer<'a> {
     }
 }
 
-/// v1 memory with a memory+swap limit set (LXD sets one equal to the
-/// memory limit: no swap): the kernel refuses a memory limit above it, so
-/// it is raised first, and one that was equal to the old limit follows the
-/// new one down (still no swap).
+/// v1 memory with a memory+swap limit (`memory.memsw.limit_in_bytes`,
+/// which the kernel keeps at or above the memory limit): the swap on top
+/// is kept as it was. Equal (LXD's no swap, or both unlimited), it follows
+/// the memory limit; unlimited above a set memory limit, it stays
+/// unlimited; otherwise the same amount of swap on top. Raised first when
+/// the memory limit rises, lowered after when it falls.
 fn set_v1_with_memsw(m: &MemController, memsw: &std::path::Path, limit: i64) -> Result<(), String> {
     let read = |p: &std::path::Path| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok();
     let set = |m: &MemController| m.set_limit(limit).map_err(|e| e.to_string());
@@ -241,21 +264,30 @@ fn set_v1_with_memsw(m: &MemController, memsw: &std::path::Path, limit: i64) -> 
     else {
         return set(m);
     };
-    // The kernel shows "unlimited" as i64::MAX rounded down to a page.
-    if sw >= (i64::MAX as u64) & !0xffff {
+    let unlimited = |v: u64| v >= super::parse::V1_UNLIMITED;
+    let new = u64::try_from(limit).ok();
+    let new_sw = if unlimited(sw) && unlimited(old) || sw == old {
+        new
+    } else if unlimited(sw) {
         return set(m);
-    }
-    let new = u64::try_from(limit).unwrap_or(u64::MAX);
-    let write_sw = |v: u64| {
-        let text = if v >= i64::MAX as u64 { "-1".to_owned() } else { v.to_string() };
+    } else {
+        new.map(|n| n.saturating_add(sw - old.min(sw)))
+    };
+    let write_sw = |v: Option<u64>| {
+        let text = v.filter(|&v| v < i64::MAX as u64).map_or("-1".to_owned(), |v| v.to_string());
         std::fs::write(memsw, text).map_err(|e| format!("{}: {e}", memsw.display()))
     };
-    if sw < new {
-        write_sw(new)?;
-    }
-    set(m)?;
-    if sw == old && new < sw {
-        write_sw(new)?;
+    let raising = new.is_none_or(|n| n > old);
+    if raising {
+        write_sw(new_sw)?;
+        if let Err(e) = set(m) {
+            // Put memory+swap back as it was.
+            let _ = write_sw(Some(sw).filter(|&v| !unlimited(v)));
+            return Err(e);
+        }
+    } else {
+        set(m)?;
+        write_sw(new_sw)?;
     }
     Ok(())
 }
@@ -338,6 +370,47 @@ mod tests {
         assert_eq!(read(mem.join("memory.limit_in_bytes")), (200u64 << 20).to_string());
         w.set_mem_wait("c", None).unwrap();
         assert_eq!(read(mem.join("memory.oom_control")), "0");
+    }
+
+    #[test]
+    fn v1_memory_and_swap_keep_their_relation() {
+        const UNLIMITED: &str = "9223372036854771712";
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let mem = root.join("memory/c");
+        std::fs::create_dir_all(&mem).unwrap();
+        std::fs::create_dir_all(root.join("unified/c")).unwrap();
+        let layout = Layout {
+            kernfs: false,
+            v2: root.join("unified"),
+            v1: [("memory".to_owned(), root.join("memory"))].into_iter().collect(),
+        };
+        let w = Writer::new(&layout, None);
+        let set = |limit: &str, sw: &str| {
+            std::fs::write(mem.join("memory.limit_in_bytes"), limit).unwrap();
+            std::fs::write(mem.join("memory.memsw.limit_in_bytes"), sw).unwrap();
+        };
+        let both = || {
+            (read(mem.join("memory.limit_in_bytes")).trim().to_owned(), read(mem.join("memory.memsw.limit_in_bytes")))
+        };
+        // No swap (LXD): follows up and down.
+        set("100", "100");
+        w.apply("c", Resource::Mem, Some(200)).unwrap();
+        assert_eq!(both(), ("200".into(), "200".into()));
+        w.apply("c", Resource::Mem, Some(50)).unwrap();
+        assert_eq!(both(), ("50".into(), "50".into()));
+        // Both unlimited stay tied: a limit later is no swap again.
+        set(UNLIMITED, UNLIMITED);
+        w.apply("c", Resource::Mem, Some(80)).unwrap();
+        assert_eq!(both(), ("80".into(), "80".into()));
+        // Some swap on top: kept.
+        set("100", "150");
+        w.apply("c", Resource::Mem, Some(300)).unwrap();
+        assert_eq!(both(), ("300".into(), "350".into()));
+        // Unlimited swap above a limit: left alone.
+        set("100", UNLIMITED);
+        w.apply("c", Resource::Mem, Some(300)).unwrap();
+        assert_eq!(both(), ("300".into(), UNLIMITED.into()));
     }
 
     #[test]

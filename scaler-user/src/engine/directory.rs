@@ -155,9 +155,12 @@ fn work(shared: &Shared) {
                 continue;
             }
         };
+        // A listing is as new as its start: a key asked about while it ran
+        // may be missing from it, and is asked again.
+        let started = Instant::now();
         for &e in &engines {
             st.wanted.remove(&e);
-            st.tried.insert(e, Instant::now());
+            st.tried.insert(e, started);
         }
         drop(st);
         let results: Vec<_> = engines
@@ -174,11 +177,9 @@ fn work(shared: &Shared) {
                         tracing::info!(engine = e.name(), "engine answers again");
                     }
                     let by_key: HashMap<String, EngineInfo> = all.into_iter().map(|i| (i.id.clone(), i)).collect();
-                    let changed = st.listings.get(&e).is_none_or(|l| l.by_key != by_key);
-                    st.listings.insert(e, Listing { at: now, by_key });
-                    // Something discovery asked about is answered, or a
-                    // name or label changed.
-                    st.news |= changed || st.asked.keys().any(|(ae, _)| *ae == e);
+                    // A new container answered, or a name or label changed.
+                    st.news |= st.listings.get(&e).is_none_or(|l| l.by_key != by_key);
+                    st.listings.insert(e, Listing { at: started, by_key });
                 }
                 Err(err) => {
                     if st.down.insert(e) && sock.exists() {
@@ -230,9 +231,13 @@ mod tests {
         assert!(t.elapsed() < Duration::from_millis(100), "the caller waits at most {ASK_WAIT:?} on the engine");
         assert!(wait(|| d.take_news()), "the answer brings news");
         assert_eq!(d.lookup(Engine::Docker, "abc").unwrap().name, "web");
-        // Not the engine's: asked once more, then left alone.
+        // Not the engine's: asked once more (nothing new: no news), then
+        // left alone.
+        let listed = calls.load(std::sync::atomic::Ordering::SeqCst);
         assert_eq!(d.lookup(Engine::Docker, "plain"), None);
-        assert!(wait(|| d.take_news()));
+        assert!(wait(|| calls.load(std::sync::atomic::Ordering::SeqCst) > listed));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!d.take_news(), "the same listing again is no news");
         let before = calls.load(std::sync::atomic::Ordering::SeqCst);
         for _ in 0..5 {
             assert_eq!(d.lookup(Engine::Docker, "plain"), None);

@@ -20,6 +20,44 @@ pub enum CallError {
     Status { method: String, path: String, status: u16, message: String },
 }
 
+/// The largest answer taken (a listing of thousands of containers is a
+/// few MiB).
+const MAX_BODY: usize = 64 << 20;
+
+/// Connects without waiting: a Unix socket whose listener's queue is full
+/// (an engine that stopped accepting) would otherwise block the connect
+/// forever; it fails at once instead (`EAGAIN`).
+fn connect(path: &Path) -> std::io::Result<UnixStream> {
+    use std::os::{fd::FromRawFd, unix::ffi::OsStrExt};
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain data; zeroed is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "socket path too long"));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, &b) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = b as libc::c_char;
+    }
+    // SAFETY: plain syscalls on a descriptor this function owns; it is
+    // handed to UnixStream (which closes it) or closed here on error.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        if libc::connect(fd, (&raw const addr).cast(), len) != 0 {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            return Err(e);
+        }
+        let stream = UnixStream::from_raw_fd(fd);
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    }
+}
+
 /// A response: status and body.
 #[derive(Debug)]
 pub struct Response {
@@ -37,7 +75,8 @@ pub fn call(
     timeout: Duration,
 ) -> Result<Response, CallError> {
     let io = |error| CallError::Io { socket: socket.display().to_string(), error };
-    let stream = UnixStream::connect(socket).map_err(io)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let stream = connect(socket).map_err(io)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
@@ -77,6 +116,8 @@ pub fn call(
         }
     }
     let mut body = Vec::new();
+    let late = || std::time::Instant::now() > deadline;
+    let too_big = |n: usize| n > MAX_BODY;
     if chunked {
         loop {
             line.clear();
@@ -87,16 +128,29 @@ pub fn call(
                 break;
             }
             let start = body.len();
-            body.resize(start + size, 0);
+            let end = start.checked_add(size).filter(|&n| !too_big(n)).ok_or_else(|| malformed("body too large"))?;
+            body.resize(end, 0);
             r.read_exact(&mut body[start..]).map_err(io)?;
             line.clear();
             r.read_line(&mut line).map_err(io)?;
+            if late() {
+                return Err(malformed("no whole answer within the timeout"));
+            }
         }
     } else if let Some(n) = length {
+        if too_big(n) {
+            return Err(malformed("body too large"));
+        }
         body.resize(n, 0);
         r.read_exact(&mut body).map_err(io)?;
     } else {
-        r.read_to_end(&mut body).map_err(io)?;
+        r.take(MAX_BODY as u64 + 1).read_to_end(&mut body).map_err(io)?;
+        if too_big(body.len()) {
+            return Err(malformed("body too large"));
+        }
+    }
+    if late() {
+        return Err(malformed("no whole answer within the timeout"));
     }
     Ok(Response { status, body })
 }
@@ -171,6 +225,16 @@ mod tests {
         assert_eq!(e.to_string(), "POST /containers/web/update: HTTP 400: Minimum memory limit is 6MB");
         let sent = t.join().unwrap();
         assert!(sent.contains("Content-Length: 12\r\n") && sent.ends_with("{\"Memory\":1}"), "{sent}");
+    }
+
+    #[test]
+    fn an_answer_too_large_is_refused_before_it_is_read() {
+        let (_d, sock, _t) = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\n\r\n[]");
+        let e = call(&sock, "GET", "/", None, Duration::from_secs(2)).unwrap_err();
+        assert!(e.to_string().ends_with("malformed response: body too large"), "{e}");
+        let (_d, sock, _t) = serve(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n");
+        let e = call(&sock, "GET", "/", None, Duration::from_secs(2)).unwrap_err();
+        assert!(e.to_string().ends_with("body too large"), "{e}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use super::{
     ApplyPath, Engine, EngineConfig,
-    api::{self, DockerCpu, Limits},
+    api::{self, DockerShape, Limits},
 };
 
 /// How long after a call a difference is still the call's.
@@ -52,10 +52,35 @@ struct Target {
     in_flight: bool,
     /// Resources the last call touched, to be written again by the tick.
     rewrite: Vec<Resource>,
+    /// What the last call asked the engine to set.
+    attempted: BTreeMap<Resource, Option<u64>>,
     quiet_until: Option<Instant>,
     retry_at: Option<Instant>,
     failing: bool,
-    docker_cpu: DockerCpu,
+    /// How Docker stores this container's limits (read before its first
+    /// call).
+    docker: Option<DockerShape>,
+}
+
+/// A value to write again after an engine call: `value` (what the agent
+/// wants) unless cgroupfs holds something else than it or `attempted`
+/// (what the call sent): then someone changed it meanwhile, and the step
+/// adopts that instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub cgroup: String,
+    pub resource: Resource,
+    pub value: Option<u64>,
+    pub attempted: Option<u64>,
+}
+
+impl Rewrite {
+    /// Whether `found` in cgroupfs is this agent's or its engine call's
+    /// doing (LXD keeps CPU in whole milliseconds: 10 millicores up).
+    pub fn ours(&self, found: Option<u64>) -> bool {
+        let lxd_round = |v: Option<u64>| v.map(|m| m.div_ceil(10).max(1) * 10);
+        [self.value, self.attempted, lxd_round(self.value), lxd_round(self.attempted)].contains(&found)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -161,11 +186,16 @@ impl EngineSync {
             last_change: now,
             in_flight: false,
             rewrite: Vec::new(),
+            attempted: BTreeMap::new(),
             quiet_until: None,
             retry_at: None,
             failing: false,
-            docker_cpu: DockerCpu::default(),
+            docker: None,
         });
+        if t.want.get(&resource) == Some(&value) {
+            // Nothing new (the tick confirms what is in force every time).
+            return;
+        }
         t.want.insert(resource, value);
         t.last_change = now;
         if t.sent.get(&resource) != Some(&value) {
@@ -185,9 +215,8 @@ impl EngineSync {
             .is_some_and(|t| t.in_flight || !t.rewrite.is_empty() || t.quiet_until.is_some_and(|q| Instant::now() < q))
     }
 
-    /// The values to write again after engine calls: (cgroup, resource,
-    /// value).
-    pub fn take_rewrites(&self) -> Vec<(String, Resource, Option<u64>)> {
+    /// The values to write again after engine calls.
+    pub fn take_rewrites(&self) -> Vec<Rewrite> {
         let mut st = self.state();
         let now = Instant::now();
         let mut out = Vec::new();
@@ -196,8 +225,9 @@ impl EngineSync {
                 continue;
             }
             for r in std::mem::take(&mut t.rewrite) {
-                if let Some(&v) = t.want.get(&r) {
-                    out.push((cg.clone(), r, v));
+                if let Some(&value) = t.want.get(&r) {
+                    let attempted = t.attempted.get(&r).copied().flatten();
+                    out.push(Rewrite { cgroup: cg.clone(), resource: r, value, attempted });
                 }
             }
             t.quiet_until = Some(now + QUIET);
@@ -258,23 +288,21 @@ impl EngineSync {
                 continue;
             }
             t.in_flight = true;
-            let (engine, key, mut docker_cpu) = (t.engine, t.key.clone(), t.docker_cpu);
+            let (engine, key, mut docker) = (t.engine, t.key.clone(), t.docker);
             drop(st);
 
             let started = Instant::now();
-            let result = match self.inner.cfg.socket(engine) {
-                Some(sock) => api::update(
-                    engine,
-                    sock,
-                    &key,
-                    limits,
-                    &mut docker_cpu,
-                    self.inner.host_mem,
-                    self.inner.cfg.timeout(),
-                )
-                .map_err(|e| e.to_string()),
+            let call = std::panic::AssertUnwindSafe(|| match self.inner.cfg.socket(engine) {
+                Some(sock) => {
+                    let timeout = self.inner.cfg.timeout();
+                    api::update(engine, sock, &key, limits, &mut docker, self.inner.host_mem, timeout)
+                        .map_err(|e| e.to_string())
+                }
                 None => Err(format!("no {} socket configured", engine.name())),
-            };
+            });
+            // A panic is a failed call, not a worker gone with the call
+            // marked under way.
+            let result = std::panic::catch_unwind(call).unwrap_or_else(|_| Err("the call panicked".into()));
             let us = started.elapsed().as_micros() as u64;
 
             st = self.state();
@@ -287,11 +315,15 @@ impl EngineSync {
             }
             let Some(t) = st.targets.get_mut(&cg) else { continue };
             t.in_flight = false;
-            t.docker_cpu = docker_cpu;
-            t.rewrite = [(Resource::Cpu, limits.cpu), (Resource::Mem, limits.mem)]
-                .into_iter()
-                .filter_map(|(r, v)| v.map(|_| r))
-                .collect();
+            t.docker = docker;
+            for (r, v) in [(Resource::Cpu, limits.cpu), (Resource::Mem, limits.mem)] {
+                if let Some(v) = v {
+                    t.attempted.insert(r, v);
+                    if !t.rewrite.contains(&r) {
+                        t.rewrite.push(r);
+                    }
+                }
+            }
             let note = match result {
                 Ok(()) => {
                     for (r, v) in [(Resource::Cpu, limits.cpu), (Resource::Mem, limits.mem)] {
@@ -339,6 +371,12 @@ mod tests {
                 let mut buf = vec![0u8; 8192];
                 let n = s.read(&mut buf).unwrap();
                 let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if req.starts_with("GET ") {
+                    // The container's configuration: created with a quota.
+                    let body = r#"{"HostConfig":{"CpuQuota":20000,"CpuPeriod":100000,"Memory":0,"MemorySwap":-1}}"#;
+                    let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                    continue;
+                }
                 let _ = tx.send(req.split("\r\n\r\n").nth(1).unwrap_or("").to_owned());
                 s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"Warnings\":null}").unwrap();
             }
@@ -382,14 +420,13 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        rewrites.sort_by_key(|r| r.1 as u8);
+        rewrites.sort_by_key(|r| r.resource as u8);
+        let got: Vec<_> = rewrites.iter().map(|r| (r.cgroup.as_str(), r.resource, r.value)).collect();
         assert_eq!(
-            rewrites,
-            vec![
-                ("/docker/abc".into(), Resource::Cpu, Some(400)),
-                ("/docker/abc".into(), Resource::Mem, Some(64 << 20))
-            ]
+            got,
+            vec![("/docker/abc", Resource::Cpu, Some(400)), ("/docker/abc", Resource::Mem, Some(64 << 20))]
         );
+        assert!(rewrites[0].ours(Some(400)) && !rewrites[0].ours(Some(730)), "a third value is someone else's");
         assert!(sync.settling("/docker/abc"));
         assert!(!sync.settling("/other"));
         std::thread::sleep(QUIET + Duration::from_millis(50));

@@ -57,6 +57,11 @@ impl Actuator for HostActuator {
             return Ok(net.set(cgroup, resource == Resource::NetRx, value)?);
         }
         self.write(cgroup, resource, value)?;
+        self.in_force(cgroup, resource, value);
+        Ok(())
+    }
+
+    fn in_force(&mut self, cgroup: &str, resource: Resource, value: Option<u64>) {
         // On v2 a waiting memory limit is `memory.high` under a hard
         // `memory.max`; the engines know only the hard one: not told.
         let v2_waiting = resource == Resource::Mem && self.waiting.contains(cgroup) && !self.layout.is_hybrid();
@@ -65,7 +70,6 @@ impl Actuator for HostActuator {
         {
             e.record(cgroup, resource, value);
         }
-        Ok(())
     }
 
     fn set_cpu_burst(&mut self, cgroup: &str, allowed: bool) -> Result<(), ActuateError> {
@@ -111,9 +115,14 @@ impl Actuator for HostActuator {
             n.refresh();
         }
         let rewrites = self.engines.as_ref().map(EngineSync::take_rewrites).unwrap_or_default();
-        for (cgroup, r, v) in rewrites {
-            if let Err(e) = self.write(&cgroup, r, v) {
-                tracing::debug!(%cgroup, "writing the limit again after the engine's call: {e}");
+        for rw in rewrites {
+            let found = Writer::new(&self.layout, self.disk).current(&rw.cgroup, rw.resource);
+            // A third value: someone changed it meanwhile (the step adopts it).
+            if found.is_some_and(|f| !rw.ours(f)) {
+                continue;
+            }
+            if let Err(e) = self.write(&rw.cgroup, rw.resource, rw.value) {
+                tracing::debug!(cgroup = %rw.cgroup, "writing the limit again after the engine's call: {e}");
             }
         }
     }

@@ -75,6 +75,9 @@ pub trait Actuator: Send {
     fn settling(&self, _cgroup: &str) -> bool {
         false
     }
+    /// What is in force for a managed resource, confirmed every tick (an
+    /// engine not told yet, e.g. after the agent started, is told).
+    fn in_force(&mut self, _cgroup: &str, _resource: Resource, _value: Option<u64>) {}
     /// The engine that runs the container at `cgroup` (`docker`, ...).
     fn engine_of(&self, _cgroup: &str) -> Option<&'static str> {
         None

@@ -116,6 +116,7 @@ impl Manager {
                         adopted.push(name.clone());
                     }
                 }
+                self.act.in_force(&m.sub.cgroup, r, in_force);
                 resources.push(ResourceState {
                     resource: r,
                     bounds,

@@ -252,12 +252,15 @@ impl Manager {
         if m.sub.cgroup == cgroup {
             return Ok(());
         }
-        let old = std::mem::replace(&mut m.sub.cgroup, cgroup.clone());
-        m.sub.cpus.clear();
+        // Stored first: a failed write changes nothing.
+        let mut moved = m.sub.clone();
+        moved.cgroup = cgroup.clone();
+        moved.cpus.clear();
+        self.store.save(&[&moved], &[])?;
+        let old = std::mem::replace(&mut m.sub, moved).cgroup;
         // Seen before: written again once its first sample comes.
         m.gone = true;
         m.active = false;
-        self.store.save(&[&m.sub], &[])?;
         self.events.push_config(
             now_ms,
             name,
