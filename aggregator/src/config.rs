@@ -35,6 +35,15 @@ pub struct Settings {
     /// Bearer token for the aggregator's own mutating requests. Required
     /// when `listen` is not a loopback address.
     pub token: Option<String>,
+    /// TLS: the server's certificate chain and its key (PEM). Both or
+    /// neither.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP off loopback anyway (refused without it).
+    pub insecure: bool,
+    /// The CA (PEM) that signed the agents' certificates, for `https://`
+    /// agents (without it, the aggregator trusts no `https://` agent).
+    pub agents_ca: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -52,6 +61,10 @@ impl Default for Settings {
             // 50 containers' stats are ~40 KiB; 16 MiB leaves room for 10,000.
             max_body_bytes: 16 << 20,
             token: None,
+            tls_cert: None,
+            tls_key: None,
+            insecure: false,
+            agents_ca: None,
         }
     }
 }
@@ -159,9 +172,8 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     scaler_api::names::validate(name)
 }
 
-/// An agent URL: `http://`, a host, no query or fragment. (The agents
-/// serve plain HTTP: an `https://` URL could never be reached, and each
-/// forwarded request would fail with a 502.)
+/// An agent URL: `http://` or `https://` (trusted through
+/// `aggregator.agents_ca`), a host, no query or fragment.
 /// The rules of a host's address, token and power model, the same for the
 /// config file, the API and the store: the first field that is wrong, and
 /// why.
@@ -184,11 +196,8 @@ pub fn check_host(
 
 pub fn validate_url(url: &str) -> Result<reqwest::Url, String> {
     let u = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    if u.scheme() == "https" {
-        return Err(format!("{url:?}: agents serve plain HTTP (no TLS yet); use http://"));
-    }
-    if u.scheme() != "http" {
-        return Err(format!("{url:?} must be http://"));
+    if u.scheme() != "http" && u.scheme() != "https" {
+        return Err(format!("{url:?} must be http:// or https://"));
     }
     if u.host_str().is_none_or(str::is_empty) {
         return Err(format!("{url:?} has no host"));
@@ -244,6 +253,12 @@ impl AggConfig {
         }
         if let Some(why) = a.token.as_deref().filter(|t| !t.is_empty()).and_then(scaler_api::serve::token_problem) {
             return Err(invalid("aggregator.token", why));
+        }
+        if a.tls_cert.is_some() != a.tls_key.is_some() {
+            return Err(invalid("aggregator.tls_key", "aggregator.tls_cert and aggregator.tls_key go together"));
+        }
+        if let Some(why) = scaler_api::tls::exposure_problem(a.listen, a.tls_cert.is_some(), a.insecure, "aggregator") {
+            return Err(invalid("aggregator.insecure", why));
         }
         let h = &self.history;
         if h.full_retention_s < 60 {
@@ -322,6 +337,13 @@ mod tests {
         let mut c = AggConfig::default();
         let err = c.apply_env(|k| (k == "SCALER_AGGREGATOR_LISTEN").then(|| "0.0.0.0:1".to_string())).unwrap_err();
         assert!(err.to_string().contains("aggregator.token"));
+        // A token, but plain HTTP off loopback: refused unless said so.
+        let err = c.apply_env(|k| (k == "SCALER_AGGREGATOR_TOKEN").then(|| "t".to_string())).unwrap_err();
+        assert!(err.to_string().contains("aggregator.insecure"), "{err}");
+        assert!(err.to_string().contains("aggregator.tls_cert"), "the way out is named: {err}");
+        c.aggregator.insecure = true;
         c.apply_env(|k| (k == "SCALER_AGGREGATOR_TOKEN").then(|| "t".to_string())).unwrap();
+        c.aggregator.tls_cert = Some("/c.pem".into());
+        assert!(c.validate().unwrap_err().to_string().contains("aggregator.tls_key"), "both or neither");
     }
 }

@@ -57,7 +57,10 @@ impl Shared {
     /// applications and ceilings from it and from `cfg`.
     pub fn open(cfg: AggConfig) -> anyhow::Result<Self> {
         let store = Arc::new(Store::open(&cfg.aggregator.state_dir)?);
+        let tls = scaler_api::tls::client_config(cfg.aggregator.agents_ca.as_deref())
+            .map_err(|e| anyhow::anyhow!("aggregator.agents_ca: {e}"))?;
         let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
             .connect_timeout(Duration::from_millis(cfg.aggregator.timeout_ms))
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(2)
@@ -121,6 +124,21 @@ impl Shared {
     }
 }
 
+/// The TLS configuration of a server from its `tls_cert` and `tls_key`
+/// settings (in `section`), if set; a bad file stops it with one line.
+pub fn server_tls(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    section: &str,
+) -> anyhow::Result<Option<scaler_api::tls::ServerTls>> {
+    match (cert, key) {
+        (Some(c), Some(k)) => Ok(Some(
+            scaler_api::tls::server_config(c, k).map_err(|e| anyhow::anyhow!("{section}.tls_cert/tls_key: {e}"))?,
+        )),
+        _ => Ok(None),
+    }
+}
+
 /// Entry point of `scaler aggregator`.
 pub fn main(config: Option<&Path>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let mut cfg = match config {
@@ -144,17 +162,19 @@ pub fn main(config: Option<&Path>, listen: Option<SocketAddr>) -> anyhow::Result
 /// Serves until SIGINT/SIGTERM, then flushes history.
 pub async fn run(cfg: AggConfig) -> anyhow::Result<()> {
     let listen = cfg.aggregator.listen;
+    let tls = server_tls(cfg.aggregator.tls_cert.as_deref(), cfg.aggregator.tls_key.as_deref(), "aggregator")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let shared = Arc::new(Shared::open(cfg)?);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     let hosts = shared.read().hosts.len();
-    info!(%addr, hosts, "scaler aggregator listening on http://{addr} (dashboard at /)");
+    info!(%addr, hosts, "scaler aggregator listening on {scheme}://{addr} (dashboard at /)");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let rounds = tokio::spawn(gather::run(shared.clone(), stop_rx.clone()));
     let flusher = tokio::spawn(flush_loop(shared.clone(), stop_rx));
     let app = api::router(shared.clone());
-    scaler_api::serve::serve(listener, app, scaler_api::serve::Limits::default(), async move {
+    scaler_api::serve::serve(listener, app, scaler_api::serve::Limits::default(), tls, async move {
         scaler_api::process::shutdown_signal().await;
         let _ = stop_tx.send(true);
     })

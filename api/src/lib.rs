@@ -9,6 +9,7 @@ pub mod names;
 pub mod process;
 pub mod query;
 pub mod serve;
+pub mod tls;
 pub mod wire;
 
 /// Wall-clock time, ms since the Unix epoch (0 before it): the one clock of

@@ -78,8 +78,10 @@ pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     limits: Limits,
+    tls: Option<crate::tls::ServerTls>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let app = app
         .layer(tower::limit::ConcurrencyLimitLayer::new(limits.max_in_flight.max(1)))
         .layer(axum::middleware::from_fn(size_limits));
@@ -113,9 +115,19 @@ pub async fn serve(
             continue;
         };
         let service = TowerToHyperService::new(app.clone());
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let (builder, watcher, acceptor) = (builder.clone(), graceful.watcher(), acceptor.clone());
+        let handshake = limits.header_read_timeout;
         tokio::spawn(async move {
-            let _ = conn.await;
+            match acceptor {
+                None => {
+                    let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
+                }
+                Some(a) => {
+                    if let Some(tls) = crate::tls::accept(&a, stream, handshake).await {
+                        let _ = watcher.watch(builder.serve_connection(TokioIo::new(tls), service)).await;
+                    }
+                }
+            }
             drop(permit);
         });
     }

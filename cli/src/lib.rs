@@ -25,7 +25,7 @@ impl Agent {
         let url = format!("{}{}", self.url.trim_end_matches('/'), path);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(async {
-            let mut req = reqwest::Client::new().request(method.clone(), &url);
+            let mut req = client()?.request(method.clone(), &url);
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
             }
@@ -52,6 +52,14 @@ impl Agent {
         let v = self.call(method.clone(), path, body)?;
         serde_json::from_value(v).with_context(|| format!("{method} {path}: not the agent's documented answer"))
     }
+}
+
+/// The HTTP client of every command: `https://` servers are trusted when
+/// the CA in `SCALER_CA` (a PEM file) signed their certificate.
+pub fn client() -> anyhow::Result<reqwest::Client> {
+    let ca = std::env::var_os("SCALER_CA").map(std::path::PathBuf::from);
+    let tls = scaler_api::tls::client_config(ca.as_deref()).map_err(|e| anyhow::anyhow!("SCALER_CA: {e}"))?;
+    reqwest::Client::builder().use_preconfigured_tls(tls).build().context("building the HTTP client")
 }
 
 /// Human-readable quantity in the resource's unit.

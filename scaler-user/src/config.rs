@@ -106,6 +106,12 @@ pub struct AgentConfig {
     pub http_max_connections: usize,
     /// API requests handled at once (more wait).
     pub http_max_in_flight: usize,
+    /// TLS: the server's certificate chain and its key (PEM). Both or
+    /// neither.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP off loopback anyway (refused without it).
+    pub insecure: bool,
 }
 
 impl AgentConfig {
@@ -156,6 +162,9 @@ impl Default for AgentConfig {
             http_header_timeout_ms: 10_000,
             http_max_connections: 512,
             http_max_in_flight: 64,
+            tls_cert: None,
+            tls_key: None,
+            insecure: false,
         }
     }
 }
@@ -315,6 +324,12 @@ impl Config {
         if let Some(why) = a.token.as_deref().filter(|t| !t.is_empty()).and_then(scaler_api::serve::token_problem) {
             return Err(invalid("agent.token", why));
         }
+        if a.tls_cert.is_some() != a.tls_key.is_some() {
+            return Err(invalid("agent.tls_key", "agent.tls_cert and agent.tls_key go together"));
+        }
+        if let Some(why) = scaler_api::tls::exposure_problem(a.listen, a.tls_cert.is_some(), a.insecure, "agent") {
+            return Err(invalid("agent.insecure", why));
+        }
         if a.cgroup_roots.is_empty() {
             return Err(invalid("agent.cgroup_roots", "must name at least one root (\"/\" = everything)"));
         }
@@ -421,6 +436,13 @@ mod tests {
         c.agent.listen = "0.0.0.0:8470".parse().unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("agent.token"));
         c.agent.token = Some("s3cret".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("agent.insecure") && err.contains("agent.tls_cert"), "plain HTTP off loopback: {err}");
+        c.agent.tls_cert = Some("/etc/scaler/agent.pem".into());
+        assert!(c.validate().unwrap_err().to_string().contains("agent.tls_key"), "both or neither");
+        c.agent.tls_key = Some("/etc/scaler/agent.key".into());
+        c.validate().unwrap();
+        (c.agent.tls_cert, c.agent.tls_key, c.agent.insecure) = (None, None, true);
         c.validate().unwrap();
         c.agent.token = Some("s3 cret".into());
         assert!(c.validate().unwrap_err().to_string().contains("agent.token"), "a token must fit in a header");

@@ -52,7 +52,11 @@ impl AgentProcess {
                 exited = Some(status);
                 return Some(false);
             }
-            crate::http::ok(&me.addr, "GET", "/healthz", None).is_ok().then_some(true)
+            // Over TLS, the plain request is answered "use https://": up.
+            let up = crate::http::ok(&me.addr, "GET", "/healthz", None).is_ok()
+                || crate::http::request(&me.addr, "GET", "/healthz", None)
+                    .is_ok_and(|(s, body)| s == 400 && body.contains("speaks HTTPS"));
+            up.then_some(true)
         });
         match (up, exited) {
             (Some(true), _) => Ok(me),

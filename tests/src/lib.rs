@@ -14,6 +14,7 @@ pub mod api;
 pub mod cgroup;
 pub mod lxc;
 pub mod netns;
+pub mod tls;
 
 pub use agent::Agent;
 pub use cgroup::TestCgroup;

@@ -95,7 +95,7 @@ impl Node {
         format!(
             "[[hosts]]\nname = \"{name}\"\naddress = \"{addr}\"\nkey = \"{key}\"\nprefix = \"{prefix}\"\n\
              state_dir = \"{state}\"\nservice = \"auto\"\n\
-             [hosts.config.agent]\nlisten = \"{addr}:8470\"\ntoken = \"{token}\"\ncgroup_roots = [\"{root}\"]\n\
+             [hosts.config.agent]\nlisten = \"{addr}:8470\"\ntoken = \"{token}\"\ninsecure = true\ncgroup_roots = [\"{root}\"]\n\
              mirror_v1_only = false\n\
              [hosts.config.discovery]\nlxc = false\ndocker = false\npodman = false\nkubernetes = false\n\
              systemd_services = false\n\n",
@@ -331,7 +331,8 @@ fn deploy_with_an_aggregator_registers_the_agents_and_undeploy_removes_both() {
     std::fs::write(
         &file,
         format!(
-            "{}[aggregator]\nhost = \"node1\"\nlisten = \"{agg_addr}:8471\"\ntoken = \"{agg_token}\"\nstate_dir = \"{}\"\n",
+            "{}[aggregator]\nhost = \"node1\"\nlisten = \"{agg_addr}:8471\"\ntoken = \"{agg_token}\"\nstate_dir = \"{}\"\n\
+             [aggregator.config.aggregator]\ninsecure = true\n",
             nodes.iter().map(|n| n.entry(&key)).collect::<String>(),
             agg_state.display()
         ),

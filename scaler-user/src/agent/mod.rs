@@ -53,6 +53,8 @@ fn capacity(cfg: &Config) -> BTreeMap<Resource, Option<u64>> {
 /// Starts the agent and serves until SIGINT/SIGTERM.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     preflight::check(&cfg.agent.btf_path)?;
+    let tls = scaler_aggregator::server_tls(cfg.agent.tls_cert.as_deref(), cfg.agent.tls_key.as_deref(), "agent")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let layout = Layout::detect()?;
     scaler_api::process::raise_fd_limit();
     // The state first: a damaged file stops the agent before it attaches
@@ -118,7 +120,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.agent.listen))?;
     let addr = listener.local_addr()?;
-    info!(%addr, layout = shared.layout, tick_ms = cfg.agent.tick_ms, subscriptions = restored, state_dir = %cfg.agent.state_dir.display(), "scaler agent listening on http://{addr}");
+    info!(%addr, layout = shared.layout, tick_ms = cfg.agent.tick_ms, subscriptions = restored, state_dir = %cfg.agent.state_dir.display(), "scaler agent listening on {scheme}://{addr}");
 
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -153,7 +155,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         power_model: cfg.energy.clone(),
     });
     let stop_http = stop.clone();
-    scaler_api::serve::serve(listener, app, cfg.agent.http_limits(), async move {
+    scaler_api::serve::serve(listener, app, cfg.agent.http_limits(), tls, async move {
         scaler_api::process::shutdown_signal().await;
         stop_http.store(true, Ordering::SeqCst);
     })

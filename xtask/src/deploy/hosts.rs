@@ -257,6 +257,17 @@ pub fn resolve(e: &Entry, defaults: &Entry, fb: &Fallback, role: Role) -> anyhow
              address (scaler {section} refuses to start without one)"
         );
     }
+    let tls = table.contains_key("tls_cert");
+    let insecure = table.get("insecure").and_then(toml::Value::as_bool).unwrap_or(false);
+    if tls {
+        bail!(
+            "{what}: config {section}.tls_cert: deploy does not serve TLS hosts yet (it checks and registers \
+             them over plain HTTP); run this host by hand, or use insecure = true"
+        );
+    }
+    if let Some(why) = scaler_api_exposure(listen, tls, insecure, section) {
+        bail!("{what}: config {why} (scaler {section} refuses to start so)");
+    }
     check_dir(&what, "prefix", &prefix)?;
     check_dir(&what, "state_dir", &state_dir)?;
     let default_unit = match role {
@@ -353,6 +364,18 @@ fn check_dir(what: &str, field: &str, p: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The servers' own rule (`scaler_api::tls::exposure_problem`), checked
+/// before anything is copied: plain HTTP off loopback only when the
+/// operator says `insecure = true`.
+fn scaler_api_exposure(listen: SocketAddr, tls: bool, insecure: bool, section: &str) -> Option<String> {
+    (!listen.ip().is_loopback() && !tls && !insecure).then(|| {
+        format!(
+            "{section}.listen ({listen}) is off loopback without TLS: set {section}.tls_cert and {section}.tls_key, \
+             or {section}.insecure = true to serve plain HTTP anyway"
+        )
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -373,6 +396,7 @@ prefix = "/opt/scaler-1"
 state_dir = "/var/lib/scaler-1"
 [hosts.config.agent]
 listen = "10.0.0.2:8470"
+insecure = true
 [hosts.config.host]
 cpu = 4000
 
@@ -452,6 +476,10 @@ user = "root"
         )
         .unwrap();
         let d: Entry = toml::from_str("state_dir = \"/srv/agents\"\n").unwrap();
+        let err = resolve(&e, &d, &Fallback::for_tests(), Role::Aggregator).unwrap_err().to_string();
+        assert!(err.contains("aggregator.insecure") && err.contains("aggregator.tls_cert"), "{err}");
+        let mut e = e;
+        e.config.insert("aggregator".into(), toml::Value::Table(toml::from_str("insecure = true").unwrap()));
         let a = resolve(&e, &d, &Fallback::for_tests(), Role::Aggregator).unwrap();
         assert_eq!((a.state_dir.as_str(), a.unit.as_str()), ("/var/lib/scaler-aggregator", "scaler-aggregator"));
         assert_eq!((a.listen.to_string().as_str(), a.token.as_deref()), ("0.0.0.0:8471", Some("agg")));

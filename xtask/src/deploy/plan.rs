@@ -314,7 +314,7 @@ mod tests {
         let Action::Health { endpoint: ep, expect_host, .. } = &s[5].action else { panic!() };
         assert!(matches!(ep, Endpoint::Tunnel { target, .. } if target == "127.0.0.1:8470"));
         assert_eq!(expect_host.as_deref(), Some("n1"));
-        let i = install("[config.agent]\nlisten = \"0.0.0.0:9000\"\ntoken = \"t\"\n");
+        let i = install("[config.agent]\nlisten = \"0.0.0.0:9000\"\ntoken = \"t\"\ninsecure = true\n");
         assert_eq!(endpoint(&i), Endpoint::Direct { host: "10.0.0.2".into(), port: 9000 });
     }
 
@@ -325,7 +325,7 @@ mod tests {
         other.ssh = Ssh { address: "10.0.0.9".into(), ..other.ssh.clone() };
         assert_eq!(agent_url(&agg, &agg).unwrap(), "http://127.0.0.1:8470");
         assert!(agent_url(&agg, &other).unwrap_err().contains("loopback"));
-        let public = install("[config.agent]\nlisten = \"10.0.0.2:8470\"\ntoken = \"t\"\n");
+        let public = install("[config.agent]\nlisten = \"10.0.0.2:8470\"\ntoken = \"t\"\ninsecure = true\n");
         assert_eq!(agent_url(&public, &other).unwrap(), "http://10.0.0.2:8470");
         let ep = (Endpoint::Direct { host: "10.0.0.9".into(), port: 8471 }, Some("a".to_owned()));
         let o = DeployOptions { aggregator: Some(ep.clone()), ..opts() };

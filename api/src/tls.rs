@@ -1,0 +1,114 @@
+//! TLS for both servers (rustls with ring; no OpenSSL): the server
+//! configuration from PEM files, the check that refuses plain HTTP off
+//! loopback unless the operator says `insecure = true`, and the handshake
+//! of one connection (a client speaking plain HTTP to a TLS port gets a
+//! clear answer, not a hang).
+
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// A server's TLS configuration, ready to accept connections.
+pub type ServerTls = Arc<rustls::ServerConfig>;
+
+/// The provider both servers and their clients use.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The certificates of a PEM file (a chain: the server's first).
+pub fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", path.display()));
+    }
+    Ok(certs)
+}
+
+/// A TLS server configuration from a certificate chain and its key (PEM),
+/// HTTP/1.1 only.
+pub fn server_config(cert: &Path, key_path: &Path) -> Result<ServerTls, String> {
+    let chain = certs(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("{} with {}: {e}", cert.display(), key_path.display()))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// A client configuration that trusts the CA certificates in `ca` (PEM),
+/// and nothing else (no system roots: a fleet's own CA signs its hosts).
+/// Without a file, no `https://` server is trusted.
+pub fn client_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = ca {
+        for cert in certs(ca)? {
+            roots.add(cert).map_err(|e| format!("{}: {e}", ca.display()))?;
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Why a server listening on `listen` must not start: off loopback with
+/// no TLS, unless `insecure` (the setting names are in the message).
+pub fn exposure_problem(listen: SocketAddr, tls: bool, insecure: bool, section: &str) -> Option<String> {
+    (!listen.ip().is_loopback() && !tls && !insecure).then(|| {
+        format!(
+            "{section}.listen ({listen}) is off loopback without TLS (the token would cross the network in clear): \
+             set {section}.tls_cert and {section}.tls_key, or {section}.insecure = true to serve plain HTTP anyway"
+        )
+    })
+}
+
+/// The answer to plain HTTP on a TLS port.
+const PLAIN_ON_TLS: &str =
+    r#"{"error":"this port speaks HTTPS (TLS): use https:// (and the CA that signed its certificate)"}"#;
+
+/// Takes a connection through the TLS handshake (within `timeout`). A
+/// client that sends plain HTTP gets a 400 saying to use `https://`.
+pub async fn accept(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    mut stream: TcpStream,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return None,
+    }
+    // A TLS record starts with 0x16 (handshake); anything else is not TLS.
+    if first[0] != 0x16 {
+        let mut request = [0u8; 8192];
+        let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut request)).await;
+        let reply = format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PLAIN_ON_TLS}",
+            PLAIN_ON_TLS.len()
+        );
+        let _ = stream.write_all(reply.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return None;
+    }
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!("TLS handshake: {e}");
+            None
+        }
+        Err(_) => None,
+    }
+}
