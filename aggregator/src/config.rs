@@ -41,9 +41,18 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     /// Serve plain HTTP off loopback anyway (refused without it).
     pub insecure: bool,
+    /// TLS: clients are verified against this CA (PEM) ...
+    pub tls_client_ca: Option<PathBuf>,
+    /// ...for requests that change something (`mutating`), or for every
+    /// connection (`all`).
+    pub tls_client_auth: scaler_api::tls::ClientAuth,
     /// The CA (PEM) that signed the agents' certificates, for `https://`
     /// agents (without it, the aggregator trusts no `https://` agent).
     pub agents_ca: Option<PathBuf>,
+    /// The certificate and key (PEM) the aggregator presents to agents
+    /// that ask for client certificates.
+    pub agents_client_cert: Option<PathBuf>,
+    pub agents_client_key: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -64,7 +73,11 @@ impl Default for Settings {
             tls_cert: None,
             tls_key: None,
             insecure: false,
+            tls_client_ca: None,
+            tls_client_auth: scaler_api::tls::ClientAuth::Mutating,
             agents_ca: None,
+            agents_client_cert: None,
+            agents_client_key: None,
         }
     }
 }
@@ -253,6 +266,18 @@ impl AggConfig {
         }
         if let Some(why) = a.token.as_deref().filter(|t| !t.is_empty()).and_then(scaler_api::serve::token_problem) {
             return Err(invalid("aggregator.token", why));
+        }
+        if a.tls_client_ca.is_some() && a.tls_cert.is_none() {
+            return Err(invalid(
+                "aggregator.tls_client_ca",
+                "needs aggregator.tls_cert and aggregator.tls_key (client certificates are a TLS thing)",
+            ));
+        }
+        if a.agents_client_cert.is_some() != a.agents_client_key.is_some() {
+            return Err(invalid(
+                "aggregator.agents_client_key",
+                "agents_client_cert and agents_client_key go together",
+            ));
         }
         if a.tls_cert.is_some() != a.tls_key.is_some() {
             return Err(invalid("aggregator.tls_key", "aggregator.tls_cert and aggregator.tls_key go together"));

@@ -57,7 +57,9 @@ impl Shared {
     /// applications and ceilings from it and from `cfg`.
     pub fn open(cfg: AggConfig) -> anyhow::Result<Self> {
         let store = Arc::new(Store::open(&cfg.aggregator.state_dir)?);
-        let tls = scaler_api::tls::client_config(cfg.aggregator.agents_ca.as_deref())
+        let a = &cfg.aggregator;
+        let identity = a.agents_client_cert.as_deref().zip(a.agents_client_key.as_deref());
+        let tls = scaler_api::tls::client_config(a.agents_ca.as_deref(), identity)
             .map_err(|e| anyhow::anyhow!("aggregator.agents_ca: {e}"))?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
@@ -124,16 +126,23 @@ impl Shared {
     }
 }
 
-/// The TLS configuration of a server from its `tls_cert` and `tls_key`
-/// settings (in `section`), if set; a bad file stops it with one line.
-pub fn server_tls(
-    cert: Option<&Path>,
-    key: Option<&Path>,
-    section: &str,
-) -> anyhow::Result<Option<scaler_api::tls::ServerTls>> {
-    match (cert, key) {
+/// A server's TLS settings (the same for the agent and the aggregator).
+pub struct TlsSettings<'a> {
+    pub cert: Option<&'a Path>,
+    pub key: Option<&'a Path>,
+    pub client_ca: Option<&'a Path>,
+    pub client_auth: scaler_api::tls::ClientAuth,
+}
+
+/// The TLS configuration of a server from its settings in `section`
+/// (`agent`, `aggregator`), if it has a certificate; a bad file stops it
+/// with one line.
+pub fn server_tls(t: &TlsSettings, section: &'static str) -> anyhow::Result<Option<scaler_api::tls::ServerTls>> {
+    let setting = if section == "agent" { "agent.tls_client_ca" } else { "aggregator.tls_client_ca" };
+    match (t.cert, t.key) {
         (Some(c), Some(k)) => Ok(Some(
-            scaler_api::tls::server_config(c, k).map_err(|e| anyhow::anyhow!("{section}.tls_cert/tls_key: {e}"))?,
+            scaler_api::tls::server_config(c, k, t.client_ca, t.client_auth, setting)
+                .map_err(|e| anyhow::anyhow!("{section}.tls_cert/tls_key/tls_client_ca: {e}"))?,
         )),
         _ => Ok(None),
     }
@@ -162,7 +171,14 @@ pub fn main(config: Option<&Path>, listen: Option<SocketAddr>) -> anyhow::Result
 /// Serves until SIGINT/SIGTERM, then flushes history.
 pub async fn run(cfg: AggConfig) -> anyhow::Result<()> {
     let listen = cfg.aggregator.listen;
-    let tls = server_tls(cfg.aggregator.tls_cert.as_deref(), cfg.aggregator.tls_key.as_deref(), "aggregator")?;
+    let a = &cfg.aggregator;
+    let settings = TlsSettings {
+        cert: a.tls_cert.as_deref(),
+        key: a.tls_key.as_deref(),
+        client_ca: a.tls_client_ca.as_deref(),
+        client_auth: a.tls_client_auth,
+    };
+    let tls = server_tls(&settings, "aggregator")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let shared = Arc::new(Shared::open(cfg)?);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;

@@ -81,7 +81,13 @@ pub async fn serve(
     tls: Option<crate::tls::ServerTls>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let acceptor = tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
+    let app = match tls.as_ref().filter(|t| t.mutating_needs_cert) {
+        Some(t) => {
+            app.layer(axum::middleware::from_fn_with_state(t.client_ca_setting, crate::tls::require_client_cert))
+        }
+        None => app,
+    };
     let app = app
         .layer(tower::limit::ConcurrencyLimitLayer::new(limits.max_in_flight.max(1)))
         .layer(axum::middleware::from_fn(size_limits));
@@ -114,16 +120,20 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
-        let (builder, watcher, acceptor) = (builder.clone(), graceful.watcher(), acceptor.clone());
+        let (app, builder, watcher, acceptor) = (app.clone(), builder.clone(), graceful.watcher(), acceptor.clone());
         let handshake = limits.header_read_timeout;
         tokio::spawn(async move {
             match acceptor {
                 None => {
+                    let service = TowerToHyperService::new(app);
                     let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await;
                 }
                 Some(a) => {
                     if let Some(tls) = crate::tls::accept(&a, stream, handshake).await {
+                        // What the handshake verified, for the requests.
+                        let certified = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                        let app = app.layer(axum::Extension(crate::tls::ClientCertified(certified)));
+                        let service = TowerToHyperService::new(app);
                         let _ = watcher.watch(builder.serve_connection(TokioIo::new(tls), service)).await;
                     }
                 }

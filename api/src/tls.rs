@@ -12,8 +12,27 @@ use tokio::{
     net::TcpStream,
 };
 
-/// A server's TLS configuration, ready to accept connections.
-pub type ServerTls = Arc<rustls::ServerConfig>;
+/// A server's TLS configuration, ready to accept connections, and whether
+/// requests that change something need a client certificate (one signed
+/// by the client CA; with `all`, the handshake itself needs one).
+#[derive(Clone)]
+pub struct ServerTls {
+    pub config: Arc<rustls::ServerConfig>,
+    pub mutating_needs_cert: bool,
+    /// The setting named in the refusal (`agent.tls_client_ca`).
+    pub client_ca_setting: &'static str,
+}
+
+/// Which requests need a client certificate when a client CA is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Those that change something (reads stay open to any TLS client).
+    #[default]
+    Mutating,
+    /// Every connection (the handshake fails without one).
+    All,
+}
 
 /// The provider both servers and their clients use.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -33,35 +52,91 @@ pub fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 /// A TLS server configuration from a certificate chain and its key (PEM),
-/// HTTP/1.1 only.
-pub fn server_config(cert: &Path, key_path: &Path) -> Result<ServerTls, String> {
+/// HTTP/1.1 only; with `client_ca`, clients are verified against it
+/// (`auth` says for which requests a certificate is needed).
+pub fn server_config(
+    cert: &Path,
+    key_path: &Path,
+    client_ca: Option<&Path>,
+    auth: ClientAuth,
+    client_ca_setting: &'static str,
+) -> Result<ServerTls, String> {
     let chain = certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certs(ca)? {
+                roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
+            }
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let v = if auth == ClientAuth::All { v } else { v.allow_unauthenticated() };
+            builder.with_client_cert_verifier(v.build().map_err(|e| format!("{}: {e}", ca.display()))?)
+        }
+    };
+    let mut cfg = builder
         .with_single_cert(chain, key)
         .map_err(|e| format!("{} with {}: {e}", cert.display(), key_path.display()))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    Ok(ServerTls {
+        config: Arc::new(cfg),
+        mutating_needs_cert: client_ca.is_some() && auth == ClientAuth::Mutating,
+        client_ca_setting,
+    })
+}
+
+/// Whether the connection a request came on presented a client
+/// certificate the server verified (set per connection by `serve`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCertified(pub bool);
+
+/// Refuses requests that change something without a verified client
+/// certificate (when the server asks for them).
+pub async fn require_client_cert(
+    axum::extract::State(setting): axum::extract::State<&'static str>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::{
+        http::{Method, StatusCode},
+        response::IntoResponse,
+    };
+    let read_only = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let certified = req.extensions().get::<ClientCertified>().is_some_and(|c| c.0);
+    if !read_only && !certified {
+        let e = format!("this request needs a client certificate signed by the CA in {setting}");
+        return crate::error::ApiError::new(StatusCode::UNAUTHORIZED, e).into_response();
+    }
+    next.run(req).await
 }
 
 /// A client configuration that trusts the CA certificates in `ca` (PEM),
-/// and nothing else (no system roots: a fleet's own CA signs its hosts).
-/// Without a file, no `https://` server is trusted.
-pub fn client_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+/// and nothing else (no system roots: a fleet's own CA signs its hosts),
+/// presenting `identity` (a certificate chain and its key) when given.
+/// Without a CA file, no `https://` server is trusted.
+pub fn client_config(ca: Option<&Path>, identity: Option<(&Path, &Path)>) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     if let Some(ca) = ca {
         for cert in certs(ca)? {
             roots.add(cert).map_err(|e| format!("{}: {e}", ca.display()))?;
         }
     }
-    Ok(rustls::ClientConfig::builder_with_provider(provider())
+    let b = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_root_certificates(roots);
+    match identity {
+        None => Ok(b.with_no_client_auth()),
+        Some((cert, key)) => {
+            let chain = certs(cert)?;
+            let k = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+            b.with_client_auth_cert(chain, k).map_err(|e| format!("{} with {}: {e}", cert.display(), key.display()))
+        }
+    }
 }
 
 /// Why a server listening on `listen` must not start: off loopback with

@@ -54,11 +54,22 @@ impl Agent {
     }
 }
 
-/// The HTTP client of every command: `https://` servers are trusted when
-/// the CA in `SCALER_CA` (a PEM file) signed their certificate.
+/// TLS for every command: `https://` servers are trusted when the CA in
+/// `SCALER_CA` (a PEM file) signed their certificate; `SCALER_CERT` and
+/// `SCALER_KEY` are presented to servers that ask for a client certificate.
+pub fn client_tls() -> anyhow::Result<rustls::ClientConfig> {
+    let var = |k: &str| std::env::var_os(k).map(std::path::PathBuf::from);
+    let (ca, cert, key) = (var("SCALER_CA"), var("SCALER_CERT"), var("SCALER_KEY"));
+    if cert.is_some() != key.is_some() {
+        anyhow::bail!("SCALER_CERT and SCALER_KEY go together");
+    }
+    scaler_api::tls::client_config(ca.as_deref(), cert.as_deref().zip(key.as_deref()))
+        .map_err(|e| anyhow::anyhow!("SCALER_CA/SCALER_CERT/SCALER_KEY: {e}"))
+}
+
+/// The HTTP client of every command (see [`client_tls`]).
 pub fn client() -> anyhow::Result<reqwest::Client> {
-    let ca = std::env::var_os("SCALER_CA").map(std::path::PathBuf::from);
-    let tls = scaler_api::tls::client_config(ca.as_deref()).map_err(|e| anyhow::anyhow!("SCALER_CA: {e}"))?;
+    let tls = client_tls()?;
     reqwest::Client::builder().use_preconfigured_tls(tls).build().context("building the HTTP client")
 }
 

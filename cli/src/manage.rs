@@ -222,8 +222,7 @@ pub fn events(agent: &Agent, container: Option<&str>, follow: bool, json: bool) 
     }
     // Server-Sent Events: `data: {...}` lines, one event each.
     let url = format!("{}/v1/events/stream", agent.url.trim_end_matches('/'));
-    let ca = std::env::var_os("SCALER_CA").map(std::path::PathBuf::from);
-    let tls = scaler_api::tls::client_config(ca.as_deref()).map_err(|e| anyhow::anyhow!("SCALER_CA: {e}"))?;
+    let tls = crate::client_tls()?;
     let client = reqwest::blocking::Client::builder().use_preconfigured_tls(tls).build()?;
     let resp = client.get(&url).send().with_context(|| format!("GET {url}"))?;
     for line in BufReader::new(resp).lines() {

@@ -112,6 +112,11 @@ pub struct AgentConfig {
     pub tls_key: Option<PathBuf>,
     /// Serve plain HTTP off loopback anyway (refused without it).
     pub insecure: bool,
+    /// TLS: clients are verified against this CA (PEM) ...
+    pub tls_client_ca: Option<PathBuf>,
+    /// ...for requests that change something (`mutating`), or for every
+    /// connection (`all`).
+    pub tls_client_auth: scaler_api::tls::ClientAuth,
 }
 
 impl AgentConfig {
@@ -165,6 +170,8 @@ impl Default for AgentConfig {
             tls_cert: None,
             tls_key: None,
             insecure: false,
+            tls_client_ca: None,
+            tls_client_auth: scaler_api::tls::ClientAuth::Mutating,
         }
     }
 }
@@ -323,6 +330,12 @@ impl Config {
         }
         if let Some(why) = a.token.as_deref().filter(|t| !t.is_empty()).and_then(scaler_api::serve::token_problem) {
             return Err(invalid("agent.token", why));
+        }
+        if a.tls_client_ca.is_some() && a.tls_cert.is_none() {
+            return Err(invalid(
+                "agent.tls_client_ca",
+                "needs agent.tls_cert and agent.tls_key (client certificates are a TLS thing)",
+            ));
         }
         if a.tls_cert.is_some() != a.tls_key.is_some() {
             return Err(invalid("agent.tls_key", "agent.tls_cert and agent.tls_key go together"));

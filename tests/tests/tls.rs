@@ -14,14 +14,26 @@ use std::{
 };
 
 use serde_json::Value;
-use tests::{Agent, TestCgroup, require_root, tls::TestCa, wait_for};
+use tests::{
+    Agent, TestCgroup, require_root,
+    tls::{Issued, TestCa},
+    wait_for,
+};
 
 /// `scaler ARGS` with `SCALER_CA` set to `ca` (if any): (success, stdout, stderr).
 fn scaler(ca: Option<&Path>, args: &[&str]) -> (bool, String, String) {
+    scaler_as(ca, None, args)
+}
+
+/// [`scaler`] presenting a client certificate (`SCALER_CERT`, `SCALER_KEY`).
+fn scaler_as(ca: Option<&Path>, id: Option<&Issued>, args: &[&str]) -> (bool, String, String) {
     let mut cmd = Command::new(tests::agent::scaler_bin());
-    cmd.args(args).env_remove("SCALER_CA");
+    cmd.args(args).env_remove("SCALER_CA").env_remove("SCALER_CERT").env_remove("SCALER_KEY");
     if let Some(ca) = ca {
         cmd.env("SCALER_CA", ca);
+    }
+    if let Some(id) = id {
+        cmd.env("SCALER_CERT", &id.cert).env("SCALER_KEY", &id.key);
     }
     let out = cmd.output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
@@ -77,12 +89,15 @@ fn agent_and_aggregator_over_tls_and_what_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new(dir.path());
     let good = ca.issue("agent", &["127.0.0.1", "localhost"], false);
+    let operator = ca.issue("operator", &["operator"], false);
     let mut cg = TestCgroup::new();
     let path = cg.child("t1");
+    // Changes need a client certificate from the CA; reads do not.
     let agent = Agent::start(&format!(
-        "[agent]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n[discovery]\nwatch = [\"scaler-test-*/*\"]\n",
+        "[agent]\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntls_client_ca = \"{}\"\n[discovery]\nwatch = [\"scaler-test-*/*\"]\n",
         good.cert.display(),
-        good.key.display()
+        good.key.display(),
+        ca.pem.display()
     ));
     let addr = agent.url().trim_start_matches("http://").to_owned();
     let https = format!("https://{addr}");
@@ -100,9 +115,11 @@ fn agent_and_aggregator_over_tls_and_what_is_refused() {
         (ok && out.contains("\"t1\"")).then_some(())
     });
     assert!(seen.is_some(), "t1 not seen over TLS: {}", agent.log());
-    let (ok, out, err) =
-        scaler(Some(&ca.pem), &["subscribe", "t1", "--cgroup", &path, "--cpu", "100m:1", "--agent", &https, "--json"]);
-    assert!(ok, "subscribe over TLS: {err}");
+    let subscribe = ["subscribe", "t1", "--cgroup", &path, "--cpu", "100m:1", "--agent", &https, "--json"];
+    let (ok, _, err) = scaler(Some(&ca.pem), &subscribe);
+    assert!(!ok && err.contains("needs a client certificate signed by the CA in agent.tls_client_ca"), "{err}");
+    let (ok, out, err) = scaler_as(Some(&ca.pem), Some(&operator), &subscribe);
+    assert!(ok, "subscribe over TLS with a client certificate: {err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["name"], "t1", "{v}");
     let (ok, out, err) = scaler(Some(&ca.pem), &["containers", "--agent", &https, "--json"]);
@@ -138,6 +155,22 @@ fn agent_and_aggregator_over_tls_and_what_is_refused() {
     println!("aggregator without agents_ca: {}", stale["error"]);
     drop(agent);
     cg.kill_all();
+
+    // A server that wants a client certificate on every connection.
+    let agg_cert = ca.issue("agg", &["127.0.0.1"], false);
+    let strict = AggProcess::start(&format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_client_ca = \"{}\"\ntls_client_auth = \"all\"\n",
+        agg_cert.cert.display(),
+        agg_cert.key.display(),
+        ca.pem.display()
+    ));
+    let url = format!("https://127.0.0.1:{}", strict.port);
+    let (ok, _, err) = scaler(Some(&ca.pem), &["app", "list", "--aggregator", &url]);
+    assert!(!ok && err.contains("CertificateRequired"), "read without a client certificate: {err}");
+    println!("no client certificate, tls_client_auth = all: {}", err.trim());
+    let (ok, _, err) = scaler_as(Some(&ca.pem), Some(&operator), &["app", "list", "--aggregator", &url]);
+    assert!(ok, "with a client certificate: {err}");
+    drop(strict);
 
     // Aggregators serving certificates a client must refuse.
     for (file, names, expired, why) in [

@@ -53,7 +53,15 @@ fn capacity(cfg: &Config) -> BTreeMap<Resource, Option<u64>> {
 /// Starts the agent and serves until SIGINT/SIGTERM.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     preflight::check(&cfg.agent.btf_path)?;
-    let tls = scaler_aggregator::server_tls(cfg.agent.tls_cert.as_deref(), cfg.agent.tls_key.as_deref(), "agent")?;
+    let tls = scaler_aggregator::server_tls(
+        &scaler_aggregator::TlsSettings {
+            cert: cfg.agent.tls_cert.as_deref(),
+            key: cfg.agent.tls_key.as_deref(),
+            client_ca: cfg.agent.tls_client_ca.as_deref(),
+            client_auth: cfg.agent.tls_client_auth,
+        },
+        "agent",
+    )?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let layout = Layout::detect()?;
     scaler_api::process::raise_fd_limit();
