@@ -6,7 +6,11 @@
 //! `/v1/stats`, `/v1/host`, `/v1/containers` and `/v1/events` with the
 //! agent's full JSON shapes and values that change every second. Reports
 //! round time (from the aggregator's `/healthz`, every round of the
-//! measurement), the aggregator's CPU (from /proc) and memory (RSS).
+//! measurement), the aggregator's CPU (from /proc) and memory (RSS). The
+//! largest fleet is measured a second time over TLS (rustls on both
+//! sides, a CA of the bench's own, keep-alive connections reused), so the
+//! cost of TLS shows beside plain HTTP in one run (`SCALER_BENCH_TLS=0`
+//! skips it).
 
 use std::{
     fmt::Write as _,
@@ -93,9 +97,9 @@ fn respond(path: &str, h: u64, n: u64, fixed: &Fixed) -> (u16, String) {
     }
 }
 
-/// Serves one keep-alive connection of simulated host `h`.
-fn serve(conn: TcpStream, h: u64, n: u64, fixed: &Fixed) {
-    let Ok(mut out) = conn.try_clone() else { return };
+/// Serves one keep-alive connection of simulated host `h` (plain TCP or
+/// a TLS stream).
+fn serve<S: std::io::Read + std::io::Write>(conn: S, h: u64, n: u64, fixed: &Fixed) {
     let mut r = BufReader::new(conn);
     loop {
         let mut line = String::new();
@@ -118,14 +122,42 @@ fn serve(conn: TcpStream, h: u64, n: u64, fixed: &Fixed) {
             if status == 200 { "OK" } else { "Not Found" },
             body.len()
         );
-        if out.write_all(head.as_bytes()).and_then(|()| out.write_all(body.as_bytes())).is_err() {
+        let out = r.get_mut();
+        if out
+            .write_all(head.as_bytes())
+            .and_then(|()| out.write_all(body.as_bytes()))
+            .and_then(|()| out.flush())
+            .is_err()
+        {
             return;
         }
     }
 }
 
-/// Starts `hosts` simulated agents; returns their ports.
-fn fleet(hosts: u64, n: u64) -> anyhow::Result<Vec<u16>> {
+/// A CA of the bench's own and a server certificate for 127.0.0.1 it
+/// signed: the fleet's TLS configuration and the CA's PEM (for
+/// `agents_ca`).
+fn test_tls() -> anyhow::Result<(Arc<rustls::ServerConfig>, String)> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = p.self_signed(&ca_key)?;
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+    let cert = p.signed_by(&key, &ca, &ca_key)?;
+    let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).map_err(anyhow::Error::msg)?;
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], der)?;
+    Ok((Arc::new(cfg), ca.pem()))
+}
+
+/// Starts `hosts` simulated agents (over TLS with `tls`); returns their
+/// ports.
+fn fleet(hosts: u64, n: u64, tls: Option<Arc<rustls::ServerConfig>>) -> anyhow::Result<Vec<u16>> {
     let mut ports = Vec::new();
     let subscriptions = Arc::new(subscriptions(n));
     for h in 0..hosts {
@@ -138,10 +170,18 @@ fn fleet(hosts: u64, n: u64) -> anyhow::Result<Vec<u16>> {
             .to_string(),
             subscriptions: subscriptions.clone(),
         });
+        let tls = tls.clone();
         std::thread::Builder::new().stack_size(128 << 10).spawn(move || {
             for conn in l.incoming().flatten() {
-                let fixed = fixed.clone();
-                let _ = std::thread::Builder::new().stack_size(256 << 10).spawn(move || serve(conn, h, n, &fixed));
+                let (fixed, tls) = (fixed.clone(), tls.clone());
+                let _ = std::thread::Builder::new().stack_size(256 << 10).spawn(move || match tls {
+                    None => serve(conn, h, n, &fixed),
+                    Some(cfg) => {
+                        if let Ok(c) = rustls::ServerConnection::new(cfg) {
+                            serve(rustls::StreamOwned::new(c, conn), h, n, &fixed);
+                        }
+                    }
+                });
             }
         })?;
     }
@@ -212,14 +252,21 @@ impl Drop for Stop {
 }
 
 /// One aggregator over the first `hosts` of the fleet: warm up, measure.
-fn measure(bin: &PathBuf, ports: &[u16], hosts: usize, n: u64, secs: u64) -> anyhow::Result<Value> {
-    let dir = std::env::temp_dir().join(format!("scaler-bench-aggregator-{}-{hosts}", std::process::id()));
+/// `ca`: the fleet serves TLS, signed by this CA (PEM).
+fn measure(bin: &PathBuf, ports: &[u16], hosts: usize, n: u64, secs: u64, ca: Option<&str>) -> anyhow::Result<Value> {
+    let tag = if ca.is_some() { "-tls" } else { "" };
+    let dir = std::env::temp_dir().join(format!("scaler-bench-aggregator-{}-{hosts}{tag}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut cfg =
         format!("[aggregator]\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\n", dir.join("state").display());
+    if let Some(pem) = ca {
+        std::fs::write(dir.join("ca.pem"), pem)?;
+        let _ = writeln!(cfg, "agents_ca = \"{}\"", dir.join("ca.pem").display());
+    }
+    let scheme = if ca.is_some() { "https" } else { "http" };
     for (h, p) in ports.iter().take(hosts).enumerate() {
-        let _ = write!(cfg, "[[hosts]]\nname = \"sim{h}\"\nurl = \"http://127.0.0.1:{p}\"\n");
+        let _ = write!(cfg, "[[hosts]]\nname = \"sim{h}\"\nurl = \"{scheme}://127.0.0.1:{p}\"\n");
     }
     std::fs::write(dir.join("aggregator.toml"), cfg)?;
     let log = std::fs::File::create(dir.join("aggregator.log"))?;
@@ -268,7 +315,7 @@ fn measure(bin: &PathBuf, ports: &[u16], hosts: usize, n: u64, secs: u64) -> any
     let pct = |q: f64| d.get(((d.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or(f64::NAN);
     let mean = |i: usize| rounds.iter().map(|r| [r.1, r.2, r.3][i]).sum::<f64>() / rounds.len().max(1) as f64;
     Ok(json!({
-        "hosts": hosts, "containers_per_host": n, "containers": hosts as u64 * n, "poll_ms": 1000, "seconds": wall,
+        "tls": ca.is_some(), "hosts": hosts, "containers_per_host": n, "containers": hosts as u64 * n, "poll_ms": 1000, "seconds": wall,
         "rounds": rounds.len(),
         "round_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1.0), "mean": mean(0)},
         "gather_ms_mean": mean(1), "record_ms_mean": mean(2),
@@ -294,11 +341,20 @@ pub fn run() -> anyhow::Result<()> {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
     let bin = target.join("release/scaler");
     util::step(&format!("{most} simulated agents x {n} containers on loopback"));
-    let ports = fleet(most as u64, n)?;
+    let ports = fleet(most as u64, n, None)?;
     let mut results = Vec::new();
     for &hosts in &sizes {
         util::step(&format!("aggregator over {hosts} hosts: 10 rounds to warm up, {secs} s measured"));
-        let r = measure(&bin, &ports, hosts, n, secs)?;
+        let r = measure(&bin, &ports, hosts, n, secs, None)?;
+        println!("  {r}");
+        results.push(r);
+    }
+    if env_or("SCALER_BENCH_TLS", 1) != 0 {
+        let (tls, ca) = test_tls()?;
+        util::step(&format!("{most} simulated agents over TLS"));
+        let tls_ports = fleet(most as u64, n, Some(tls))?;
+        util::step(&format!("aggregator over {most} TLS hosts: 10 rounds to warm up, {secs} s measured"));
+        let r = measure(&bin, &tls_ports, most, n, secs, Some(&ca))?;
         println!("  {r}");
         results.push(r);
     }
@@ -308,13 +364,14 @@ pub fn run() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     println!(
-        "| hosts | containers | round p50 / p99 ms | gather ms | CPU % of a core | RSS MiB | stale hosts (mean) | load |"
+        "| hosts | TLS | containers | round p50 / p99 ms | gather ms | CPU % of a core | RSS MiB | stale hosts (mean) | load |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in &results {
         println!(
-            "| {} | {} | {:.0} / {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {} |",
+            "| {} | {} | {} | {:.0} / {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {} |",
             r["hosts"],
+            if r["tls"] == true { "yes" } else { "no" },
             r["containers"],
             r["round_ms"]["p50"].as_f64().unwrap_or(0.0),
             r["round_ms"]["p99"].as_f64().unwrap_or(0.0),
