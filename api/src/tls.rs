@@ -168,14 +168,31 @@ pub async fn accept(
     }
     // A TLS record starts with 0x16 (handshake); anything else is not TLS.
     if first[0] != 0x16 {
-        let mut request = [0u8; 8192];
-        let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut request)).await;
+        // Read the request's head first (a client still writing it would
+        // otherwise see its connection reset instead of the answer).
+        let mut request = Vec::with_capacity(1024);
+        let mut buf = [0u8; 4096];
+        let until = tokio::time::Instant::now() + Duration::from_millis(500);
+        while request.len() < 16 * 1024 && !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tokio::time::timeout_at(until, stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => request.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
         let reply = format!(
             "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PLAIN_ON_TLS}",
             PLAIN_ON_TLS.len()
         );
         let _ = stream.write_all(reply.as_bytes()).await;
         let _ = stream.shutdown().await;
+        // Drain what else comes (a body) for a moment, so the close is not
+        // a reset that could discard the answer.
+        let until = tokio::time::Instant::now() + Duration::from_millis(200);
+        while let Ok(Ok(n)) = tokio::time::timeout_at(until, stream.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+        }
         return None;
     }
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
