@@ -101,6 +101,9 @@ struct Inner {
     host_mem: u64,
     state: Mutex<State>,
     wake: Condvar,
+    /// How many containers engines run: with none (a host of plain
+    /// cgroups), the tick's calls return without taking the lock.
+    owned: std::sync::atomic::AtomicUsize,
 }
 
 /// Shared by the sampler (which containers engines run), the actuator
@@ -114,7 +117,15 @@ impl EngineSync {
     /// `host_mem` stands for "no memory limit" with engines that cannot
     /// remove one.
     pub fn new(cfg: EngineConfig, host_mem: u64) -> Self {
-        Self { inner: Arc::new(Inner { cfg, host_mem, state: Mutex::default(), wake: Condvar::new() }) }
+        Self {
+            inner: Arc::new(Inner {
+                cfg,
+                host_mem,
+                state: Mutex::default(),
+                wake: Condvar::new(),
+                owned: std::sync::atomic::AtomicUsize::new(0),
+            }),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -156,7 +167,13 @@ impl EngineSync {
     pub fn set_owned(&self, owned: HashMap<String, (Engine, String)>) {
         let mut st = self.state();
         st.targets.retain(|cg, t| owned.get(cg).is_some_and(|(e, k)| *e == t.engine && *k == t.key));
+        self.inner.owned.store(owned.len(), std::sync::atomic::Ordering::Relaxed);
         st.owned = owned;
+    }
+
+    /// Whether engines run any container here (no lock taken).
+    fn any_owned(&self) -> bool {
+        self.inner.owned.load(std::sync::atomic::Ordering::Relaxed) > 0
     }
 
     /// Whether limits are sent to engines at all (`apply = "engine"`).
@@ -166,12 +183,18 @@ impl EngineSync {
 
     /// The engine that runs the container at `cgroup`.
     pub fn owner(&self, cgroup: &str) -> Option<Engine> {
+        if !self.any_owned() {
+            return None;
+        }
         self.state().owned.get(cgroup).map(|(e, _)| *e)
     }
 
     /// The tick wrote `value` for `resource` (CPU and memory go to engines).
     pub fn record(&self, cgroup: &str, resource: Resource, value: Option<u64>) {
-        if self.inner.cfg.apply != ApplyPath::Engine || !matches!(resource, Resource::Cpu | Resource::Mem) {
+        if self.inner.cfg.apply != ApplyPath::Engine
+            || !matches!(resource, Resource::Cpu | Resource::Mem)
+            || !self.any_owned()
+        {
             return;
         }
         let mut st = self.state();
@@ -209,6 +232,10 @@ impl EngineSync {
     /// an engine call's doing (under way, or just done and not yet
     /// written again).
     pub fn settling(&self, cgroup: &str) -> bool {
+        // Targets live only for owned containers (and go with them).
+        if !self.any_owned() {
+            return false;
+        }
         let st = self.state();
         st.targets
             .get(cgroup)
