@@ -55,6 +55,21 @@ pub struct Settings {
     pub agents_client_key: Option<PathBuf>,
 }
 
+impl Settings {
+    /// The TLS settings, as `scaler_api::tls` checks and loads them.
+    pub fn tls(&self) -> scaler_api::tls::Settings<'_> {
+        scaler_api::tls::Settings {
+            section: "aggregator",
+            listen: self.listen,
+            cert: self.tls_cert.as_deref(),
+            key: self.tls_key.as_deref(),
+            client_ca: self.tls_client_ca.as_deref(),
+            client_auth: self.tls_client_auth,
+            insecure: self.insecure,
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -267,24 +282,13 @@ impl AggConfig {
         if let Some(why) = a.token.as_deref().filter(|t| !t.is_empty()).and_then(scaler_api::serve::token_problem) {
             return Err(invalid("aggregator.token", why));
         }
-        if a.tls_client_ca.is_some() && a.tls_cert.is_none() {
-            return Err(invalid(
-                "aggregator.tls_client_ca",
-                "needs aggregator.tls_cert and aggregator.tls_key (client certificates are a TLS thing)",
-            ));
-        }
         if a.agents_client_cert.is_some() != a.agents_client_key.is_some() {
             return Err(invalid(
                 "aggregator.agents_client_key",
                 "agents_client_cert and agents_client_key go together",
             ));
         }
-        if a.tls_cert.is_some() != a.tls_key.is_some() {
-            return Err(invalid("aggregator.tls_key", "aggregator.tls_cert and aggregator.tls_key go together"));
-        }
-        if let Some(why) = scaler_api::tls::exposure_problem(a.listen, a.tls_cert.is_some(), a.insecure, "aggregator") {
-            return Err(invalid("aggregator.insecure", why));
-        }
+        a.tls().check().map_err(|(field, why)| invalid(field, why))?;
         let h = &self.history;
         if h.full_retention_s < 60 {
             return Err(invalid("history.full_retention_s", "must be at least 60"));

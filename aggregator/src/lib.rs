@@ -126,28 +126,6 @@ impl Shared {
     }
 }
 
-/// A server's TLS settings (the same for the agent and the aggregator).
-pub struct TlsSettings<'a> {
-    pub cert: Option<&'a Path>,
-    pub key: Option<&'a Path>,
-    pub client_ca: Option<&'a Path>,
-    pub client_auth: scaler_api::tls::ClientAuth,
-}
-
-/// The TLS configuration of a server from its settings in `section`
-/// (`agent`, `aggregator`), if it has a certificate; a bad file stops it
-/// with one line.
-pub fn server_tls(t: &TlsSettings, section: &'static str) -> anyhow::Result<Option<scaler_api::tls::ServerTls>> {
-    let setting = if section == "agent" { "agent.tls_client_ca" } else { "aggregator.tls_client_ca" };
-    match (t.cert, t.key) {
-        (Some(c), Some(k)) => Ok(Some(
-            scaler_api::tls::server_config(c, k, t.client_ca, t.client_auth, setting)
-                .map_err(|e| anyhow::anyhow!("{section}.tls_cert/tls_key/tls_client_ca: {e}"))?,
-        )),
-        _ => Ok(None),
-    }
-}
-
 /// Entry point of `scaler aggregator`.
 pub fn main(config: Option<&Path>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let mut cfg = match config {
@@ -171,14 +149,7 @@ pub fn main(config: Option<&Path>, listen: Option<SocketAddr>) -> anyhow::Result
 /// Serves until SIGINT/SIGTERM, then flushes history.
 pub async fn run(cfg: AggConfig) -> anyhow::Result<()> {
     let listen = cfg.aggregator.listen;
-    let a = &cfg.aggregator;
-    let settings = TlsSettings {
-        cert: a.tls_cert.as_deref(),
-        key: a.tls_key.as_deref(),
-        client_ca: a.tls_client_ca.as_deref(),
-        client_auth: a.tls_client_auth,
-    };
-    let tls = server_tls(&settings, "aggregator")?;
+    let tls = cfg.aggregator.tls().load().map_err(anyhow::Error::msg)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let shared = Arc::new(Shared::open(cfg)?);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;

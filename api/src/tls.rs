@@ -139,6 +139,47 @@ pub fn client_config(ca: Option<&Path>, identity: Option<(&Path, &Path)>) -> Res
     }
 }
 
+/// A server's TLS settings (the same fields in `[agent]` and
+/// `[aggregator]`).
+pub struct Settings<'a> {
+    /// `agent` or `aggregator`: the config section, named in messages.
+    pub section: &'static str,
+    pub listen: SocketAddr,
+    pub cert: Option<&'a Path>,
+    pub key: Option<&'a Path>,
+    pub client_ca: Option<&'a Path>,
+    pub client_auth: ClientAuth,
+    pub insecure: bool,
+}
+
+impl Settings<'_> {
+    /// The first setting that is wrong, and why: (field, reason).
+    pub fn check(&self) -> Result<(), (String, String)> {
+        let s = self.section;
+        if self.client_ca.is_some() && self.cert.is_none() {
+            return Err((format!("{s}.tls_client_ca"), format!("needs {s}.tls_cert and {s}.tls_key")));
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return Err((format!("{s}.tls_key"), format!("{s}.tls_cert and {s}.tls_key go together")));
+        }
+        match exposure_problem(self.listen, self.cert.is_some(), self.insecure, s) {
+            Some(why) => Err((format!("{s}.insecure"), why)),
+            None => Ok(()),
+        }
+    }
+
+    /// The server's TLS configuration, if it has a certificate.
+    pub fn load(&self) -> Result<Option<ServerTls>, String> {
+        let setting = if self.section == "agent" { "agent.tls_client_ca" } else { "aggregator.tls_client_ca" };
+        match (self.cert, self.key) {
+            (Some(c), Some(k)) => server_config(c, k, self.client_ca, self.client_auth, setting)
+                .map(Some)
+                .map_err(|e| format!("{}.tls_cert/tls_key/tls_client_ca: {e}", self.section)),
+            _ => Ok(None),
+        }
+    }
+}
+
 /// Why a server listening on `listen` must not start: off loopback with
 /// no TLS, unless `insecure` (the setting names are in the message).
 pub fn exposure_problem(listen: SocketAddr, tls: bool, insecure: bool, section: &str) -> Option<String> {

@@ -128,6 +128,19 @@ impl AgentConfig {
             max_in_flight: self.http_max_in_flight,
         }
     }
+
+    /// The TLS settings, as `scaler_api::tls` checks and loads them.
+    pub fn tls(&self) -> scaler_api::tls::Settings<'_> {
+        scaler_api::tls::Settings {
+            section: "agent",
+            listen: self.listen,
+            cert: self.tls_cert.as_deref(),
+            key: self.tls_key.as_deref(),
+            client_ca: self.tls_client_ca.as_deref(),
+            client_auth: self.tls_client_auth,
+            insecure: self.insecure,
+        }
+    }
 }
 
 impl Default for AgentConfig {
@@ -331,18 +344,7 @@ impl Config {
         if let Some(why) = a.token.as_deref().filter(|t| !t.is_empty()).and_then(scaler_api::serve::token_problem) {
             return Err(invalid("agent.token", why));
         }
-        if a.tls_client_ca.is_some() && a.tls_cert.is_none() {
-            return Err(invalid(
-                "agent.tls_client_ca",
-                "needs agent.tls_cert and agent.tls_key (client certificates are a TLS thing)",
-            ));
-        }
-        if a.tls_cert.is_some() != a.tls_key.is_some() {
-            return Err(invalid("agent.tls_key", "agent.tls_cert and agent.tls_key go together"));
-        }
-        if let Some(why) = scaler_api::tls::exposure_problem(a.listen, a.tls_cert.is_some(), a.insecure, "agent") {
-            return Err(invalid("agent.insecure", why));
-        }
+        a.tls().check().map_err(|(field, why)| invalid(field, why))?;
         if a.cgroup_roots.is_empty() {
             return Err(invalid("agent.cgroup_roots", "must name at least one root (\"/\" = everything)"));
         }

@@ -53,15 +53,7 @@ fn capacity(cfg: &Config) -> BTreeMap<Resource, Option<u64>> {
 /// Starts the agent and serves until SIGINT/SIGTERM.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     preflight::check(&cfg.agent.btf_path)?;
-    let tls = scaler_aggregator::server_tls(
-        &scaler_aggregator::TlsSettings {
-            cert: cfg.agent.tls_cert.as_deref(),
-            key: cfg.agent.tls_key.as_deref(),
-            client_ca: cfg.agent.tls_client_ca.as_deref(),
-            client_auth: cfg.agent.tls_client_auth,
-        },
-        "agent",
-    )?;
+    let tls = cfg.agent.tls().load().map_err(anyhow::Error::msg)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let layout = Layout::detect()?;
     scaler_api::process::raise_fd_limit();
@@ -361,7 +353,6 @@ fn sample_loop(
             let mut g = shared.write();
             g.host_cpu = host_cpu;
             g.rapl_mw = rapl_mw;
-            g.engine_calls = sampler.engine_stats();
             phases.publish_ns = crate::published::ns(t3.elapsed());
             g.phases.add(&phases);
         }
@@ -370,6 +361,7 @@ fn sample_loop(
             let stats = kernel.program_stats();
             let mut g = shared.write();
             g.programs = stats;
+            g.engine_calls = sampler.engine_stats();
             g.counter_entries = kernel.counter_entries();
         }
         next += tick;
