@@ -33,6 +33,16 @@ impl TestCa {
         Self { cert, key, pem, dir: dir.to_path_buf() }
     }
 
+    /// The CA's key, written (0600) to `dir/ca-key.pem`: for a tool given
+    /// this CA to sign with (`cargo xtask deploy`'s `[tls] ca_key`).
+    pub fn write_key(&self) -> PathBuf {
+        use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+        let p = self.dir.join("ca-key.pem");
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&p).unwrap();
+        f.write_all(self.key.serialize_pem().as_bytes()).unwrap();
+        p
+    }
+
     /// A server certificate for `names` (DNS names or IP addresses),
     /// expired when `expired`, written as `dir/NAME.pem` and `NAME.key`.
     pub fn issue(&self, file: &str, names: &[&str], expired: bool) -> Issued {

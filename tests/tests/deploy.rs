@@ -69,6 +69,20 @@ struct Node {
 }
 
 impl Node {
+    /// `node1`..`nodeN`: test hosts on `net`, files under `work`.
+    fn many(n: usize, net: &mut TestNet, public: &str, work: &Path) -> Vec<Node> {
+        (1..=n)
+            .map(|k| Node {
+                name: format!("node{k}"),
+                host: net.host(public),
+                cgroup: TestCgroup::new(),
+                prefix: work.join(format!("node{k}/opt")),
+                state: work.join(format!("node{k}/state")),
+                token: random_hex(),
+            })
+            .collect()
+    }
+
     fn url(&self) -> String {
         format!("http://{}:8470", self.host.addr)
     }
@@ -129,16 +143,7 @@ fn deploy_to_three_hosts_upgrade_keeps_subscriptions_then_undeploy() {
     let (key, public) = netns::keygen(work.path(), "id_test");
     let known_hosts = work.path().join("known_hosts");
     let mut net = TestNet::new();
-    let nodes: Vec<Node> = (1..=3)
-        .map(|k| Node {
-            name: format!("node{k}"),
-            host: net.host(&public),
-            cgroup: TestCgroup::new(),
-            prefix: work.path().join(format!("node{k}/opt")),
-            state: work.path().join(format!("node{k}/state")),
-            token: random_hex(),
-        })
-        .collect();
+    let nodes = Node::many(3, &mut net, &public, work.path());
     let hosts_file = work.path().join("hosts.toml");
     std::fs::write(&hosts_file, nodes.iter().map(|n| n.entry(&key)).collect::<String>()).unwrap();
     let bin = deployable_binary(work.path());
@@ -315,16 +320,7 @@ fn deploy_with_an_aggregator_registers_the_agents_and_undeploy_removes_both() {
     let (key, public) = netns::keygen(work.path(), "id_test");
     let kh = work.path().join("known_hosts");
     let mut net = TestNet::new();
-    let nodes: Vec<Node> = (1..=2)
-        .map(|k| Node {
-            name: format!("node{k}"),
-            host: net.host(&public),
-            cgroup: TestCgroup::new(),
-            prefix: work.path().join(format!("node{k}/opt")),
-            state: work.path().join(format!("node{k}/state")),
-            token: random_hex(),
-        })
-        .collect();
+    let nodes = Node::many(2, &mut net, &public, work.path());
     // The aggregator shares node1's prefix (and binary) with its agent.
     let (agg_addr, agg_token, agg_state) = (nodes[0].host.addr, random_hex(), work.path().join("node1/agg-state"));
     let file = work.path().join("hosts.toml");
@@ -367,4 +363,185 @@ fn deploy_with_an_aggregator_registers_the_agents_and_undeploy_removes_both() {
     }
     assert!(!agg_state.exists());
     println!("aggregator test done in {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// A blocking client over TLS: trusting `ca` (if any), showing `id` (a
+/// certificate and its key) when given.
+fn https(ca: Option<&Path>, id: Option<(&Path, &Path)>) -> reqwest::blocking::Client {
+    let tls = scaler_api::tls::client_config(ca, id).unwrap();
+    reqwest::blocking::Client::builder().use_preconfigured_tls(tls).timeout(Duration::from_secs(5)).build().unwrap()
+}
+
+/// The whole error chain of a failed request, in one line.
+fn why(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(e) = src {
+        s.push_str(&format!(": {e}"));
+        src = e.source();
+    }
+    s
+}
+
+#[test]
+fn deploy_with_tls_issues_certificates_serves_https_everywhere_and_rotates_them() {
+    require_root();
+    netns::require_tools();
+    let t0 = Instant::now();
+    let work = tempfile::tempdir().unwrap();
+    let (key, public) = netns::keygen(work.path(), "id_test");
+    let kh = work.path().join("known_hosts");
+    // The operator's own CA (deploy signs with it), so the test can also
+    // make certificates deploy would not (an expired one).
+    let ca_dir = work.path().join("ca");
+    std::fs::create_dir(&ca_dir).unwrap();
+    let ca = tests::tls::TestCa::new(&ca_dir);
+    let ca_key = ca.write_key();
+    let mut net = TestNet::new();
+    let nodes = Node::many(2, &mut net, &public, work.path());
+    // node1's agent listens on its loopback only: deploy checks it through
+    // SSH, and the aggregator beside it reaches it there; node2's on its
+    // address. No `insecure` anywhere: TLS is what allows it off loopback.
+    let entry = |n: &Node| n.entry(&key).replace("insecure = true\n", "");
+    let n1 =
+        entry(&nodes[0]).replace(&format!("listen = \"{}:8470\"", nodes[0].host.addr), "listen = \"127.0.0.1:8470\"");
+    let (agg_addr, agg_token, agg_state) = (nodes[0].host.addr, random_hex(), work.path().join("node1/agg-state"));
+    let pki = work.path().join("pki");
+    let file = work.path().join("hosts.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "{n1}{}[aggregator]\nhost = \"node1\"\nlisten = \"{agg_addr}:8471\"\ntoken = \"{agg_token}\"\nstate_dir = \"{}\"\n\
+             [aggregator.config.aggregator]\npoll_ms = 500\ntimeout_ms = 400\n\n\
+             [tls]\npki = \"{}\"\nca_cert = \"{}\"\nca_key = \"{}\"\n",
+            entry(&nodes[1]),
+            agg_state.display(),
+            pki.display(),
+            ca.pem.display(),
+            ca_key.display()
+        ),
+    )
+    .unwrap();
+    let (f, k) = (file.to_str().unwrap(), kh.to_str().unwrap());
+    let bin = deployable_binary(work.path());
+    let b = bin.to_str().unwrap();
+    let (ok, out, err) = xtask(&["deploy", "--hosts", f, "--binary", b, "--known-hosts", k]);
+    assert!(ok, "deploy failed: {err}");
+    assert_eq!(out.matches("certificate: new").count(), 3, "{out}");
+    assert_eq!(out.matches("register with the aggregator: PUT https://").count(), 2, "{out}");
+    let through_ssh = format!("agent up at https://127.0.0.1:8470 on {} (through ssh -W)", nodes[0].host.addr);
+    assert!(out.contains(&through_ssh), "{out}");
+    let (operator, operator_key) = (pki.join("operator.pem"), pki.join("operator-key.pem"));
+    assert!(out.contains(&format!("SCALER_CERT={}", operator.display())), "{out}");
+    for n in &nodes {
+        let key = std::fs::metadata(n.prefix.join("etc/agent-key.pem")).unwrap();
+        assert_eq!(key.permissions().mode() & 0o777, 0o600, "{}: the key is readable by others", n.name);
+    }
+    assert_eq!(std::fs::metadata(pki.join("hosts/node2-agent-key.pem")).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // The aggregator gathers both agents over TLS (node1's through its
+    // loopback), under https:// URLs.
+    let trusted = https(Some(&ca.pem), None);
+    let agg = format!("https://{agg_addr}:8471");
+    let hosts = tests::wait_for(Duration::from_secs(20), || {
+        let v: Value = trusted.get(format!("{agg}/v1/hosts")).send().ok()?.json().ok()?;
+        let hosts = v["hosts"].as_array()?.clone();
+        (hosts.len() == 2 && hosts.iter().all(|h| h["rounds_ok"].as_u64() > Some(0))).then_some(hosts)
+    })
+    .unwrap_or_else(|| panic!("the aggregator did not gather both agents over TLS: {}", nodes[0].log()));
+    let urls: Vec<&str> = hosts.iter().filter_map(|h| h["url"].as_str()).collect();
+    assert!(urls.contains(&"https://127.0.0.1:8470"), "{urls:?}");
+    assert!(urls.contains(&format!("https://{}:8470", nodes[1].host.addr).as_str()), "{urls:?}");
+
+    // The CLI manages a container on node2 over TLS, with the operator's
+    // certificate (changes need one: `tls_client_auth = mutating`).
+    let n2 = &nodes[1];
+    let agent = format!("https://{}:8470", n2.host.addr);
+    let cg = n2.cgroup.child("app");
+    let cli = |id: bool, args: &[&str]| {
+        let mut c = Command::new(scaler_bin());
+        c.args(args).env("SCALER_CA", &ca.pem).env("SCALER_TOKEN", &n2.token).env_remove("SCALER_CERT");
+        if id {
+            c.env("SCALER_CERT", &operator).env("SCALER_KEY", &operator_key);
+        }
+        let o = c.output().unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let sub = ["subscribe", "web", "--cgroup", &cg, "--cpu", "100m:2", "--agent", &agent, "--json"];
+    let (ok, _, err) = cli(false, &sub);
+    assert!(!ok && err.contains("client certificate"), "a change without a client certificate: {err}");
+    let (ok, out, err) = cli(true, &sub);
+    assert!(ok, "subscribe over TLS: {err}");
+    assert!(out.contains("\"web\""), "{out}");
+
+    // What is refused, and how it says so.
+    let healthz = format!("{agent}/healthz");
+    let e = https(None, None).get(&healthz).send().unwrap_err();
+    assert!(why(&e).contains("UnknownIssuer"), "without the CA: {}", why(&e));
+    println!("without the CA: {}", why(&e));
+    let wrong = reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(scaler_api::tls::client_config(Some(&ca.pem), None).unwrap())
+        .resolve("wrong.example", std::net::SocketAddr::from((n2.host.addr, 8470)))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let e = wrong.get("https://wrong.example:8470/healthz").send().unwrap_err();
+    assert!(why(&e).contains("not valid for name"), "a wrong host name: {}", why(&e));
+    println!("a wrong host name: {}", why(&e));
+    let expired = ca.issue("expired-client", &["client"], true);
+    let e = https(Some(&ca.pem), Some((&expired.cert, &expired.key)))
+        .put(format!("{agent}/v1/containers/web"))
+        .bearer_auth(&n2.token)
+        .json(&json!({"cgroup": cg, "resources": {"cpu": {"min": 100, "max": 1000}}}))
+        .send()
+        .map(|r| r.status().as_u16());
+    let e = match e {
+        Err(e) => why(&e),
+        Ok(s) => panic!("an expired client certificate was let through ({s})"),
+    };
+    assert!(e.to_lowercase().contains("expired") || e.contains("BadCertificate"), "an expired client certificate: {e}");
+    println!("an expired client certificate: {e}");
+    let (status, body) =
+        scaler_testkit::http::request(&format!("{}:8470", n2.host.addr), "GET", "/healthz", None).unwrap();
+    assert!(status == 400 && body.contains("this port speaks HTTPS"), "plain HTTP: {status} {body}");
+    println!("refused: without the CA, a wrong name, an expired client certificate, plain HTTP");
+
+    // A later deploy keeps good certificates (nothing restarts); with
+    // --rotate-certs every host gets a new one and restarts with it,
+    // keeping its subscriptions.
+    let (ok, out, err) = xtask(&["deploy", "--hosts", f, "--binary", b, "--known-hosts", k]);
+    assert!(ok, "redeploy failed: {err}");
+    assert!(!out.contains("certificate: new") && out.matches("start: running, unchanged").count() == 3, "{out}");
+    let before = std::fs::read(n2.prefix.join("etc/agent-cert.pem")).unwrap();
+    let pid = n2.agent_pid();
+    let (ok, out, err) = xtask(&["deploy", "--hosts", f, "--binary", b, "--known-hosts", k, "--rotate-certs"]);
+    assert!(ok, "rotation failed: {err}");
+    assert_eq!(out.matches("certificate: new").count(), 3, "{out}");
+    assert_eq!(out.matches("start: restarted").count(), 3, "{out}");
+    assert_ne!(
+        std::fs::read(n2.prefix.join("etc/agent-cert.pem")).unwrap(),
+        before,
+        "the certificate was not replaced"
+    );
+    assert!(n2.agent_pid() != pid && !alive(pid), "the agent was not restarted with its new certificate");
+    let list: Value = trusted.get(format!("{agent}/v1/containers")).send().unwrap().json().unwrap();
+    assert!(list.to_string().contains("\"web\""), "subscription lost in the rotation: {list}");
+    let rounds = |h: &Value| h["rounds_ok"].as_u64().unwrap_or(0);
+    let after = tests::wait_for(Duration::from_secs(20), || {
+        let v: Value = trusted.get(format!("{agg}/v1/hosts")).send().ok()?.json().ok()?;
+        let hosts = v["hosts"].as_array()?.clone();
+        (hosts.len() == 2 && hosts.iter().all(|h| h["status"] == "ok" && rounds(h) > 0)).then_some(hosts)
+    });
+    assert!(after.is_some(), "the aggregator does not gather after the rotation: {}", nodes[0].log());
+
+    let (ok, _, err) = xtask(&["undeploy", "--hosts", f, "--known-hosts", k, "--purge"]);
+    assert!(ok, "undeploy failed: {err}");
+    for n in &nodes {
+        assert!(!n.prefix.exists(), "{} left {:?}", n.name, std::fs::read_dir(&n.prefix).map(|d| d.count()));
+    }
+    println!("TLS deploy test done in {:.1} s", t0.elapsed().as_secs_f64());
 }

@@ -70,6 +70,8 @@ pub fn print_host(i: &Install, steps: &[(Option<&'static str>, Step)]) {
                 let stdin = match input {
                     Payload::None => String::new(),
                     Payload::File(p) => format!(" < {}", p.display()),
+                    // Certificates are issued by the real run only.
+                    Payload::Text { what, text, .. } if text.is_empty() => format!(" < {what} (issued by the run)"),
                     Payload::Text { what, text, .. } => format!(" < {what} ({} bytes)", text.len()),
                 };
                 println!("  {n}. {label}{stdin}");

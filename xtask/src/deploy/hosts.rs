@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
-use super::ssh::Ssh;
+use super::{pki, ssh::Ssh};
 
 /// What runs: the per-host agent or the cluster aggregator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +84,8 @@ pub struct HostsFile {
     #[serde(default)]
     pub hosts: Vec<Entry>,
     pub aggregator: Option<Entry>,
+    /// TLS for every host, with certificates deploy issues.
+    pub tls: Option<pki::Section>,
 }
 
 /// One thing to install on one host, fully resolved.
@@ -106,6 +108,20 @@ pub struct Install {
     /// Its bearer token: an agent's is handed to the aggregator when it is
     /// registered; the aggregator's authorizes the registration.
     pub token: Option<String>,
+    /// With `[tls]`: what its certificate is for, and (once issued) the
+    /// certificate.
+    pub tls: Option<HostTls>,
+}
+
+/// A host's TLS under `[tls]`.
+#[derive(Debug, Clone)]
+pub struct HostTls {
+    /// `NAME-ROLE`: its files in the PKI directory.
+    pub file: String,
+    /// Addresses and names its certificate holds.
+    pub names: Vec<String>,
+    /// The CA's certificate, and the host's (PEM), once issued.
+    pub issued: Option<(String, pki::Issued)>,
 }
 
 /// Defaults that do not come from the file.
@@ -118,6 +134,8 @@ pub struct Fallback {
     pub connect_timeout_s: u64,
     /// Agent config for `--host` hosts (`--config FILE`).
     pub config: toml::Table,
+    /// `[tls]` (or `--tls`): every host serves HTTPS.
+    pub tls: Option<pki::Settings>,
 }
 
 #[cfg(test)]
@@ -131,6 +149,7 @@ impl Fallback {
             known_hosts: None,
             connect_timeout_s: 5,
             config: toml::Table::new(),
+            tls: None,
         }
     }
 }
@@ -257,15 +276,16 @@ pub fn resolve(e: &Entry, defaults: &Entry, fb: &Fallback, role: Role) -> anyhow
              address (scaler {section} refuses to start without one)"
         );
     }
-    let tls = table.contains_key("tls_cert");
+    let tls = match &fb.tls {
+        Some(t) => Some(tls_config(table, t, &prefix, role).with_context(|| what.clone())?),
+        None if table.contains_key("tls_cert") => bail!(
+            "{what}: config {section}.tls_cert: deploy sets up TLS itself: remove it and add a [tls] section to \
+             the hosts file (with ca_cert and ca_key to use your own CA), or pass --tls"
+        ),
+        None => None,
+    };
     let insecure = table.get("insecure").and_then(toml::Value::as_bool).unwrap_or(false);
-    if tls {
-        bail!(
-            "{what}: config {section}.tls_cert: deploy does not serve TLS hosts yet (it checks and registers \
-             them over plain HTTP); run this host by hand, or use insecure = true"
-        );
-    }
-    if let Some(why) = scaler_api_exposure(listen, tls, insecure, section) {
+    if let Some(why) = scaler_api_exposure(listen, tls.is_some(), insecure, section) {
         bail!("{what}: config {why} (scaler {section} refuses to start so)");
     }
     check_dir(&what, "prefix", &prefix)?;
@@ -291,6 +311,11 @@ pub fn resolve(e: &Entry, defaults: &Entry, fb: &Fallback, role: Role) -> anyhow
         connect_timeout_s: fb.connect_timeout_s,
         control_dir: None,
     };
+    let tls = tls.map(|()| HostTls {
+        file: format!("{name}-{section}"),
+        names: pki::host_names(&name, &ssh.address, listen),
+        issued: None,
+    });
     Ok(Install {
         role,
         name,
@@ -300,9 +325,43 @@ pub fn resolve(e: &Entry, defaults: &Entry, fb: &Fallback, role: Role) -> anyhow
         service: e.service.or(defaults.service).unwrap_or(Service::Auto),
         unit,
         config: toml::to_string(&config).with_context(|| format!("{what}: rendering config"))?,
+        tls,
         listen,
         token,
     })
+}
+
+/// Where a role's TLS files go under `prefix`: certificate, key, CA.
+pub fn tls_paths(prefix: &str, role: Role) -> [String; 3] {
+    let etc = format!("{}/etc", prefix.trim_end_matches('/'));
+    [format!("{etc}/{}-cert.pem", role.name()), format!("{etc}/{}-key.pem", role.name()), format!("{etc}/ca.pem")]
+}
+
+/// Points the role's config at the files deploy installs (the settings
+/// are deploy's: one already there is an error).
+fn tls_config(table: &mut toml::Table, t: &pki::Settings, prefix: &str, role: Role) -> anyhow::Result<()> {
+    let section = role.name();
+    let [cert, key, ca] = tls_paths(prefix, role);
+    let mut set = vec![("tls_cert", cert.clone()), ("tls_key", key.clone())];
+    match t.client_auth {
+        pki::ClientAuth::None => {}
+        pki::ClientAuth::Mutating => {
+            set.extend([("tls_client_ca", ca.clone()), ("tls_client_auth", "mutating".into())])
+        }
+        pki::ClientAuth::All => set.extend([("tls_client_ca", ca.clone()), ("tls_client_auth", "all".into())]),
+    }
+    if role == Role::Aggregator {
+        // Agents are trusted by the fleet CA, and shown the aggregator's own
+        // certificate (it is a client certificate too).
+        set.extend([("agents_ca", ca), ("agents_client_cert", cert), ("agents_client_key", key)]);
+    }
+    for (k, v) in set {
+        if table.contains_key(k) {
+            bail!("config {section}.{k} is set by deploy under [tls]: remove it");
+        }
+        table.insert(k.into(), v.into());
+    }
+    Ok(())
 }
 
 /// The string `key` of `table`, or `given`; both set and different is an

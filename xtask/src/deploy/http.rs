@@ -1,11 +1,14 @@
 //! Just enough HTTP/1.1 to ask `/healthz` and register an agent, over a
 //! TCP connection or through `ssh -W` (so an agent that listens on the
-//! host's loopback can be checked without curl on the host).
+//! host's loopback can be checked without curl on the host), in clear or
+//! over TLS (`[tls]`: the fleet CA trusted, the operator's certificate
+//! shown).
 
 use std::{
-    io::{Read as _, Write as _},
+    io::{Read, Write},
     net::{TcpStream, ToSocketAddrs as _},
-    time::Duration,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -14,7 +17,14 @@ use super::ssh::Ssh;
 
 /// Where an HTTP server is and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
+pub struct Endpoint {
+    pub via: Via,
+    /// HTTPS (the server's certificate checked against the fleet CA).
+    pub tls: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
     /// Straight from this machine to `host:port`.
     Direct { host: String, port: u16 },
     /// Through SSH to the host, then to `target` (`127.0.0.1:8470`) there.
@@ -22,13 +32,31 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// `http://host:port/path`, and for a tunnel which host it is on.
+    pub fn direct(host: impl Into<String>, port: u16, tls: bool) -> Self {
+        Self { via: Via::Direct { host: host.into(), port }, tls }
+    }
+
+    /// `http(s)://host:port/path`, and for a tunnel which host it is on.
     pub fn show(&self, path: &str) -> String {
-        match self {
-            Endpoint::Direct { host, port } if host.contains(':') => format!("http://[{host}]:{port}{path}"),
-            Endpoint::Direct { host, port } => format!("http://{host}:{port}{path}"),
-            Endpoint::Tunnel { ssh, target } => format!("http://{target}{path} on {} (through ssh -W)", ssh.address),
+        let scheme = if self.tls { "https" } else { "http" };
+        match &self.via {
+            Via::Direct { host, port } if host.contains(':') => format!("{scheme}://[{host}]:{port}{path}"),
+            Via::Direct { host, port } => format!("{scheme}://{host}:{port}{path}"),
+            Via::Tunnel { ssh, target } => {
+                format!("{scheme}://{target}{path} on {} (through ssh -W)", ssh.address)
+            }
         }
+    }
+
+    /// The name the server's certificate must hold.
+    fn server_name(&self) -> anyhow::Result<rustls::pki_types::ServerName<'static>> {
+        let host = match &self.via {
+            Via::Direct { host, .. } => host.clone(),
+            Via::Tunnel { target, .. } => {
+                target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h).trim_matches(['[', ']']).to_owned()
+            }
+        };
+        rustls::pki_types::ServerName::try_from(host.clone()).with_context(|| format!("{host:?} as a TLS server name"))
     }
 }
 
@@ -44,7 +72,8 @@ pub struct Response {
     pub body: String,
 }
 
-/// One request with `Connection: close`.
+/// One request with `Connection: close`; over TLS with `tls` (required
+/// for an `https` endpoint).
 pub fn request(
     ep: &Endpoint,
     method: &str,
@@ -52,30 +81,108 @@ pub fn request(
     body: Option<&str>,
     token: Option<&str>,
     timeout: Duration,
+    tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> anyhow::Result<Response> {
-    let host_header = match ep {
-        Endpoint::Direct { host, port } => format!("{host}:{port}"),
-        Endpoint::Tunnel { target, .. } => target.clone(),
+    let host_header = match &ep.via {
+        Via::Direct { host, port } if host.contains(':') => format!("[{host}]:{port}"),
+        Via::Direct { host, port } => format!("{host}:{port}"),
+        Via::Tunnel { target, .. } => target.clone(),
     };
     let req = encode(method, path, &host_header, body, token);
-    let raw = match ep {
-        Endpoint::Direct { host, port } => {
+    let tls = match (ep.tls, tls) {
+        (false, _) => None,
+        (true, Some(c)) => Some(rustls::ClientConnection::new(c.clone(), ep.server_name()?)?),
+        (true, None) => bail!("{} needs TLS settings (the hosts file's [tls])", ep.show("")),
+    };
+    let raw = match &ep.via {
+        Via::Direct { host, port } => {
             let addr = (host.as_str(), *port)
                 .to_socket_addrs()
                 .with_context(|| format!("resolving {host}"))?
                 .next()
                 .with_context(|| format!("{host} has no address"))?;
-            let mut s = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connecting to {addr}"))?;
+            let s = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connecting to {addr}"))?;
             s.set_read_timeout(Some(timeout))?;
             s.set_write_timeout(Some(timeout))?;
-            s.write_all(&req)?;
-            let mut buf = Vec::new();
-            s.read_to_end(&mut buf).with_context(|| format!("reading from {addr}"))?;
-            buf
+            exchange(s, tls, &req).with_context(|| format!("talking to {}", ep.show("")))?
         }
-        Endpoint::Tunnel { ssh, target } => ssh.tunnel(target, &req, timeout)?,
+        Via::Tunnel { ssh, target } => ssh.tunnel(target, timeout, move |s| exchange(s, tls, &req))?,
     };
     parse(&raw)
+}
+
+/// Writes `req` and reads the whole answer, through TLS when given.
+pub fn exchange(s: impl Read + Write, tls: Option<rustls::ClientConnection>, req: &[u8]) -> anyhow::Result<Vec<u8>> {
+    fn go(mut s: impl Read + Write, req: &[u8]) -> anyhow::Result<Vec<u8>> {
+        s.write_all(req)?;
+        s.flush()?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match s.read(&mut chunk) {
+                Ok(0) => return Ok(buf),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                // A server that closes without TLS's close_notify after a
+                // whole answer (`Connection: close`) is no error here.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => return Ok(buf),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    match tls {
+        Some(c) => go(rustls::StreamOwned::new(c, s), req),
+        None => go(s, req),
+    }
+}
+
+/// Polls `/healthz` until it says ok (and names `expect_host`).
+pub fn wait_healthy(
+    ep: &Endpoint,
+    expect_host: Option<&str>,
+    timeout: Duration,
+    crashed: impl Fn() -> bool,
+    client: &Option<Arc<rustls::ClientConfig>>,
+) -> anyhow::Result<String> {
+    let end = Instant::now() + timeout;
+    let mut next_crash_check = Instant::now() + Duration::from_secs(1);
+    let mut last: String;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match request(
+            ep,
+            "GET",
+            "/healthz",
+            None,
+            None,
+            left.clamp(Duration::from_secs(1), Duration::from_secs(5)),
+            client.as_ref(),
+        ) {
+            Ok(r) if r.status == 200 => {
+                let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
+                let host = v["host"].as_str().unwrap_or_default();
+                if v["status"] != "ok" {
+                    last = format!("status {}", v["status"]);
+                } else if expect_host.is_some_and(|h| h != host) {
+                    last = format!("answered as host {host:?}, not {:?}", expect_host.unwrap_or_default());
+                } else {
+                    let host = if host.is_empty() { String::new() } else { format!("host {host}, ") };
+                    return Ok(format!("ok ({host}version {})", v["version"].as_str().unwrap_or("?")));
+                }
+            }
+            Ok(r) => last = format!("HTTP {}: {}", r.status, r.body.trim()),
+            Err(e) => last = format!("{e:#}"),
+        }
+        if Instant::now() >= end {
+            bail!("{} did not answer ok within {} s (last: {last})", ep.show("/healthz"), timeout.as_secs());
+        }
+        if Instant::now() >= next_crash_check {
+            if crashed() {
+                bail!("it exited after it was started (last answer from {}: {last})", ep.show("/healthz"));
+            }
+            next_crash_check = Instant::now() + Duration::from_secs(2);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 fn encode(method: &str, path: &str, host: &str, body: Option<&str>, token: Option<&str>) -> Vec<u8> {
@@ -177,8 +284,8 @@ mod tests {
             s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi").unwrap();
             req
         });
-        let ep = Endpoint::Direct { host: "127.0.0.1".into(), port };
-        let r = request(&ep, "GET", "/healthz", None, None, Duration::from_secs(5)).unwrap();
+        let ep = Endpoint::direct("127.0.0.1", port, false);
+        let r = request(&ep, "GET", "/healthz", None, None, Duration::from_secs(5), None).unwrap();
         assert_eq!((r.status, r.body.as_str()), (200, "hi"));
         assert!(t.join().unwrap().starts_with("GET /healthz HTTP/1.1\r\n"));
     }

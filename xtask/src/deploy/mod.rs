@@ -11,6 +11,7 @@
 mod dryrun;
 mod hosts;
 mod http;
+mod pki;
 mod plan;
 mod run;
 mod scripts;
@@ -63,6 +64,14 @@ pub struct Selection {
     /// Seconds ssh waits for a connection.
     #[arg(long, default_value_t = 10, value_name = "S")]
     connect_timeout: u64,
+    /// Serve HTTPS everywhere, with a CA deploy keeps (as an empty `[tls]`
+    /// section in the hosts file would).
+    #[arg(long)]
+    tls: bool,
+    /// Where the fleet CA and the certificates are kept (overrides
+    /// `[tls] pki`) [default: scaler-pki beside the hosts file].
+    #[arg(long, value_name = "DIR")]
+    pki: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -79,6 +88,9 @@ pub struct DeployArgs {
     /// Restart the service even where nothing changed.
     #[arg(long)]
     restart: bool,
+    /// Issue new certificates (`[tls]`) even where the kept ones are good.
+    #[arg(long)]
+    rotate_certs: bool,
     /// Seconds to wait for each `/healthz`.
     #[arg(long, default_value_t = 60, value_name = "S")]
     timeout: u64,
@@ -100,6 +112,8 @@ pub struct Inventory {
     /// Where agents register; deployed or removed only when `selected`.
     pub aggregator: Option<Install>,
     pub aggregator_selected: bool,
+    /// `[tls]`: every host serves HTTPS with a certificate of the fleet CA.
+    pub tls: Option<pki::Settings>,
 }
 
 impl Inventory {
@@ -124,7 +138,8 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         None if args.sel.dry_run => None,
         None => Some(build_release()?),
     };
-    run::deploy(&inv, binary.as_deref(), &args.sel, args.restart, std::time::Duration::from_secs(args.timeout))
+    let timeout = std::time::Duration::from_secs(args.timeout);
+    run::deploy(&inv, binary.as_deref(), &args.sel, args.restart, args.rotate_certs, timeout)
 }
 
 pub fn undeploy(args: UndeployArgs) -> anyhow::Result<()> {
@@ -140,10 +155,25 @@ fn from_cwd(p: &Path) -> PathBuf {
 }
 
 fn inventory(sel: &Selection, agent_config: toml::Table) -> anyhow::Result<Inventory> {
-    let file = match &sel.hosts {
-        Some(p) => hosts::load_file(&from_cwd(p))?,
-        None => hosts::HostsFile::default(),
+    let (file, base) = match &sel.hosts {
+        Some(p) => {
+            let p = from_cwd(p);
+            (hosts::load_file(&p)?, p.parent().map(Path::to_path_buf).unwrap_or_default())
+        }
+        None => (hosts::HostsFile::default(), from_cwd(Path::new("."))),
     };
+    let tls = match (&file.tls, sel.tls) {
+        (Some(t), _) => Some(t.resolve(&base)?),
+        (None, true) => Some(pki::Section::default().resolve(&base)?),
+        (None, false) if sel.pki.is_some() => bail!("--pki: give --tls too, or a [tls] section in the hosts file"),
+        (None, false) => None,
+    }
+    .map(|mut t| {
+        if let Some(p) = &sel.pki {
+            t.pki = from_cwd(p);
+        }
+        t
+    });
     let fb = Fallback {
         key: sel.key.as_deref().map(from_cwd),
         prefix: sel.prefix.clone(),
@@ -151,6 +181,7 @@ fn inventory(sel: &Selection, agent_config: toml::Table) -> anyhow::Result<Inven
         known_hosts: sel.known_hosts.as_deref().map(from_cwd),
         connect_timeout_s: sel.connect_timeout,
         config: agent_config,
+        tls: tls.clone(),
     };
     let mut entries = file.hosts.clone();
     for h in &sel.host {
@@ -190,7 +221,7 @@ fn inventory(sel: &Selection, agent_config: toml::Table) -> anyhow::Result<Inven
     if aggregator_selected && aggregator.is_none() && !sel.only.is_empty() {
         bail!("--only aggregator: no aggregator (give --aggregator HOST or [aggregator] in the hosts file)");
     }
-    Ok(Inventory { agents, aggregator, aggregator_selected })
+    Ok(Inventory { agents, aggregator, aggregator_selected, tls })
 }
 
 /// The aggregator's install: its host's address and SSH settings, with the
@@ -279,6 +310,8 @@ mod tests {
             parallel: 1,
             dry_run: true,
             connect_timeout: 10,
+            tls: false,
+            pki: None,
         }
     }
 

@@ -7,8 +7,8 @@
 use std::{path::PathBuf, time::Duration};
 
 use super::{
-    hosts::{Install, Role},
-    http::Endpoint,
+    hosts::{Install, Role, tls_paths},
+    http::{Endpoint, Via},
     scripts::{CONNECT, Files, SUPERVISOR},
 };
 
@@ -107,12 +107,13 @@ pub fn connect() -> Step {
 /// address, anything else on that address.
 pub fn endpoint(i: &Install) -> Endpoint {
     let l = i.listen;
+    let tls = i.tls.is_some();
     if l.ip().is_loopback() {
-        Endpoint::Tunnel { ssh: Box::new(i.ssh.clone()), target: l.to_string() }
+        Endpoint { via: Via::Tunnel { ssh: Box::new(i.ssh.clone()), target: l.to_string() }, tls }
     } else if l.ip().is_unspecified() {
-        Endpoint::Direct { host: i.ssh.address.clone(), port: l.port() }
+        Endpoint::direct(i.ssh.address.clone(), l.port(), tls)
     } else {
-        Endpoint::Direct { host: l.ip().to_string(), port: l.port() }
+        Endpoint::direct(l.ip().to_string(), l.port(), tls)
     }
 }
 
@@ -129,13 +130,39 @@ pub fn agent_url(i: &Install, aggregator: &Install) -> Result<String, String> {
     Ok(url_of(i))
 }
 
-/// `http://` + where the agent listens, as seen from other hosts.
+/// `http(s)://` + where the agent listens, as seen from other hosts.
 fn url_of(i: &Install) -> String {
-    match endpoint(i) {
-        Endpoint::Direct { host, port } if host.contains(':') => format!("http://[{host}]:{port}"),
-        Endpoint::Direct { host, port } => format!("http://{host}:{port}"),
-        Endpoint::Tunnel { target, .. } => format!("http://{target}"),
+    let ep = endpoint(i);
+    match &ep.via {
+        Via::Direct { .. } => ep.show(""),
+        Via::Tunnel { target, .. } => format!("{}://{target}", if ep.tls { "https" } else { "http" }),
     }
+}
+
+/// Installs the host's certificate, its key (0600) and the fleet CA
+/// (`[tls]`); a changed file restarts the service at `start`.
+fn tls_steps(i: &Install, f: &Files) -> Vec<Step> {
+    let Some(t) = &i.tls else { return Vec::new() };
+    let [cert, key, ca] = tls_paths(&i.prefix, i.role);
+    // `--dry-run` issues nothing: the steps show where the files go.
+    let (ca_pem, cert_pem, key_pem) = match &t.issued {
+        Some((ca, c)) => (ca.clone(), c.cert.clone(), c.key.clone()),
+        None => Default::default(),
+    };
+    let copy = |name, dest: &str, text: String, mode, what| Step {
+        name,
+        action: Action::Remote {
+            // Not readable by others even before its chmod.
+            script: format!("umask 077\n{}", f.upload(dest, text.len() as u64, mode)),
+            input: Payload::Text { what, text, shown: Shown::Summary },
+            unless: None,
+        },
+    };
+    vec![
+        copy("copy CA certificate", &ca, ca_pem, "644", "the fleet CA's certificate"),
+        copy("copy certificate", &cert, cert_pem, "644", "the host's certificate"),
+        copy("copy key", &key, key_pem, "600", "the host's private key"),
+    ]
 }
 
 /// Every step after `connect` for deploying `i` in `mode`.
@@ -157,6 +184,7 @@ pub fn deploy(i: &Install, mode: Mode, o: &DeployOptions) -> Vec<Step> {
             Payload::Text { what: "config", text: i.config.clone(), shown: Shown::Redacted },
         ),
     ];
+    steps.extend(tls_steps(i, &f));
     let (crash_script, log_script) = match mode {
         Mode::Systemd => {
             let unit = f.unit_text();
@@ -312,10 +340,10 @@ mod tests {
         let i = install("");
         let s = deploy(&i, Mode::Supervisor, &opts());
         let Action::Health { endpoint: ep, expect_host, .. } = &s[5].action else { panic!() };
-        assert!(matches!(ep, Endpoint::Tunnel { target, .. } if target == "127.0.0.1:8470"));
+        assert!(matches!(&ep.via, Via::Tunnel { target, .. } if target == "127.0.0.1:8470"));
         assert_eq!(expect_host.as_deref(), Some("n1"));
         let i = install("[config.agent]\nlisten = \"0.0.0.0:9000\"\ntoken = \"t\"\ninsecure = true\n");
-        assert_eq!(endpoint(&i), Endpoint::Direct { host: "10.0.0.2".into(), port: 9000 });
+        assert_eq!(endpoint(&i), Endpoint::direct("10.0.0.2", 9000, false));
     }
 
     #[test]
@@ -327,7 +355,7 @@ mod tests {
         assert!(agent_url(&agg, &other).unwrap_err().contains("loopback"));
         let public = install("[config.agent]\nlisten = \"10.0.0.2:8470\"\ntoken = \"t\"\ninsecure = true\n");
         assert_eq!(agent_url(&public, &other).unwrap(), "http://10.0.0.2:8470");
-        let ep = (Endpoint::Direct { host: "10.0.0.9".into(), port: 8471 }, Some("a".to_owned()));
+        let ep = (Endpoint::direct("10.0.0.9", 8471, false), Some("a".to_owned()));
         let o = DeployOptions { aggregator: Some(ep.clone()), ..opts() };
         let s = deploy(&public, Mode::Systemd, &o);
         let Action::Call { method, path, body, token, required: true, .. } = &s.last().unwrap().action else {
@@ -344,12 +372,59 @@ mod tests {
     }
 
     #[test]
+    fn with_tls_hosts_get_their_certificate_and_are_reached_over_https() {
+        let tls = crate::deploy::pki::Settings {
+            pki: "/p".into(),
+            ca: None,
+            client_auth: crate::deploy::pki::ClientAuth::Mutating,
+            days: 90,
+        };
+        let fb = Fallback { tls: Some(tls), ..Fallback::for_tests() };
+        let e: Entry = toml::from_str(
+            "name = \"n1\"\naddress = \"10.0.0.2\"\nprefix = \"/srv/p1\"\n[config.agent]\nlisten = \"0.0.0.0:8470\"\ntoken = \"t\"\n",
+        )
+        .unwrap();
+        // Off loopback with no `insecure`: TLS is what makes it acceptable.
+        let i = resolve(&e, &Entry::default(), &fb, Role::Agent).unwrap();
+        let cfg: toml::Table = toml::from_str(&i.config).unwrap();
+        assert_eq!(cfg["agent"]["tls_cert"].as_str(), Some("/srv/p1/etc/agent-cert.pem"));
+        assert_eq!(cfg["agent"]["tls_key"].as_str(), Some("/srv/p1/etc/agent-key.pem"));
+        assert_eq!(cfg["agent"]["tls_client_ca"].as_str(), Some("/srv/p1/etc/ca.pem"));
+        assert_eq!(cfg["agent"]["tls_client_auth"].as_str(), Some("mutating"));
+        let t = i.tls.as_ref().unwrap();
+        assert_eq!((t.file.as_str(), t.names[0].as_str()), ("n1-agent", "10.0.0.2"));
+        assert_eq!(agent_url(&i, &i).unwrap(), "https://10.0.0.2:8470");
+        assert!(endpoint(&i).tls);
+        let s = deploy(&i, Mode::Systemd, &opts());
+        let names: Vec<_> = s.iter().map(|s| s.name).collect();
+        assert_eq!(&names[3..6], ["copy CA certificate", "copy certificate", "copy key"]);
+        assert!(script(&s[5]).starts_with("umask 077\n") && script(&s[5]).contains("chmod 600"), "{}", script(&s[5]));
+        assert!(script(&s[5]).contains("d='/srv/p1/etc/agent-key.pem'"));
+
+        // The aggregator trusts agents by the same CA and shows its own
+        // certificate to them.
+        let a = resolve(&e, &Entry::default(), &fb, Role::Aggregator).unwrap();
+        let cfg: toml::Table = toml::from_str(&a.config).unwrap();
+        assert_eq!(cfg["aggregator"]["agents_ca"].as_str(), Some("/srv/p1/etc/ca.pem"));
+        assert_eq!(cfg["aggregator"]["agents_client_cert"].as_str(), Some("/srv/p1/etc/aggregator-cert.pem"));
+
+        // TLS settings of the operator's own conflict with deploy's.
+        let mut mine = e.clone();
+        mine.config["agent"].as_table_mut().unwrap().insert("tls_cert".into(), "/x.pem".into());
+        let err = format!("{:#}", resolve(&mine, &Entry::default(), &fb, Role::Agent).unwrap_err());
+        assert!(err.contains("agent.tls_cert is set by deploy"), "{err}");
+        let err = format!("{:#}", resolve(&mine, &Entry::default(), &Fallback::for_tests(), Role::Agent).unwrap_err());
+        assert!(err.contains("[tls]") && err.contains("ca_cert"), "{err}");
+    }
+
+    #[test]
     fn undeploy_removes_only_its_own_files() {
         let s = undeploy(&install(""), true, None);
         let names: Vec<_> = s.iter().map(|s| s.name).collect();
         assert_eq!(names, ["stop service", "remove files", "purge state"]);
         assert!(!script(&s[1]).contains("rm -rf"), "{}", script(&s[1]));
         assert!(script(&s[1]).contains("[ -e '/srv/p1/etc/aggregator.toml' ] || rm -f '/srv/p1/bin/scaler'"));
+        assert!(script(&s[1]).contains("'/srv/p1/etc/agent-key.pem'"), "{}", script(&s[1]));
         assert_eq!(script(&s[2]), "rm -rf -- '/srv/s1'\n");
         assert_eq!(undeploy(&install(""), false, None).len(), 2);
     }

@@ -5,7 +5,7 @@
 use std::{
     path::Path,
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -17,15 +17,54 @@ use super::{
     Inventory, Selection, dryrun,
     hosts::{Install, Role, Service},
     http::{self, Endpoint},
+    pki,
     plan::{self, Action, DeployOptions, Mode, Payload, Step},
     ssh::Input,
 };
+
+/// The client side of this run's TLS (`[tls]`): the fleet CA, and what
+/// deploy's own calls present.
+type Client = Option<Arc<rustls::ClientConfig>>;
+
+/// This run's TLS: the open CA and the client its own calls use.
+struct RunTls {
+    pki: pki::Pki,
+    client: Arc<rustls::ClientConfig>,
+}
+
+impl RunTls {
+    /// The fleet CA (made on the first deploy when `create`), and the
+    /// operator's certificate.
+    fn open(s: &pki::Settings, create: bool, rotate: bool) -> anyhow::Result<Self> {
+        if !create && s.ca.is_none() && !s.pki.join("ca.pem").exists() {
+            bail!("[tls]: no CA in {} (was this fleet deployed with TLS?)", s.pki.display());
+        }
+        let pki = pki::Pki::open(s)?;
+        let operator = pki.issue("operator", &["scaler-operator".to_owned()], rotate)?;
+        let client = pki.client(&operator)?;
+        Ok(Self { pki, client })
+    }
+
+    /// `i` with its certificate (kept, renewed or new).
+    fn issue(&self, i: &Install, rotate: bool) -> anyhow::Result<Install> {
+        let mut i = i.clone();
+        let Some(mut t) = i.tls.take() else { return Ok(i) };
+        let c = self.pki.issue(&t.file, &t.names, rotate).with_context(|| format!("host {}: certificate", i.name))?;
+        if c.new {
+            say(&i, &format!("certificate: new, for {} ({} days)", t.names.join(", "), self.pki.settings().days));
+        }
+        t.issued = Some((self.pki.ca_pem().to_owned(), c));
+        i.tls = Some(t);
+        Ok(i)
+    }
+}
 
 pub fn deploy(
     inv: &Inventory,
     binary: Option<&Path>,
     sel: &Selection,
     restart: bool,
+    rotate: bool,
     health_timeout: Duration,
 ) -> anyhow::Result<()> {
     let (binary_len, arch) = match binary {
@@ -69,11 +108,16 @@ pub fn deploy(
         return Ok(());
     }
     let t0 = Instant::now();
+    let tls = inv.tls.as_ref().map(|s| RunTls::open(s, true, rotate)).transpose()?;
+    let client: Client = tls.as_ref().map(|t| t.client.clone());
     let control = Control::new()?;
     let inv = control.attach(inv);
     o.aggregator = aggregator_endpoint(&inv);
     let deploy_one = |i: &Install, o: &DeployOptions| {
-        let r = deploy_host(i, o, arch);
+        let r = match &tls {
+            Some(t) => t.issue(i, rotate).and_then(|i| deploy_host(&i, o, arch, &client)),
+            None => deploy_host(i, o, arch, &client),
+        };
         i.ssh.close();
         r
     };
@@ -84,6 +128,15 @@ pub fn deploy(
     println!("deployed scaler agent to {} host(s) in {:.1} s:", done.len(), t0.elapsed().as_secs_f64());
     for (name, url) in done {
         println!("  {name}: {url}");
+    }
+    if let Some(t) = &tls {
+        let p = &t.pki.settings().pki;
+        println!(
+            "TLS: the CLI reaches these hosts with\n  SCALER_CA={} SCALER_CERT={} SCALER_KEY={}",
+            t.pki.ca_file().display(),
+            p.join("operator.pem").display(),
+            p.join("operator-key.pem").display()
+        );
     }
     Ok(())
 }
@@ -105,14 +158,19 @@ pub fn undeploy(inv: &Inventory, sel: &Selection, purge: bool) -> anyhow::Result
         return Ok(());
     }
     let t0 = Instant::now();
+    let client: Client = match &inv.tls {
+        // Only to unregister agents from the aggregator.
+        Some(s) if inv.aggregator.is_some() => Some(RunTls::open(s, false, false)?.client),
+        _ => None,
+    };
     let control = Control::new()?;
     let inv = control.attach(inv);
     let aggregator = aggregator_endpoint(&inv);
     let steps = |i: &Install| -> anyhow::Result<String> {
-        exec(i, &plan::connect())?;
+        exec(i, &plan::connect(), &client)?;
         for s in plan::undeploy(i, purge, aggregator.as_ref()) {
             let t = Instant::now();
-            let out = exec(i, &s)?;
+            let out = exec(i, &s, &client)?;
             say(i, &format!("{}: {} ({:.1} s)", s.name, last_line(&out, "done"), t.elapsed().as_secs_f64()));
         }
         Ok(format!("removed from {}{}", i.prefix, if purge { format!(" and {}", i.state_dir) } else { String::new() }))
@@ -156,6 +214,7 @@ impl Control {
             agents: inv.agents.iter().map(with).collect(),
             aggregator: inv.aggregator.as_ref().map(with),
             aggregator_selected: inv.aggregator_selected,
+            tls: inv.tls.clone(),
         }
     }
 }
@@ -184,9 +243,9 @@ fn aggregator_endpoint(inv: &Inventory) -> Option<(Endpoint, Option<String>)> {
 }
 
 /// Deploys to one host; returns where it answers.
-fn deploy_host(i: &Install, o: &DeployOptions, arch: Option<&'static str>) -> anyhow::Result<String> {
+fn deploy_host(i: &Install, o: &DeployOptions, arch: Option<&'static str>, client: &Client) -> anyhow::Result<String> {
     let t0 = Instant::now();
-    let out = exec(i, &plan::connect())?;
+    let out = exec(i, &plan::connect(), client)?;
     let mut lines = out.lines().map(str::trim);
     let host_arch = lines.next().unwrap_or_default().to_owned();
     let has_systemd = lines.next() == Some("systemd");
@@ -206,7 +265,7 @@ fn deploy_host(i: &Install, o: &DeployOptions, arch: Option<&'static str>) -> an
     say(i, &format!("connected to {} ({host_arch}; {how})", i.ssh.destination()));
     for s in plan::deploy(i, mode, o) {
         let t = Instant::now();
-        let out = exec(i, &s)?;
+        let out = exec(i, &s, client)?;
         say(i, &format!("{}: {} ({:.1} s)", s.name, last_line(&out, "done"), t.elapsed().as_secs_f64()));
     }
     let url = plan::endpoint(i).to_string();
@@ -215,7 +274,7 @@ fn deploy_host(i: &Install, o: &DeployOptions, arch: Option<&'static str>) -> an
 }
 
 /// Runs one step on `i`'s host; the error names the host and the step.
-fn exec(i: &Install, s: &Step) -> anyhow::Result<String> {
+fn exec(i: &Install, s: &Step, client: &Client) -> anyhow::Result<String> {
     let r = match &s.action {
         Action::Remote { unless: Some(check), .. }
             if i.ssh.run(check, Input::None).is_ok_and(|o| o.trim() == "same") =>
@@ -232,13 +291,14 @@ fn exec(i: &Install, s: &Step) -> anyhow::Result<String> {
         }
         Action::Health { endpoint, expect_host, timeout, crash_script, log_script } => {
             let crashed = || i.ssh.run(crash_script, Input::None).is_ok_and(|o| o.contains("crashed"));
-            wait_healthy(endpoint, expect_host.as_deref(), *timeout, crashed).map_err(|e| {
+            http::wait_healthy(endpoint, expect_host.as_deref(), *timeout, crashed, client).map_err(|e| {
                 let log = i.ssh.run(log_script, Input::None).unwrap_or_default();
                 if log.trim().is_empty() { e } else { e.context(format!("its log ends with:\n{}", log.trim_end())) }
             })
         }
         Action::Call { endpoint, method, path, body, token, ok_statuses, required } => {
-            let r = http::request(endpoint, method, path, body.as_deref(), token.as_deref(), Duration::from_secs(10))
+            let timeout = Duration::from_secs(10);
+            let r = http::request(endpoint, method, path, body.as_deref(), token.as_deref(), timeout, client.as_ref())
                 .and_then(|r| {
                     if (200..300).contains(&r.status) || ok_statuses.contains(&r.status) {
                         Ok(format!("{method} {}: {}", endpoint.show(path), r.status))
@@ -253,54 +313,6 @@ fn exec(i: &Install, s: &Step) -> anyhow::Result<String> {
         }
     };
     r.with_context(|| format!("host {} ({}): step \"{}\"", i.name, i.ssh.address, s.name))
-}
-
-/// Polls `/healthz` until it says ok (and names `expect_host`).
-fn wait_healthy(
-    ep: &Endpoint,
-    expect_host: Option<&str>,
-    timeout: Duration,
-    crashed: impl Fn() -> bool,
-) -> anyhow::Result<String> {
-    let end = Instant::now() + timeout;
-    let mut next_crash_check = Instant::now() + Duration::from_secs(1);
-    let mut last: String;
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        match http::request(
-            ep,
-            "GET",
-            "/healthz",
-            None,
-            None,
-            left.clamp(Duration::from_secs(1), Duration::from_secs(5)),
-        ) {
-            Ok(r) if r.status == 200 => {
-                let v: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_default();
-                let host = v["host"].as_str().unwrap_or_default();
-                if v["status"] != "ok" {
-                    last = format!("status {}", v["status"]);
-                } else if expect_host.is_some_and(|h| h != host) {
-                    last = format!("answered as host {host:?}, not {:?}", expect_host.unwrap_or_default());
-                } else {
-                    let host = if host.is_empty() { String::new() } else { format!("host {host}, ") };
-                    return Ok(format!("ok ({host}version {})", v["version"].as_str().unwrap_or("?")));
-                }
-            }
-            Ok(r) => last = format!("HTTP {}: {}", r.status, r.body.trim()),
-            Err(e) => last = format!("{e:#}"),
-        }
-        if Instant::now() >= end {
-            bail!("{} did not answer ok within {} s (last: {last})", ep.show("/healthz"), timeout.as_secs());
-        }
-        if Instant::now() >= next_crash_check {
-            if crashed() {
-                bail!("it exited after it was started (last answer from {}: {last})", ep.show("/healthz"));
-            }
-            next_crash_check = Instant::now() + Duration::from_secs(2);
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 /// Runs `f` on every host, `parallel` at a time, in order; after a failure
@@ -442,7 +454,7 @@ mod tests {
         let mut i = hosts(1).remove(0);
         i.ssh.address = "127.0.0.1".into();
         i.ssh.port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let err = exec(&i, &plan::connect()).unwrap_err();
+        let err = exec(&i, &plan::connect(), &None).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.starts_with("host n1 (127.0.0.1): step \"connect\": ssh: "), "{msg}");
         assert!(msg.contains("Connection refused"), "{msg}");

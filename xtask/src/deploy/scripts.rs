@@ -315,10 +315,11 @@ impl Files {
             Role::Agent => Role::Aggregator,
             Role::Aggregator => Role::Agent,
         };
+        let [cert, key, ca] = super::hosts::tls_paths(&self.p, self.role);
         format!(
-            "cd /\nrm -f {cfg} {pid} {sup} {m} {log} {log}.1\n\
-             # The binary stays while the other role still uses it.\n\
-             [ -e {other} ] || rm -f {bin} {sv}\n\
+            "cd /\nrm -f {cfg} {pid} {sup} {m} {log} {log}.1 {cert} {key}\n\
+             # The binary (and the fleet CA) stay while the other role still uses them.\n\
+             [ -e {other} ] || rm -f {bin} {sv} {ca}\n\
              for d in bin etc run log; do rmdir {prefix}/$d 2>/dev/null || true; done\n\
              rmdir {prefix} 2>/dev/null || true\n",
             cfg = quote(&self.config()),
@@ -326,6 +327,9 @@ impl Files {
             sup = quote(&self.run("-supervisor.pid")),
             m = quote(&self.marker()),
             log = quote(&self.log()),
+            cert = quote(&cert),
+            key = quote(&key),
+            ca = quote(&ca),
             other = quote(&format!("{}/etc/{}.toml", self.p, other.name())),
             bin = quote(&self.bin()),
             sv = quote(&self.supervise()),

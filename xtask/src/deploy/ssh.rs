@@ -9,7 +9,7 @@
 //! nothing, and `StrictHostKeyChecking=no` would accept any impostor.
 
 use std::{
-    io::{Read as _, Write as _},
+    io::{Read, Write},
     path::PathBuf,
     process::{Command, Stdio},
     sync::mpsc,
@@ -150,10 +150,15 @@ impl Ssh {
         }
     }
 
-    /// Sends `request` to `target` (host:port as seen from the host, e.g.
-    /// `127.0.0.1:8470`) through the SSH connection (`ssh -W`, no tool
-    /// needed on the host) and returns the raw response.
-    pub fn tunnel(&self, target: &str, request: &[u8], timeout: Duration) -> anyhow::Result<Vec<u8>> {
+    /// Runs `talk` on a connection to `target` (host:port as seen from the
+    /// host, e.g. `127.0.0.1:8470`) through the SSH connection (`ssh -W`,
+    /// no tool needed on the host), within `timeout`.
+    pub fn tunnel(
+        &self,
+        target: &str,
+        timeout: Duration,
+        talk: impl FnOnce(Duplex) -> anyhow::Result<Vec<u8>> + Send + 'static,
+    ) -> anyhow::Result<Vec<u8>> {
         let mut child = Command::new("ssh")
             .args(self.options())
             .args(["-W", target])
@@ -163,32 +168,48 @@ impl Ssh {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting ssh -W")?;
-        let mut stdin = child.stdin.take().context("ssh stdin")?;
-        let mut stdout = child.stdout.take().context("ssh stdout")?;
+        let stdin = child.stdin.take().context("ssh stdin")?;
+        let stdout = child.stdout.take().context("ssh stdout")?;
         let mut stderr = child.stderr.take().context("ssh stderr")?;
-        // Keep stdin open until the response is read: a half-closed
-        // connection may make the server drop the request.
-        stdin.write_all(request).context("writing through ssh -W")?;
         let (tx, rx) = mpsc::channel();
+        // The talk keeps stdin open until the response is read: a
+        // half-closed connection may make the server drop the request.
         std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let r = stdout.read_to_end(&mut buf).map(|_| buf);
-            let _ = tx.send(r);
+            let _ = tx.send(talk(Duplex { stdin, stdout }));
         });
         let got = rx.recv_timeout(timeout);
-        if got.is_err() {
-            let _ = child.kill();
-        }
-        drop(stdin);
+        // Done, or out of time: either way ssh goes (its pipes close).
+        let _ = child.kill();
         let _ = child.wait();
         let mut err = String::new();
         let _ = stderr.read_to_string(&mut err);
         match got {
             Ok(Ok(buf)) if !buf.is_empty() => Ok(buf),
             Ok(Ok(_)) => bail!("no answer from {target} through ssh: {}", last_lines(err.trim(), 3)),
-            Ok(Err(e)) => Err(e).context("reading through ssh -W"),
+            Ok(Err(e)) => Err(e.context(format!("through ssh -W to {target}: {}", last_lines(err.trim(), 3)))),
             Err(_) => bail!("no answer from {target} through ssh within {timeout:?}"),
         }
+    }
+}
+
+/// `ssh -W`'s pipes as one connection.
+pub struct Duplex {
+    stdin: std::process::ChildStdin,
+    stdout: std::process::ChildStdout,
+}
+
+impl Read for Duplex {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stdout.read(buf)
+    }
+}
+
+impl Write for Duplex {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stdin.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stdin.flush()
     }
 }
 
