@@ -49,10 +49,12 @@ pub struct AgentConfig {
     /// ...and the rest of their cgroupfs files (limits, throttling, PSI,
     /// memory and I/O statistics) this often (ms).
     pub watched_full_read_ms: u64,
-    /// Managed containers read what their policy decides from every tick
-    /// (throttling, memory and its statistics, OOM state, memory and I/O
-    /// pressure), and their limits, I/O and CPU pressure this often (ms).
-    /// A limit changed outside scaler is adopted at that reading.
+    /// Managed containers in play read what their policy decides from
+    /// every tick (throttling, memory and its statistics, OOM state, memory
+    /// and I/O pressure), and their limits, I/O and CPU pressure this often
+    /// (ms); quiet ones (far below their limits, no pressure) their memory
+    /// and limits this often and the rest as watched ones. A limit changed
+    /// outside scaler is adopted at that reading.
     pub managed_full_read_ms: u64,
     /// Read the kernel's counter map whole (a batch walk of all its
     /// buckets, about 90 µs) when a tick reads this many cgroups' counters

@@ -24,6 +24,13 @@ impl Reread {
 
 /// Reads `file` from offset 0 into `buf` (grown as needed, never shrunk):
 /// the number of bytes now valid at its start.
+///
+/// One `pread` per reading: a read that leaves room in `buf` has the whole
+/// file. The files read so (cgroupfs files, `/proc/stat`, sysfs
+/// attributes, and regular files in tests) are made whole by one `show`
+/// (a single seq_file record, or an attribute) and handed out as far as
+/// the caller's buffer allows; asking again at the end would only cost a
+/// second system call that returns 0 (half of the agent's reads before).
 pub fn reread(file: &std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     use std::os::unix::fs::FileExt as _;
     let mut len = 0;
@@ -32,9 +39,10 @@ pub fn reread(file: &std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<usize>
             0 => return Ok(len),
             n => {
                 len += n;
-                if len == buf.len() {
-                    buf.resize(len * 2, 0);
+                if len < buf.len() {
+                    return Ok(len);
                 }
+                buf.resize(len * 2, 0);
             }
         }
     }

@@ -61,11 +61,23 @@ pub fn build_sample(i: &SampleInput, totals: &Totals) -> Sample {
 
     let rate = |v: u64| per_second(v, ns);
     let kernel = |v: u64| i.kernel_sees.then(|| rate(v));
+    // Counters read less often than every tick (a quiet managed container,
+    // a watched one) grew over longer than the interval: their increase is
+    // spread over the time it covers, so that "this much per interval"
+    // stays true (a second of throttling must not land in one tick).
+    let span = match (prev.signals_at, cur.signals_at) {
+        (Some(p), Some(c)) if c > p => c.duration_since(p),
+        _ => i.interval,
+    };
+    let share = |v: Option<u64>| {
+        v.map(|v| if span > i.interval { (u128::from(v) * i.interval.as_nanos() / span.as_nanos()) as u64 } else { v })
+    };
     let stall = |p: Option<crate::cgroup::parse::Psi>, c: Option<crate::cgroup::parse::Psi>| {
-        opt_delta(p.map(|x| x.some.total_us), c.map(|x| x.some.total_us))
+        share(opt_delta(p.map(|x| x.some.total_us), c.map(|x| x.some.total_us)))
     };
     let io_stall = stall(prev.psi_io, cur.psi_io);
-    let refault_bytes = opt_delta(prev.mem_refault_file, cur.mem_refault_file).map(|p| p.saturating_mul(page_bytes()));
+    let refault_bytes =
+        share(opt_delta(prev.mem_refault_file, cur.mem_refault_file)).map(|p| p.saturating_mul(page_bytes()));
     Sample {
         time_ms: i.time_ms,
         interval_ms: i.interval.as_millis() as u64,
@@ -84,9 +96,9 @@ pub fn build_sample(i: &SampleInput, totals: &Totals) -> Sample {
             net_tx: Reading { usage: kernel(d.net_tx_bytes), current: None },
         },
         signals: Signals {
-            cpu_cgroupfs: cg_cpu_ns.map(|v| millicores(v, ns)),
-            cpu_throttled_usec: opt_delta(prev.cpu_throttled_ns, cur.cpu_throttled_ns).map(|v| v / 1000),
-            cpu_nr_throttled: opt_delta(prev.cpu_nr_throttled, cur.cpu_nr_throttled),
+            cpu_cgroupfs: share(cg_cpu_ns).map(|v| millicores(v, ns)),
+            cpu_throttled_usec: share(opt_delta(prev.cpu_throttled_ns, cur.cpu_throttled_ns)).map(|v| v / 1000),
+            cpu_nr_throttled: share(opt_delta(prev.cpu_nr_throttled, cur.cpu_nr_throttled)),
             mem_charged: cur.mem_charged,
             mem_reclaims: d.mem_reclaims,
             oom_kills: cur.oom_kills,

@@ -1,6 +1,7 @@
 //! The agent process: the sampler thread and the HTTP server around shared
 //! state.
 mod build;
+mod quiet;
 pub mod sampler;
 
 use std::{

@@ -95,6 +95,10 @@ struct Tracked {
     prev: Option<Previous>,
     totals: Totals,
     mirrored: bool,
+    /// Managed: read every tick until this tick (see [`super::quiet`]).
+    hot_until: u64,
+    /// Managed: its last sample showed pressure.
+    pressed: bool,
 }
 
 /// What a tick produced.
@@ -331,7 +335,16 @@ impl Sampler {
                     let reader = CgroupReader::new(&self.layout, &d.cgroup);
                     self.tracked.insert(
                         d.cgroup.clone(),
-                        Tracked { info: Arc::new(d), reader, ids, prev: None, totals: Totals::default(), mirrored },
+                        Tracked {
+                            info: Arc::new(d),
+                            reader,
+                            ids,
+                            prev: None,
+                            totals: Totals::default(),
+                            mirrored,
+                            hot_until: 0,
+                            pressed: false,
+                        },
                     );
                 }
             }
@@ -411,9 +424,11 @@ impl Sampler {
         let mut samples = Vec::with_capacity(self.tracked.len());
         let mut vanished = Vec::new();
         self.ticks += 1;
-        // Managed containers read what their policy decides from every tick
-        // and their limits once per `agent.managed_full_read_ms` (1 s; in
-        // between, the limits scaler keeps are shown); watched ones read
+        // Managed containers in play read what their policy decides from
+        // every tick and their limits once per `agent.managed_full_read_ms`
+        // (1 s; in between, the limits scaler keeps are shown); quiet ones
+        // their memory and limits at that period and the rest as watched
+        // ones (see `quiet`); watched ones read
         // memory once per `agent.watched_memory_read_ms` (1 s) and the rest
         // once per `agent.watched_full_read_ms` (5 s); CPU, network and
         // disk come from the eBPF counters.
@@ -422,8 +437,36 @@ impl Sampler {
         let managed_full_tick = self.ticks.is_multiple_of(self.managed_full_every);
         let subscribed: std::collections::HashSet<&str> = managed.subscribed.iter().map(|(_, c)| c.as_str()).collect();
         for (cg, t) in &mut self.tracked {
+            let t_maps = Instant::now();
+            let cur: HashMap<u64, CgroupCounters> = t.ids.iter().map(|&id| (id, counters.read(id))).collect();
+            let at = counters.taken_at().unwrap_or(t_maps);
+            let delta = t.prev.as_ref().map(|p| (subtree_delta(&p.counters, &cur), at.duration_since(p.at)));
+            phases.maps_ns += ns_since(t_maps);
+            let kernel_sees = t.info.in_v2 || t.mirrored;
             let depth = if subscribed.contains(cg.as_str()) {
-                if managed_full_tick { Depth::Full } else { Depth::Signals }
+                let in_play = delta.as_ref().is_none_or(|(d, i)| {
+                    super::quiet::in_play(&super::quiet::Signs {
+                        kernel_sees,
+                        delta: d,
+                        interval_ns: crate::published::ns(*i),
+                        last: t.prev.as_ref().map(|p| &p.stats),
+                        pressed: t.pressed,
+                        limits: managed.limits.get(cg).map_or(&[][..], Vec::as_slice),
+                    })
+                });
+                if in_play {
+                    t.hot_until = self.ticks + super::quiet::HOT_TICKS;
+                }
+                let hot = self.ticks < t.hot_until;
+                match (hot, managed_full_tick) {
+                    (true, true) => Depth::Full,
+                    (true, false) => Depth::Signals,
+                    // Quiet: as a watched container, with memory every
+                    // managed period (it may come into play).
+                    (false, _) if full_tick => Depth::Full,
+                    (false, true) => Depth::Limits,
+                    (false, false) => Depth::Carry,
+                }
             } else if full_tick {
                 Depth::Full
             } else if mem_tick {
@@ -441,19 +484,15 @@ impl Sampler {
                     continue;
                 }
             };
-            let t_maps = Instant::now();
-            let cur: HashMap<u64, CgroupCounters> = t.ids.iter().map(|&id| (id, counters.read(id))).collect();
-            let at = counters.taken_at().unwrap_or(t_maps);
             let t1 = Instant::now();
-            phases.maps_ns += crate::published::ns(t1.duration_since(t_maps));
-            let sample = t.prev.as_ref().map(|p| {
+            let sample = t.prev.as_ref().zip(delta).map(|(p, (kernel, interval))| {
                 let input = SampleInput {
                     time_ms,
-                    interval: at.duration_since(p.at),
-                    kernel: subtree_delta(&p.counters, &cur),
+                    interval,
+                    kernel,
                     prev: &p.stats,
                     cur: &stats,
-                    kernel_sees: t.info.in_v2 || t.mirrored,
+                    kernel_sees,
                     disk_source: self.disk_source,
                 };
                 build_sample(&input, &t.totals)
@@ -461,10 +500,13 @@ impl Sampler {
             let mut sample = sample;
             if let Some(s) = &mut sample {
                 t.totals = s.totals;
+                t.pressed = super::quiet::pressed(s);
                 for &(r, limit) in managed.limits.get(cg).map_or(&[][..], Vec::as_slice) {
-                    let net = matches!(r, policies::Resource::NetRx | policies::Resource::NetTx);
+                    use policies::Resource;
+                    let net = matches!(r, Resource::NetRx | Resource::NetTx);
+                    let read = stats.full || (stats.limits_fresh && matches!(r, Resource::Cpu | Resource::Mem));
                     if let Some(reading) = s.resources.get_mut(r)
-                        && (net || !stats.full)
+                        && (net || !read)
                     {
                         reading.current = limit;
                     }
@@ -537,6 +579,40 @@ mod tests {
         let v1_only = build_sample(&input(false, DiskSource::Auto), &zero);
         assert_eq!(v1_only.resources.cpu.usage, Some(500), "not in v2: cgroupfs CPU");
         assert_eq!(v1_only.resources.net_tx.usage, None);
+    }
+
+    #[test]
+    fn counters_read_after_a_gap_are_spread_over_it() {
+        let t0 = Instant::now();
+        let prev = CgroupStats {
+            cpu_throttled_ns: Some(0),
+            cpu_nr_throttled: Some(0),
+            signals_at: Some(t0),
+            ..Default::default()
+        };
+        // A quiet container read again a second later: 100 ms throttled in
+        // 10 periods over that second, not in the last 200 ms tick.
+        let cur = CgroupStats {
+            cpu_throttled_ns: Some(100_000_000),
+            cpu_nr_throttled: Some(10),
+            signals_at: Some(t0 + Duration::from_secs(1)),
+            ..Default::default()
+        };
+        let input = SampleInput {
+            time_ms: 0,
+            interval: Duration::from_millis(200),
+            kernel: CgroupCounters::default(),
+            prev: &prev,
+            cur: &cur,
+            kernel_sees: true,
+            disk_source: DiskSource::Auto,
+        };
+        let s = build_sample(&input, &Totals::default());
+        assert_eq!((s.signals.cpu_throttled_usec, s.signals.cpu_nr_throttled), (Some(20_000), Some(2)));
+        // Read every tick: all of it is this tick's.
+        let cur = CgroupStats { signals_at: Some(t0 + Duration::from_millis(200)), ..cur };
+        let s = build_sample(&SampleInput { cur: &cur, ..input }, &Totals::default());
+        assert_eq!((s.signals.cpu_throttled_usec, s.signals.cpu_nr_throttled), (Some(100_000), Some(10)));
     }
 
     #[test]

@@ -46,6 +46,12 @@ pub struct CgroupStats {
     /// Every file was read this time (limits included); false when some
     /// values are carried from an earlier reading.
     pub full: bool,
+    /// The CPU and memory limits were read this time (a full reading, or
+    /// `Depth::Limits`).
+    pub limits_fresh: bool,
+    /// When the counters a policy decides from (CPU, memory details, OOM,
+    /// PSI) were read: a reading that carries them keeps the older time.
+    pub signals_at: Option<std::time::Instant>,
 }
 
 impl CgroupStats {
@@ -82,6 +88,10 @@ pub enum Depth {
     /// Memory usage only; everything else keeps its last full reading.
     /// (CPU, network and disk usage come from the eBPF counters anyway.)
     Usage,
+    /// Memory usage and the CPU and memory limits in force (a quiet
+    /// managed container: a limit changed outside scaler is still seen
+    /// within `agent.managed_full_read_ms`).
+    Limits,
     /// No file: the last reading again (a removed cgroup is noticed at the
     /// next read that is not `Carry`, or by discovery).
     Carry,
@@ -169,7 +179,7 @@ impl CgroupReader {
         if depth == Depth::Carry
             && let Some(last) = &self.last
         {
-            return Ok(CgroupStats { full: false, ..last.clone() });
+            return Ok(CgroupStats { full: false, limits_fresh: false, ..last.clone() });
         }
         if depth == Depth::Signals
             && let Some(last) = &self.last
@@ -180,7 +190,7 @@ impl CgroupReader {
             if self.vanished || (!self.kernfs && !self.exists()) {
                 return Err(Vanished(self.rel.clone()));
             }
-            s.full = false;
+            (s.full, s.limits_fresh) = (false, false);
             self.last = Some(s.clone());
             return Ok(s);
         }
@@ -191,8 +201,13 @@ impl CgroupReader {
             let mut s = last.clone();
             s.full = false;
             s.mem_charged = self.mem_charged();
+            s.limits_fresh = depth == Depth::Limits;
+            if s.limits_fresh {
+                self.read_limits(&mut s);
+            }
             if let Some(l) = &mut self.last {
                 l.mem_charged = s.mem_charged;
+                (l.cpu_quota, l.mem_limit) = (s.cpu_quota, s.mem_limit);
             }
             // kernfs fails reads of a removed cgroup; other trees (tests)
             // keep serving open files, so look at the directory too.
@@ -209,7 +224,7 @@ impl CgroupReader {
     /// Reads every file.
     pub fn read_stats(&mut self) -> Result<CgroupStats, Vanished> {
         self.vanished = false;
-        let mut s = CgroupStats { full: true, ..Default::default() };
+        let mut s = CgroupStats { full: true, limits_fresh: true, ..Default::default() };
         self.read_signals(&mut s);
         self.read_limits(&mut s);
         if let Some(io) = self.read_file(Hier::V2, "io.stat").map(parse::v2_io_stat) {
@@ -236,6 +251,7 @@ impl CgroupReader {
 
     /// What `Depth::Signals` reads, into `s`.
     fn read_signals(&mut self, s: &mut CgroupStats) {
+        s.signals_at = Some(std::time::Instant::now());
         // One read of v2 `cpu.stat` for usage and, where the cpu controller
         // is on, throttling; else v1 `cpuacct.usage` and `cpu.stat`.
         let usage = |t: &str| parse::flat_keyed(t, "usage_usec").map(|us| us * 1000);
@@ -454,6 +470,16 @@ mod tests {
         assert_eq!(carried.mem_charged, Some(200), "carry reads no file and keeps the last memory reading");
         let full = r.read(Depth::Full).unwrap();
         assert_eq!((full.mem_charged, full.mem_limit), (Some(300), Some(2000)));
+        assert!(full.limits_fresh && !carried.limits_fresh && !quick.limits_fresh);
+        // Limits: memory and the limits in force, nothing else.
+        std::fs::write(dir.join("memory.max"), "3000\n").unwrap();
+        std::fs::write(dir.join("cpu.max"), "max 100000\n").unwrap();
+        std::fs::write(dir.join("memory.current"), "400\n").unwrap();
+        let limits = r.read(Depth::Limits).unwrap();
+        assert_eq!((limits.mem_charged, limits.mem_limit, limits.cpu_quota), (Some(400), Some(3000), None));
+        assert!(limits.limits_fresh && !limits.full);
+        let carried = r.read(Depth::Carry).unwrap();
+        assert_eq!((carried.mem_limit, carried.limits_fresh), (Some(3000), false), "the new limit is carried");
     }
 
     #[test]
