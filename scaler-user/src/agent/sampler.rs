@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::{
     collections::{BTreeMap, HashMap},
-    os::unix::fs::MetadataExt,
-    path::Path,
     time::{Duration, Instant},
 };
 
@@ -75,10 +73,6 @@ impl Counters for crate::ebpf::Kernel {
 
 /// Ticks a failed mirror removal is retried (10 s at the default tick).
 const STALE_MIRROR_TRIES: u32 = 50;
-
-/// Most cgroup directories walked below one container (nested containers,
-/// systemd scopes inside LXC).
-const MAX_SUBTREE: usize = 4096;
 
 struct Previous {
     at: Instant,
@@ -151,25 +145,6 @@ pub struct Sampler {
     engines: crate::engine::Directory,
     /// Told which containers engines run, after each scan.
     engine_sync: Option<crate::engine::sync::EngineSync>,
-}
-
-/// v2 ids (directory inode numbers) of `dir` and its descendants.
-fn subtree_ids(dir: &Path) -> Vec<u64> {
-    let mut ids = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        if ids.len() >= MAX_SUBTREE {
-            break;
-        }
-        let Ok(meta) = std::fs::metadata(&d) else {
-            continue;
-        };
-        ids.push(meta.ino());
-        if let Ok(entries) = std::fs::read_dir(&d) {
-            stack.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
-        }
-    }
-    ids
 }
 
 impl Sampler {
@@ -318,7 +293,7 @@ impl Sampler {
                     Err(e) => warn!("{e}"),
                 }
             }
-            let ids = subtree_ids(&self.layout.v2_dir(&d.cgroup));
+            let ids = discover::subtree_ids(&self.layout.v2_dir(&d.cgroup));
             match self.tracked.get_mut(&d.cgroup) {
                 Some(t) => {
                     t.ids = ids;
@@ -534,7 +509,7 @@ mod tests {
         Reading,
         rates::{page_bytes, refault_stall},
     };
-    use std::cell::RefCell;
+    use std::{cell::RefCell, os::unix::fs::MetadataExt as _, path::Path};
 
     #[derive(Default)]
     struct FakeKernel(RefCell<HashMap<u64, CgroupCounters>>);
@@ -695,7 +670,7 @@ mod tests {
         let r = s.tick(&k, &Managed::default());
         assert_eq!(r.samples.len(), 1);
         assert!(r.samples[0].1.is_none(), "first tick is a baseline");
-        let ids = subtree_ids(&dir);
+        let ids = discover::subtree_ids(&dir);
         assert_eq!(ids.len(), 2);
         k.0.borrow_mut().insert(ids[1], CgroupCounters { cpu_ns: 50_000_000, ..Default::default() });
         std::thread::sleep(Duration::from_millis(20));

@@ -273,6 +273,30 @@ fn walk(root: &Path, rel: &str, depth: usize, opts: &DiscoveryOptions, visit: &m
     }
 }
 
+/// Most cgroup directories walked below one container (nested containers,
+/// systemd scopes inside LXC).
+const MAX_SUBTREE: usize = 4096;
+
+/// v2 ids (directory inode numbers) of `dir` and its descendants.
+pub fn subtree_ids(dir: &Path) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut ids = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if ids.len() >= MAX_SUBTREE {
+            break;
+        }
+        let Ok(meta) = std::fs::metadata(&d) else {
+            continue;
+        };
+        ids.push(meta.ino());
+        if let Ok(entries) = std::fs::read_dir(&d) {
+            stack.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+        }
+    }
+    ids
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
