@@ -8,8 +8,8 @@
 //! them a second later loses nothing, it only dates it later. Such a
 //! container is *quiet*: it is read as a watched container is (in full
 //! once per `agent.watched_full_read_ms`, 5 s), with its memory charged
-//! once per `agent.managed_full_read_ms` (1 s), and its last reading is
-//! carried between. Counters read after a gap are spread over the time
+//! every tick (one small file: growth toward the limit must never be seen
+//! late) and its limits once per `agent.managed_full_read_ms` (1 s). Counters read after a gap are spread over the time
 //! they cover (`build_sample`), so a rate stays a rate.
 //!
 //! It is *in play*, and read every tick for [`HOT_TICKS`] ticks after the
@@ -24,9 +24,10 @@
 //! - a resource it subscribed has no known limit, or the kernel side cannot
 //!   see it (a v1-only cgroup: its CPU usage comes from cgroupfs).
 //!
-//! Growth from far below a limit is seen at the next memory reading (1 s),
-//! or at once when it reaches the limit (the reclaim above; with
-//! `memory_wait`, tasks wait there rather than meet the OOM killer).
+//! Memory growing from far below its limit is seen at the tick it passes
+//! half the limit, and the container is then read in full every tick, as
+//! before; CPU throttling below half the limit (bursts within a period) is
+//! seen at the next full reading.
 
 use scaler_common::CgroupCounters;
 

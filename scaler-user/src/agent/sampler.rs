@@ -436,11 +436,13 @@ impl Sampler {
                 match (hot, managed_full_tick) {
                     (true, true) => Depth::Full,
                     (true, false) => Depth::Signals,
-                    // Quiet: as a watched container, with memory every
-                    // managed period (it may come into play).
+                    // Quiet: as a watched container, with its memory
+                    // charged every tick (growth toward the limit is what
+                    // must never be seen late) and its limits every
+                    // managed period.
                     (false, _) if full_tick => Depth::Full,
                     (false, true) => Depth::Limits,
-                    (false, false) => Depth::Carry,
+                    (false, false) => Depth::Usage,
                 }
             } else if full_tick {
                 Depth::Full

@@ -15,8 +15,9 @@ use clap::Subcommand;
 
 #[derive(Subcommand, Clone)]
 pub enum Which {
-    /// eBPF cost per event, agent CPU and RSS at 10/100/500 cgroups, vs atop.
-    Sampling,
+    /// eBPF cost per event, agent CPU and RSS at 10/100/500/1,000 cgroups,
+    /// vs atop (and an earlier binary with `--baseline`).
+    Sampling(sampling::Args),
     /// Policies over the standard traces (classic, fast, static, VPA-like).
     Policies,
     /// Time from a load step to the new CPU limit in force.
@@ -39,7 +40,7 @@ pub fn run(which: Which) -> anyhow::Result<()> {
     match which {
         Which::Policies => policies::run(),
         Which::Aggregator => aggregator::run(),
-        Which::Sampling => sampling::run(),
+        Which::Sampling(args) => sampling::run(&args),
         Which::Reaction => reaction::run(),
         Which::Workloads(args) => workloads::run(&args),
         Which::Soak(args) => soak::run(&args),

@@ -8,6 +8,10 @@
 //!    default policy), at the default tick.
 //! 3. atop, the monitor the original system used, sampling the same 500
 //!    cgroups' processes at its 1 s interval, in the same run.
+//!
+//! With `--baseline BIN` (an earlier `scaler`), step 2 measures that
+//! binary too, right before this one at each size: a before/after in one
+//! run, on the same machine state.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +21,13 @@ use serde_json::{Value, json};
 use super::harness::{Agent, Cgroups, cpu_percent, release_binary, rss_kib, table, temp_dir};
 
 const MEASURE_S: u64 = 15;
+
+#[derive(clap::Args, Clone)]
+pub struct Args {
+    /// An earlier `scaler` binary measured beside this one (step 2).
+    #[arg(long, value_name = "BIN")]
+    pub baseline: Option<std::path::PathBuf>,
+}
 
 /// `(runs, seconds)` per program from the agent's `/metrics`.
 fn program_stats(agent: &Agent) -> anyhow::Result<Vec<(String, f64, f64)>> {
@@ -213,14 +224,24 @@ fn atop_overhead() -> anyhow::Result<Value> {
     result
 }
 
-pub fn run() -> anyhow::Result<()> {
+pub fn run(args: &Args) -> anyhow::Result<()> {
     let bin = release_binary()?;
+    let baseline = match &args.baseline {
+        Some(b) => Some(b.canonicalize().with_context(|| format!("--baseline {}", b.display()))?),
+        None => None,
+    };
     eprintln!("==> eBPF cost per event under a mixed load ({MEASURE_S} s)");
     let ebpf = ebpf_cost(&bin)?;
     let mut agent = Vec::new();
     for managed in [false, true] {
         for n in [10, 100, 500, 1000] {
             let how = if managed { "managing" } else { "watching" };
+            if let Some(b) = &baseline {
+                eprintln!("==> baseline agent {how} {n} cgroups ({MEASURE_S} s)");
+                let mut r = agent_overhead(b, n, managed)?;
+                r["baseline"] = true.into();
+                agent.push(r);
+            }
             eprintln!("==> agent {how} {n} cgroups ({MEASURE_S} s)");
             agent.push(agent_overhead(&bin, n, managed)?);
         }
@@ -246,7 +267,11 @@ pub fn run() -> anyhow::Result<()> {
         .iter()
         .map(|r| {
             vec![
-                if r["managed"] == true { "scaler agent, managed" } else { "scaler agent, watched" }.to_owned(),
+                format!(
+                    "{}scaler agent, {}",
+                    if r["baseline"] == true { "baseline " } else { "" },
+                    if r["managed"] == true { "managed" } else { "watched" }
+                ),
                 r["cgroups"].to_string(),
                 "200 ms".to_owned(),
                 r["cpu_percent_of_one_core"].to_string(),
