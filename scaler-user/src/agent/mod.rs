@@ -271,11 +271,12 @@ fn sample_loop(
         let watched: Vec<String>;
         {
             let m = manager.lock().unwrap_or_else(PoisonError::into_inner);
-            if m.generation != managed.generation {
+            let fresh = m.generation != managed.generation;
+            if fresh {
                 managed.generation = m.generation;
                 managed.subscribed = m.tracked();
             }
-            managed.limits = m.known_limits();
+            m.fill_known_limits(&mut managed.limits, fresh);
             watched = m.memory_watched();
             // Timing changed through `PUT /v1/agent` applies from this tick.
             let set = m.settings();

@@ -117,6 +117,8 @@ pub struct Sampler {
     configured: Vec<(String, String)>,
     /// The generation of the subscribed set last seen (a new one rescans).
     generation: u64,
+    /// The subscribed cgroups of that generation.
+    subscribed: std::collections::HashSet<String>,
     disk_source: DiskSource,
     mirror_v1_only: bool,
     discovery_interval: Duration,
@@ -154,6 +156,7 @@ impl Sampler {
             discovery: cfg.discovery.clone(),
             configured: cfg.configured_containers(),
             generation: 0,
+            subscribed: Default::default(),
             disk_source: cfg.agent.disk_source,
             mirror_v1_only: cfg.agent.mirror_v1_only,
             discovery_interval: Duration::from_millis(cfg.agent.discovery_interval_ms),
@@ -384,9 +387,10 @@ impl Sampler {
         if !self.stale_mirrors.is_empty() {
             self.retry_stale_mirrors();
         }
-        if managed.generation != self.generation {
+        if managed.generation != self.generation || self.subscribed.len() != managed.subscribed.len() {
             // Subscribed containers are tracked whatever discovery finds.
             self.generation = managed.generation;
+            self.subscribed = managed.subscribed.iter().map(|(_, c)| c.clone()).collect();
             self.last_scan = None;
         }
         let events = counters.cgroup_events();
@@ -410,7 +414,6 @@ impl Sampler {
         let full_tick = self.ticks.is_multiple_of(self.full_every);
         let mem_tick = self.ticks.is_multiple_of(self.mem_every);
         let managed_full_tick = self.ticks.is_multiple_of(self.managed_full_every);
-        let subscribed: std::collections::HashSet<&str> = managed.subscribed.iter().map(|(_, c)| c.as_str()).collect();
         for (cg, t) in &mut self.tracked {
             let t_maps = Instant::now();
             let cur: HashMap<u64, CgroupCounters> = t.ids.iter().map(|&id| (id, counters.read(id))).collect();
@@ -418,7 +421,7 @@ impl Sampler {
             let delta = t.prev.as_ref().map(|p| (subtree_delta(&p.counters, &cur), at.duration_since(p.at)));
             phases.maps_ns += ns_since(t_maps);
             let kernel_sees = t.info.in_v2 || t.mirrored;
-            let depth = if subscribed.contains(cg.as_str()) {
+            let depth = if self.subscribed.contains(cg.as_str()) {
                 let in_play = delta.as_ref().is_none_or(|(d, i)| {
                     super::quiet::in_play(&super::quiet::Signs {
                         kernel_sees,

@@ -90,12 +90,29 @@ impl Manager {
     /// the sampler shows as in force where it did not read them this tick
     /// (network: always, the eBPF limiter keeps them, not cgroupfs).
     pub fn known_limits(&self) -> std::collections::HashMap<String, Vec<(Resource, Option<u64>)>> {
-        self.subs
-            .values()
-            .map(|m| {
-                let known = m.sub.resources.keys().map(|&r| (r, m.sub.limits.get(&r).copied().flatten())).collect();
-                (m.sub.cgroup.clone(), known)
-            })
-            .collect()
+        let mut out = std::collections::HashMap::new();
+        self.fill_known_limits(&mut out, true);
+        out
+    }
+
+    /// [`Self::known_limits`] into `out`, reusing its keys and vectors (the
+    /// sampling loop's every tick); `fresh` (the subscribed set changed,
+    /// `generation` moved) clears it first.
+    pub fn fill_known_limits(
+        &self,
+        out: &mut std::collections::HashMap<String, Vec<(Resource, Option<u64>)>>,
+        fresh: bool,
+    ) {
+        if fresh {
+            out.clear();
+        }
+        for m in self.subs.values() {
+            let v = match out.get_mut(m.sub.cgroup.as_str()) {
+                Some(v) => v,
+                None => out.entry(m.sub.cgroup.clone()).or_default(),
+            };
+            v.clear();
+            v.extend(m.sub.resources.keys().map(|&r| (r, m.sub.limits.get(&r).copied().flatten())));
+        }
     }
 }
