@@ -159,3 +159,26 @@ fn cache_read_back_gets_room_while_it_slows_the_job_more_than_allowed() {
     let changes = run_refaults(relaxed, busy);
     assert!(changes.iter().all(|c| c.1 <= 200 * MIB), "{changes:?}");
 }
+
+/// The sliding-window maximum is the naive maximum of the window, whatever
+/// the order of values, through pruning by time.
+#[test]
+fn the_window_peak_is_the_maximum_of_what_is_in_the_window() {
+    use std::collections::VecDeque;
+    let mut q = VecDeque::new();
+    let mut all: Vec<(u64, u64)> = Vec::new();
+    let mut x: u64 = 12345;
+    let window = 3_000;
+    for t in (1_000..20_000).step_by(200) {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let v = (x >> 33) % 1000;
+        super::push_max(&mut q, t, v);
+        all.push((t, v));
+        while q.front().is_some_and(|&(ft, _)| ft <= t.saturating_sub(window)) {
+            q.pop_front();
+        }
+        let naive = all.iter().filter(|&&(at, _)| at > t.saturating_sub(window)).map(|&(_, v)| v).max().unwrap();
+        assert_eq!(q.front().map(|&(_, v)| v), Some(naive), "at {t}");
+        assert!(q.len() <= 16, "only candidates are kept: {}", q.len());
+    }
+}
