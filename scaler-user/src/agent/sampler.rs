@@ -93,6 +93,8 @@ struct Tracked {
     hot_until: u64,
     /// Managed: its last sample showed pressure.
     pressed: bool,
+    /// When its reader last forgot which files were missing.
+    absent_since: Instant,
 }
 
 /// What a tick produced.
@@ -305,7 +307,14 @@ impl Sampler {
                         info.name = d.name.clone();
                         info.engine = d.engine.clone();
                     }
-                    t.reader.forget_absent();
+                    // Files that were missing are looked for again at most
+                    // once per rescan interval (a controller enabled since),
+                    // not at every scan a cgroup event starts: on a hybrid
+                    // host that is 8 failed opens per container and scan.
+                    if now.duration_since(t.absent_since) >= self.rescan_interval {
+                        t.reader.forget_absent();
+                        t.absent_since = now;
+                    }
                     t.mirrored |= mirrored;
                 }
                 None => {
@@ -322,6 +331,7 @@ impl Sampler {
                             mirrored,
                             hot_until: 0,
                             pressed: false,
+                            absent_since: now,
                         },
                     );
                 }
