@@ -107,7 +107,8 @@ pub fn build_sample(i: &SampleInput, totals: &Totals) -> Sample {
             cpu_stall_usec: stall(prev.psi_cpu, cur.psi_cpu),
             io_stall_usec: io_stall,
             mem_refault_bytes: refault_bytes,
-            mem_refault_stall_usec: refault_bytes.map(|b| refault_stall(b, cg_io.map(|x| x.0), io_stall.unwrap_or(0))),
+            mem_refault_stall_usec: refault_bytes
+                .map(|b| refault_stall(b, share(cg_io.map(|x| x.0)), io_stall.unwrap_or(0))),
             disk_read_ebpf: kernel(d.disk_read_bytes),
             disk_write_ebpf: kernel(d.disk_write_bytes),
             disk_read_cgroupfs: cg_io.map(|x| rate(x.0)),

@@ -73,7 +73,8 @@ pub fn in_play(s: &Signs) -> bool {
 }
 
 /// The sample shows the container pressing on a limit: throttled, tasks
-/// waiting, memory stall, or cache read back after eviction.
+/// waiting, memory stall, or cache read back after eviction. (Reclaim is
+/// not looked at here: [`in_play`] saw the same tick's count.)
 pub fn pressed(s: &Sample) -> bool {
     let g = &s.signals;
     let some = |v: Option<u64>| v.is_some_and(|v| v > 0);
@@ -82,7 +83,6 @@ pub fn pressed(s: &Sample) -> bool {
         || g.mem_waiting == Some(true)
         || some(g.mem_stall_usec)
         || some(g.mem_refault_bytes)
-        || g.mem_reclaims > 0
 }
 
 #[cfg(test)]

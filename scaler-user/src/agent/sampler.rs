@@ -397,7 +397,7 @@ impl Sampler {
         if !self.stale_mirrors.is_empty() {
             self.retry_stale_mirrors();
         }
-        if managed.generation != self.generation || self.subscribed.len() != managed.subscribed.len() {
+        if managed.generation != self.generation {
             // Subscribed containers are tracked whatever discovery finds.
             self.generation = managed.generation;
             self.subscribed = managed.subscribed.iter().map(|(_, c)| c.clone()).collect();

@@ -88,16 +88,10 @@ impl Manager {
 impl Manager {
     /// The limits scaler keeps on each subscribed cgroup (by cgroup): what
     /// the sampler shows as in force where it did not read them this tick
-    /// (network: always, the eBPF limiter keeps them, not cgroupfs).
-    pub fn known_limits(&self) -> std::collections::HashMap<String, Vec<(Resource, Option<u64>)>> {
-        let mut out = std::collections::HashMap::new();
-        self.fill_known_limits(&mut out, true);
-        out
-    }
-
-    /// [`Self::known_limits`] into `out`, reusing its keys and vectors (the
-    /// sampling loop's every tick); `fresh` (the subscribed set changed,
-    /// `generation` moved) clears it first.
+    /// (network: always, the eBPF limiter keeps them, not cgroupfs). Filled
+    /// into `out`, reusing its keys and vectors (the sampling loop's, every
+    /// tick); `fresh` (the subscribed set changed, `generation` moved)
+    /// clears it first.
     pub fn fill_known_limits(
         &self,
         out: &mut std::collections::HashMap<String, Vec<(Resource, Option<u64>)>>,

@@ -226,18 +226,12 @@ impl Pki {
     }
 
     /// A client configuration for this run's own calls: trusts the CA,
-    /// presents the operator's certificate.
-    pub fn client(&self, operator: &Issued) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
-            roots.add(c.map_err(|e| anyhow::anyhow!("{e}"))?)?;
-        }
-        let chain = CertificateDer::pem_slice_iter(operator.cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(operator.key.as_bytes())?;
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)?;
+    /// presents the operator's certificate (both as written to the PKI
+    /// directory by [`Self::issue`]), as the CLI would.
+    pub fn client(&self) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+        let (cert, key) = (self.s.pki.join("operator.pem"), self.s.pki.join("operator-key.pem"));
+        let cfg =
+            scaler_api::tls::client_config(Some(&self.ca_file()), Some((&cert, &key))).map_err(anyhow::Error::msg)?;
         Ok(Arc::new(cfg))
     }
 }

@@ -40,8 +40,8 @@ impl RunTls {
             bail!("[tls]: no CA in {} (was this fleet deployed with TLS?)", s.pki.display());
         }
         let pki = pki::Pki::open(s)?;
-        let operator = pki.issue("operator", &["scaler-operator".to_owned()], rotate)?;
-        let client = pki.client(&operator)?;
+        pki.issue("operator", &["scaler-operator".to_owned()], rotate)?;
+        let client = pki.client()?;
         Ok(Self { pki, client })
     }
 
