@@ -166,9 +166,14 @@ fn an_app_guarded_at_its_level_follows_its_need_by_weight_within_its_users_budge
     let target = |app: &str| scaling_of(&agg, app)["status"]["target"].as_u64().unwrap_or(0);
     let shared = wait_for(Duration::from_secs(15), || {
         let (s1, s2) = (alloc("shop"), alloc("batch"));
-        (s1 >= 300 && s2 > 200 && s1 + s2 <= shared_budget && target("shop") + target("batch") > shared_budget).then_some((s1, s2))
+        (s1 >= 300 && s2 > 200 && s1 + s2 <= shared_budget && target("shop") + target("batch") > shared_budget)
+            .then_some((s1, s2))
     });
-    println!("two applications, budget {shared_budget}: allocations {shared:?}, targets {} + {}", target("shop"), target("batch"));
+    println!(
+        "two applications, budget {shared_budget}: allocations {shared:?}, targets {} + {}",
+        target("shop"),
+        target("batch")
+    );
     assert!(shared.is_some(), "shop {} batch {}", scaling_of(&agg, "shop"), scaling_of(&agg, "batch"));
     for _ in 0..4 {
         std::thread::sleep(Duration::from_millis(700));
@@ -191,7 +196,11 @@ fn an_app_guarded_at_its_level_follows_its_need_by_weight_within_its_users_budge
         (ok && sum <= shared_budget).then_some(sum)
     });
     assert!(resumed.is_some(), "not resumed after a restart: {}\n{}", scaling_of(&agg, "shop"), agg.log());
-    assert_eq!(agg.get("/v1/users/ana").1["cpu_budget"].as_u64(), Some(shared_budget), "the user came back from the store");
+    assert_eq!(
+        agg.get("/v1/users/ana").1["cpu_budget"].as_u64(),
+        Some(shared_budget),
+        "the user came back from the store"
+    );
     scaler(&["app", "scale", "batch", "--off"]);
     // Stopped: the ceilings are cleared on the agents.
     scaler(&["app", "scale", "shop", "--off"]);
