@@ -47,7 +47,8 @@ pub fn want(
             true
         }
     };
-    if persist && let Err(e) = shared.store.put(CEILINGS, &key(c), &record) {
+    // Not waited for: the writer says when it fails.
+    if persist && let Err(e) = shared.records.put(CEILINGS, &key(c), &record) {
         warn!("storing ceiling of {}: {e}", key(c));
     }
 }
@@ -158,7 +159,7 @@ pub async fn send(shared: &Arc<Shared>, actions: Vec<Action>, now: u64) {
                 };
                 if a.cpu.is_none() {
                     st.ceilings.remove(&a.container);
-                    if let Err(e) = shared.store.delete(CEILINGS, &key(&a.container)) {
+                    if let Err(e) = shared.records.delete(CEILINGS, &key(&a.container)) {
                         warn!("store: {e}");
                     }
                 }

@@ -6,16 +6,21 @@
 //! [`client`] (HTTP to agents), [`gather`] (the round), [`energy`] (power
 //! and cap control, through `policies`), [`ceilings`] (ceilings on
 //! agents), [`totals`] and [`views`] (pure sums and JSON), [`history`] and
-//! [`store`] (redb), [`api`] (the router, callable without a socket).
+//! [`store`] (redb), [`records`] (the records in redb or in [`etcd`], and
+//! [`reconcile`] of the state with them), [`api`] (the router, callable
+//! without a socket).
 
 pub mod api;
 pub mod ceilings;
 pub mod client;
 pub mod config;
 pub mod energy;
+pub mod etcd;
 pub mod gather;
 pub mod history;
 pub mod model;
+pub mod reconcile;
+pub mod records;
 pub mod scaling;
 pub mod state;
 pub mod store;
@@ -36,8 +41,9 @@ use tracing::{info, warn};
 use self::{
     config::AggConfig,
     history::History,
-    state::{AppRecord, AppState, CeilingRecord, CeilingState, HostRecord, HostState, Source, State},
-    store::{APPS, CEILINGS, HOSTS, Store, USERS},
+    records::{Records, Snapshot},
+    state::{HostRecord, HostState, Source, State},
+    store::Store,
 };
 
 pub use scaler_api::now_ms;
@@ -45,7 +51,10 @@ pub use scaler_api::now_ms;
 /// Everything the round and the API share.
 pub struct Shared {
     pub cfg: AggConfig,
+    /// History blocks (always local).
     pub store: Arc<Store>,
+    /// Hosts registered through the API, users, applications, ceilings.
+    pub records: Records,
     pub history: History,
     pub state: RwLock<State>,
     pub client: reqwest::Client,
@@ -54,9 +63,38 @@ pub struct Shared {
 
 impl Shared {
     /// Opens the store in `cfg.aggregator.state_dir` and loads hosts,
-    /// applications and ceilings from it and from `cfg`.
-    pub fn open(cfg: AggConfig) -> anyhow::Result<Self> {
+    /// applications and ceilings from it and from `cfg`; with `[store]
+    /// etcd`, the records come from etcd (which must answer).
+    pub async fn connect(cfg: AggConfig) -> anyhow::Result<Self> {
         let store = Arc::new(Store::open(&cfg.aggregator.state_dir)?);
+        let records = match cfg.store.etcd.is_empty() {
+            true => Records::local(store.clone()),
+            false => {
+                let timeout = Duration::from_millis(cfg.store.timeout_ms);
+                let etcd = etcd::Etcd::new(cfg.store.endpoints(), timeout).map_err(anyhow::Error::msg)?;
+                Records::etcd(Arc::new(etcd), cfg.store.prefix.clone())
+            }
+        };
+        let snap = records.snapshot().await.map_err(|e| anyhow::anyhow!("reading the records: {e}"))?;
+        Self::with(cfg, store, records, snap)
+    }
+
+    /// [`Shared::connect`] for the local store only, without a runtime.
+    pub fn open(cfg: AggConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(cfg.store.etcd.is_empty(), "Shared::open is for the local store; use connect");
+        let store = Arc::new(Store::open(&cfg.aggregator.state_dir)?);
+        let records = Records::local(store.clone());
+        let snap = Snapshot {
+            hosts: store.load(store::HOSTS)?,
+            users: store.load(store::USERS)?,
+            apps: store.load(store::APPS)?,
+            ceilings: store.load(store::CEILINGS)?,
+            revision: 0,
+        };
+        Self::with(cfg, store, records, snap)
+    }
+
+    fn with(cfg: AggConfig, store: Arc<Store>, records: Records, snap: Snapshot) -> anyhow::Result<Self> {
         let a = &cfg.aggregator;
         let identity = a.agents_client_cert.as_deref().zip(a.agents_client_key.as_deref());
         let tls = scaler_api::tls::client_config(a.agents_ca.as_deref(), identity)
@@ -74,36 +112,21 @@ impl Shared {
             let rec = HostRecord { url: h.url.clone(), token: h.token.clone(), idle_mw: h.idle_mw, max_mw: h.max_mw };
             st.hosts.insert(h.name.clone(), HostState::new(h.name.clone(), rec, Source::Config));
         }
-        for (name, rec) in store.load::<HostRecord>(HOSTS)? {
-            if st.hosts.contains_key(&name) {
-                warn!(host = %name, "registered through the API and in config: config wins");
-                continue;
-            }
-            // Stored by an older version, or damaged: held to the API's rules.
-            if let Err((field, why)) = config::check_host(&rec.url, rec.token.as_deref(), rec.idle_mw, rec.max_mw) {
-                warn!(host = %name, "stored host left out: {field}: {why}");
-                continue;
-            }
-            st.hosts.insert(name.clone(), HostState::new(name, rec, Source::Api));
-        }
-        for (name, rec) in store.load::<state::UserRecord>(USERS)? {
-            st.users.insert(name, rec);
-        }
-        for (name, rec) in store.load::<AppRecord>(APPS)? {
-            let mut app = AppState::new(rec);
-            if app.record.cap_mw.is_some() {
-                app.controller = Some(std::sync::Mutex::new(cfg.energy.controller.build()?));
-            }
-            st.apps.insert(name, app);
-        }
-        for (key, record) in store.load::<CeilingRecord>(CEILINGS)? {
-            if let Some((host, name)) = key.split_once('/') {
-                let c = state::ContainerRef { host: host.into(), name: name.into() };
-                st.ceilings.insert(c, CeilingState { record, sent: None, attempt_ms: 0, error: None });
-            }
-        }
+        records.still_fresh(&snap);
+        reconcile::apply(&mut st, snap, &cfg, true)?;
         let history = History::new(&cfg.history, cfg.aggregator.poll_ms, store.clone());
-        Ok(Self { cfg, store, history, state: RwLock::new(st), client, started: Instant::now() })
+        Ok(Self { cfg, store, records, history, state: RwLock::new(st), client, started: Instant::now() })
+    }
+
+    /// With etcd: takes in what other replicas changed since the last time.
+    pub async fn refresh(&self) -> Result<bool, String> {
+        let Some(snap) = self.records.refresh().await? else { return Ok(false) };
+        let mut st = self.write();
+        if !self.records.still_fresh(&snap) {
+            return Ok(false);
+        }
+        reconcile::apply(&mut st, snap, &self.cfg, false).map_err(|e| e.to_string())?;
+        Ok(true)
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -151,7 +174,7 @@ pub async fn run(cfg: AggConfig) -> anyhow::Result<()> {
     let listen = cfg.aggregator.listen;
     let tls = cfg.aggregator.tls().load().map_err(anyhow::Error::msg)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let shared = Arc::new(Shared::open(cfg)?);
+    let shared = Arc::new(Shared::connect(cfg).await?);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     let hosts = shared.read().hosts.len();
@@ -159,7 +182,8 @@ pub async fn run(cfg: AggConfig) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let rounds = tokio::spawn(gather::run(shared.clone(), stop_rx.clone()));
-    let flusher = tokio::spawn(flush_loop(shared.clone(), stop_rx));
+    let flusher = tokio::spawn(flush_loop(shared.clone(), stop_rx.clone()));
+    let refresher = tokio::spawn(refresh_loop(shared.clone(), stop_rx));
     let app = api::router(shared.clone());
     scaler_api::serve::serve(listener, app, scaler_api::serve::Limits::default(), tls, async move {
         scaler_api::process::shutdown_signal().await;
@@ -168,6 +192,8 @@ pub async fn run(cfg: AggConfig) -> anyhow::Result<()> {
     .await?;
     let _ = rounds.await;
     let _ = flusher.await;
+    let _ = refresher.await;
+    shared.records.drain(Duration::from_secs(5)).await;
     let sh = shared.clone();
     match tokio::task::spawn_blocking(move || sh.history.flush(now_ms())).await {
         Ok(Ok(rows)) => info!(rows, "history flushed"),
@@ -176,6 +202,34 @@ pub async fn run(cfg: AggConfig) -> anyhow::Result<()> {
     }
     info!("scaler aggregator stopped");
     Ok(())
+}
+
+/// With etcd: other replicas' changes taken in once a round.
+async fn refresh_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    if shared.cfg.store.etcd.is_empty() {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(shared.cfg.aggregator.poll_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        match shared.refresh().await {
+            Ok(_) if failing => {
+                info!("store: etcd answers again");
+                failing = false;
+            }
+            Ok(_) => {}
+            Err(e) if !failing => {
+                warn!("store: reading the records: {e}");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 async fn flush_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {

@@ -87,6 +87,19 @@ impl Aggregator {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// Kills it with SIGKILL (no flush, no goodbye).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            crate::kill_pid(c.id());
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again after [`Aggregator::kill`] or [`Aggregator::stop`].
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
     /// Stops it with SIGTERM, waiting up to 10 s, then SIGKILL.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

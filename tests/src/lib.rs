@@ -12,6 +12,7 @@ pub mod agent;
 pub mod aggregator;
 pub mod api;
 pub mod cgroup;
+pub mod etcd;
 pub mod lxc;
 pub mod netns;
 pub mod tls;

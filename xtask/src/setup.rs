@@ -46,6 +46,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "postgresql",
     "python3",
     "xz-utils",
+    // The aggregator's shared store and history (issue 15): the tests start
+    // their own etcd cluster and Prometheus on loopback ports.
+    "etcd-server",
+    "prometheus",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

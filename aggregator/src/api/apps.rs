@@ -109,34 +109,41 @@ pub async fn put(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     name("app", &app)?;
     let containers = parse(&body)?;
-    let mut st = s.write();
-    let existing = st.apps.get(&app).map(|a| a.record.clone());
-    if existing.as_ref().is_some_and(|r| r.cap_mw.is_some() || r.scaling.is_some()) {
-        conflict(&st, &app, &containers)?;
-    }
-    let record = AppRecord { containers, ..existing.clone().unwrap_or_default() };
-    s.store.put(APPS, &app, &record).map_err(store_err)?;
-    match st.apps.get_mut(&app) {
-        Some(a) => a.record = record,
-        None => {
-            st.apps.insert(app.clone(), AppState::new(record));
+    let (answer, written) = {
+        let mut st = s.write();
+        let existing = st.apps.get(&app).map(|a| a.record.clone());
+        if existing.as_ref().is_some_and(|r| r.cap_mw.is_some() || r.scaling.is_some()) {
+            conflict(&st, &app, &containers)?;
         }
-    }
-    ceilings::clear_app(&s, &mut st, &app);
-    let a = st.apps.get(&app).ok_or_else(|| unknown(&app))?;
-    let status = if existing.is_some() { StatusCode::OK } else { StatusCode::CREATED };
-    Ok((status, Json(views::app_json(&app, a, &st, now_ms(), false))))
+        let record = AppRecord { containers, ..existing.clone().unwrap_or_default() };
+        let written = s.records.put(APPS, &app, &record).map_err(store_err)?;
+        match st.apps.get_mut(&app) {
+            Some(a) => a.record = record,
+            None => {
+                st.apps.insert(app.clone(), AppState::new(record));
+            }
+        }
+        ceilings::clear_app(&s, &mut st, &app);
+        let a = st.apps.get(&app).ok_or_else(|| unknown(&app))?;
+        let status = if existing.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+        ((status, Json(views::app_json(&app, a, &st, now_ms(), false))), written)
+    };
+    super::durable(vec![written]).await?;
+    Ok(answer)
 }
 
 /// Deletes an application, clearing the ceilings its cap set.
 pub async fn delete(State(s): State<Arc<Shared>>, Path(app): Path<String>) -> Result<Json<Value>, ApiError> {
-    let mut st = s.write();
-    let a = st.apps.get_mut(&app).ok_or_else(|| unknown(&app))?;
-    a.record.cap_mw = None;
-    let n = a.ceilings.len();
-    ceilings::clear_app(&s, &mut st, &app);
-    st.apps.remove(&app);
-    s.store.delete(APPS, &app).map_err(store_err)?;
+    let (n, written) = {
+        let mut st = s.write();
+        let a = st.apps.get_mut(&app).ok_or_else(|| unknown(&app))?;
+        a.record.cap_mw = None;
+        let n = a.ceilings.len();
+        ceilings::clear_app(&s, &mut st, &app);
+        st.apps.remove(&app);
+        (n, s.records.delete(APPS, &app).map_err(store_err)?)
+    };
+    super::durable(vec![written]).await?;
     Ok(Json(json!({"name": app, "deleted": true, "ceilings_cleared": n})))
 }
 
@@ -168,39 +175,47 @@ pub async fn put_cap(
     let cap_mw = watts(&body)?;
     let controller =
         s.cfg.energy.controller.build().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let mut st = s.write();
-    let containers = st.apps.get(&app).ok_or_else(|| unknown(&app))?.record.containers.clone();
-    conflict(&st, &app, &containers)?;
-    super::users::check_cap(&st, &app, cap_mw)?;
-    let a = st.apps.get_mut(&app).ok_or_else(|| unknown(&app))?;
-    let mut record = a.record.clone();
-    record.cap_mw = Some(cap_mw);
-    record.cap_set_ms = Some(now_ms());
-    // A new cap starts the user's rebalancing of it afresh.
-    a.cap_share = None;
-    s.store.put(APPS, &app, &record).map_err(store_err)?;
-    a.record = record;
-    if a.controller.is_none() {
-        a.controller = Some(std::sync::Mutex::new(controller));
-    }
-    a.cap = CapStatus { state: "starting".into(), ..CapStatus::default() };
-    let a = st.apps.get(&app).ok_or_else(|| unknown(&app))?;
-    Ok(Json(views::energy_json(a, &st)))
+    let (answer, written) = {
+        let mut st = s.write();
+        let containers = st.apps.get(&app).ok_or_else(|| unknown(&app))?.record.containers.clone();
+        conflict(&st, &app, &containers)?;
+        super::users::check_cap(&st, &app, cap_mw)?;
+        let a = st.apps.get_mut(&app).ok_or_else(|| unknown(&app))?;
+        let mut record = a.record.clone();
+        record.cap_mw = Some(cap_mw);
+        record.cap_set_ms = Some(now_ms());
+        // A new cap starts the user's rebalancing of it afresh.
+        a.cap_share = None;
+        let written = s.records.put(APPS, &app, &record).map_err(store_err)?;
+        a.record = record;
+        if a.controller.is_none() {
+            a.controller = Some(std::sync::Mutex::new(controller));
+        }
+        a.cap = CapStatus { state: "starting".into(), ..CapStatus::default() };
+        let a = st.apps.get(&app).ok_or_else(|| unknown(&app))?;
+        (views::energy_json(a, &st), written)
+    };
+    super::durable(vec![written]).await?;
+    Ok(Json(answer))
 }
 
 /// Clears the cap and the ceilings it set (normal scaling resumes).
 pub async fn delete_cap(State(s): State<Arc<Shared>>, Path(app): Path<String>) -> Result<Json<Value>, ApiError> {
-    let mut st = s.write();
-    let a = st.apps.get_mut(&app).ok_or_else(|| unknown(&app))?;
-    let had = a.record.cap_mw.is_some();
-    let mut record = a.record.clone();
-    record.cap_mw = None;
-    record.cap_set_ms = None;
-    s.store.put(APPS, &app, &record).map_err(store_err)?;
-    a.record = record;
-    a.controller = None;
-    a.cap = CapStatus::default();
-    let n = a.ceilings.len();
-    ceilings::clear_app(&s, &mut st, &app);
+    let (had, n, written) = {
+        let mut st = s.write();
+        let a = st.apps.get_mut(&app).ok_or_else(|| unknown(&app))?;
+        let had = a.record.cap_mw.is_some();
+        let mut record = a.record.clone();
+        record.cap_mw = None;
+        record.cap_set_ms = None;
+        let written = s.records.put(APPS, &app, &record).map_err(store_err)?;
+        a.record = record;
+        a.controller = None;
+        a.cap = CapStatus::default();
+        let n = a.ceilings.len();
+        ceilings::clear_app(&s, &mut st, &app);
+        (had, n, written)
+    };
+    super::durable(vec![written]).await?;
     Ok(Json(json!({"name": app, "cleared": had, "ceilings_cleared": n})))
 }

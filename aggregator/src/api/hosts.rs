@@ -65,50 +65,67 @@ pub async fn put(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     name("host", &host)?;
     let record = parse(&body)?;
-    let mut st = s.write();
-    let created = match st.hosts.get_mut(&host) {
-        Some(h) if h.source == Source::Config => {
-            return Err(ApiError::new(StatusCode::CONFLICT, format!("host {host:?} is defined in the config file")));
-        }
-        Some(h) => {
-            if h.record.url != record.url || h.record.token != record.token {
-                // Another agent (or credentials): start from scratch.
-                *h = HostState::new(host.clone(), record.clone(), Source::Api);
-            } else {
-                h.record = record.clone();
-                h.target = Target::new(&record.url, record.token.clone());
+    let (answer, written) = {
+        let mut st = s.write();
+        let created = match st.hosts.get_mut(&host) {
+            Some(h) if h.source == Source::Config => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("host {host:?} is defined in the config file"),
+                ));
             }
-            false
-        }
-        None => {
-            st.hosts.insert(host.clone(), HostState::new(host.clone(), record.clone(), Source::Api));
-            true
-        }
+            Some(h) => {
+                if h.record.url != record.url || h.record.token != record.token {
+                    // Another agent (or credentials): start from scratch.
+                    *h = HostState::new(host.clone(), record.clone(), Source::Api);
+                } else {
+                    h.record = record.clone();
+                    h.target = Target::new(&record.url, record.token.clone());
+                }
+                false
+            }
+            None => {
+                st.hosts.insert(host.clone(), HostState::new(host.clone(), record.clone(), Source::Api));
+                true
+            }
+        };
+        let written = s
+            .records
+            .put(HOSTS, &host, &record)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let h = st.hosts.get(&host).ok_or_else(|| unknown(&host))?;
+        let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+        ((status, Json(views::host_json(h, now_ms(), false))), written)
     };
-    s.store.put(HOSTS, &host, &record).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let h = st.hosts.get(&host).ok_or_else(|| unknown(&host))?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(views::host_json(h, now_ms(), false))))
+    super::durable(vec![written]).await?;
+    Ok(answer)
 }
 
 /// Forgets a host registered through the API (and the ceilings this
 /// aggregator set there: the agent keeps them until cleared on it).
 pub async fn delete(State(s): State<Arc<Shared>>, Path(host): Path<String>) -> Result<Json<Value>, ApiError> {
-    let mut st = s.write();
-    match st.hosts.get(&host) {
-        None => return Err(unknown(&host)),
-        Some(h) if h.source == Source::Config => {
-            return Err(ApiError::new(StatusCode::CONFLICT, format!("host {host:?} is defined in the config file")));
+    let (gone, written) = {
+        let mut st = s.write();
+        match st.hosts.get(&host) {
+            None => return Err(unknown(&host)),
+            Some(h) if h.source == Source::Config => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("host {host:?} is defined in the config file"),
+                ));
+            }
+            Some(_) => {}
         }
-        Some(_) => {}
-    }
-    st.hosts.remove(&host);
-    let err = |e: crate::store::StoreError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-    s.store.delete(HOSTS, &host).map_err(err)?;
-    let gone: Vec<_> = st.ceilings.keys().filter(|c| c.host == host).cloned().collect();
-    for c in &gone {
-        st.ceilings.remove(c);
-        s.store.delete(CEILINGS, &format!("{}/{}", c.host, c.name)).map_err(err)?;
-    }
-    Ok(Json(json!({"name": host, "deleted": true, "ceilings_forgotten": gone.len()})))
+        st.hosts.remove(&host);
+        let err = |e: crate::store::StoreError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        let mut written = vec![s.records.delete(HOSTS, &host).map_err(err)?];
+        let gone: Vec<_> = st.ceilings.keys().filter(|c| c.host == host).cloned().collect();
+        for c in &gone {
+            st.ceilings.remove(c);
+            written.push(s.records.delete(CEILINGS, &c.key()).map_err(err)?);
+        }
+        (gone.len(), written)
+    };
+    super::durable(written).await?;
+    Ok(Json(json!({"name": host, "deleted": true, "ceilings_forgotten": gone})))
 }

@@ -27,6 +27,18 @@ use serde_json::{Map, Value, json};
 use super::{Shared, now_ms};
 pub use scaler_api::error::ApiError;
 
+/// Waits until the writes of a change are durable. When the store did not
+/// take one: 503 naming it (the change made in memory is undone at the
+/// next refresh from the store).
+pub(super) async fn durable(writes: Vec<crate::records::Pending>) -> Result<(), ApiError> {
+    for w in writes {
+        w.done().await.map_err(|e| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the store did not take the change: {e}"))
+        })?;
+    }
+    Ok(())
+}
+
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(dashboard::index))
@@ -116,6 +128,7 @@ async fn healthz(State(s): State<Arc<Shared>>) -> Json<Value> {
         "containers": containers,
         "history_entities": s.history.entities(),
         "store_bytes": s.store.file_bytes(),
+        "records": s.records.describe(),
     }))
 }
 

@@ -96,44 +96,52 @@ fn parse(body: &Bytes, old: Option<AppScaling>) -> Result<AppScaling, ApiError> 
 }
 
 pub async fn put(State(s): State<Arc<Shared>>, Path(app): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let mut st = s.write();
-    let a = st.apps.get(&app).ok_or_else(|| unknown(&app))?;
-    let scaling = parse(&body, a.record.scaling)?;
-    // One controller per ceiling: a container also in another application
-    // that scales or is capped would be pulled two ways.
-    for c in &a.record.containers {
-        if let Some((other, _)) = st.apps.iter().find(|(n, o)| {
-            n.as_str() != app
-                && (o.record.scaling.is_some() || o.record.cap_mw.is_some())
-                && o.record.containers.contains(c)
-        }) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("{}/{} is also in application {other:?}, which scales or is capped", c.host, c.name),
-            ));
+    let (answer, written) = {
+        let mut st = s.write();
+        let a = st.apps.get(&app).ok_or_else(|| unknown(&app))?;
+        let scaling = parse(&body, a.record.scaling)?;
+        // One controller per ceiling: a container also in another application
+        // that scales or is capped would be pulled two ways.
+        for c in &a.record.containers {
+            if let Some((other, _)) = st.apps.iter().find(|(n, o)| {
+                n.as_str() != app
+                    && (o.record.scaling.is_some() || o.record.cap_mw.is_some())
+                    && o.record.containers.contains(c)
+            }) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("{}/{} is also in application {other:?}, which scales or is capped", c.host, c.name),
+                ));
+            }
         }
-    }
-    let mut record = a.record.clone();
-    record.scaling = Some(scaling);
-    s.store.put(APPS, &app, &record).map_err(store_err)?;
-    let a = st.apps.get_mut(&app).ok_or_else(|| unknown(&app))?;
-    a.record = record;
-    a.scaling = ScalingStatus { state: "starting".into(), ..ScalingStatus::default() };
-    scaling_json(&st, &app).map(Json).ok_or_else(|| unknown(&app))
+        let mut record = a.record.clone();
+        record.scaling = Some(scaling);
+        let written = s.records.put(APPS, &app, &record).map_err(store_err)?;
+        let a = st.apps.get_mut(&app).ok_or_else(|| unknown(&app))?;
+        a.record = record;
+        a.scaling = ScalingStatus { state: "starting".into(), ..ScalingStatus::default() };
+        (scaling_json(&st, &app).ok_or_else(|| unknown(&app))?, written)
+    };
+    super::durable(vec![written]).await?;
+    Ok(Json(answer))
 }
 
 /// Stops scaling the application at its level and clears the ceilings it
 /// set (an energy cap's stay).
 pub async fn delete(State(s): State<Arc<Shared>>, Path(app): Path<String>) -> Result<Json<Value>, ApiError> {
-    let mut st = s.write();
-    let a = st.apps.get_mut(&app).ok_or_else(|| unknown(&app))?;
-    let had = a.record.scaling.is_some();
-    let mut record = a.record.clone();
-    record.scaling = None;
-    s.store.put(APPS, &app, &record).map_err(store_err)?;
-    a.record = record;
-    a.scaled.clear();
-    a.scaling = ScalingStatus::default();
-    ceilings::clear_app(&s, &mut st, &app);
+    let (had, written) = {
+        let mut st = s.write();
+        let a = st.apps.get_mut(&app).ok_or_else(|| unknown(&app))?;
+        let had = a.record.scaling.is_some();
+        let mut record = a.record.clone();
+        record.scaling = None;
+        let written = s.records.put(APPS, &app, &record).map_err(store_err)?;
+        a.record = record;
+        a.scaled.clear();
+        a.scaling = ScalingStatus::default();
+        ceilings::clear_app(&s, &mut st, &app);
+        (had, written)
+    };
+    super::durable(vec![written]).await?;
     Ok(Json(json!({"name": app, "cleared": had})))
 }

@@ -23,6 +23,7 @@ use crate::{
     Shared, ceilings,
     model::{CPU, ENERGY},
     now_ms,
+    records::Pending,
     state::{AppRecord, ContainerRef, State as AggState, UserRecord},
     store::{APPS, USERS},
     totals, views,
@@ -191,29 +192,38 @@ pub async fn put(
         energy_budget_mw: budget(&m, "energy_budget_w", true)?,
         rebalance_percent,
     };
-    let mut st = s.write();
-    check_budgets(&st, &apps_of(&st, &user), &r)?;
-    s.store.put(USERS, &user, &r).map_err(store_err)?;
-    let created = st.users.insert(user.clone(), r.clone()).is_none();
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(user_json(&st, &user, &r))))
+    let (answer, written) = {
+        let mut st = s.write();
+        check_budgets(&st, &apps_of(&st, &user), &r)?;
+        let written = s.records.put(USERS, &user, &r).map_err(store_err)?;
+        let created = st.users.insert(user.clone(), r.clone()).is_none();
+        let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+        ((status, Json(user_json(&st, &user, &r))), written)
+    };
+    super::durable(vec![written]).await?;
+    Ok(answer)
 }
 
 /// Deletes a user; its applications stay, without an owner.
 pub async fn delete(State(s): State<Arc<Shared>>, Path(user): Path<String>) -> Result<Json<Value>, ApiError> {
-    let mut st = s.write();
-    if !st.users.contains_key(&user) {
-        return Err(no_user(&user));
-    }
-    let apps = apps_of(&st, &user);
-    for app in &apps {
-        if let Some(a) = st.apps.get(app) {
-            let record = AppRecord { user: None, ..a.record.clone() };
-            save_app(&s, &mut st, app, record)?;
+    let (apps, written) = {
+        let mut st = s.write();
+        if !st.users.contains_key(&user) {
+            return Err(no_user(&user));
         }
-    }
-    s.store.delete(USERS, &user).map_err(store_err)?;
-    st.users.remove(&user);
+        let apps = apps_of(&st, &user);
+        let mut written = Vec::new();
+        for app in &apps {
+            if let Some(a) = st.apps.get(app) {
+                let record = AppRecord { user: None, ..a.record.clone() };
+                written.push(save_app(&s, &mut st, app, record)?);
+            }
+        }
+        written.push(s.records.delete(USERS, &user).map_err(store_err)?);
+        st.users.remove(&user);
+        (apps, written)
+    };
+    super::durable(written).await?;
     Ok(Json(json!({"name": user, "deleted": true, "apps_released": apps})))
 }
 
@@ -231,29 +241,33 @@ pub async fn put_app_user(
         Some(Value::String(u)) => Some(u.clone()),
         _ => return Err(ApiError::bad_request("user", "user must be a user's name or null")),
     };
-    let mut st = s.write();
-    if !st.apps.contains_key(&app) {
-        return Err(unknown(&app));
-    }
-    if let Some(u) = &user {
-        let r = st.users.get(u).ok_or_else(|| ApiError { field: Some("user".into()), ..no_user(u) })?.clone();
-        let mut apps = apps_of(&st, u);
-        if !apps.contains(&app) {
-            apps.push(app.clone());
+    let (answer, written) = {
+        let mut st = s.write();
+        if !st.apps.contains_key(&app) {
+            return Err(unknown(&app));
         }
-        check_budgets(&st, &apps, &r).map_err(|e| ApiError { field: Some("user".into()), ..e })?;
-    }
-    let mut record = st.apps.get(&app).ok_or_else(|| unknown(&app))?.record.clone();
-    record.user = user;
-    save_app(&s, &mut st, &app, record)?;
-    app_view(&st, &app)
+        if let Some(u) = &user {
+            let r = st.users.get(u).ok_or_else(|| ApiError { field: Some("user".into()), ..no_user(u) })?.clone();
+            let mut apps = apps_of(&st, u);
+            if !apps.contains(&app) {
+                apps.push(app.clone());
+            }
+            check_budgets(&st, &apps, &r).map_err(|e| ApiError { field: Some("user".into()), ..e })?;
+        }
+        let mut record = st.apps.get(&app).ok_or_else(|| unknown(&app))?.record.clone();
+        record.user = user;
+        let written = save_app(&s, &mut st, &app, record)?;
+        (app_view(&st, &app)?, written)
+    };
+    super::durable(vec![written]).await?;
+    Ok(answer)
 }
 
 /// Stores `record` as `app`'s and puts it in force.
-fn save_app(s: &Shared, st: &mut AggState, app: &str, record: AppRecord) -> Result<(), ApiError> {
-    s.store.put(APPS, app, &record).map_err(store_err)?;
+fn save_app(s: &Shared, st: &mut AggState, app: &str, record: AppRecord) -> Result<Pending, ApiError> {
+    let written = s.records.put(APPS, app, &record).map_err(store_err)?;
     st.apps.get_mut(app).ok_or_else(|| unknown(app))?.record = record;
-    Ok(())
+    Ok(written)
 }
 
 /// The application as the API answers.
@@ -285,34 +299,38 @@ pub async fn put_member(
         },
     };
     let c = ContainerRef { host, name: cname };
-    let mut st = s.write();
-    let capped_elsewhere = st
-        .apps
-        .iter()
-        .find(|(n, a)| {
-            n.as_str() != app
-                && (a.record.cap_mw.is_some() || a.record.scaling.is_some())
-                && a.record.containers.contains(&c)
-        })
-        .map(|(n, _)| n.clone());
-    let a = st.apps.get_mut(&app).ok_or_else(|| unknown(&app))?;
-    if let Some(other) = capped_elsewhere.filter(|_| a.record.cap_mw.is_some() || a.record.scaling.is_some()) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("{}/{} is also in application {other:?}, which scales or has an energy cap", c.host, c.name),
-        ));
-    }
-    let mut record = a.record.clone();
-    if !record.containers.contains(&c) {
-        record.containers.push(c.clone());
-    }
-    if weight == 1 {
-        record.weights.remove(&c.key());
-    } else {
-        record.weights.insert(c.key(), weight);
-    }
-    save_app(&s, &mut st, &app, record)?;
-    app_view(&st, &app)
+    let (answer, written) = {
+        let mut st = s.write();
+        let capped_elsewhere = st
+            .apps
+            .iter()
+            .find(|(n, a)| {
+                n.as_str() != app
+                    && (a.record.cap_mw.is_some() || a.record.scaling.is_some())
+                    && a.record.containers.contains(&c)
+            })
+            .map(|(n, _)| n.clone());
+        let a = st.apps.get_mut(&app).ok_or_else(|| unknown(&app))?;
+        if let Some(other) = capped_elsewhere.filter(|_| a.record.cap_mw.is_some() || a.record.scaling.is_some()) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("{}/{} is also in application {other:?}, which scales or has an energy cap", c.host, c.name),
+            ));
+        }
+        let mut record = a.record.clone();
+        if !record.containers.contains(&c) {
+            record.containers.push(c.clone());
+        }
+        if weight == 1 {
+            record.weights.remove(&c.key());
+        } else {
+            record.weights.insert(c.key(), weight);
+        }
+        let written = save_app(&s, &mut st, &app, record)?;
+        (app_view(&st, &app)?, written)
+    };
+    super::durable(vec![written]).await?;
+    Ok(answer)
 }
 
 /// `DELETE /v1/apps/{app}/containers/{host}/{name}`: removes one container
@@ -322,15 +340,19 @@ pub async fn delete_member(
     Path((app, host, cname)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let c = ContainerRef { host, name: cname };
-    let mut st = s.write();
-    let a = st.apps.get_mut(&app).ok_or_else(|| unknown(&app))?;
-    if !a.record.containers.contains(&c) {
-        return Err(ApiError::not_found(format!("{}/{} is not in application {app:?}", c.host, c.name)));
-    }
-    let mut record = a.record.clone();
-    record.containers.retain(|x| x != &c);
-    record.weights.remove(&c.key());
-    save_app(&s, &mut st, &app, record)?;
-    ceilings::clear_app(&s, &mut st, &app);
-    app_view(&st, &app)
+    let (answer, written) = {
+        let mut st = s.write();
+        let a = st.apps.get_mut(&app).ok_or_else(|| unknown(&app))?;
+        if !a.record.containers.contains(&c) {
+            return Err(ApiError::not_found(format!("{}/{} is not in application {app:?}", c.host, c.name)));
+        }
+        let mut record = a.record.clone();
+        record.containers.retain(|x| x != &c);
+        record.weights.remove(&c.key());
+        let written = save_app(&s, &mut st, &app, record)?;
+        ceilings::clear_app(&s, &mut st, &app);
+        (app_view(&st, &app)?, written)
+    };
+    super::durable(vec![written]).await?;
+    Ok(answer)
 }

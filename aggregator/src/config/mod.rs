@@ -12,6 +12,9 @@ use policies::energy::{CapControllerConfig, PowerModel};
 use serde::{Deserialize, Serialize};
 
 pub use scaler_api::config::{ConfigError, invalid};
+pub use store::StoreConfig;
+
+mod store;
 
 /// `[aggregator]`: where it listens, where it keeps state, how it polls.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -191,6 +194,7 @@ pub struct AggConfig {
     pub aggregator: Settings,
     pub history: HistoryConfig,
     pub energy: EnergyConfig,
+    pub store: StoreConfig,
     pub hosts: Vec<HostEntry>,
 }
 
@@ -308,6 +312,7 @@ impl AggConfig {
         if e.tolerance_pct == 0 || e.tolerance_pct > 100 {
             return Err(invalid("energy.tolerance_pct", "must be within 1..=100"));
         }
+        self.store.validate()?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, host) in self.hosts.iter().enumerate() {
             validate_name(&host.name).map_err(|r| invalid(format!("hosts[{i}].name"), r))?;

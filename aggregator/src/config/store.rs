@@ -1,0 +1,83 @@
+//! `[store]`: where the records live (the local file, or an etcd cluster).
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, invalid};
+
+/// `[store]`: by default the records (hosts registered through the API,
+/// users, applications, ceilings) are in `state_dir`'s redb file; with
+/// `etcd` they are in that cluster under `prefix`, shared by every
+/// aggregator replica that names the same cluster and prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// etcd members' client URLs (`http://HOST:PORT`); empty: local file.
+    pub etcd: Vec<String>,
+    /// Key prefix of this fleet's records, `/` at both ends.
+    pub prefix: String,
+    /// An etcd call may take this long, members tried in turn.
+    pub timeout_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        // Five seconds: an etcd leader election (one second of election
+        // timeout by default) and attempts at every member fit in it.
+        Self { etcd: Vec::new(), prefix: "/scaler/".into(), timeout_ms: 5000 }
+    }
+}
+
+impl StoreConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (i, e) in self.etcd.iter().enumerate() {
+            let u =
+                reqwest::Url::parse(e).map_err(|err| invalid(format!("store.etcd[{i}]"), format!("{e:?}: {err}")))?;
+            if u.scheme() != "http" || u.host_str().is_none_or(str::is_empty) || u.path() != "/" {
+                return Err(invalid(
+                    format!("store.etcd[{i}]"),
+                    format!("{e:?} must be http://HOST:PORT (etcd's client URL; TLS to etcd is not supported yet)"),
+                ));
+            }
+        }
+        let p = &self.prefix;
+        if p.len() < 2
+            || !p.starts_with('/')
+            || !p.ends_with('/')
+            || p.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid("store.prefix", format!("{p:?} must start and end with / (e.g. \"/scaler/\")")));
+        }
+        if !(100..=60_000).contains(&self.timeout_ms) {
+            return Err(invalid("store.timeout_ms", format!("{} is outside 100..=60000", self.timeout_ms)));
+        }
+        Ok(())
+    }
+
+    /// The members' URLs without a trailing slash.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.etcd.iter().map(|e| e.trim_end_matches('/').to_owned()).collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_members_and_prefix_are_checked() {
+        let mut s = StoreConfig { etcd: vec!["http://127.0.0.1:2379".into()], ..StoreConfig::default() };
+        s.validate().unwrap();
+        assert_eq!(s.endpoints(), ["http://127.0.0.1:2379"]);
+        s.etcd.push("https://10.0.0.1:2379".into());
+        assert!(s.validate().unwrap_err().to_string().contains("store.etcd[1]"));
+        s.etcd[1] = "10.0.0.1:2379".into();
+        assert!(s.validate().unwrap_err().to_string().contains("store.etcd[1]"));
+        s.etcd.pop();
+        s.prefix = "scaler".into();
+        assert!(s.validate().unwrap_err().to_string().contains("store.prefix"));
+        s.prefix = "/a/".into();
+        s.timeout_ms = 5;
+        assert!(s.validate().unwrap_err().to_string().contains("store.timeout_ms"));
+    }
+}

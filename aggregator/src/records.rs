@@ -1,0 +1,247 @@
+//! Where the aggregator's records live: hosts registered through the API,
+//! users, applications and the ceilings it set. By default in the local
+//! redb file beside the history (one aggregator); with `[store] etcd` in an
+//! etcd cluster under a key prefix, shared by every aggregator replica.
+//!
+//! Writes are made under the state's lock, in the order of the changes
+//! they record, and never wait there: in etcd they are queued to one
+//! writer task, and the API answers only once its write is durable
+//! ([`Pending::done`]). Replicas see each other's changes through
+//! [`Records::refresh`]: when the store's revision moved, every record is
+//! read again and the state reconciled with it.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use redb::{TableDefinition, TableHandle as _};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use super::{
+    etcd::Etcd,
+    state::{AppRecord, CeilingRecord, HostRecord, UserRecord},
+    store::{APPS, CEILINGS, HOSTS, Store, StoreError, USERS},
+};
+
+/// Every record, as read at one revision of the store.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The etcd revision read (0 for the local file).
+    pub revision: i64,
+    pub hosts: Vec<(String, HostRecord)>,
+    pub users: Vec<(String, UserRecord)>,
+    pub apps: Vec<(String, AppRecord)>,
+    pub ceilings: Vec<(String, CeilingRecord)>,
+}
+
+struct Write {
+    key: String,
+    /// `None`: delete.
+    value: Option<Vec<u8>>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+enum Backend {
+    Local(Arc<Store>),
+    Etcd { etcd: Arc<Etcd>, prefix: String, queue: mpsc::UnboundedSender<Write> },
+}
+
+/// Book-keeping shared with the etcd writer task.
+#[derive(Default)]
+struct Progress {
+    /// Writes queued and not yet made.
+    pending: AtomicUsize,
+    /// Revision of the newest write made.
+    written: AtomicI64,
+    /// Revision the state was last reconciled with (-1: read again).
+    synced: AtomicI64,
+    /// A write failed: the state may hold a change etcd does not.
+    failed: AtomicBool,
+}
+
+pub struct Records {
+    backend: Backend,
+    progress: Arc<Progress>,
+}
+
+/// A write on its way to the store.
+pub struct Pending(Option<oneshot::Receiver<Result<(), String>>>);
+
+impl Pending {
+    /// Waits until the write is durable.
+    pub async fn done(self) -> Result<(), String> {
+        match self.0 {
+            None => Ok(()),
+            Some(rx) => rx.await.unwrap_or_else(|_| Err("the store's writer stopped".into())),
+        }
+    }
+}
+
+fn json<T: Serialize>(key: &str, v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|source| StoreError::Json { key: key.into(), source })
+}
+
+impl Records {
+    /// The records in the local store.
+    pub fn local(store: Arc<Store>) -> Self {
+        Self { backend: Backend::Local(store), progress: Arc::default() }
+    }
+
+    /// The records in etcd under `prefix`, written by a task of the current
+    /// runtime.
+    pub fn etcd(etcd: Arc<Etcd>, prefix: String) -> Self {
+        let (queue, mut rx) = mpsc::unbounded_channel::<Write>();
+        let progress = Arc::new(Progress { synced: AtomicI64::new(-1), ..Progress::default() });
+        let (e, p) = (etcd.clone(), progress.clone());
+        tokio::spawn(async move {
+            while let Some(w) = rx.recv().await {
+                let r = match &w.value {
+                    Some(v) => e.put(&w.key, v, None).await,
+                    None => e.delete(&w.key).await.map(|(rev, _)| rev),
+                };
+                let r = match r {
+                    Ok(rev) => {
+                        p.written.fetch_max(rev, Ordering::SeqCst);
+                        Ok(())
+                    }
+                    Err(err) => {
+                        warn!("store: writing {}: {err}", w.key);
+                        p.failed.store(true, Ordering::SeqCst);
+                        Err(err.to_string())
+                    }
+                };
+                p.pending.fetch_sub(1, Ordering::SeqCst);
+                let _ = w.done.send(r);
+            }
+        });
+        Self { backend: Backend::Etcd { etcd, prefix, queue }, progress }
+    }
+
+    /// Where the records are, for `/v1/stats` and logs.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Local(_) => "local".into(),
+            Backend::Etcd { prefix, .. } => format!("etcd {prefix}"),
+        }
+    }
+
+    fn send(&self, table: TableDefinition<&str, &str>, key: &str, value: Option<Vec<u8>>) -> Pending {
+        let Backend::Etcd { prefix, queue, .. } = &self.backend else { return Pending(None) };
+        let (done, rx) = oneshot::channel();
+        self.progress.pending.fetch_add(1, Ordering::SeqCst);
+        let w = Write { key: format!("{prefix}{}/{key}", table.name()), value, done };
+        if let Err(mpsc::error::SendError(w)) = queue.send(w) {
+            self.progress.pending.fetch_sub(1, Ordering::SeqCst);
+            let _ = w.done.send(Err("the store's writer stopped".into()));
+        }
+        Pending(Some(rx))
+    }
+
+    /// Inserts or replaces `key` in `table`.
+    pub fn put<T: Serialize>(
+        &self,
+        table: TableDefinition<&str, &str>,
+        key: &str,
+        v: &T,
+    ) -> Result<Pending, StoreError> {
+        match &self.backend {
+            Backend::Local(s) => s.put(table, key, v).map(|()| Pending(None)),
+            Backend::Etcd { .. } => Ok(self.send(table, key, Some(json(key, v)?))),
+        }
+    }
+
+    /// Removes `key` from `table`.
+    pub fn delete(&self, table: TableDefinition<&str, &str>, key: &str) -> Result<Pending, StoreError> {
+        match &self.backend {
+            Backend::Local(s) => s.delete(table, key).map(|_| Pending(None)),
+            Backend::Etcd { .. } => Ok(self.send(table, key, None)),
+        }
+    }
+
+    /// Every record.
+    pub async fn snapshot(&self) -> Result<Snapshot, String> {
+        match &self.backend {
+            Backend::Local(s) => Ok(Snapshot {
+                revision: 0,
+                hosts: s.load(HOSTS).map_err(|e| e.to_string())?,
+                users: s.load(USERS).map_err(|e| e.to_string())?,
+                apps: s.load(APPS).map_err(|e| e.to_string())?,
+                ceilings: s.load(CEILINGS).map_err(|e| e.to_string())?,
+            }),
+            Backend::Etcd { etcd, prefix, .. } => {
+                let (revision, kvs) = etcd.range_prefix(prefix).await.map_err(|e| e.to_string())?;
+                let mut snap = Snapshot { revision, ..Snapshot::default() };
+                for (key, value) in kvs {
+                    let Some((table, name)) = key.strip_prefix(prefix.as_str()).and_then(|k| k.split_once('/')) else {
+                        continue;
+                    };
+                    let name = name.to_owned();
+                    let r = match table {
+                        t if t == HOSTS.name() => parse(&key, &value).map(|v| snap.hosts.push((name, v))),
+                        t if t == USERS.name() => parse(&key, &value).map(|v| snap.users.push((name, v))),
+                        t if t == APPS.name() => parse(&key, &value).map(|v| snap.apps.push((name, v))),
+                        t if t == CEILINGS.name() => parse(&key, &value).map(|v| snap.ceilings.push((name, v))),
+                        _ => Ok(()), // a key of another part (owners, leader)
+                    };
+                    if let Err(e) = r {
+                        warn!("store: {e}: left out");
+                    }
+                }
+                Ok(snap)
+            }
+        }
+    }
+
+    /// The records again when another replica changed them since the last
+    /// reconciliation, and none of this one's writes is on its way (a
+    /// snapshot older than them would undo them in memory). Checked again
+    /// under the state's lock with [`Records::still_fresh`].
+    pub async fn refresh(&self) -> Result<Option<Snapshot>, String> {
+        let Backend::Etcd { etcd, prefix, .. } = &self.backend else { return Ok(None) };
+        let p = &self.progress;
+        if p.pending.load(Ordering::SeqCst) > 0 {
+            return Ok(None);
+        }
+        let failed = p.failed.load(Ordering::SeqCst);
+        let rev = etcd.revision(prefix).await.map_err(|e| e.to_string())?;
+        if rev == p.synced.load(Ordering::SeqCst) && !failed {
+            return Ok(None);
+        }
+        let snap = self.snapshot().await?;
+        Ok(self.fresh(&snap).then_some(snap))
+    }
+
+    fn fresh(&self, snap: &Snapshot) -> bool {
+        let p = &self.progress;
+        p.pending.load(Ordering::SeqCst) == 0 && snap.revision >= p.written.load(Ordering::SeqCst)
+    }
+
+    /// Under the state's write lock: whether `snap` still holds every write
+    /// made; if so it counts as reconciled.
+    pub fn still_fresh(&self, snap: &Snapshot) -> bool {
+        if !self.fresh(snap) {
+            return false;
+        }
+        self.progress.synced.store(snap.revision, Ordering::SeqCst);
+        self.progress.failed.store(false, Ordering::SeqCst);
+        true
+    }
+
+    /// Waits (at most `limit`) until every queued write is made.
+    pub async fn drain(&self, limit: Duration) {
+        let until = tokio::time::Instant::now() + limit;
+        while self.progress.pending.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn parse<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(value).map_err(|e| format!("record {key:?} is not valid JSON: {e}"))
+}

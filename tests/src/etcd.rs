@@ -1,0 +1,127 @@
+//! A real etcd cluster (Debian's `etcd-server`) of a few members on free
+//! loopback ports, each member a child process with its data in a
+//! temporary directory; ended by PID when dropped.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+
+use crate::agent::free_port;
+
+pub struct Member {
+    pub name: String,
+    pub client_url: String,
+    peer_url: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+pub struct EtcdCluster {
+    pub members: Vec<Member>,
+    dir: tempfile::TempDir,
+    initial: String,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until they have a leader.
+    pub fn start(n: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_url: format!("http://127.0.0.1:{}", free_port()),
+                peer_url: format!("http://127.0.0.1:{}", free_port()),
+                child: None,
+                log: dir.path().join(format!("m{i}.log")),
+            })
+            .collect();
+        let initial = members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",");
+        let mut me = Self { members, dir, initial };
+        for i in 0..n {
+            me.spawn(i, "new");
+        }
+        me.wait_leader();
+        me
+    }
+
+    fn spawn(&mut self, i: usize, state: &str) {
+        let m = &self.members[i];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log).unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(&m.name))
+            .args(["--listen-client-urls", &m.client_url, "--advertise-client-urls", &m.client_url])
+            .args(["--listen-peer-urls", &m.peer_url, "--initial-advertise-peer-urls", &m.peer_url])
+            .args(["--initial-cluster", &self.initial, "--initial-cluster-state", state])
+            .args(["--initial-cluster-token", "scaler-test"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting etcd (cargo xtask setup installs etcd-server): {e}"));
+        self.members[i].child = Some(child);
+    }
+
+    /// The members' client URLs, as `[store] etcd` takes them (TOML).
+    pub fn endpoints_toml(&self) -> String {
+        let list: Vec<String> = self.members.iter().map(|m| format!("\"{}\"", m.client_url)).collect();
+        format!("[{}]", list.join(", "))
+    }
+
+    fn status(&self, i: usize) -> Option<Value> {
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
+        let r = http.post(format!("{}/v3/maintenance/status", self.members[i].client_url)).json(&json!({})).send();
+        r.ok().filter(|r| r.status().is_success())?.json().ok()
+    }
+
+    /// The index of the leader, as the running members see it.
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.members.len()).filter(|&i| self.members[i].child.is_some()).find_map(|i| {
+            let v = self.status(i)?;
+            let leader = v["leader"].as_str()?.to_owned();
+            (v["header"]["member_id"].as_str()? == leader).then_some(i)
+        })
+    }
+
+    /// Waits (20 s at most) until a running member is the leader.
+    pub fn wait_leader(&self) -> usize {
+        crate::wait_for(Duration::from_secs(20), || self.leader())
+            .unwrap_or_else(|| panic!("etcd elected no leader: {}", self.logs()))
+    }
+
+    /// Kills member `i` with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            crate::kill_pid(c.id());
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts member `i` again with its data.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i, "existing");
+    }
+
+    pub fn logs(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("--- {}\n{}", m.name, scaler_testkit::read_log(&m.log)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            if let Some(mut c) = self.members[i].child.take() {
+                scaler_testkit::stop(&mut c, Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Issue 15, first part: the aggregator's records (hosts registered through
+//! the API, users, applications with their caps and scaling) in a real
+//! three-member etcd cluster on loopback, shared by two aggregator
+//! replicas: a change through either is seen by the other; the etcd leader
+//! killed, they carry on; with no quorum a change is refused with a 503
+//! (and undone), not lost silently; everything restarted, the records are
+//! as they were.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tests::{aggregator::Aggregator, etcd::EtcdCluster, wait_for};
+
+const FAST: &str = "[aggregator]\npoll_ms = 500\ntimeout_ms = 400\n[history]\nflush_ms = 1000\n";
+
+/// What the records hold, as the API shows it.
+fn records(agg: &Aggregator) -> Value {
+    let apps = agg.get("/v1/apps").1;
+    let app = |n: &str| {
+        let v = agg.get(&format!("/v1/apps/{n}")).1;
+        json!({"containers": v["containers"], "user": v["user"], "cap": v["energy_cap"]["watts"],
+               "scaling": v["scaling"], "weights": v["weights"]})
+    };
+    let names: Vec<String> =
+        apps["apps"].as_array().into_iter().flatten().filter_map(|a| a["name"].as_str().map(str::to_owned)).collect();
+    let hosts: Vec<Value> = agg.get("/v1/hosts").1["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| json!([h["name"], h["url"]]))
+        .collect();
+    json!({
+        "apps": names.iter().map(|n| (n.clone(), app(n))).collect::<serde_json::Map<_, _>>(),
+        "users": agg.get("/v1/users").1["users"].as_array().map(|u| u.iter().map(|u| json!([u["name"], u["cpu_budget"], u["energy_budget_w"]])).collect::<Vec<_>>()),
+        "hosts": hosts,
+    })
+}
+
+fn ok(agg: &Aggregator, method: &str, path: &str, body: Value) {
+    let (s, v) = agg.send(method, path, Some(&body));
+    assert!(s == 200 || s == 201, "{method} {path}: {s} {v}\n{}", agg.log());
+}
+
+#[test]
+fn records_in_etcd_are_shared_by_replicas_survive_its_leader_and_a_full_restart() {
+    let mut etcd = EtcdCluster::start(3);
+    let cfg = format!("{FAST}[store]\netcd = {}\nprefix = \"/scaler-test/\"\n", etcd.endpoints_toml());
+    let (mut a, mut b) = (Aggregator::start(&cfg), Aggregator::start(&cfg));
+    assert_eq!(a.get("/healthz").1["records"], "etcd /scaler-test/");
+
+    // Made through A.
+    ok(&a, "PUT", "/v1/hosts/h1", json!({"url": "http://127.0.0.1:9", "idle_mw": 10000, "max_mw": 90000}));
+    ok(&a, "PUT", "/v1/users/ana", json!({"cpu_budget": 4000, "energy_budget_w": 100}));
+    let containers = json!({"containers": [{"host": "h1", "name": "c1"}, {"host": "h1", "name": "c2"}]});
+    ok(&a, "PUT", "/v1/apps/web", containers);
+    ok(&a, "PUT", "/v1/apps/web/user", json!({"user": "ana"}));
+    ok(&a, "PUT", "/v1/apps/web/energy-cap", json!({"watts": 40}));
+    ok(&a, "PUT", "/v1/apps/web/scaling", json!({"cpu": {"min": 200, "max": 3000}}));
+    let made = records(&a);
+    assert_eq!(made["apps"]["web"]["cap"], 40.0, "{made}");
+    // Seen by B within a few rounds.
+    let t = Instant::now();
+    let seen = wait_for(Duration::from_secs(10), || (records(&b) == made).then_some(()));
+    assert!(seen.is_some(), "B never saw A's records:\nA {made}\nB {}", records(&b));
+    println!("B saw A's records after {:.1} s", t.elapsed().as_secs_f64());
+    // Changed through B, seen by A; A's gathering of h1 is kept.
+    ok(&b, "PUT", "/v1/apps/web/energy-cap", json!({"watts": 30}));
+    ok(&b, "DELETE", "/v1/apps/web/containers/h1/c2", json!({}));
+    let changed = records(&b);
+    assert!(
+        wait_for(Duration::from_secs(10), || (records(&a) == changed).then_some(())).is_some(),
+        "A never saw B's change:\nB {changed}\nA {}",
+        records(&a)
+    );
+
+    // The etcd leader dies: both replicas carry on through the others.
+    let leader = etcd.leader().unwrap();
+    etcd.kill(leader);
+    let t = Instant::now();
+    ok(&a, "PUT", "/v1/apps/batch", json!({"containers": [{"host": "h1", "name": "c3"}]}));
+    println!("a change with the etcd leader just killed took {:.2} s", t.elapsed().as_secs_f64());
+    let new_leader = etcd.wait_leader();
+    assert_ne!(new_leader, leader);
+    assert!(
+        wait_for(Duration::from_secs(10), || (b.get("/v1/apps/batch").0 == 200).then_some(())).is_some(),
+        "B never saw the change made after the leader died: {}",
+        b.log()
+    );
+
+    // No quorum (two of three members down): a change is refused with a
+    // 503 naming the store, and undone once etcd is back.
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader && i != new_leader).collect();
+    etcd.kill(new_leader);
+    let (s, v) = a.send("PUT", "/v1/users/bob", Some(&json!({"cpu_budget": 1000})));
+    println!("without quorum: {s} {v}");
+    assert_eq!(s, 503, "{v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("store"), "{v}");
+    etcd.restart(leader);
+    etcd.restart(new_leader);
+    etcd.wait_leader();
+    let undone = wait_for(Duration::from_secs(15), || (a.get("/v1/users/bob").0 == 404).then_some(()));
+    assert!(undone.is_some(), "the refused change stayed in memory: {}", a.get("/v1/users/bob").1);
+    assert_eq!(b.get("/v1/users/bob").0, 404);
+
+    // Everything killed and started again: the records are as they were.
+    let before = records(&a);
+    a.kill();
+    b.kill();
+    for i in 0..3 {
+        etcd.kill(i);
+    }
+    for i in [others[0], leader, new_leader] {
+        etcd.restart(i);
+    }
+    etcd.wait_leader();
+    a.start_again();
+    assert_eq!(records(&a), before, "the records after a restart of everything");
+    assert_eq!(a.get("/v1/apps/web/energy-cap").1["watts"], 30.0);
+}
+
+#[test]
+fn an_aggregator_whose_etcd_does_not_answer_says_so_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = tests::agent::free_port();
+    let cfg = dir.path().join("agg.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[aggregator]\nlisten = \"127.0.0.1:{}\"\nstate_dir = \"{}\"\n[store]\netcd = [\"http://127.0.0.1:{port}\"]\ntimeout_ms = 500\n",
+            tests::agent::free_port(),
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let out = std::process::Command::new(tests::agent::scaler_bin())
+            .args(["aggregator", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (success, err) = run();
+    assert!(!success);
+    assert!(err.contains("reading the records") && err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    // A TLS endpoint is refused at load, naming the field.
+    std::fs::write(&cfg, "[store]\netcd = [\"https://127.0.0.1:2379\"]\n").unwrap();
+    let (success, err) = run();
+    assert!(!success && err.contains("store.etcd[0]"), "{err}");
+}
