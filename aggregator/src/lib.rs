@@ -55,6 +55,8 @@ pub struct Shared {
     pub store: Arc<Store>,
     /// Hosts registered through the API, users, applications, ceilings.
     pub records: Records,
+    /// Where container and application history is read, when configured.
+    pub prometheus: Option<history::prometheus::Prometheus>,
     pub history: History,
     pub state: RwLock<State>,
     pub client: reqwest::Client,
@@ -115,7 +117,16 @@ impl Shared {
         records.still_fresh(&snap);
         reconcile::apply(&mut st, snap, &cfg, true)?;
         let history = History::new(&cfg.history, cfg.aggregator.poll_ms, store.clone());
-        Ok(Self { cfg, store, records, history, state: RwLock::new(st), client, started: Instant::now() })
+        let timeout = Duration::from_millis(cfg.history.prometheus_timeout_ms);
+        let prometheus = cfg
+            .history
+            .prometheus
+            .as_deref()
+            .map(|url| history::prometheus::Prometheus::new(url, timeout))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("history.prometheus: {e}"))?;
+        let state = RwLock::new(st);
+        Ok(Self { cfg, store, records, prometheus, history, state, client, started: Instant::now() })
     }
 
     /// With etcd: takes in what other replicas changed since the last time.

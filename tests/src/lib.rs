@@ -15,6 +15,7 @@ pub mod cgroup;
 pub mod etcd;
 pub mod lxc;
 pub mod netns;
+pub mod prometheus;
 pub mod tls;
 
 pub use agent::Agent;

@@ -41,7 +41,21 @@ pub fn parse_time(v: &str, now: u64) -> Result<u64, String> {
     Ok(now.saturating_sub(n.saturating_mul(mult)))
 }
 
-async fn query(s: &Shared, kind: &str, name: &str, entity: String, raw: Option<&str>) -> Result<Json<Value>, ApiError> {
+/// What Prometheus can answer for (`[history] prometheus`): a container's
+/// series, or an application's as its containers' sum.
+enum Remote {
+    Container(ContainerRef),
+    App(Vec<ContainerRef>),
+}
+
+async fn query(
+    s: &Shared,
+    kind: &str,
+    name: &str,
+    entity: String,
+    raw: Option<&str>,
+    remote: Option<Remote>,
+) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(raw, &["resource", "since", "until"])?;
     let now = now_ms();
     let resource = match q.str("resource") {
@@ -61,10 +75,23 @@ async fn query(s: &Shared, kind: &str, name: &str, entity: String, raw: Option<&
     if since > until {
         return Err(ApiError::bad_request("since", "since must not be after until"));
     }
-    let points = s
-        .history
-        .query(&entity, since, until, now)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // Energy is the aggregator's own (agents do not export power).
+    let remote = remote.filter(|_| resource != Some(crate::model::ENERGY));
+    let asked = match (&s.prometheus, remote) {
+        (Some(p), Some(Remote::Container(c))) => Some(p.container(&c, since, until).await),
+        (Some(p), Some(Remote::App(cs))) => Some(p.app(&cs, since, until).await),
+        _ => None,
+    };
+    let (points, source, remote_error) = match asked {
+        Some(Ok(points)) => (points, "prometheus", None),
+        answer => {
+            let points = s
+                .history
+                .query(&entity, since, until, now)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            (points, "aggregator", answer.and_then(Result::err))
+        }
+    };
     let points: Vec<Value> = points
         .into_iter()
         .map(|p| match resource {
@@ -84,6 +111,8 @@ async fn query(s: &Shared, kind: &str, name: &str, entity: String, raw: Option<&
         "resource": resource.map(|i| RESOURCES[i]),
         "since_ms": since,
         "until_ms": until,
+        "source": source,
+        "prometheus_error": remote_error,
         "points": points,
     })))
 }
@@ -96,7 +125,7 @@ pub async fn host(
     if !s.read().hosts.contains_key(&host) {
         return Err(unknown_host(&host));
     }
-    query(&s, "host", &host, history::host_key(&host), q.as_deref()).await
+    query(&s, "host", &host, history::host_key(&host), q.as_deref(), None).await
 }
 
 pub async fn app(
@@ -104,10 +133,8 @@ pub async fn app(
     Path(app): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    if !s.read().apps.contains_key(&app) {
-        return Err(unknown_app(&app));
-    }
-    query(&s, "app", &app, history::app_key(&app), q.as_deref()).await
+    let containers = s.read().apps.get(&app).ok_or_else(|| unknown_app(&app))?.record.containers.clone();
+    query(&s, "app", &app, history::app_key(&app), q.as_deref(), Some(Remote::App(containers))).await
 }
 
 pub async fn container(
@@ -118,8 +145,9 @@ pub async fn container(
     if !s.read().hosts.contains_key(&host) {
         return Err(unknown_host(&host));
     }
-    let v =
-        query(&s, "container", &format!("{host}/{name}"), history::container_key(&host, &name), q.as_deref()).await?;
+    let key = history::container_key(&host, &name);
+    let remote = Remote::Container(ContainerRef { host: host.clone(), name: name.clone() });
+    let v = query(&s, "container", &format!("{host}/{name}"), key, q.as_deref(), Some(remote)).await?;
     let known =
         s.read().hosts.get(&host).is_some_and(|h| h.stats.iter().flat_map(|s| &s.containers).any(|c| c.name == name));
     if !known && v.0["points"].as_array().is_none_or(Vec::is_empty) {

@@ -113,6 +113,12 @@ pub struct HistoryConfig {
     /// Open blocks are written to the store this often (and at shutdown): a
     /// crash loses at most this much history.
     pub flush_ms: u64,
+    /// Container and application history read from this Prometheus (which
+    /// scrapes the agents' `/metrics`) instead of the embedded tiers, which
+    /// still record and answer when it does not.
+    pub prometheus: Option<String>,
+    /// A Prometheus query may take this long.
+    pub prometheus_timeout_ms: u64,
 }
 
 impl Default for HistoryConfig {
@@ -126,6 +132,8 @@ impl Default for HistoryConfig {
             quarter_retention_s: 30 * 86_400,
             // Ten seconds: small writes, little to lose.
             flush_ms: 10_000,
+            prometheus: None,
+            prometheus_timeout_ms: 5000,
         }
     }
 }
@@ -305,6 +313,13 @@ impl AggConfig {
         }
         if !(100..=600_000).contains(&h.flush_ms) {
             return Err(invalid("history.flush_ms", format!("{} is outside 100..=600000", h.flush_ms)));
+        }
+        if let Some(url) = &h.prometheus {
+            validate_url(url).map_err(|e| invalid("history.prometheus", e))?;
+        }
+        if !(100..=60_000).contains(&h.prometheus_timeout_ms) {
+            let v = h.prometheus_timeout_ms;
+            return Err(invalid("history.prometheus_timeout_ms", format!("{v} is outside 100..=60000")));
         }
         let e = &self.energy;
         PowerModel::try_new(e.idle_mw, e.max_mw).map_err(|err| invalid("energy.max_mw", err.to_string()))?;

@@ -6,6 +6,7 @@
 //! blocks being written, and the store.
 
 pub mod codec;
+pub mod prometheus;
 pub mod series;
 
 use std::{

@@ -20,6 +20,9 @@ pub fn render(s: &Shared) -> String {
     let mut extra = String::new();
     for p in g.containers.values() {
         let Some(sample) = p.latest else { continue };
+        // The sample's own time: a scraper stores each value at the tick
+        // it was measured, the same `time_ms` as `/v1/stats/{name}/history`.
+        let t = sample.time_ms;
         let labels = format!(
             "host=\"{}\",container=\"{}\",kind=\"{}\"",
             escape(&s.host),
@@ -29,21 +32,21 @@ pub fn render(s: &Shared) -> String {
         for (res, r) in sample.resources.iter() {
             let name = res.name();
             if let Some(u) = r.usage {
-                let _ = writeln!(out, "scaler_container_usage{{{labels},resource=\"{name}\"}} {u}");
+                let _ = writeln!(out, "scaler_container_usage{{{labels},resource=\"{name}\"}} {u} {t}");
             }
             if let Some(c) = r.current {
-                let _ = writeln!(limits, "scaler_container_limit{{{labels},resource=\"{name}\"}} {c}");
+                let _ = writeln!(limits, "scaler_container_limit{{{labels},resource=\"{name}\"}} {c} {t}");
             }
         }
         let sig = sample.signals;
         if let Some(v) = sig.cpu_throttled_usec {
-            let _ = writeln!(extra, "scaler_container_cpu_throttled_usec{{{labels}}} {v}");
+            let _ = writeln!(extra, "scaler_container_cpu_throttled_usec{{{labels}}} {v} {t}");
         }
         if let Some(v) = sig.oom_kills {
-            let _ = writeln!(extra, "scaler_container_oom_kills_total{{{labels}}} {v}");
+            let _ = writeln!(extra, "scaler_container_oom_kills_total{{{labels}}} {v} {t}");
         }
         if let Some(v) = sig.mem_charged {
-            let _ = writeln!(extra, "scaler_container_mem_charged_bytes{{{labels}}} {v}");
+            let _ = writeln!(extra, "scaler_container_mem_charged_bytes{{{labels}}} {v} {t}");
         }
     }
     let _ = writeln!(out, "# HELP scaler_container_limit Limit in force, same units as usage (absent when unlimited).");

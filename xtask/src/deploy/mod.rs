@@ -16,6 +16,7 @@ mod plan;
 mod run;
 mod scripts;
 mod ssh;
+mod targets;
 
 use std::path::{Path, PathBuf};
 
@@ -114,6 +115,8 @@ pub struct Inventory {
     pub aggregator_selected: bool,
     /// `[tls]`: every host serves HTTPS with a certificate of the fleet CA.
     pub tls: Option<pki::Settings>,
+    /// Prometheus scrape targets of the agents, beside the hosts file.
+    pub scrape_targets: PathBuf,
 }
 
 impl Inventory {
@@ -221,7 +224,8 @@ fn inventory(sel: &Selection, agent_config: toml::Table) -> anyhow::Result<Inven
     if aggregator_selected && aggregator.is_none() && !sel.only.is_empty() {
         bail!("--only aggregator: no aggregator (give --aggregator HOST or [aggregator] in the hosts file)");
     }
-    Ok(Inventory { agents, aggregator, aggregator_selected, tls })
+    let scrape_targets = base.join(targets::FILE);
+    Ok(Inventory { agents, aggregator, aggregator_selected, tls, scrape_targets })
 }
 
 /// The aggregator's install: its host's address and SSH settings, with the

@@ -131,7 +131,7 @@ pub fn agent_url(i: &Install, aggregator: &Install) -> Result<String, String> {
 }
 
 /// `http(s)://` + where the agent listens, as seen from other hosts.
-fn url_of(i: &Install) -> String {
+pub fn url_of(i: &Install) -> String {
     let ep = endpoint(i);
     match &ep.via {
         Via::Direct { .. } => ep.show(""),

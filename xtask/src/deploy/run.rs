@@ -126,9 +126,12 @@ pub fn deploy(
     }
     let done = for_each(&inv.agents, sel.parallel, |i| deploy_one(i, &o))?;
     println!("deployed scaler agent to {} host(s) in {:.1} s:", done.len(), t0.elapsed().as_secs_f64());
-    for (name, url) in done {
+    for (name, url) in &done {
         println!("  {name}: {url}");
     }
+    let urls: Vec<(String, String)> = inv.agents.iter().map(|i| (i.name.clone(), plan::url_of(i))).collect();
+    super::targets::update(&inv.scrape_targets, &urls, &[])?;
+    println!("Prometheus scrape targets (file_sd): {}", inv.scrape_targets.display());
     if let Some(t) = &tls {
         let p = &t.pki.settings().pki;
         println!(
@@ -185,6 +188,10 @@ pub fn undeploy(inv: &Inventory, sel: &Selection, purge: bool) -> anyhow::Result
         run(a)?;
     }
     println!("undeployed from {} host(s) in {:.1} s", done.len(), t0.elapsed().as_secs_f64());
+    if inv.scrape_targets.exists() {
+        let names: Vec<String> = inv.agents.iter().map(|i| i.name.clone()).collect();
+        super::targets::update(&inv.scrape_targets, &[], &names)?;
+    }
     Ok(())
 }
 
@@ -215,6 +222,7 @@ impl Control {
             aggregator: inv.aggregator.as_ref().map(with),
             aggregator_selected: inv.aggregator_selected,
             tls: inv.tls.clone(),
+            scrape_targets: inv.scrape_targets.clone(),
         }
     }
 }

@@ -1,0 +1,87 @@
+//! Issue 15, history part: a real Prometheus scrapes a real agent (targets
+//! in a file_sd file, as `cargo xtask deploy` writes them), and the
+//! aggregator's history of a container comes from Prometheus with the same
+//! values at the same times as the agent's own `/history`; an application's
+//! is its containers' sum; with Prometheus gone, the embedded history
+//! answers and says why.
+#![allow(clippy::unwrap_used)]
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde_json::json;
+use tests::{Agent, Lxc, aggregator::Aggregator, prometheus::Prometheus, require_root, wait_for};
+
+#[test]
+fn a_containers_history_from_prometheus_is_the_agents_own() {
+    require_root();
+    let mut c = Lxc::start();
+    let state = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&format!("[agent]\nstate_dir = \"{}\"\n", state.path().display()));
+    agent.wait_container(&c.name);
+    c.spawn(&["timeout", "40", "stress-ng", "--cpu", "1", "--cpu-load", "40", "--timeout", "35s", "--quiet"]);
+
+    // Scrape targets as deploy writes them: the aggregator's name for the
+    // host as the `host` label.
+    let dir = tempfile::tempdir().unwrap();
+    let targets = dir.path().join("targets.json");
+    let addr = agent.url().trim_start_matches("http://").to_owned();
+    std::fs::write(&targets, json!([{"targets": [addr], "labels": {"host": "a"}}]).to_string()).unwrap();
+    let mut prom = Prometheus::start(&targets);
+    let agg = Aggregator::start(&format!(
+        "[aggregator]\npoll_ms = 500\ntimeout_ms = 400\n[history]\nflush_ms = 1000\nprometheus = \"{}\"\n\
+         [[hosts]]\nname = \"a\"\nurl = \"{}\"\n",
+        prom.url,
+        agent.url()
+    ));
+    let (s, v) = agg.send("PUT", "/v1/apps/web", Some(&json!({"containers": [{"host": "a", "name": c.name}]})));
+    assert_eq!(s, 201, "{v}");
+
+    let path = format!("/v1/containers/a/{}/history?since=30s&resource=cpu", c.name);
+    let history = wait_for(Duration::from_secs(30), || {
+        let (s, v) = agg.get(&path);
+        (s == 200 && v["source"] == "prometheus" && v["points"].as_array().is_some_and(|p| p.len() >= 8)).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("no history from prometheus: {}\n{}", agg.get(&path).1, prom.log()));
+    // The agent's own points, by time.
+    let (_, own) = agent.get(&format!("/v1/stats/{}/history?resource=cpu", c.name));
+    let own: BTreeMap<u64, (u64, Option<u64>)> = own["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| Some((p["time_ms"].as_u64()?, (p["cpu"]["usage"].as_u64()?, p["cpu"]["current"].as_u64()))))
+        .collect();
+    let (mut matched, mut differ) = (0, Vec::new());
+    for p in history["points"].as_array().unwrap() {
+        let t = p["time_ms"].as_u64().unwrap();
+        let Some(&(usage, current)) = own.get(&t) else { continue };
+        let got = (p["cpu"]["usage"].as_u64().unwrap_or(u64::MAX), p["cpu"]["current"].as_u64());
+        if got == (usage, current) {
+            matched += 1;
+        } else {
+            differ.push((t, got, (usage, current)));
+        }
+    }
+    let n = history["points"].as_array().unwrap().len();
+    println!("prometheus: {n} points of the container's cpu; {matched} found in the agent's history, all equal");
+    assert!(differ.is_empty(), "prometheus and the agent differ at (time, prometheus, agent): {differ:?}");
+    assert!(matched >= 8, "only {matched} of {n} points found in the agent's history: {history}");
+    assert!(
+        history["points"].as_array().unwrap().iter().any(|p| p["cpu"]["usage"].as_u64().unwrap_or(0) > 100),
+        "the load is in the history: {history}"
+    );
+
+    // The application: its containers' sum over steps.
+    let (s, app) = agg.get("/v1/apps/web/history?since=20s&resource=cpu");
+    assert_eq!((s, app["source"].as_str()), (200, Some("prometheus")), "{app}");
+    let pts = app["points"].as_array().unwrap();
+    assert!(pts.len() >= 5 && pts.iter().any(|p| p["cpu"]["usage"].as_u64().unwrap_or(0) > 100), "{app}");
+    // Energy is the aggregator's own.
+    assert_eq!(agg.get("/v1/apps/web/history?since=20s&resource=energy").1["source"], "aggregator");
+
+    // Prometheus gone: the embedded history answers, and says why.
+    prom.stop();
+    let (s, v) = agg.get(&path);
+    assert_eq!((s, v["source"].as_str()), (200, Some("aggregator")), "{v}");
+    assert!(v["prometheus_error"].as_str().unwrap_or("").contains("prometheus"), "{v}");
+    assert!(!v["points"].as_array().unwrap().is_empty(), "{v}");
+}
