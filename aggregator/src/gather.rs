@@ -61,6 +61,7 @@ pub async fn round(shared: &Arc<Shared>) {
         }
         st.hosts
             .values()
+            .filter(|h| shared.owns(&h.name))
             .enumerate()
             .map(|(i, h)| {
                 let subs = h.rounds_ok == 0
@@ -76,10 +77,15 @@ pub async fn round(shared: &Arc<Shared>) {
     let merged = tokio::task::spawn_blocking(move || {
         let (points, actions) = {
             let mut st = sh.write();
+            release(&sh, &mut st);
             merge(&sh, &mut st, now, results);
-            control(&sh, &mut st, now);
+            if sh.leads() {
+                control(&sh, &mut st, now);
+            }
             let points = points(&st, now);
-            (points, super::ceilings::due(&st, now))
+            // Ceilings are the leader's to send (it gathers their hosts).
+            let due = if sh.leads() { super::ceilings::due(&st, now) } else { Vec::new() };
+            (points, due)
         };
         let t = Instant::now();
         if let Err(e) = sh.history.record(now, points) {
@@ -101,6 +107,16 @@ pub async fn round(shared: &Arc<Shared>) {
     st.rounds.last_record_ms = record.as_secs_f64() * 1e3;
     st.rounds.last_round_ms = Some(now);
     st.rounds.push(started.elapsed().as_secs_f64() * 1e3);
+}
+
+/// Hosts another replica gathers: stale here, saying so (their data is
+/// the other replica's to show).
+fn release(shared: &Shared, st: &mut State) {
+    let Some(c) = &shared.cluster else { return };
+    for h in st.hosts.values_mut().filter(|h| !c.owns(&h.name)) {
+        h.stale = true;
+        h.error = Some("gathered by another replica".into());
+    }
 }
 
 async fn fetch_all(shared: &Arc<Shared>, targets: Vec<Job>) -> Vec<(String, Result<Fetched, ClientError>)> {

@@ -13,6 +13,7 @@
 pub mod api;
 pub mod ceilings;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod energy;
 pub mod etcd;
@@ -57,6 +58,9 @@ pub struct Shared {
     pub records: Records,
     /// Where container and application history is read, when configured.
     pub prometheus: Option<history::prometheus::Prometheus>,
+    /// With etcd: the replicas sharing the fleet (`None`: this aggregator
+    /// gathers every host and leads).
+    pub cluster: Option<cluster::Cluster>,
     pub history: History,
     pub state: RwLock<State>,
     pub client: reqwest::Client,
@@ -69,16 +73,20 @@ impl Shared {
     /// etcd`, the records come from etcd (which must answer).
     pub async fn connect(cfg: AggConfig) -> anyhow::Result<Self> {
         let store = Arc::new(Store::open(&cfg.aggregator.state_dir)?);
-        let records = match cfg.store.etcd.is_empty() {
-            true => Records::local(store.clone()),
+        let (records, cluster) = match cfg.store.etcd.is_empty() {
+            true => (Records::local(store.clone()), None),
             false => {
                 let timeout = Duration::from_millis(cfg.store.timeout_ms);
-                let etcd = etcd::Etcd::new(cfg.store.endpoints(), timeout).map_err(anyhow::Error::msg)?;
-                Records::etcd(Arc::new(etcd), cfg.store.prefix.clone())
+                let etcd = Arc::new(etcd::Etcd::new(cfg.store.endpoints(), timeout).map_err(anyhow::Error::msg)?);
+                let (me, url) = replica_identity(&cfg);
+                let c = cluster::Cluster::new(me, url, cfg.store.lease_s, etcd.clone(), &cfg.store.prefix);
+                (Records::etcd(etcd, cfg.store.prefix.clone()), Some(c))
             }
         };
         let snap = records.snapshot().await.map_err(|e| anyhow::anyhow!("reading the records: {e}"))?;
-        Self::with(cfg, store, records, snap)
+        let mut me = Self::with(cfg, store, records, snap)?;
+        me.cluster = cluster;
+        Ok(me)
     }
 
     /// [`Shared::connect`] for the local store only, without a runtime.
@@ -126,7 +134,40 @@ impl Shared {
             .transpose()
             .map_err(|e| anyhow::anyhow!("history.prometheus: {e}"))?;
         let state = RwLock::new(st);
-        Ok(Self { cfg, store, records, prometheus, history, state, client, started: Instant::now() })
+        let started = Instant::now();
+        Ok(Self { cfg, store, records, prometheus, cluster: None, history, state, client, started })
+    }
+
+    /// Whether this replica gathers `host`.
+    pub fn owns(&self, host: &str) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.owns(host))
+    }
+
+    /// Whether this replica runs the cluster-wide controllers.
+    pub fn leads(&self) -> bool {
+        self.cluster.as_ref().is_none_or(cluster::Cluster::leads)
+    }
+
+    /// On taking the lead: the ceilings the previous leader set, so they
+    /// can be changed or cleared.
+    pub async fn adopt_ceilings(&self) {
+        match self.records.snapshot().await {
+            Ok(snap) => {
+                let mut st = self.write();
+                for (key, record) in snap.ceilings {
+                    if let Some((host, name)) = key.split_once('/') {
+                        let c = state::ContainerRef { host: host.into(), name: name.into() };
+                        st.ceilings.entry(c).or_insert(state::CeilingState {
+                            record,
+                            sent: None,
+                            attempt_ms: 0,
+                            error: None,
+                        });
+                    }
+                }
+            }
+            Err(e) => warn!("taking over the ceilings: {e}"),
+        }
     }
 
     /// With etcd: takes in what other replicas changed since the last time.
@@ -194,7 +235,8 @@ pub async fn run(cfg: AggConfig) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let rounds = tokio::spawn(gather::run(shared.clone(), stop_rx.clone()));
     let flusher = tokio::spawn(flush_loop(shared.clone(), stop_rx.clone()));
-    let refresher = tokio::spawn(refresh_loop(shared.clone(), stop_rx));
+    let refresher = tokio::spawn(refresh_loop(shared.clone(), stop_rx.clone()));
+    let member = tokio::spawn(cluster::run(shared.clone(), stop_rx));
     let app = api::router(shared.clone());
     scaler_api::serve::serve(listener, app, scaler_api::serve::Limits::default(), tls, async move {
         scaler_api::process::shutdown_signal().await;
@@ -204,6 +246,7 @@ pub async fn run(cfg: AggConfig) -> anyhow::Result<()> {
     let _ = rounds.await;
     let _ = flusher.await;
     let _ = refresher.await;
+    let _ = member.await;
     shared.records.drain(Duration::from_secs(5)).await;
     let sh = shared.clone();
     match tokio::task::spawn_blocking(move || sh.history.flush(now_ms())).await {
@@ -213,6 +256,21 @@ pub async fn run(cfg: AggConfig) -> anyhow::Result<()> {
     }
     info!("scaler aggregator stopped");
     Ok(())
+}
+
+/// This replica's name and the URL the others reach it at (`[store]
+/// replica`, `advertise`, else from the host's name and `listen`).
+fn replica_identity(cfg: &AggConfig) -> (String, String) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "localhost".into(), |h| h.trim().to_owned());
+    let listen = cfg.aggregator.listen;
+    let name = cfg.store.replica.clone().unwrap_or_else(|| format!("{host}-{}", listen.port()));
+    let scheme = if cfg.aggregator.tls_cert.is_some() { "https" } else { "http" };
+    let url = cfg.store.advertise.clone().unwrap_or_else(|| match listen.ip().is_unspecified() {
+        true => format!("{scheme}://{host}:{}", listen.port()),
+        false => format!("{scheme}://{listen}"),
+    });
+    (name, url.trim_end_matches('/').to_owned())
 }
 
 /// With etcd: other replicas' changes taken in once a round.

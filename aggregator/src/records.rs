@@ -223,9 +223,10 @@ impl Records {
     }
 
     /// Under the state's write lock: whether `snap` still holds every write
-    /// made; if so it counts as reconciled.
+    /// made, and is no older than the last one reconciled (refreshes run
+    /// side by side); if so it counts as reconciled.
     pub fn still_fresh(&self, snap: &Snapshot) -> bool {
-        if !self.fresh(snap) {
+        if !self.fresh(snap) || snap.revision < self.progress.synced.load(Ordering::SeqCst) {
             return false;
         }
         self.progress.synced.store(snap.revision, Ordering::SeqCst);

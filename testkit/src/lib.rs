@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod cgroupfs;
 pub mod engines;
+pub mod fleet;
 pub mod http;
 pub mod lxc;
 pub mod own;

@@ -3,7 +3,7 @@
 //! three-member etcd cluster on loopback, shared by two aggregator
 //! replicas: a change through either is seen by the other; the etcd leader
 //! killed, they carry on; with no quorum a change is refused with a 503
-//! (and undone), not lost silently; everything restarted, the records are
+//! (and nothing changed), not lost silently; everything restarted, the records are
 //! as they were.
 #![allow(clippy::unwrap_used)]
 
@@ -89,7 +89,7 @@ fn records_in_etcd_are_shared_by_replicas_survive_its_leader_and_a_full_restart(
     );
 
     // No quorum (two of three members down): a change is refused with a
-    // 503 naming the store, and undone once etcd is back.
+    // 503 naming the store, and nothing changed once etcd is back.
     let others: Vec<usize> = (0..3).filter(|&i| i != leader && i != new_leader).collect();
     etcd.kill(new_leader);
     let (s, v) = a.send("PUT", "/v1/users/bob", Some(&json!({"cpu_budget": 1000})));

@@ -26,12 +26,36 @@ pub fn unknown(host: &str) -> ApiError {
     ApiError::not_found(format!("no host named {host:?} (GET /v1/hosts lists them)"))
 }
 
+/// Every host; with replicas, each one as the replica gathering it sees it
+/// (`scope=local`: only this replica's part: the hosts it gathers, and on
+/// the leader those nobody gathers yet).
 pub async fn list(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
-    Query::parse(q.as_deref(), &[])?;
+    let q = Query::parse(q.as_deref(), &["scope"])?;
+    let local = match q.str("scope") {
+        None => false,
+        Some("local") => true,
+        Some(v) => return Err(ApiError::bad_request("scope", format!("scope must be \"local\", got {v:?}"))),
+    };
     let now = now_ms();
-    let st = s.read();
-    let hosts: Vec<Value> = st.hosts.values().map(|h| views::host_json(h, now, false)).collect();
-    Ok(Json(json!({ "hosts": hosts })))
+    let mut hosts: Vec<Value> = {
+        let st = s.read();
+        let view = s.cluster.as_ref().map(crate::cluster::Cluster::view);
+        let mine = |name: &str| match &view {
+            None => true,
+            Some(v) => match v.owners.get(name) {
+                Some(o) => s.cluster.as_ref().is_some_and(|c| c.me == *o),
+                None => s.leads(),
+            },
+        };
+        st.hosts.values().filter(|h| mine(&h.name)).map(|h| views::host_json(h, now, false)).collect()
+    };
+    if local || s.cluster.is_none() {
+        return Ok(Json(json!({ "hosts": hosts })));
+    }
+    let (theirs, errors) = super::forward::others(&s, "/v1/hosts", "hosts").await;
+    hosts.extend(theirs);
+    hosts.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Ok(Json(json!({ "hosts": hosts, "incomplete": errors })))
 }
 
 pub async fn one(State(s): State<Arc<Shared>>, Path(host): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -6,6 +6,7 @@
 mod apps;
 mod containers;
 mod dashboard;
+pub mod forward;
 mod history;
 mod hosts;
 mod metrics;
@@ -44,6 +45,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/", get(dashboard::index))
         .route("/assets/{file}", get(dashboard::asset))
         .route("/healthz", get(healthz))
+        .route("/v1/cluster", get(cluster))
         .route("/metrics", get(metrics::metrics))
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/hosts/{host}", get(hosts::one).put(hosts::put).delete(hosts::delete))
@@ -69,6 +71,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
         })
+        // Reads of another replica's part are answered there.
+        .route_layer(middleware::from_fn_with_state(shared.clone(), forward::forward))
         // After routing: an unknown path or method is 404/405 before any 401.
         .route_layer(middleware::from_fn_with_state(
             scaler_api::serve::Bearer::new(shared.cfg.aggregator.token.as_deref(), "aggregator.token"),
@@ -102,6 +106,23 @@ pub fn opt_u64(m: &Map<String, Value>, field: &str) -> Result<Option<u64>, ApiEr
 /// A path segment naming a host, application or container.
 pub fn name(field: &str, v: &str) -> Result<(), ApiError> {
     scaler_api::names::validate(v).map_err(|e| ApiError::bad_request(field, e))
+}
+
+/// The replicas sharing the fleet (`[store] etcd`): this one, the leader,
+/// every live one and who gathers each host; a lone aggregator is its own
+/// leader and gathers everything.
+async fn cluster(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let gathers: Vec<String> = s.read().hosts.keys().filter(|h| s.owns(h)).cloned().collect();
+    match &s.cluster {
+        None => Json(
+            json!({"replica": null, "leader": null, "leads": true, "replicas": {}, "owners": {}, "gathers": gathers}),
+        ),
+        Some(c) => {
+            let v = c.view();
+            Json(json!({"replica": c.me, "url": c.url, "leader": v.leader, "leads": s.leads(),
+                        "replicas": v.replicas, "owners": v.owners, "gathers": gathers}))
+        }
+    }
 }
 
 async fn healthz(State(s): State<Arc<Shared>>) -> Json<Value> {

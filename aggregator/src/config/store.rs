@@ -17,13 +17,31 @@ pub struct StoreConfig {
     pub prefix: String,
     /// An etcd call may take this long, members tried in turn.
     pub timeout_ms: u64,
+    /// This replica's name among those sharing the prefix (default:
+    /// `HOSTNAME-PORT`).
+    pub replica: Option<String>,
+    /// The URL the other replicas reach this one's API at (default: from
+    /// `aggregator.listen`, with the host's name when that is 0.0.0.0).
+    pub advertise: Option<String>,
+    /// The replica's etcd lease: when it dies, its hosts move to the others
+    /// within this many seconds.
+    pub lease_s: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         // Five seconds: an etcd leader election (one second of election
         // timeout by default) and attempts at every member fit in it.
-        Self { etcd: Vec::new(), prefix: "/scaler/".into(), timeout_ms: 5000 }
+        // Lease: five seconds, renewed every 1.7 s; a host is not gathered
+        // for at most that long when its replica dies.
+        Self {
+            etcd: Vec::new(),
+            prefix: "/scaler/".into(),
+            timeout_ms: 5000,
+            replica: None,
+            advertise: None,
+            lease_s: 5,
+        }
     }
 }
 
@@ -46,6 +64,15 @@ impl StoreConfig {
             || p.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(invalid("store.prefix", format!("{p:?} must start and end with / (e.g. \"/scaler/\")")));
+        }
+        if let Some(r) = &self.replica {
+            scaler_api::names::validate(r).map_err(|e| invalid("store.replica", e))?;
+        }
+        if let Some(a) = &self.advertise {
+            super::validate_url(a).map_err(|e| invalid("store.advertise", e))?;
+        }
+        if !(2..=300).contains(&self.lease_s) {
+            return Err(invalid("store.lease_s", format!("{} is outside 2..=300", self.lease_s)));
         }
         if !(100..=60_000).contains(&self.timeout_ms) {
             return Err(invalid("store.timeout_ms", format!("{} is outside 100..=60000", self.timeout_ms)));

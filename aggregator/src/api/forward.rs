@@ -1,0 +1,126 @@
+//! Replicas (`[store] etcd`): any replica answers for the whole fleet.
+//! A read of one host's data (`/v1/hosts/{h}...`, `/v1/containers/{h}/...`)
+//! goes to the replica gathering that host; a read of applications and
+//! users to the leader, which gathers their hosts; the lists of hosts and
+//! containers are every replica's own part, merged. Changes are made where
+//! they arrive: the records are shared. A forwarded request is marked and
+//! never forwarded again.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderValue, Method, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use serde_json::Value;
+
+use super::ApiError;
+use crate::Shared;
+
+/// Marks a request one replica sent to another.
+pub const FORWARDED: &str = "x-scaler-forwarded";
+/// Largest answer taken from another replica.
+const MAX_BODY: usize = 64 << 20;
+
+/// Where a request should be answered, when that is another replica.
+fn replica_for(s: &Shared, method: &Method, path: &str) -> Option<String> {
+    let c = s.cluster.as_ref()?;
+    if method != Method::GET {
+        return None;
+    }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["v1", "hosts", h, ..] | ["v1", "containers", h, _, ..] => c.owner_url(h),
+        ["v1", "apps", ..] | ["v1", "users", ..] => c.leader_url(),
+        _ => None,
+    }
+}
+
+/// Whether `req` came from another replica.
+pub fn forwarded(headers: &axum::http::HeaderMap) -> bool {
+    headers.contains_key(FORWARDED)
+}
+
+/// GET `path_and_query` on the replica at `base`: status and body.
+pub async fn get(
+    s: &Shared,
+    base: &str,
+    path_and_query: &str,
+) -> Result<(StatusCode, Vec<u8>, Option<HeaderValue>), String> {
+    let r = s
+        .client
+        .get(format!("{base}{path_and_query}"))
+        .header(FORWARDED, "1")
+        .timeout(std::time::Duration::from_millis(s.cfg.aggregator.timeout_ms.max(2000)))
+        .send()
+        .await
+        .map_err(|e| format!("replica at {base}: {e}"))?;
+    let status = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let kind = r.headers().get(header::CONTENT_TYPE).and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+    let body = r.bytes().await.map_err(|e| format!("replica at {base}: {e}"))?;
+    if body.len() > MAX_BODY {
+        return Err(format!("replica at {base}: answer over {MAX_BODY} bytes"));
+    }
+    Ok((status, body.to_vec(), kind))
+}
+
+/// The middleware: answers here, or asks the replica that should. A change
+/// first takes in what other replicas changed (one read of etcd's revision
+/// when nothing did), so it applies to the records as they are: a change
+/// made through one replica is there for the next change through another.
+pub async fn forward(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    if s.cluster.is_some()
+        && req.method() != Method::GET
+        && let Err(e) = s.refresh().await
+    {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the store did not answer, nothing was changed: reading the records: {e}"),
+        )
+        .into_response();
+    }
+    if forwarded(req.headers()) {
+        return next.run(req).await;
+    }
+    let Some(base) = replica_for(&s, req.method(), req.uri().path()) else { return next.run(req).await };
+    let pq = req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+    match get(&s, &base, &pq).await {
+        Ok((status, body, kind)) => {
+            let mut r = (status, Body::from(body)).into_response();
+            if let Some(k) = kind {
+                r.headers_mut().insert(header::CONTENT_TYPE, k);
+            }
+            r
+        }
+        Err(e) => ApiError::new(StatusCode::BAD_GATEWAY, e).into_response(),
+    }
+}
+
+/// The other live replicas' parts of a list (`key` of their
+/// `GET path?scope=local`), asked at once; a replica that does not answer
+/// is named in the returned errors.
+pub async fn others(s: &Arc<Shared>, path: &str, key: &str) -> (Vec<Value>, Vec<String>) {
+    let Some(c) = s.cluster.as_ref() else { return (Vec::new(), Vec::new()) };
+    let mut set = tokio::task::JoinSet::new();
+    for (name, url) in c.view().replicas.into_iter().filter(|(n, _)| *n != c.me) {
+        let (s, ask) = (s.clone(), format!("{path}?scope=local"));
+        set.spawn(async move {
+            let r = get(&s, &url, &ask).await.and_then(|(status, body, _)| match status.is_success() {
+                true => serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string()),
+                false => Err(format!("{status}")),
+            });
+            (name, r)
+        });
+    }
+    let (mut items, mut errors) = (Vec::new(), Vec::new());
+    while let Some(Ok((name, r))) = set.join_next().await {
+        match r {
+            Ok(v) => items.extend(v[key].as_array().cloned().unwrap_or_default()),
+            Err(e) => errors.push(format!("replica {name}: {e}")),
+        }
+    }
+    (items, errors)
+}
