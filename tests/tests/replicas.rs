@@ -101,6 +101,10 @@ fn three_replicas_share_the_fleet_and_take_over_when_one_dies() {
         let (_, v) = a.get("/v1/hosts");
         let fresh = v["hosts"].as_array().unwrap().iter().filter(|h| h["stale"] == false).count();
         assert_eq!(fresh, HOSTS, "{v}");
+        let (_, v) = a.get("/v1/containers");
+        assert_eq!(v["containers"].as_array().map(Vec::len), Some(HOSTS * 5), "every container, once");
+        let (_, v) = a.get("/v1/containers?host=sim7");
+        assert_eq!(v["containers"].as_array().map(Vec::len), Some(5), "{v}");
         let (s, h) = a.get("/v1/hosts/sim5");
         assert_eq!((s, &h["stale"]), (200, &json!(false)), "{h}");
         let cap = wait_for(Duration::from_secs(10), || {

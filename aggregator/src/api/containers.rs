@@ -20,11 +20,30 @@ use scaler_api::query::Query;
 /// Forwarded requests wait this long for the agent.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Every container (of `host`, of `app`); with replicas, each as the
+/// replica gathering its host sees it (`scope=local`: this replica's part).
 pub async fn list(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
-    let q = Query::parse(q.as_deref(), &["host", "app"])?;
+    let q = Query::parse(q.as_deref(), &["host", "app", "scope"])?;
+    let local = match q.str("scope") {
+        None => false,
+        Some("local") => true,
+        Some(v) => return Err(ApiError::bad_request("scope", format!("scope must be \"local\", got {v:?}"))),
+    };
+    let (host, app) = (q.str("host"), q.str("app"));
+    let mut out = list_here(&s, host, app)?;
+    // A host or an application is answered whole where it is gathered.
+    if local || s.cluster.is_none() || host.is_some() || app.is_some() {
+        return Ok(Json(json!({ "containers": out })));
+    }
+    let (theirs, errors) = super::forward::others(&s, "/v1/containers", "containers").await;
+    out.extend(theirs);
+    Ok(Json(json!({ "containers": out, "incomplete": errors })))
+}
+
+/// The containers of the hosts this replica gathers.
+fn list_here(s: &Shared, host: Option<&str>, app: Option<&str>) -> Result<Vec<Value>, ApiError> {
     let now = now_ms();
     let st = s.read();
-    let (host, app) = (q.str("host"), q.str("app"));
     if let Some(h) = host
         && !st.hosts.contains_key(h)
     {
@@ -35,7 +54,7 @@ pub async fn list(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result
         None => None,
     };
     let mut out = Vec::new();
-    for h in st.hosts.values().filter(|h| host.is_none_or(|x| x == h.name)) {
+    for h in st.hosts.values().filter(|h| host.is_none_or(|x| x == h.name) && s.owns(&h.name)) {
         for c in h.stats.iter().flat_map(|s| &s.containers) {
             let r = ContainerRef { host: h.name.clone(), name: c.name.clone() };
             if members.is_none_or(|m| m.contains(&r)) {
@@ -43,7 +62,7 @@ pub async fn list(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result
             }
         }
     }
-    Ok(Json(json!({ "containers": out })))
+    Ok(out)
 }
 
 pub async fn one(

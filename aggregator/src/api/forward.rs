@@ -26,15 +26,18 @@ pub const FORWARDED: &str = "x-scaler-forwarded";
 const MAX_BODY: usize = 64 << 20;
 
 /// Where a request should be answered, when that is another replica.
-fn replica_for(s: &Shared, method: &Method, path: &str) -> Option<String> {
+fn replica_for(s: &Shared, method: &Method, path: &str, query: &str) -> Option<String> {
     let c = s.cluster.as_ref()?;
     if method != Method::GET {
         return None;
     }
+    let param = |k: &str| query.split('&').find_map(|p| p.strip_prefix(k)?.strip_prefix('='));
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
         ["v1", "hosts", h, ..] | ["v1", "containers", h, _, ..] => c.owner_url(h),
         ["v1", "apps", ..] | ["v1", "users", ..] => c.leader_url(),
+        ["v1", "containers"] if param("app").is_some() => c.leader_url(),
+        ["v1", "containers"] => param("host").and_then(|h| c.owner_url(h)),
         _ => None,
     }
 }
@@ -85,7 +88,9 @@ pub async fn forward(State(s): State<Arc<Shared>>, req: Request, next: Next) -> 
     if forwarded(req.headers()) {
         return next.run(req).await;
     }
-    let Some(base) = replica_for(&s, req.method(), req.uri().path()) else { return next.run(req).await };
+    let Some(base) = replica_for(&s, req.method(), req.uri().path(), req.uri().query().unwrap_or("")) else {
+        return next.run(req).await;
+    };
     let pq = req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
     match get(&s, &base, &pq).await {
         Ok((status, body, kind)) => {
