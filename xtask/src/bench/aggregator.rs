@@ -69,7 +69,7 @@ fn fleet(hosts: u64, n: u64, tls: Option<Arc<rustls::ServerConfig>>) -> anyhow::
 }
 
 /// GET `path` on 127.0.0.1:`port` as JSON (plain std: xtask has no HTTP client).
-fn get(port: u16, path: &str) -> anyhow::Result<Value> {
+pub(super) fn get(port: u16, path: &str) -> anyhow::Result<Value> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
@@ -80,7 +80,7 @@ fn get(port: u16, path: &str) -> anyhow::Result<Value> {
 }
 
 /// `(utime + stime)` in seconds and `(VmRSS, VmHWM)` in MiB of `pid`.
-fn usage(pid: u32) -> anyhow::Result<(f64, f64, f64)> {
+pub(super) fn usage(pid: u32) -> anyhow::Result<(f64, f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let rest = stat.rsplit_once(')').map(|x| x.1).context("bad /proc stat")?;
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -121,7 +121,7 @@ fn raise_nofile() {
     }
 }
 
-struct Stop(Child);
+pub(super) struct Stop(pub(super) Child);
 
 impl Drop for Stop {
     fn drop(&mut self) {
@@ -214,7 +214,8 @@ pub fn run() -> anyhow::Result<()> {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let (n, secs) = (env_or("SCALER_BENCH_CONTAINERS", 50), env_or("SCALER_BENCH_SECONDS", 30));
-    let most = sizes.iter().copied().max().context("SCALER_BENCH_HOSTS names no size")?;
+    let (replicated, replicas) = super::replicas::wanted();
+    let most = sizes.iter().chain(&replicated).copied().max().context("SCALER_BENCH_HOSTS names no size")?;
     raise_nofile();
     util::step("cargo build --release (scaler)");
     util::run(util::cargo().args(["build", "--release", "-p", "scaler-user", "--bin", "scaler"]))?;
@@ -227,6 +228,14 @@ pub fn run() -> anyhow::Result<()> {
         util::step(&format!("aggregator over {hosts} hosts: 10 rounds to warm up, {secs} s measured"));
         let r = measure(&bin, &ports, hosts, n, secs, None)?;
         println!("  {r}");
+        results.push(r);
+    }
+    for &hosts in &replicated {
+        util::step(&format!(
+            "{replicas} replicas on etcd over {hosts} hosts: 10 rounds each to warm up, {secs} s measured"
+        ));
+        let r = super::replicas::measure(&bin, &ports, hosts, n, secs, replicas)?;
+        super::replicas::print(&r);
         results.push(r);
     }
     if env_or("SCALER_BENCH_TLS", 1) != 0 {
@@ -247,7 +256,7 @@ pub fn run() -> anyhow::Result<()> {
         "| hosts | TLS | containers | round p50 / p99 ms | gather ms | CPU % of a core | RSS MiB | stale hosts (mean) | load |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for r in &results {
+    for r in results.iter().filter(|r| r["replicated"] != true) {
         println!(
             "| {} | {} | {} | {:.0} / {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {} |",
             r["hosts"],

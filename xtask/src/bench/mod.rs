@@ -6,6 +6,7 @@ mod engines;
 mod harness;
 mod policies;
 mod reaction;
+mod replicas;
 mod sampling;
 mod soak;
 mod workloads;
