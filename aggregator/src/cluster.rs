@@ -116,7 +116,7 @@ impl Cluster {
 
     /// Reads who is alive, leads and owns what.
     async fn read(&self) -> Result<View, String> {
-        let (_, kvs) = self.etcd.range_prefix(&self.prefix).await.map_err(|e| e.to_string())?;
+        let (_, kvs, _) = self.etcd.range_prefix(&self.prefix).await.map_err(|e| e.to_string())?;
         let mut v = View::default();
         for (k, value) in kvs {
             let value = String::from_utf8_lossy(&value).into_owned();

@@ -119,14 +119,17 @@ impl Etcd {
         }
     }
 
-    /// Every key under `prefix` with its value, and the store's revision.
-    pub async fn range_prefix(&self, prefix: &str) -> Result<(i64, Vec<Kv>), EtcdError> {
+    /// Every key under `prefix` with its value, the store's revision and
+    /// the newest key's modification revision.
+    pub async fn range_prefix(&self, prefix: &str) -> Result<(i64, Vec<Kv>, i64), EtcdError> {
         let v = self
             .call("/v3/kv/range", json!({"key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix))}))
             .await?;
         let rev = int(&v["header"]["revision"]);
         let mut out = Vec::new();
+        let mut newest = 0;
         for kv in v["kvs"].as_array().into_iter().flatten() {
+            newest = newest.max(int(&kv["mod_revision"]));
             let key = B64
                 .decode(kv["key"].as_str().unwrap_or_default())
                 .map_err(|e| EtcdError::Garbage { path: "/v3/kv/range", why: e.to_string() })?;
@@ -135,13 +138,17 @@ impl Etcd {
                 .map_err(|e| EtcdError::Garbage { path: "/v3/kv/range", why: e.to_string() })?;
             out.push((String::from_utf8_lossy(&key).into_owned(), value));
         }
-        Ok((rev, out))
+        Ok((rev, out, newest))
     }
 
-    /// The store's revision now (one key counted, nothing read).
-    pub async fn revision(&self, prefix: &str) -> Result<i64, EtcdError> {
-        let v = self.call("/v3/kv/range", json!({"key": b64(prefix.as_bytes()), "count_only": true})).await?;
-        Ok(int(&v["header"]["revision"]))
+    /// What changes whenever a key under `prefix` is created, changed or
+    /// removed: the newest key's modification revision and how many keys
+    /// there are (one key's name read, no value).
+    pub async fn version(&self, prefix: &str) -> Result<(i64, i64), EtcdError> {
+        let body = json!({"key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix)), "limit": "1",
+                          "sort_order": "DESCEND", "sort_target": "MOD", "keys_only": true});
+        let v = self.call("/v3/kv/range", body).await?;
+        Ok((v["kvs"].get(0).map_or(0, |kv| int(&kv["mod_revision"])), int(&v["count"])))
     }
 
     /// Sets `key`, attached to `lease` if given; the revision it made.

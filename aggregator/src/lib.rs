@@ -94,13 +94,7 @@ impl Shared {
         anyhow::ensure!(cfg.store.etcd.is_empty(), "Shared::open is for the local store; use connect");
         let store = Arc::new(Store::open(&cfg.aggregator.state_dir)?);
         let records = Records::local(store.clone());
-        let snap = Snapshot {
-            hosts: store.load(store::HOSTS)?,
-            users: store.load(store::USERS)?,
-            apps: store.load(store::APPS)?,
-            ceilings: store.load(store::CEILINGS)?,
-            revision: 0,
-        };
+        let snap = records::local_snapshot(&store)?;
         Self::with(cfg, store, records, snap)
     }
 

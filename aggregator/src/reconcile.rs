@@ -89,6 +89,7 @@ mod tests {
         st.hosts.insert("c".into(), HostState::new("c".into(), host("http://127.0.0.1:1"), Source::Config));
         let first = Snapshot {
             revision: 5,
+            version: (5, 5),
             hosts: vec![("a".into(), host("http://10.0.0.1:8470")), ("b".into(), host("http://10.0.0.2:8470"))],
             users: vec![("ana".into(), UserRecord { cpu_budget_mc: Some(900), ..UserRecord::default() })],
             apps: vec![("web".into(), AppRecord { cap_mw: Some(40_000), ..AppRecord::default() })],

@@ -7,8 +7,9 @@
 //! they record, and never wait there: in etcd they are queued to one
 //! writer task, and the API answers only once its write is durable
 //! ([`Pending::done`]). Replicas see each other's changes through
-//! [`Records::refresh`]: when the store's revision moved, every record is
-//! read again and the state reconciled with it.
+//! [`Records::refresh`]: when the records' version moved (the newest
+//! record's modification revision, or their count: one key's name read),
+//! every record is read again and the state reconciled with it.
 
 use std::{
     sync::{
@@ -34,6 +35,8 @@ use super::{
 pub struct Snapshot {
     /// The etcd revision read (0 for the local file).
     pub revision: i64,
+    /// The records' [`Etcd::version`] as read.
+    pub version: (i64, i64),
     pub hosts: Vec<(String, HostRecord)>,
     pub users: Vec<(String, UserRecord)>,
     pub apps: Vec<(String, AppRecord)>,
@@ -49,7 +52,14 @@ struct Write {
 
 enum Backend {
     Local(Arc<Store>),
-    Etcd { etcd: Arc<Etcd>, prefix: String, queue: mpsc::UnboundedSender<Write> },
+    /// Records under `PREFIX records/` (`prefix` here), apart from the
+    /// replicas' keys, so those never make a replica read the records again.
+    Etcd {
+        etcd: Arc<Etcd>,
+        base: String,
+        prefix: String,
+        queue: mpsc::UnboundedSender<Write>,
+    },
 }
 
 /// Book-keeping shared with the etcd writer task.
@@ -61,6 +71,8 @@ struct Progress {
     written: AtomicI64,
     /// Revision the state was last reconciled with (-1: read again).
     synced: AtomicI64,
+    /// The records' version then (newest modification, count).
+    synced_version: (AtomicI64, AtomicI64),
     /// A write failed: the state may hold a change etcd does not.
     failed: AtomicBool,
 }
@@ -95,7 +107,8 @@ impl Records {
 
     /// The records in etcd under `prefix`, written by a task of the current
     /// runtime.
-    pub fn etcd(etcd: Arc<Etcd>, prefix: String) -> Self {
+    pub fn etcd(etcd: Arc<Etcd>, base: String) -> Self {
+        let prefix = format!("{base}records/");
         let (queue, mut rx) = mpsc::unbounded_channel::<Write>();
         let progress = Arc::new(Progress { synced: AtomicI64::new(-1), ..Progress::default() });
         let (e, p) = (etcd.clone(), progress.clone());
@@ -120,14 +133,14 @@ impl Records {
                 let _ = w.done.send(r);
             }
         });
-        Self { backend: Backend::Etcd { etcd, prefix, queue }, progress }
+        Self { backend: Backend::Etcd { etcd, base, prefix, queue }, progress }
     }
 
     /// Where the records are, for `/v1/stats` and logs.
     pub fn describe(&self) -> String {
         match &self.backend {
             Backend::Local(_) => "local".into(),
-            Backend::Etcd { prefix, .. } => format!("etcd {prefix}"),
+            Backend::Etcd { base, .. } => format!("etcd {base}"),
         }
     }
 
@@ -167,16 +180,11 @@ impl Records {
     /// Every record.
     pub async fn snapshot(&self) -> Result<Snapshot, String> {
         match &self.backend {
-            Backend::Local(s) => Ok(Snapshot {
-                revision: 0,
-                hosts: s.load(HOSTS).map_err(|e| e.to_string())?,
-                users: s.load(USERS).map_err(|e| e.to_string())?,
-                apps: s.load(APPS).map_err(|e| e.to_string())?,
-                ceilings: s.load(CEILINGS).map_err(|e| e.to_string())?,
-            }),
+            Backend::Local(s) => local_snapshot(s).map_err(|e| e.to_string()),
             Backend::Etcd { etcd, prefix, .. } => {
-                let (revision, kvs) = etcd.range_prefix(prefix).await.map_err(|e| e.to_string())?;
-                let mut snap = Snapshot { revision, ..Snapshot::default() };
+                let (revision, kvs, newest) = etcd.range_prefix(prefix).await.map_err(|e| e.to_string())?;
+                let version = (newest, kvs.len() as i64);
+                let mut snap = Snapshot { revision, version, ..Snapshot::default() };
                 for (key, value) in kvs {
                     let Some((table, name)) = key.strip_prefix(prefix.as_str()).and_then(|k| k.split_once('/')) else {
                         continue;
@@ -187,7 +195,7 @@ impl Records {
                         t if t == USERS.name() => parse(&key, &value).map(|v| snap.users.push((name, v))),
                         t if t == APPS.name() => parse(&key, &value).map(|v| snap.apps.push((name, v))),
                         t if t == CEILINGS.name() => parse(&key, &value).map(|v| snap.ceilings.push((name, v))),
-                        _ => Ok(()), // a key of another part (owners, leader)
+                        _ => Ok(()), // a table of a later version
                     };
                     if let Err(e) = r {
                         warn!("store: {e}: left out");
@@ -209,8 +217,9 @@ impl Records {
             return Ok(None);
         }
         let failed = p.failed.load(Ordering::SeqCst);
-        let rev = etcd.revision(prefix).await.map_err(|e| e.to_string())?;
-        if rev == p.synced.load(Ordering::SeqCst) && !failed {
+        let version = etcd.version(prefix).await.map_err(|e| e.to_string())?;
+        let synced = (p.synced_version.0.load(Ordering::SeqCst), p.synced_version.1.load(Ordering::SeqCst));
+        if version == synced && p.synced.load(Ordering::SeqCst) >= 0 && !failed {
             return Ok(None);
         }
         let snap = self.snapshot().await?;
@@ -230,6 +239,8 @@ impl Records {
             return false;
         }
         self.progress.synced.store(snap.revision, Ordering::SeqCst);
+        self.progress.synced_version.0.store(snap.version.0, Ordering::SeqCst);
+        self.progress.synced_version.1.store(snap.version.1, Ordering::SeqCst);
         self.progress.failed.store(false, Ordering::SeqCst);
         true
     }
@@ -241,6 +252,18 @@ impl Records {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// Every record of the local store.
+pub fn local_snapshot(s: &Store) -> Result<Snapshot, StoreError> {
+    Ok(Snapshot {
+        revision: 0,
+        version: (0, 0),
+        hosts: s.load(HOSTS)?,
+        users: s.load(USERS)?,
+        apps: s.load(APPS)?,
+        ceilings: s.load(CEILINGS)?,
+    })
 }
 
 fn parse<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, String> {

@@ -74,6 +74,14 @@ fn records_in_etcd_are_shared_by_replicas_survive_its_leader_and_a_full_restart(
         records(&a)
     );
 
+    // A removal is seen too: an application deleted through A cannot be
+    // capped through B right after (B takes in A's changes first).
+    ok(&a, "PUT", "/v1/apps/tmp", json!({"containers": []}));
+    ok(&b, "PUT", "/v1/apps/tmp/energy-cap", json!({"watts": 5}));
+    ok(&a, "DELETE", "/v1/apps/tmp", json!({}));
+    let (s, v) = b.send("PUT", "/v1/apps/tmp/energy-cap", Some(&json!({"watts": 6})));
+    assert_eq!(s, 404, "B still had the deleted application: {v}");
+
     // The etcd leader dies: both replicas carry on through the others.
     let leader = etcd.leader().unwrap();
     etcd.kill(leader);
