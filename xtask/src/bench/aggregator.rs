@@ -215,7 +215,8 @@ pub fn run() -> anyhow::Result<()> {
         .collect();
     let (n, secs) = (env_or("SCALER_BENCH_CONTAINERS", 50), env_or("SCALER_BENCH_SECONDS", 30));
     let (replicated, replicas) = super::replicas::wanted();
-    let most = sizes.iter().chain(&replicated).copied().max().context("SCALER_BENCH_HOSTS names no size")?;
+    let largest = sizes.iter().copied().max().context("SCALER_BENCH_HOSTS names no size")?;
+    let most = replicated.iter().copied().fold(largest, usize::max);
     raise_nofile();
     util::step("cargo build --release (scaler)");
     util::run(util::cargo().args(["build", "--release", "-p", "scaler-user", "--bin", "scaler"]))?;
@@ -240,10 +241,10 @@ pub fn run() -> anyhow::Result<()> {
     }
     if env_or("SCALER_BENCH_TLS", 1) != 0 {
         let (tls, ca) = test_tls()?;
-        util::step(&format!("{most} simulated agents over TLS"));
-        let tls_ports = fleet(most as u64, n, Some(tls))?;
-        util::step(&format!("aggregator over {most} TLS hosts: 10 rounds to warm up, {secs} s measured"));
-        let r = measure(&bin, &tls_ports, most, n, secs, Some(&ca))?;
+        util::step(&format!("{largest} simulated agents over TLS"));
+        let tls_ports = fleet(largest as u64, n, Some(tls))?;
+        util::step(&format!("aggregator over {largest} TLS hosts: 10 rounds to warm up, {secs} s measured"));
+        let r = measure(&bin, &tls_ports, largest, n, secs, Some(&ca))?;
         println!("  {r}");
         results.push(r);
     }
