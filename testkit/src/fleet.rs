@@ -68,6 +68,8 @@ fn subscriptions(n: u64) -> String {
 pub struct Fixed {
     host: String,
     subscriptions: Arc<String>,
+    /// One limit change, made when the host started.
+    events: String,
 }
 
 pub fn respond(path: &str, h: u64, n: u64, fixed: &Fixed) -> (u16, String) {
@@ -76,7 +78,7 @@ pub fn respond(path: &str, h: u64, n: u64, fixed: &Fixed) -> (u16, String) {
         "/v1/stats" => (200, stats(h, n)),
         "/v1/host" => (200, fixed.host.clone()),
         "/v1/containers" => (200, fixed.subscriptions.as_ref().clone()),
-        "/v1/events" => (200, "{\"events\":[]}".to_owned()),
+        "/v1/events" => (200, fixed.events.clone()),
         _ => (404, "{\"error\":\"no such endpoint\"}".to_owned()),
     }
 }
@@ -125,7 +127,9 @@ impl Fixed {
         let host = json!({"host": format!("sim{h}"), "capacity": {"cpu": 16000, "mem": 68719476736u64},
                "allocated": {"cpu": n * 1000}, "usage": {"cpu": 9000 + h % 5000}, "rapl_mw": null,
                "power_model": {"idle_mw": 60000, "max_mw": 220000}});
-        Self { host: host.to_string(), subscriptions }
+        let events = json!({"events": [{"id": 1, "time_ms": now_ms(), "container": "c0", "resource": "cpu",
+                                        "old": 1000, "new": 1200, "reason": format!("simulated on sim{h}")}]});
+        Self { host: host.to_string(), subscriptions, events: events.to_string() }
     }
 }
 

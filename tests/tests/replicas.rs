@@ -103,6 +103,11 @@ fn three_replicas_share_the_fleet_and_take_over_when_one_dies() {
         assert_eq!(fresh, HOSTS, "{v}");
         let (_, v) = a.get("/v1/containers");
         assert_eq!(v["containers"].as_array().map(Vec::len), Some(HOSTS * 5), "every container, once");
+        // Every host's event (each simulated agent reports one), through
+        // any replica.
+        let (_, v) = a.get("/v1/events?limit=1000");
+        let hosts: BTreeSet<&str> = v["events"].as_array().unwrap().iter().filter_map(|e| e["host"].as_str()).collect();
+        assert_eq!(hosts.len(), HOSTS, "{v}");
         let (_, v) = a.get("/v1/containers?host=sim7");
         assert_eq!(v["containers"].as_array().map(Vec::len), Some(5), "{v}");
         let (s, h) = a.get("/v1/hosts/sim5");

@@ -36,8 +36,8 @@ fn replica_for(s: &Shared, method: &Method, path: &str, query: &str) -> Option<S
     match parts.as_slice() {
         ["v1", "hosts", h, ..] | ["v1", "containers", h, _, ..] => c.owner_url(h),
         ["v1", "apps", ..] | ["v1", "users", ..] => c.leader_url(),
-        ["v1", "containers"] if param("app").is_some() => c.leader_url(),
-        ["v1", "containers"] => param("host").and_then(|h| c.owner_url(h)),
+        ["v1", "containers" | "events"] if param("app").is_some() => c.leader_url(),
+        ["v1", "containers" | "events"] => param("host").and_then(|h| c.owner_url(h)),
         _ => None,
     }
 }
@@ -108,10 +108,16 @@ pub async fn forward(State(s): State<Arc<Shared>>, req: Request, next: Next) -> 
 /// `GET path?scope=local`), asked at once; a replica that does not answer
 /// is named in the returned errors.
 pub async fn others(s: &Arc<Shared>, path: &str, key: &str) -> (Vec<Value>, Vec<String>) {
+    others_with(s, path, "", key).await
+}
+
+/// [`others`], passing on the query `extra` (`k=v&...`).
+pub async fn others_with(s: &Arc<Shared>, path: &str, extra: &str, key: &str) -> (Vec<Value>, Vec<String>) {
     let Some(c) = s.cluster.as_ref() else { return (Vec::new(), Vec::new()) };
     let mut set = tokio::task::JoinSet::new();
     for (name, url) in c.view().replicas.into_iter().filter(|(n, _)| *n != c.me) {
-        let (s, ask) = (s.clone(), format!("{path}?scope=local"));
+        let sep = if extra.is_empty() { "" } else { "&" };
+        let (s, ask) = (s.clone(), format!("{path}?scope=local{sep}{extra}"));
         set.spawn(async move {
             let r = get(&s, &url, &ask).await.and_then(|(status, body, _)| match status.is_success() {
                 true => serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string()),

@@ -157,9 +157,33 @@ pub async fn container(
 }
 
 /// Recent limit changes across the cluster (agents' and this
-/// aggregator's), oldest first.
-pub async fn events(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
-    let q = Query::parse(q.as_deref(), &["host", "app", "container", "since_ms", "limit"])?;
+/// aggregator's), oldest first; with replicas, every replica's merged
+/// (`scope=local`: this replica's hosts only).
+pub async fn events(State(s): State<Arc<Shared>>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
+    let q = Query::parse(raw.as_deref(), &["host", "app", "container", "since_ms", "limit", "scope"])?;
+    let local = match q.str("scope") {
+        None => false,
+        Some("local") => true,
+        Some(v) => return Err(ApiError::bad_request("scope", format!("scope must be \"local\", got {v:?}"))),
+    };
+    let limit = q.u64("limit")?.unwrap_or(100);
+    let mut out = events_here(&s, &q)?;
+    if local || s.cluster.is_none() || q.str("host").is_some() || q.str("app").is_some() {
+        return Ok(Json(json!({ "events": out })));
+    }
+    let extra: Vec<String> =
+        ["container", "since_ms", "limit"].iter().filter_map(|k| q.str(k).map(|v| format!("{k}={v}"))).collect();
+    let (theirs, errors) = super::forward::others_with(&s, "/v1/events", &extra.join("&"), "events").await;
+    out.extend(theirs);
+    out.sort_by_key(|e| (e["time_ms"].as_u64(), e["host"].as_str().map(str::to_owned)));
+    let skip = out.len().saturating_sub(usize::try_from(limit).unwrap_or(usize::MAX));
+    out.drain(..skip);
+    Ok(Json(json!({ "events": out, "incomplete": errors })))
+}
+
+/// The events this replica keeps (those of the hosts it gathers, and its
+/// own), newest `limit` of them, oldest first.
+fn events_here(s: &Shared, q: &Query) -> Result<Vec<Value>, ApiError> {
     let since = q.u64("since_ms")?.unwrap_or(0);
     let limit = q.u64("limit")?.unwrap_or(100);
     if limit == 0 {
@@ -187,7 +211,7 @@ pub async fn events(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Resu
         .map(|e| json!(e))
         .collect();
     out.reverse();
-    Ok(Json(json!({ "events": out })))
+    Ok(out)
 }
 
 #[cfg(test)]
