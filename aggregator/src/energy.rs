@@ -188,7 +188,7 @@ mod tests {
                     AgentContainer {
                         name: name.into(),
                         cgroup: String::new(),
-                        kind: String::new(),
+                        kind: "",
                         time_ms: Some(t),
                         interval_ms: 200,
                         resources,

@@ -43,13 +43,16 @@ pub struct QueryPoint {
     pub readings: Readings,
 }
 
-type Key = (u8, u64, String);
-
 #[derive(Default)]
 struct Inner {
-    series: HashMap<String, Series>,
+    /// Boxed: a table of 50,000 entities doubles as it grows, and a
+    /// series is ~0.4 KiB (the table holds twice as many slots as entries).
+    series: HashMap<String, Box<Series>>,
     pending: Vec<Row>,
-    inflight: HashMap<Key, Arc<Vec<u8>>>,
+    /// Rows being written (a batch per flush under way), still answered
+    /// from memory: searched only by queries, so kept as written, not
+    /// indexed (an index of 100,000 rows cost more than the rows).
+    inflight: Vec<Arc<Vec<Row>>>,
 }
 
 pub struct History {
@@ -62,12 +65,7 @@ pub struct History {
 
 /// Store rows for closed blocks of `entity` (draining `closed`).
 fn rows<'a>(entity: &'a str, closed: &'a mut Vec<series::Closed>) -> impl Iterator<Item = Row> + 'a {
-    closed.drain(..).map(|c| Row {
-        tier: c.tier,
-        bucket: c.bucket,
-        entity: entity.to_owned(),
-        bytes: Arc::new(c.bytes),
-    })
+    closed.drain(..).map(|c| Row { tier: c.tier, bucket: c.bucket, entity: entity.to_owned(), bytes: c.bytes })
 }
 
 fn floor(t: u64, span: u64) -> u64 {
@@ -96,9 +94,9 @@ impl History {
                 (0..TIERS).map(|t| (t as u8, floor(time_ms, self.tiers[t].bucket_ms))).collect();
             let mut open: [Option<Block>; TIERS] = Default::default();
             for (tier, bucket, bytes) in self.store.read_blocks(&key, &wanted)? {
-                open[usize::from(tier)] = Some(Block { bucket, bytes, dirty: false });
+                open[usize::from(tier)] = Some(Block { bucket, bytes: Arc::new(bytes), dirty: false });
             }
-            resumed.push((key, Series::resume(open)));
+            resumed.push((key, Box::new(Series::resume(open))));
         }
         let mut g = self.lock();
         let inner = &mut *g;
@@ -121,7 +119,7 @@ impl History {
     /// from a blocking thread. Returns the rows written.
     pub fn flush(&self, now_ms: u64) -> Result<usize, StoreError> {
         let idle_ms = self.tiers[TIERS - 1].step_ms.max(self.poll_ms.saturating_mul(2));
-        let rows: Vec<Row> = {
+        let rows: Arc<Vec<Row>> = {
             let mut g = self.lock();
             let inner = &mut *g;
             let mut closed = Vec::new();
@@ -132,30 +130,25 @@ impl History {
                 }
             }
             let mut rows = std::mem::take(&mut inner.pending);
+            rows.reserve(inner.series.len());
             for (key, s) in &mut inner.series {
                 for (tier, b) in s.open.iter_mut().enumerate() {
                     if let Some(b) = b.as_mut().filter(|b| b.dirty) {
                         b.dirty = false;
-                        let bytes = Arc::new(b.bytes.clone());
+                        let bytes = b.bytes.clone();
                         rows.push(Row { tier: tier as u8, bucket: b.bucket, entity: key.clone(), bytes });
                     }
                 }
             }
-            for r in &rows {
-                inner.inflight.insert((r.tier, r.bucket, r.entity.clone()), r.bytes.clone());
-            }
+            let rows = Arc::new(rows);
+            inner.inflight.push(rows.clone());
             inner.series.retain(|_, s| s.last_ms.saturating_add(idle_ms) > now_ms || s.summing() || !s.is_clean());
             rows
         };
         let result = self.store.write_history(&rows);
         {
             let mut g = self.lock();
-            for r in &rows {
-                let key = (r.tier, r.bucket, r.entity.clone());
-                if g.inflight.get(&key).is_some_and(|b| Arc::ptr_eq(b, &r.bytes)) {
-                    g.inflight.remove(&key);
-                }
-            }
+            g.inflight.retain(|b| !Arc::ptr_eq(b, &rows));
             if result.is_err() {
                 // Keep them for the next flush.
                 g.pending.extend(rows.iter().cloned());
@@ -163,7 +156,7 @@ impl History {
         }
         result?;
         for (t, spec) in self.tiers.iter().enumerate() {
-            let before = floor(now_ms.saturating_sub(spec.retention_ms), spec.bucket_ms);
+            let before = floor(now_ms.saturating_sub(spec.retention_ms), spec.legacy_bucket_ms);
             self.store.prune(t as u8, before)?;
         }
         Ok(rows.len())
@@ -196,23 +189,26 @@ impl History {
         {
             let g = self.lock();
             let series = g.series.get(entity);
+            let pending: Vec<&Row> = g.pending.iter().filter(|r| r.entity == entity).collect();
+            // Newest batch first.
+            let inflight: Vec<&Row> =
+                g.inflight.iter().rev().flat_map(|b| b.iter()).filter(|r| r.entity == entity).collect();
             for (t, &(lo, hi)) in windows.iter().enumerate() {
-                let span = self.tiers[t].bucket_ms;
-                let mut b = floor(lo, span);
-                while b < hi {
+                let (span, legacy) = (self.tiers[t].bucket_ms, self.tiers[t].legacy_bucket_ms);
+                // The larger block of an older store the window starts in.
+                let first = floor(lo, span);
+                let older = Some(floor(lo, legacy)).filter(|&b| b < first && lo < hi);
+                for b in older.into_iter().chain((first..hi).step_by(span as usize)) {
                     let open = series.and_then(|s| s.open[t].as_ref()).filter(|o| o.bucket == b);
                     if let Some(o) = open {
-                        blocks.push((t, b, o.bytes.clone()));
-                    } else if let Some(bytes) = g.inflight.get(&(t as u8, b, entity.to_owned())) {
-                        blocks.push((t, b, bytes.as_ref().clone()));
-                    } else if let Some(r) =
-                        g.pending.iter().find(|r| usize::from(r.tier) == t && r.bucket == b && r.entity == entity)
-                    {
+                        blocks.push((t, b, o.bytes.as_ref().clone()));
+                    } else if let Some(r) = inflight.iter().find(|r| usize::from(r.tier) == t && r.bucket == b) {
+                        blocks.push((t, b, r.bytes.as_ref().clone()));
+                    } else if let Some(r) = pending.iter().find(|r| usize::from(r.tier) == t && r.bucket == b) {
                         blocks.push((t, b, r.bytes.as_ref().clone()));
                     } else {
                         missing.push((t as u8, b));
                     }
-                    b += span;
                 }
             }
         }
@@ -281,6 +277,36 @@ mod tests {
         assert!(!coarse.is_empty());
         assert!(pts.iter().any(|p| p.step_ms == 1000 && p.time_ms == later));
         assert!(h.query("a:nope", t0, later, later).unwrap().is_empty());
+    }
+
+    #[test]
+    fn blocks_of_an_older_store_a_minute_long_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let t0 = 1_800_000_000_000u64; // a multiple of a day
+        // What a store written with minute-long full-resolution blocks
+        // holds: minute 0 whole in one block.
+        let mut bytes = Vec::new();
+        for i in 0..60 {
+            codec::append(&mut bytes, t0, &Point { time_ms: t0 + i * 1000, readings: readings(i) });
+        }
+        store.write_history(&[Row { tier: 0, bucket: t0, entity: "a:web".into(), bytes: Arc::new(bytes) }]).unwrap();
+        let h = History::new(&HistoryConfig::default(), 1000, store);
+        for i in 60..80 {
+            h.record(t0 + i * 1000, vec![("a:web".into(), readings(i))]).unwrap();
+        }
+        let now = t0 + 79_000;
+        // A window starting in the middle of the old block.
+        let pts = h.query("a:web", t0 + 35_000, now, now).unwrap();
+        let cpu: Vec<u64> = pts.iter().filter_map(|p| p.readings[0].usage).collect();
+        assert_eq!(cpu, (35..80).collect::<Vec<_>>());
+        // Pruning waits for the old block's whole minute to pass (not only
+        // its first ten seconds).
+        let old_block = || h.store.read_blocks("a:web", &[(0, t0)]).unwrap().len();
+        h.flush(t0 + 3_600_000 + 50_000).unwrap();
+        assert_eq!(old_block(), 1);
+        h.flush(t0 + 3_600_000 + 60_000).unwrap();
+        assert_eq!(old_block(), 0);
     }
 
     #[test]

@@ -2,6 +2,11 @@
 //! every point (full resolution), one-minute means and fifteen-minute
 //! means. Each tier appends to an open block per time bucket; a block whose
 //! bucket has passed is closed and handed back for writing.
+//!
+//! A block's bytes are shared (`Arc`) with the flush writing them, not
+//! copied: the next point copies them only if that write still holds them.
+
+use std::sync::Arc;
 
 use super::codec::{self, Point};
 use crate::{
@@ -16,17 +21,34 @@ pub const TIERS: usize = 3;
 pub struct TierSpec {
     /// Spacing of points (0: every point as recorded).
     pub step_ms: u64,
-    /// Points are stored in blocks of this span.
+    /// Points are stored in blocks of this span: 10 to 16 points at the
+    /// default poll, so an entity's open blocks (held in memory until their
+    /// span has passed) stay below a KiB each.
     pub bucket_ms: u64,
+    /// The span of blocks written before 0.1.x stores used smaller ones
+    /// (a minute, an hour, a day; each a multiple of `bucket_ms`): a
+    /// query also reads the one such block its window starts in, and
+    /// pruning waits for it to end.
+    pub legacy_bucket_ms: u64,
     /// Blocks older than this are deleted.
     pub retention_ms: u64,
 }
 
 pub fn tiers(cfg: &HistoryConfig) -> [TierSpec; TIERS] {
     [
-        TierSpec { step_ms: 0, bucket_ms: 60_000, retention_ms: cfg.full_retention_s * 1000 },
-        TierSpec { step_ms: 60_000, bucket_ms: 3_600_000, retention_ms: cfg.minute_retention_s * 1000 },
-        TierSpec { step_ms: 900_000, bucket_ms: 86_400_000, retention_ms: cfg.quarter_retention_s * 1000 },
+        TierSpec { step_ms: 0, bucket_ms: 10_000, legacy_bucket_ms: 60_000, retention_ms: cfg.full_retention_s * 1000 },
+        TierSpec {
+            step_ms: 60_000,
+            bucket_ms: 900_000,
+            legacy_bucket_ms: 3_600_000,
+            retention_ms: cfg.minute_retention_s * 1000,
+        },
+        TierSpec {
+            step_ms: 900_000,
+            bucket_ms: 14_400_000,
+            legacy_bucket_ms: 86_400_000,
+            retention_ms: cfg.quarter_retention_s * 1000,
+        },
     ]
 }
 
@@ -34,7 +56,7 @@ pub fn tiers(cfg: &HistoryConfig) -> [TierSpec; TIERS] {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
     pub bucket: u64,
-    pub bytes: Vec<u8>,
+    pub bytes: Arc<Vec<u8>>,
     /// Changed since it was last written.
     pub dirty: bool,
 }
@@ -45,15 +67,17 @@ pub struct Block {
 pub struct Closed {
     pub tier: u8,
     pub bucket: u64,
-    pub bytes: Vec<u8>,
+    pub bytes: Arc<Vec<u8>>,
 }
 
-/// Sums for one step of a downsampled tier.
+/// Sums for one step of a downsampled tier (saturating: a step holds at
+/// most a quarter of an hour of points, far from `u64::MAX` for any real
+/// reading).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Accum {
     step_start: u64,
     n: [[u32; 2]; RESOURCES.len()],
-    sum: [[u128; 2]; RESOURCES.len()],
+    sum: [[u64; 2]; RESOURCES.len()],
 }
 
 impl Accum {
@@ -66,7 +90,7 @@ impl Accum {
             for (j, v) in [reading.usage, reading.current].into_iter().enumerate() {
                 if let Some(v) = v {
                     self.n[i][j] += 1;
-                    self.sum[i][j] += u128::from(v);
+                    self.sum[i][j] = self.sum[i][j].saturating_add(v);
                 }
             }
         }
@@ -75,9 +99,7 @@ impl Accum {
     fn mean(&self) -> Point {
         let mut readings = Readings::default();
         for (i, r) in readings.iter_mut().enumerate() {
-            let m = |j: usize| {
-                (self.sum[i][j].checked_div(u128::from(self.n[i][j]))).map(|v| u64::try_from(v).unwrap_or(u64::MAX))
-            };
+            let m = |j: usize| self.sum[i][j].checked_div(u64::from(self.n[i][j]));
             *r = Reading { usage: m(0), current: m(1) };
         }
         Point { time_ms: self.step_start, readings }
@@ -138,8 +160,8 @@ impl Series {
                 closed.push(Closed { tier: tier as u8, bucket: old.bucket, bytes: old.bytes });
             }
         }
-        let b = slot.get_or_insert_with(|| Block { bucket, bytes: Vec::with_capacity(256), dirty: true });
-        codec::append(&mut b.bytes, b.bucket, p);
+        let b = slot.get_or_insert_with(|| Block { bucket, bytes: Arc::new(Vec::with_capacity(256)), dirty: true });
+        codec::append(Arc::make_mut(&mut b.bytes), b.bucket, p);
         b.dirty = true;
     }
 
@@ -177,19 +199,22 @@ mod tests {
     }
 
     #[test]
-    fn full_resolution_blocks_close_at_the_minute() {
+    fn full_resolution_blocks_close_every_ten_seconds() {
         let tiers = tiers(&HistoryConfig::default());
         let mut s = Series::default();
         let mut closed = Vec::new();
-        for i in 0..90 {
+        for i in 0..95 {
             s.record(&tiers, &point(i * 1000, i), &mut closed);
         }
-        // Minute 0 closed (60 points); minute 1 open with 30.
+        // Nine blocks of ten points closed; the tenth open with five.
         let full: Vec<_> = closed.iter().filter(|c| c.tier == 0).collect();
-        assert_eq!(full.len(), 1);
-        assert_eq!(codec::decode(full[0].bucket, &full[0].bytes).len(), 60);
+        assert_eq!(full.len(), 9);
+        for (k, c) in full.iter().enumerate() {
+            assert_eq!(c.bucket, k as u64 * 10_000);
+            assert_eq!(codec::decode(c.bucket, &c.bytes).len(), 10);
+        }
         let open = s.open[0].as_ref().unwrap();
-        assert_eq!((open.bucket, codec::decode(open.bucket, &open.bytes).len()), (60_000, 30));
+        assert_eq!((open.bucket, codec::decode(open.bucket, &open.bytes).len()), (90_000, 5));
     }
 
     #[test]
@@ -246,7 +271,7 @@ mod tests {
         let tiers = tiers(&HistoryConfig::default());
         let mut bytes = Vec::new();
         codec::append(&mut bytes, 0, &point(1_000, 5));
-        let mut s = Series::resume([Some(Block { bucket: 0, bytes, dirty: false }), None, None]);
+        let mut s = Series::resume([Some(Block { bucket: 0, bytes: Arc::new(bytes), dirty: false }), None, None]);
         assert!(s.is_clean());
         s.record(&tiers, &point(2_000, 6), &mut Vec::new());
         let b = s.open[0].as_ref().unwrap();

@@ -10,7 +10,8 @@
 //! largest fleet is measured a second time over TLS (rustls on both
 //! sides, a CA of the bench's own, keep-alive connections reused), so the
 //! cost of TLS shows beside plain HTTP in one run (`SCALER_BENCH_TLS=0`
-//! skips it).
+//! skips it). `SCALER_BENCH_BASELINE=BIN` measures the largest fleet with
+//! an earlier `scaler` binary too, just before this one, in the same run.
 
 use std::{
     fmt::Write as _,
@@ -225,6 +226,16 @@ pub fn run() -> anyhow::Result<()> {
     util::step(&format!("{most} simulated agents x {n} containers on loopback"));
     let ports = fleet(most as u64, n, None)?;
     let mut results = Vec::new();
+    if let Some(base) = std::env::var_os("SCALER_BENCH_BASELINE").map(PathBuf::from) {
+        util::step(&format!(
+            "baseline {} over {largest} hosts: 10 rounds to warm up, {secs} s measured",
+            base.display()
+        ));
+        let mut r = measure(&base, &ports, largest, n, secs, None)?;
+        r["binary"] = json!(format!("baseline ({})", base.display()));
+        println!("  {r}");
+        results.push(r);
+    }
     for &hosts in &sizes {
         util::step(&format!("aggregator over {hosts} hosts: 10 rounds to warm up, {secs} s measured"));
         let r = measure(&bin, &ports, hosts, n, secs, None)?;
@@ -254,12 +265,12 @@ pub fn run() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     println!(
-        "| hosts | TLS | containers | round p50 / p99 ms | gather ms | CPU % of a core | RSS MiB | stale hosts (mean) | load |"
+        "| hosts | TLS | containers | round p50 / p99 ms | gather ms | CPU % of a core | RSS MiB | stale hosts (mean) | load | binary |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in results.iter().filter(|r| r["replicated"] != true) {
         println!(
-            "| {} | {} | {} | {:.0} / {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {} |",
+            "| {} | {} | {} | {:.0} / {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} |",
             r["hosts"],
             if r["tls"] == true { "yes" } else { "no" },
             r["containers"],
@@ -270,6 +281,7 @@ pub fn run() -> anyhow::Result<()> {
             r["rss_mib"].as_f64().unwrap_or(0.0),
             r["stale_hosts_mean"].as_f64().unwrap_or(0.0),
             r["loadavg_after"].as_str().unwrap_or(""),
+            r["binary"].as_str().unwrap_or("this"),
         );
     }
     let out = json!({
