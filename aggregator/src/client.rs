@@ -148,7 +148,14 @@ pub async fn fetch(
     max_body: usize,
 ) -> Result<Fetched, ClientError> {
     let work = async {
-        let stats = get(client, target, "/v1/stats", max_body, false, model::parse_stats).await?;
+        // The brief form is what a round uses; an agent older than it
+        // refuses the parameter (400) and is read in full.
+        let stats = match get(client, target, "/v1/stats?fields=brief", max_body, false, model::parse_stats).await {
+            Err(ClientError::Status { status: 400, .. }) => {
+                get(client, target, "/v1/stats", max_body, false, model::parse_stats).await?
+            }
+            other => other?,
+        };
         let host = get(client, target, "/v1/host", max_body, true, model::parse_host).await?;
         let subs = match subscriptions {
             true => get(client, target, "/v1/containers", max_body, true, model::parse_subscriptions).await?,

@@ -19,32 +19,36 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// `/v1/stats` of host `h`: `n` containers with the agent's fields.
-pub fn stats(h: u64, n: u64) -> String {
+/// `/v1/stats` of host `h`: `n` containers with the agent's fields (with
+/// `brief`, those of `?fields=brief`).
+pub fn stats(h: u64, n: u64, brief: bool) -> String {
     let now = now_ms();
     let mut s = String::with_capacity(n as usize * 1000);
     let _ = write!(s, "{{\"host\":\"sim{h}\",\"time_ms\":{now},\"tick_ms\":200,\"containers\":[");
     for c in 0..n {
         let rate = 50 + (h * 7 + c * 13) % 900;
         let wobble = (now / 1000 + c) % 7 * 10;
+        let (cpu, lim, mem, dr, usec) = (rate + wobble, rate * 2, (100 + c) << 20, wobble * 100, rate * now);
         let _ = write!(
             s,
             "{}{{\"name\":\"c{c}\",\"cgroup\":\"/lxc.payload.c{c}\",\"kind\":\"lxc\",\"time_ms\":{now},\"interval_ms\":200,\
              \"resources\":{{\"cpu\":{{\"usage\":{cpu},\"current\":{lim}}},\"mem\":{{\"usage\":{mem},\"current\":1073741824}},\
              \"disk_read\":{{\"usage\":{dr},\"current\":null}},\"disk_write\":{{\"usage\":4096,\"current\":null}},\
-             \"net_rx\":{{\"usage\":{dr},\"current\":null}},\"net_tx\":{{\"usage\":1200,\"current\":null}}}},\
-             \"signals\":{{\"cpu_cgroupfs\":{cpu},\"cpu_throttled_usec\":0,\"cpu_nr_throttled\":0,\"mem_charged\":{mem},\
+             \"net_rx\":{{\"usage\":{dr},\"current\":null}},\"net_tx\":{{\"usage\":1200,\"current\":null}}}},",
+            if c == 0 { "" } else { "," },
+        );
+        if brief {
+            let _ = write!(s, "\"signals\":{{\"cpu_throttled_usec\":0}},\"totals\":{{\"cpu_usec\":{usec}}}}}");
+            continue;
+        }
+        let _ = write!(
+            s,
+            "\"signals\":{{\"cpu_cgroupfs\":{cpu},\"cpu_throttled_usec\":0,\"cpu_nr_throttled\":0,\"mem_charged\":{mem},\
              \"mem_reclaims\":0,\"oom_kills\":0,\"mem_stall_usec\":0,\"cpu_stall_usec\":12,\"io_stall_usec\":0,\
              \"disk_read_ebpf\":{dr},\"disk_write_ebpf\":4096,\"disk_read_cgroupfs\":null,\"disk_write_cgroupfs\":null}},\
              \"totals\":{{\"cpu_usec\":{usec},\"cpu_cgroupfs_usec\":{usec},\"net_rx_bytes\":{now},\"net_tx_bytes\":{now},\
              \"disk_read_bytes\":{now},\"disk_write_bytes\":{now},\"disk_read_ebpf_bytes\":{now},\"disk_write_ebpf_bytes\":{now},\
              \"disk_read_cgroupfs_bytes\":0,\"disk_write_cgroupfs_bytes\":0}}}}",
-            if c == 0 { "" } else { "," },
-            cpu = rate + wobble,
-            lim = rate * 2,
-            mem = (100 + c) << 20,
-            dr = wobble * 100,
-            usec = rate * now,
         );
     }
     s.push_str("]}");
@@ -73,9 +77,9 @@ pub struct Fixed {
 }
 
 pub fn respond(path: &str, h: u64, n: u64, fixed: &Fixed) -> (u16, String) {
-    let path = path.split('?').next().unwrap_or("");
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
     match path {
-        "/v1/stats" => (200, stats(h, n)),
+        "/v1/stats" => (200, stats(h, n, query.split('&').any(|kv| kv == "fields=brief"))),
         "/v1/host" => (200, fixed.host.clone()),
         "/v1/containers" => (200, fixed.subscriptions.as_ref().clone()),
         "/v1/events" => (200, fixed.events.clone()),
@@ -160,4 +164,29 @@ where
 /// [`start`] over plain HTTP.
 pub fn start_plain(hosts: u64, n: u64) -> std::io::Result<Vec<u16>> {
     start(hosts, n, move |conn, h, fixed| serve(conn, h, n, &fixed))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_brief_form_has_the_same_containers_and_fewer_bytes() {
+        let (full, brief) = (stats(3, 50, false), stats(3, 50, true));
+        let (f, b): (Value, Value) = (serde_json::from_str(&full).unwrap(), serde_json::from_str(&brief).unwrap());
+        for (fc, bc) in f["containers"].as_array().unwrap().iter().zip(b["containers"].as_array().unwrap()) {
+            // (Values move with the clock between the two calls.)
+            assert_eq!(fc["name"], bc["name"]);
+            let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+            assert_eq!(keys(&fc["resources"]), keys(&bc["resources"]));
+            assert_eq!(
+                (keys(&bc["signals"]), keys(&bc["totals"])),
+                (vec!["cpu_throttled_usec".into()], vec!["cpu_usec".into()])
+            );
+        }
+        assert_eq!(b["containers"].as_array().unwrap().len(), 50);
+        println!("full {} B, brief {} B", full.len(), brief.len());
+        assert!(brief.len() * 2 < full.len());
+    }
 }

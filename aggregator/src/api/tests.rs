@@ -32,6 +32,8 @@ enum Mode {
     Ok,
     Garbage,
     Slow,
+    /// An agent older than `?fields=brief`: refuses the parameter (400).
+    Old,
 }
 
 /// A fake agent: `/v1/stats` with containers at the given CPU, `/v1/host`
@@ -59,14 +61,18 @@ impl Fake {
 
     pub(super) async fn serve(self) -> String {
         let f = self.clone();
-        let stats = move || {
+        let stats = move |axum::extract::RawQuery(q): axum::extract::RawQuery| {
             let f = f.clone();
             async move {
                 let mode = *f.mode.lock().unwrap();
                 match mode {
                     Mode::Garbage => return axum::response::IntoResponse::into_response("<html>oops"),
                     Mode::Slow => tokio::time::sleep(Duration::from_secs(5)).await,
-                    Mode::Ok => {}
+                    Mode::Old if q.is_some() => {
+                        let e = json!({"error": "unknown query parameter \"fields\"", "field": "fields"});
+                        return axum::response::IntoResponse::into_response((StatusCode::BAD_REQUEST, Json(e)));
+                    }
+                    Mode::Ok | Mode::Old => {}
                 }
                 let now = crate::now_ms();
                 let cs: Vec<Value> = f
@@ -264,6 +270,8 @@ async fn a_round_marks_bad_agents_stale_and_keeps_the_rest() {
     let (garbage, slow) = (Fake::new(&[("g", 1)]), Fake::new(&[("s", 1)]));
     garbage.set_mode(Mode::Garbage);
     slow.set_mode(Mode::Slow);
+    // h2 refuses the brief form: read in full, it counts like the others.
+    good2.set_mode(Mode::Old);
     let down = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())

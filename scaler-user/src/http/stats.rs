@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::{
     Json,
     extract::{Path, RawQuery, State},
+    response::{IntoResponse as _, Response},
 };
 use policies::Resource;
 use serde_json::{Value, json};
@@ -14,8 +15,10 @@ use scaler_api::wire;
 
 use crate::published::Shared;
 
-pub async fn all(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<Json<wire::Stats>, ApiError> {
-    let q = Query::parse(q.as_deref(), &["kind"])?;
+/// `GET /v1/stats[?kind=K][&fields=brief]`: `brief` keeps what an
+/// aggregator reads every round (resources, throttled time, CPU time).
+pub async fn all(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let q = Query::parse(q.as_deref(), &["kind", "fields"])?;
     let kind = match q.str("kind") {
         None => None,
         Some(k) => Some(wire::Kind::KNOWN.into_iter().find(|x| x.name() == k).ok_or_else(|| {
@@ -23,10 +26,20 @@ pub async fn all(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<
             ApiError::bad_request("kind", format!("unknown kind {k:?}; one of {}", names.join(", ")))
         })?),
     };
+    let brief = match q.str("fields") {
+        None | Some("all") => false,
+        Some("brief") => true,
+        Some(f) => return Err(ApiError::bad_request("fields", format!("unknown fields {f:?}; one of all, brief"))),
+    };
     let g = s.read();
-    let containers =
-        g.containers.values().filter(|p| kind.is_none_or(|k| p.info.kind == k)).map(|p| p.view()).collect();
-    Ok(Json(wire::Stats { host: s.host.clone(), time_ms: g.time_ms, tick_ms: s.tick_ms(), containers }))
+    let views = g.containers.values().filter(|p| kind.is_none_or(|k| p.info.kind == k)).map(|p| p.view());
+    let (host, time_ms, tick_ms) = (s.host.clone(), g.time_ms, s.tick_ms());
+    Ok(if brief {
+        let containers = views.map(wire::BriefContainer::from).collect();
+        Json(wire::BriefStats { host, time_ms, tick_ms, containers }).into_response()
+    } else {
+        Json(wire::Stats { host, time_ms, tick_ms, containers: views.collect() }).into_response()
+    })
 }
 
 fn unknown(name: &str) -> ApiError {
