@@ -125,6 +125,9 @@ async fn get<T>(
         return Ok(None);
     }
     if !status.is_success() {
+        // Drained too: the connection stays usable (an older agent's 400
+        // to `fields=brief` is followed by the full form on it).
+        let _ = read_body(resp, path, max).await;
         return Err(ClientError::Status { path: path.into(), status: status.as_u16() });
     }
     let body = read_body(resp, path, max).await?;

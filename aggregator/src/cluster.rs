@@ -96,6 +96,11 @@ impl Cluster {
         self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).owners.get(host) == Some(&self.me)
     }
 
+    /// Whether this replica gathers any host.
+    fn owns_any(&self) -> bool {
+        self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).owners.values().any(|o| *o == self.me)
+    }
+
     pub fn leads(&self) -> bool {
         self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).leader.as_deref() == Some(&self.me)
     }
@@ -193,6 +198,18 @@ impl Cluster {
         Ok(())
     }
 
+    /// Stops gathering and leading, keeping the rest of the view: etcd
+    /// has not renewed this replica's lease for most of its life, so the
+    /// others may already hold its hosts and the lead.
+    fn step_down(&self) {
+        let mut v = self.view.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let me = self.me.clone();
+        v.owners.retain(|_, o| *o != me);
+        if v.leader.as_deref() == Some(me.as_str()) {
+            v.leader = None;
+        }
+    }
+
     /// Leaves the cluster (at shutdown): its keys go at once.
     pub async fn leave(&self, lease: Option<i64>) {
         if let Some(id) = lease
@@ -211,28 +228,43 @@ pub async fn run(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<boo
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lease = None;
     let mut failing = false;
+    // A lease lives `lease_s` after its last renewal: a replica cut off from
+    // etcd for two thirds of that stops gathering and leading before
+    // another can take over (no two replicas gather a host at once).
+    let mut renewed = tokio::time::Instant::now();
+    let give_up = Duration::from_millis(cluster.lease_s * 2000 / 3);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => break,
         }
         match cluster.pass(&mut lease, &shared).await {
-            Ok(()) if failing => {
-                info!("cluster: etcd answers again");
-                failing = false;
+            Ok(()) => {
+                renewed = tokio::time::Instant::now();
+                if failing {
+                    info!("cluster: etcd answers again");
+                    failing = false;
+                }
             }
-            Ok(()) => {}
-            Err(e) if !failing => {
-                warn!("cluster: {e}");
-                failing = true;
+            Err(e) => {
+                if !failing {
+                    warn!("cluster: {e}");
+                    failing = true;
+                }
+                if renewed.elapsed() >= give_up && (cluster.leads() || cluster.owns_any()) {
+                    warn!(
+                        "cluster: no lease renewal for {give_up:?}: gathering nothing and not leading until etcd answers"
+                    );
+                    cluster.step_down();
+                }
             }
-            Err(_) => {}
         }
     }
     cluster.leave(lease).await;
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -259,5 +291,21 @@ mod tests {
         let moved = hosts.iter().filter(|h| d[*h] != d2[*h]).count();
         assert_eq!(moved, count["r3"], "only the dead replica's hosts move");
         assert!(rendezvous("h", std::iter::empty()).is_none());
+    }
+
+    #[test]
+    fn a_replica_cut_off_from_etcd_gives_up_its_hosts_and_the_lead() {
+        let etcd = Arc::new(Etcd::new(vec!["http://127.0.0.1:1".into()], Duration::from_millis(100)).unwrap());
+        let c = Cluster::new("r1".into(), "http://r1".into(), 3, etcd, "p/");
+        *c.view.write().unwrap() = View {
+            replicas: BTreeMap::new(),
+            leader: Some("r1".into()),
+            owners: [("a", "r1"), ("b", "r2")].iter().map(|(h, r)| ((*h).to_owned(), (*r).to_owned())).collect(),
+        };
+        assert!(c.leads() && c.owns("a") && c.owns_any());
+        c.step_down();
+        assert!(!c.leads() && !c.owns("a") && !c.owns_any());
+        assert_eq!(c.owner_url("b"), None, "r2's URL unknown here, but its host is still r2's");
+        assert_eq!(c.view.read().unwrap().owners.get("b").map(String::as_str), Some("r2"));
     }
 }

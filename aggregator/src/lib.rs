@@ -146,20 +146,7 @@ impl Shared {
     /// can be changed or cleared.
     pub async fn adopt_ceilings(&self) {
         match self.records.snapshot().await {
-            Ok(snap) => {
-                let mut st = self.write();
-                for (key, record) in snap.ceilings {
-                    if let Some((host, name)) = key.split_once('/') {
-                        let c = state::ContainerRef { host: host.into(), name: name.into() };
-                        st.ceilings.entry(c).or_insert(state::CeilingState {
-                            record,
-                            sent: None,
-                            attempt_ms: 0,
-                            error: None,
-                        });
-                    }
-                }
-            }
+            Ok(snap) => reconcile::take_ceilings(&mut self.write(), snap.ceilings),
             Err(e) => warn!("taking over the ceilings: {e}"),
         }
     }

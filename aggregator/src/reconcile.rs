@@ -55,14 +55,23 @@ pub fn apply(st: &mut State, snap: Snapshot, cfg: &AggConfig, ceilings: bool) ->
     }
 
     if ceilings {
-        for (key, record) in snap.ceilings {
-            if let Some((host, name)) = key.split_once('/') {
-                let c = ContainerRef { host: host.into(), name: name.into() };
-                st.ceilings.insert(c, CeilingState { record, sent: None, attempt_ms: 0, error: None });
-            }
-        }
+        take_ceilings(st, snap.ceilings);
     }
     Ok(())
+}
+
+/// The ceilings as stored, in place of those in memory (at start, and on
+/// taking the lead: the previous leader may have set or cleared some);
+/// each is sent again.
+pub fn take_ceilings(st: &mut State, stored: Vec<(String, crate::state::CeilingRecord)>) {
+    st.ceilings = stored
+        .into_iter()
+        .filter_map(|(key, record)| {
+            let (host, name) = key.split_once('/')?;
+            let c = ContainerRef { host: host.into(), name: name.into() };
+            Some((c, CeilingState { record, sent: None, attempt_ms: 0, error: None }))
+        })
+        .collect();
 }
 
 #[cfg(test)]
@@ -121,5 +130,12 @@ mod tests {
         assert_eq!(st.apps.keys().collect::<Vec<_>>(), ["db"]);
         assert!(st.apps["db"].controller.is_none());
         assert_eq!(st.ceilings.len(), 1, "ceilings are read at start only");
+
+        // Taking the lead: the stored ceilings replace those in memory (the
+        // interim leader cleared a/x and set c/y).
+        st.ceilings.get_mut(&ContainerRef { host: "a".into(), name: "x".into() }).unwrap().sent = Some(Some(500));
+        take_ceilings(&mut st, vec![("c/y".into(), crate::state::CeilingRecord { app: "db".into(), cpu: Some(300) })]);
+        let now: Vec<_> = st.ceilings.iter().map(|(c, v)| (c.key(), v.record.cpu, v.sent)).collect();
+        assert_eq!(now, [("c/y".to_owned(), Some(300), None)]);
     }
 }

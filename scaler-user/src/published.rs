@@ -129,6 +129,21 @@ impl Published {
             totals: self.latest.map(|s| s.totals),
         }
     }
+
+    /// The container as `/v1/stats?fields=brief` serves it.
+    pub fn brief(&self) -> scaler_api::wire::BriefContainer {
+        use scaler_api::wire::{BriefSignals, BriefTotals};
+        scaler_api::wire::BriefContainer {
+            name: self.info.name.clone(),
+            cgroup: self.info.cgroup.clone(),
+            kind: self.info.kind,
+            time_ms: self.latest.map(|s| s.time_ms),
+            interval_ms: self.latest.map(|s| s.interval_ms),
+            resources: self.latest.map(|s| s.resources).unwrap_or_default(),
+            signals: self.latest.map(|s| BriefSignals { cpu_throttled_usec: s.signals.cpu_throttled_usec }),
+            totals: self.latest.map(|s| BriefTotals { cpu_usec: s.totals.cpu_usec }),
+        }
+    }
 }
 
 impl Shared {

@@ -158,10 +158,11 @@ fn lxc_allocated_memory_shows_in_mem_usage_within_5_percent() {
     // measured: a first stress-ng holding 4 MiB runs through the baseline
     // and the measurement, and the second one's rise is compared with what
     // it allocates on top.
-    let vm = |bytes: &'static str| {
-        ["stress-ng", "--vm", "1", "--vm-bytes", bytes, "--vm-keep", "--vm-populate", "--timeout", "20s", "--quiet"]
+    // The first outlives both waits (15 s each at most).
+    let vm = |bytes: &'static str, secs: &'static str| {
+        ["stress-ng", "--vm", "1", "--vm-bytes", bytes, "--vm-keep", "--vm-populate", "--timeout", secs, "--quiet"]
     };
-    c.spawn(&vm("4m"));
+    c.spawn(&vm("4m", "40s"));
     let name = c.name.clone();
     let stable = |min: u64, seen: &mut Vec<(u64, u64)>| {
         let v = agent.container(&name)?;
@@ -178,7 +179,7 @@ fn lxc_allocated_memory_shows_in_mem_usage_within_5_percent() {
     let mut seen = Vec::new();
     let base = wait_for(Duration::from_secs(15), || stable(0, &mut seen)).expect("no stable baseline");
     const BYTES: u64 = 256 * 1024 * 1024;
-    c.spawn(&vm("256m"));
+    c.spawn(&vm("256m", "20s"));
     // Complete when the value holds (within 1 MiB) over the last 3 s of
     // agent samples (a watched container's memory is read once a second).
     let mut seen = Vec::new();

@@ -24,18 +24,14 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// replica gathering its host sees it (`scope=local`: this replica's part).
 pub async fn list(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(q.as_deref(), &["host", "app", "scope"])?;
-    let local = match q.str("scope") {
-        None => false,
-        Some("local") => true,
-        Some(v) => return Err(ApiError::bad_request("scope", format!("scope must be \"local\", got {v:?}"))),
-    };
+    let local = super::forward::local_scope(&q)?;
     let (host, app) = (q.str("host"), q.str("app"));
     let mut out = list_here(&s, host, app)?;
     // A host or an application is answered whole where it is gathered.
     if local || s.cluster.is_none() || host.is_some() || app.is_some() {
         return Ok(Json(json!({ "containers": out })));
     }
-    let (theirs, errors) = super::forward::others(&s, "/v1/containers", "containers").await;
+    let (theirs, errors) = super::forward::others(&s, "/v1/containers", "", "containers").await;
     out.extend(theirs);
     Ok(Json(json!({ "containers": out, "incomplete": errors })))
 }

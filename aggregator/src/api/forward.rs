@@ -104,15 +104,20 @@ pub async fn forward(State(s): State<Arc<Shared>>, req: Request, next: Next) -> 
     }
 }
 
-/// The other live replicas' parts of a list (`key` of their
-/// `GET path?scope=local`), asked at once; a replica that does not answer
-/// is named in the returned errors.
-pub async fn others(s: &Arc<Shared>, path: &str, key: &str) -> (Vec<Value>, Vec<String>) {
-    others_with(s, path, "", key).await
+/// Whether a list asks for this replica's part only (`scope=local`).
+pub fn local_scope(q: &scaler_api::query::Query) -> Result<bool, ApiError> {
+    match q.str("scope") {
+        None => Ok(false),
+        Some("local") => Ok(true),
+        Some(v) => Err(ApiError::bad_request("scope", format!("scope must be \"local\", got {v:?}"))),
+    }
 }
 
-/// [`others`], passing on the query `extra` (`k=v&...`).
-pub async fn others_with(s: &Arc<Shared>, path: &str, extra: &str, key: &str) -> (Vec<Value>, Vec<String>) {
+/// The other live replicas' parts of a list (`key` of their
+/// `GET path?scope=local&extra`, `extra` a query as received or empty),
+/// asked at once; a replica that does not answer is named in the
+/// returned errors.
+pub async fn others(s: &Arc<Shared>, path: &str, extra: &str, key: &str) -> (Vec<Value>, Vec<String>) {
     let Some(c) = s.cluster.as_ref() else { return (Vec::new(), Vec::new()) };
     let mut set = tokio::task::JoinSet::new();
     for (name, url) in c.view().replicas.into_iter().filter(|(n, _)| *n != c.me) {
@@ -127,10 +132,11 @@ pub async fn others_with(s: &Arc<Shared>, path: &str, extra: &str, key: &str) ->
         });
     }
     let (mut items, mut errors) = (Vec::new(), Vec::new());
-    while let Some(Ok((name, r))) = set.join_next().await {
-        match r {
-            Ok(v) => items.extend(v[key].as_array().cloned().unwrap_or_default()),
-            Err(e) => errors.push(format!("replica {name}: {e}")),
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok((_, Ok(v))) => items.extend(v[key].as_array().cloned().unwrap_or_default()),
+            Ok((name, Err(e))) => errors.push(format!("replica {name}: {e}")),
+            Err(e) => errors.push(format!("a replica's request failed: {e}")),
         }
     }
     (items, errors)

@@ -161,21 +161,16 @@ pub async fn container(
 /// (`scope=local`: this replica's hosts only).
 pub async fn events(State(s): State<Arc<Shared>>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(raw.as_deref(), &["host", "app", "container", "since_ms", "limit", "scope"])?;
-    let local = match q.str("scope") {
-        None => false,
-        Some("local") => true,
-        Some(v) => return Err(ApiError::bad_request("scope", format!("scope must be \"local\", got {v:?}"))),
-    };
+    let local = super::forward::local_scope(&q)?;
     let limit = q.u64("limit")?.unwrap_or(100);
     let mut out = events_here(&s, &q)?;
     if local || s.cluster.is_none() || q.str("host").is_some() || q.str("app").is_some() {
         return Ok(Json(json!({ "events": out })));
     }
-    let extra: Vec<String> =
-        ["container", "since_ms", "limit"].iter().filter_map(|k| q.str(k).map(|v| format!("{k}={v}"))).collect();
-    let (theirs, errors) = super::forward::others_with(&s, "/v1/events", &extra.join("&"), "events").await;
+    // Neither host, app nor scope here: the query goes on as received.
+    let (theirs, errors) = super::forward::others(&s, "/v1/events", raw.as_deref().unwrap_or(""), "events").await;
     out.extend(theirs);
-    out.sort_by_key(|e| (e["time_ms"].as_u64(), e["host"].as_str().map(str::to_owned)));
+    out.sort_by(|a, b| (a["time_ms"].as_u64(), a["host"].as_str()).cmp(&(b["time_ms"].as_u64(), b["host"].as_str())));
     let skip = out.len().saturating_sub(usize::try_from(limit).unwrap_or(usize::MAX));
     out.drain(..skip);
     Ok(Json(json!({ "events": out, "incomplete": errors })))

@@ -31,11 +31,7 @@ pub fn unknown(host: &str) -> ApiError {
 /// the leader those nobody gathers yet).
 pub async fn list(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
     let q = Query::parse(q.as_deref(), &["scope"])?;
-    let local = match q.str("scope") {
-        None => false,
-        Some("local") => true,
-        Some(v) => return Err(ApiError::bad_request("scope", format!("scope must be \"local\", got {v:?}"))),
-    };
+    let local = super::forward::local_scope(&q)?;
     let now = now_ms();
     let mut hosts: Vec<Value> = {
         let st = s.read();
@@ -52,7 +48,7 @@ pub async fn list(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result
     if local || s.cluster.is_none() {
         return Ok(Json(json!({ "hosts": hosts })));
     }
-    let (theirs, errors) = super::forward::others(&s, "/v1/hosts", "hosts").await;
+    let (theirs, errors) = super::forward::others(&s, "/v1/hosts", "", "hosts").await;
     hosts.extend(theirs);
     hosts.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     Ok(Json(json!({ "hosts": hosts, "incomplete": errors })))

@@ -150,16 +150,23 @@ impl History {
             let mut g = self.lock();
             g.inflight.retain(|b| !Arc::ptr_eq(b, &rows));
             if result.is_err() {
-                // Keep them for the next flush.
-                g.pending.extend(rows.iter().cloned());
+                // Keep them for the next flush, before any row closed
+                // since (a later copy of the same block must be written
+                // last).
+                let newer = std::mem::take(&mut g.pending);
+                g.pending = rows.iter().cloned().chain(newer).collect();
             }
         }
+        // Let go of the blocks before pruning, or the rounds meanwhile
+        // would copy every one they append to.
+        let written = rows.len();
+        drop(rows);
         result?;
         for (t, spec) in self.tiers.iter().enumerate() {
             let before = floor(now_ms.saturating_sub(spec.retention_ms), spec.legacy_bucket_ms);
             self.store.prune(t as u8, before)?;
         }
-        Ok(rows.len())
+        Ok(written)
     }
 
     /// Entities in memory.

@@ -34,7 +34,7 @@ pub struct Prometheus {
 
 /// A label value inside a PromQL string literal.
 fn quote(v: &str) -> String {
-    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+    format!("\"{}\"", scaler_api::names::escape_label(v))
 }
 
 /// The series of `containers` (one `host`/`container` pair each), each

@@ -13,8 +13,8 @@ pub use containers::{ResourceState, Subscription, SubscriptionStatus, Subscripti
 pub use events::{Event, Events};
 pub use host::{Host, HostUsage};
 pub use stats::{
-    BriefContainer, BriefStats, Container, EngineInfo, History, HistoryPoint, Kind, PointSignals, Reading, Resources,
-    Signals, Stats, Totals,
+    BriefContainer, BriefSignals, BriefStats, BriefTotals, Container, EngineInfo, History, HistoryPoint, Kind,
+    PointSignals, Reading, Resources, Signals, Stats, Totals,
 };
 
 /// A field that may be absent or `null`: its default then.

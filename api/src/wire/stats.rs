@@ -225,21 +225,6 @@ pub struct BriefTotals {
     pub cpu_usec: u64,
 }
 
-impl From<Container> for BriefContainer {
-    fn from(c: Container) -> Self {
-        BriefContainer {
-            name: c.name,
-            cgroup: c.cgroup,
-            kind: c.kind,
-            time_ms: c.time_ms,
-            interval_ms: c.interval_ms,
-            resources: c.resources,
-            signals: c.signals.map(|s| BriefSignals { cpu_throttled_usec: s.cpu_throttled_usec }),
-            totals: c.totals.map(|t| BriefTotals { cpu_usec: t.cpu_usec }),
-        }
-    }
-}
-
 /// `GET /v1/stats?fields=brief`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BriefStats {

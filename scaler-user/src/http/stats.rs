@@ -32,13 +32,13 @@ pub async fn all(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<
         Some(f) => return Err(ApiError::bad_request("fields", format!("unknown fields {f:?}; one of all, brief"))),
     };
     let g = s.read();
-    let views = g.containers.values().filter(|p| kind.is_none_or(|k| p.info.kind == k)).map(|p| p.view());
+    let shown = g.containers.values().filter(|p| kind.is_none_or(|k| p.info.kind == k));
     let (host, time_ms, tick_ms) = (s.host.clone(), g.time_ms, s.tick_ms());
     Ok(if brief {
-        let containers = views.map(wire::BriefContainer::from).collect();
+        let containers = shown.map(|p| p.brief()).collect();
         Json(wire::BriefStats { host, time_ms, tick_ms, containers }).into_response()
     } else {
-        Json(wire::Stats { host, time_ms, tick_ms, containers: views.collect() }).into_response()
+        Json(wire::Stats { host, time_ms, tick_ms, containers: shown.map(|p| p.view()).collect() }).into_response()
     })
 }
 

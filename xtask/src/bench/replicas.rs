@@ -6,8 +6,6 @@
 //! leases; then every replica's rounds, CPU and memory, and etcd's.
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{TcpListener, TcpStream},
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -18,23 +16,10 @@ use serde_json::{Value, json};
 
 use super::aggregator::{Stop, get, usage};
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// PUT `body` (JSON) at `path` on 127.0.0.1:`port`: the status.
 fn put(port: u16, path: &str, body: &Value) -> anyhow::Result<u16> {
-    let body = body.to_string();
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "PUT {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no HTTP status")
+    let addr = format!("127.0.0.1:{port}");
+    Ok(scaler_testkit::http::request(&addr, "PUT", path, Some(&body.to_string()))?.0)
 }
 
 fn spawn(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Stop> {
@@ -59,7 +44,7 @@ fn percentiles(mut d: Vec<f64>) -> Value {
 pub fn measure(bin: &Path, ports: &[u16], hosts: usize, n: u64, secs: u64, replicas: usize) -> anyhow::Result<Value> {
     let dir = std::env::temp_dir().join(format!("scaler-bench-replicas-{}-{hosts}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let (client, peer) = (free_port()?, free_port()?);
+    let (client, peer) = (scaler_testkit::free_port()?, scaler_testkit::free_port()?);
     let etcd = spawn(
         Path::new("etcd"),
         &[
@@ -75,7 +60,7 @@ pub fn measure(bin: &Path, ports: &[u16], hosts: usize, n: u64, secs: u64, repli
     )?;
     let mut aggs = Vec::new();
     for r in 0..replicas {
-        let port = free_port()?;
+        let port = scaler_testkit::free_port()?;
         let cfg = dir.join(format!("r{r}.toml"));
         std::fs::write(
             &cfg,
