@@ -143,6 +143,19 @@ fn three_replicas_share_the_fleet_and_take_over_when_one_dies() {
     let last = ["r1", "r2", "r3"].into_iter().find(|n| *n != leader && *n != victim).unwrap();
     let survivor = &reps[idx(last)];
     let t = Instant::now();
+    // Until the dead leader's lease runs out, the survivor still answers:
+    // the application from the shared records, saying the leader's live
+    // figures are missing, and every host, those nobody answers for
+    // marked unknown.
+    let (s, app) = survivor.send("GET", "/v1/apps/web", None);
+    let hosts = survivor.get("/v1/hosts").1;
+    if cluster(survivor)["leader"] == leader {
+        assert_eq!(s, 200, "{app}");
+        assert!(app["incomplete"][0].as_str().unwrap_or("").contains("leader"), "{app}");
+        assert_eq!(hosts["hosts"].as_array().map(Vec::len), Some(owners.len()), "{hosts}");
+        assert!(hosts["hosts"].as_array().unwrap().iter().any(|h| h["status"] == "unknown"), "{hosts}");
+        println!("while the dead leader's lease runs: {}", app["incomplete"][0]);
+    }
     let alone = wait_for(Duration::from_secs(20), || gathered(&[survivor]));
     assert!(alone.is_some(), "the last replica did not take every host: {}", cluster(survivor));
     let controlled = wait_for(Duration::from_secs(15), || {

@@ -25,8 +25,11 @@ pub const FORWARDED: &str = "x-scaler-forwarded";
 /// Largest answer taken from another replica.
 const MAX_BODY: usize = 64 << 20;
 
-/// Where a request should be answered, when that is another replica.
-fn replica_for(s: &Shared, method: &Method, path: &str, query: &str) -> Option<String> {
+/// Where a request should be answered, when that is another replica, and
+/// whether this one may answer from the shared records when that replica
+/// does not (reads of applications and users: their records are here,
+/// only the leader's live figures are missing).
+fn replica_for(s: &Shared, method: &Method, path: &str, query: &str) -> Option<(String, bool)> {
     let c = s.cluster.as_ref()?;
     if method != Method::GET {
         return None;
@@ -34,10 +37,10 @@ fn replica_for(s: &Shared, method: &Method, path: &str, query: &str) -> Option<S
     let param = |k: &str| query.split('&').find_map(|p| p.strip_prefix(k)?.strip_prefix('='));
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
-        ["v1", "hosts", h, ..] | ["v1", "containers", h, _, ..] => c.owner_url(h),
-        ["v1", "apps", ..] | ["v1", "users", ..] => c.leader_url(),
-        ["v1", "containers" | "events"] if param("app").is_some() => c.leader_url(),
-        ["v1", "containers" | "events"] => param("host").and_then(|h| c.owner_url(h)),
+        ["v1", "hosts", h, ..] | ["v1", "containers", h, _, ..] => c.owner_url(h).map(|u| (u, false)),
+        ["v1", "apps", ..] | ["v1", "users", ..] => c.leader_url().map(|u| (u, true)),
+        ["v1", "containers" | "events"] if param("app").is_some() => c.leader_url().map(|u| (u, true)),
+        ["v1", "containers" | "events"] => param("host").and_then(|h| c.owner_url(h)).map(|u| (u, false)),
         _ => None,
     }
 }
@@ -88,7 +91,8 @@ pub async fn forward(State(s): State<Arc<Shared>>, req: Request, next: Next) -> 
     if forwarded(req.headers()) {
         return next.run(req).await;
     }
-    let Some(base) = replica_for(&s, req.method(), req.uri().path(), req.uri().query().unwrap_or("")) else {
+    let Some((base, records_here)) = replica_for(&s, req.method(), req.uri().path(), req.uri().query().unwrap_or(""))
+    else {
         return next.run(req).await;
     };
     let pq = req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
@@ -100,7 +104,30 @@ pub async fn forward(State(s): State<Arc<Shared>>, req: Request, next: Next) -> 
             }
             r
         }
+        Err(e) if records_here => {
+            // The leader died and its lease has not run out yet: the
+            // records as this replica holds them, saying what is missing.
+            let r = next.run(req).await;
+            mark_incomplete(r, format!("the leader did not answer, its live figures are missing: {e}")).await
+        }
         Err(e) => ApiError::new(StatusCode::BAD_GATEWAY, e).into_response(),
+    }
+}
+
+/// Adds `"incomplete": [why]` to a JSON object answer.
+async fn mark_incomplete(r: Response, why: String) -> Response {
+    let (mut parts, body) = r.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, why).into_response();
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(mut m)) => {
+            m.insert("incomplete".to_owned(), Value::Array(vec![Value::String(why)]));
+            let out = serde_json::to_vec(&m).unwrap_or_default();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(out))
+        }
+        _ => Response::from_parts(parts, Body::from(bytes)),
     }
 }
 

@@ -50,6 +50,24 @@ pub async fn list(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result
     }
     let (theirs, errors) = super::forward::others(&s, "/v1/hosts", "", "hosts").await;
     hosts.extend(theirs);
+    // Every registered host is listed: one no live replica answered for
+    // (its replica died and its lease has not run out, or nobody has
+    // claimed it yet) from the shared records, saying so.
+    let listed: std::collections::BTreeSet<String> =
+        hosts.iter().filter_map(|h| h["name"].as_str().map(str::to_owned)).collect();
+    let view = s.cluster.as_ref().map(crate::cluster::Cluster::view).unwrap_or_default();
+    let st = s.read();
+    for h in st.hosts.values().filter(|h| !listed.contains(&h.name)) {
+        let mut v = views::host_json(h, now, false);
+        v["status"] = json!("unknown");
+        v["stale"] = json!(true);
+        v["error"] = json!(match view.owners.get(&h.name) {
+            Some(o) => format!("gathered by replica {o}, which did not answer"),
+            None => "no replica gathers it yet".to_owned(),
+        });
+        hosts.push(v);
+    }
+    drop(st);
     hosts.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     Ok(Json(json!({ "hosts": hosts, "incomplete": errors })))
 }
