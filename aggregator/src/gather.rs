@@ -71,14 +71,16 @@ pub async fn round(shared: &Arc<Shared>) {
             })
             .collect()
     };
-    let results = fetch_all(shared, targets).await;
+    release(shared, &mut shared.write());
+    let events = fetch_all(shared, targets, now).await;
     let gathered = started.elapsed();
     let sh = shared.clone();
     let merged = tokio::task::spawn_blocking(move || {
         let (points, actions) = {
             let mut st = sh.write();
-            release(&sh, &mut st);
-            merge(&sh, &mut st, now, results);
+            for e in events {
+                st.push_event(e);
+            }
             if sh.leads() {
                 control(&sh, &mut st, now);
             }
@@ -91,6 +93,9 @@ pub async fn round(shared: &Arc<Shared>) {
         if let Err(e) = sh.history.record(now, points) {
             warn!("history: {e}");
         }
+        // What this round's merge and history freed goes back to the
+        // system now, not at the allocator's leisure (it kept the peak).
+        super::release_freed_memory();
         (actions, t.elapsed())
     })
     .await;
@@ -119,7 +124,10 @@ fn release(shared: &Shared, st: &mut State) {
     }
 }
 
-async fn fetch_all(shared: &Arc<Shared>, targets: Vec<Job>) -> Vec<(String, Result<Fetched, ClientError>)> {
+/// Reads every target at once and merges each answer as it comes: a
+/// host's new stats replace its old ones then, so a round never holds two
+/// copies of the fleet. Returns the new events, oldest first.
+async fn fetch_all(shared: &Arc<Shared>, targets: Vec<Job>, now: u64) -> Vec<super::model::Event> {
     let a = &shared.cfg.aggregator;
     let sem = Arc::new(Semaphore::new(a.concurrency));
     let timeout = Duration::from_millis(a.timeout_ms);
@@ -132,41 +140,42 @@ async fn fetch_all(shared: &Arc<Shared>, targets: Vec<Job>) -> Vec<(String, Resu
             (name, r)
         });
     }
-    let mut out = Vec::new();
+    let mut events = Vec::new();
     while let Some(r) = set.join_next().await {
         match r {
-            Ok(v) => out.push(v),
+            Ok((name, r)) => merge(shared, &mut shared.write(), now, &name, r, &mut events),
             Err(e) => warn!("gather task failed: {e}"),
         }
     }
-    out
+    events.sort_by_key(|e: &super::model::Event| e.time_ms);
+    events
 }
 
-fn merge(shared: &Shared, st: &mut State, now: u64, results: Vec<(String, Result<Fetched, ClientError>)>) {
-    let mut events = Vec::new();
-    for (name, r) in results {
-        let Some(h) = st.hosts.get_mut(&name) else { continue };
-        h.last_attempt_ms = Some(now);
-        match r {
-            Ok(f) => {
-                if h.stale && h.rounds_ok + h.rounds_failed > 0 {
-                    info!(host = %name, "host answers again");
-                }
-                apply(shared, h, f, now, &mut events);
+fn merge(
+    shared: &Shared,
+    st: &mut State,
+    now: u64,
+    name: &str,
+    r: Result<Fetched, ClientError>,
+    events: &mut Vec<super::model::Event>,
+) {
+    let Some(h) = st.hosts.get_mut(name) else { return };
+    h.last_attempt_ms = Some(now);
+    match r {
+        Ok(f) => {
+            if h.stale && h.rounds_ok + h.rounds_failed > 0 {
+                info!(host = %name, "host answers again");
             }
-            Err(e) => {
-                if !h.stale || h.rounds_ok + h.rounds_failed == 0 {
-                    warn!(host = %name, "host stale: {e}");
-                }
-                h.stale = true;
-                h.error = Some(e.to_string());
-                h.rounds_failed += 1;
-            }
+            apply(shared, h, f, now, events);
         }
-    }
-    events.sort_by_key(|e: &super::model::Event| e.time_ms);
-    for e in events {
-        st.push_event(e);
+        Err(e) => {
+            if !h.stale || h.rounds_ok + h.rounds_failed == 0 {
+                warn!(host = %name, "host stale: {e}");
+            }
+            h.stale = true;
+            h.error = Some(e.to_string());
+            h.rounds_failed += 1;
+        }
     }
 }
 

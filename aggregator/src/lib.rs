@@ -306,3 +306,15 @@ async fn flush_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<
         }
     }
 }
+
+/// Hands the heap memory freed so far back to the system. glibc keeps
+/// freed chunks in its arenas and returns only the top of each heap, so
+/// after a round had dropped the fleet's previous stats much of it stayed
+/// resident (heap 277 MiB against RSS 400 MiB at 1,000 hosts).
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointer and only walks glibc's arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
