@@ -91,6 +91,10 @@ pub struct Fetched {
     pub subscriptions_read: bool,
     pub subscriptions: Option<Vec<Subscription>>,
     pub events: Option<Vec<Event>>,
+    /// The stats were asked for in brief form...
+    pub brief: bool,
+    /// ...and the agent refused it (read in full).
+    pub brief_refused: bool,
 }
 
 async fn read_body(mut resp: reqwest::Response, path: &str, max: usize) -> Result<Vec<u8>, ClientError> {
@@ -147,17 +151,20 @@ pub async fn fetch(
     target: &Target,
     events_since: Option<(u64, u64)>,
     subscriptions: bool,
+    brief: bool,
     timeout: Duration,
     max_body: usize,
 ) -> Result<Fetched, ClientError> {
     let work = async {
-        // The brief form is what a round uses; an agent older than it
-        // refuses the parameter (400) and is read in full.
-        let stats = match get(client, target, "/v1/stats?fields=brief", max_body, false, model::parse_stats).await {
-            Err(ClientError::Status { status: 400, .. }) => {
-                get(client, target, "/v1/stats", max_body, false, model::parse_stats).await?
-            }
-            other => other?,
+        // The brief form is what a round uses (when `brief`); an agent
+        // older than it refuses the parameter (400) and is read in full.
+        let full = || get(client, target, "/v1/stats", max_body, false, model::parse_stats);
+        let (stats, brief_refused) = match brief {
+            false => (full().await?, false),
+            true => match get(client, target, "/v1/stats?fields=brief", max_body, false, model::parse_stats).await {
+                Err(ClientError::Status { status: 400, .. }) => (full().await?, true),
+                other => (other?, false),
+            },
         };
         let host = get(client, target, "/v1/host", max_body, true, model::parse_host).await?;
         let subs = match subscriptions {
@@ -169,7 +176,15 @@ pub async fn fetch(
             None => "/v1/events?limit=100".to_owned(),
         };
         let events = get(client, target, &events_path, max_body, true, model::parse_events).await?;
-        Ok(Fetched { stats, host, subscriptions_read: subscriptions, subscriptions: subs, events })
+        Ok(Fetched {
+            stats,
+            host,
+            subscriptions_read: subscriptions,
+            subscriptions: subs,
+            events,
+            brief,
+            brief_refused,
+        })
     };
     tokio::time::timeout(timeout, work).await.map_err(|_| ClientError::Timeout(timeout.as_millis() as u64))?
 }

@@ -96,6 +96,11 @@ impl Cluster {
         self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).owners.get(host) == Some(&self.me)
     }
 
+    /// Whether no replica gathers `host`.
+    pub fn unowned(&self, host: &str) -> bool {
+        !self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).owners.contains_key(host)
+    }
+
     /// Whether this replica gathers any host.
     fn owns_any(&self) -> bool {
         self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).owners.values().any(|o| *o == self.me)
@@ -187,6 +192,16 @@ impl Cluster {
             if claim && e.create(&key, self.me.as_bytes(), Some(id)).await.map_err(err)? {
                 view.owners.insert(host, self.me.clone());
             } else if release && e.delete_if(&key, self.me.as_bytes()).await.map_err(err)? {
+                view.owners.remove(&host);
+            }
+        }
+        // Hosts removed from the records: their keys go with them (they
+        // would otherwise live as long as this replica's lease).
+        let known: BTreeSet<&String> = hosts.iter().collect();
+        let gone: Vec<String> =
+            view.owners.iter().filter(|(h, o)| **o == self.me && !known.contains(h)).map(|(h, _)| h.clone()).collect();
+        for host in gone {
+            if e.delete_if(&format!("{}owners/{host}", self.prefix), self.me.as_bytes()).await.map_err(err)? {
                 view.owners.remove(&host);
             }
         }

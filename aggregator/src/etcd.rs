@@ -161,6 +161,14 @@ impl Etcd {
         Ok(int(&v["header"]["revision"]))
     }
 
+    /// Sets `key` (no lease): the revision it made and whether the key is
+    /// new.
+    pub async fn put_counting(&self, key: &str, value: &[u8]) -> Result<(i64, bool), EtcdError> {
+        let body = json!({"key": b64(key.as_bytes()), "value": b64(value), "prev_kv": true});
+        let v = self.call("/v3/kv/put", body).await?;
+        Ok((int(&v["header"]["revision"]), v["prev_kv"].is_null()))
+    }
+
     /// Removes `key`; the revision and whether it was there.
     pub async fn delete(&self, key: &str) -> Result<(i64, bool), EtcdError> {
         let v = self.call("/v3/kv/deleterange", json!({"key": b64(key.as_bytes())})).await?;

@@ -19,13 +19,13 @@ use super::{
     history,
     model::{CPU, ENERGY, Readings},
     now_ms,
-    state::{HostState, State},
+    state::{BRIEF_RETRY_MS, HostState, State},
     totals,
 };
 
 /// A host to read: name, agent, newest event seen, whether to read its
-/// subscriptions.
-type Job = (String, Target, Option<(u64, u64)>, bool);
+/// subscriptions, whether to ask for the brief stats form.
+type Job = (String, Target, Option<(u64, u64)>, bool, bool);
 
 /// Subscriptions (bounds, ceilings in force) are read every this many
 /// rounds, hosts staggered, and every round on hosts with ceilings to
@@ -67,7 +67,8 @@ pub async fn round(shared: &Arc<Shared>) {
                 let subs = h.rounds_ok == 0
                     || capped.contains(h.name.as_str())
                     || (round + i as u64).is_multiple_of(SUBSCRIPTIONS_EVERY);
-                (h.name.clone(), h.target.clone(), h.events_since, subs)
+                let brief = h.brief_refused_ms.is_none_or(|t| now.saturating_sub(t) >= BRIEF_RETRY_MS);
+                (h.name.clone(), h.target.clone(), h.events_since, subs, brief)
             })
             .collect()
     };
@@ -132,11 +133,11 @@ async fn fetch_all(shared: &Arc<Shared>, targets: Vec<Job>, now: u64) -> Vec<sup
     let sem = Arc::new(Semaphore::new(a.concurrency));
     let timeout = Duration::from_millis(a.timeout_ms);
     let mut set = JoinSet::new();
-    for (name, target, since, subs) in targets {
+    for (name, target, since, subs, brief) in targets {
         let (client, sem, max_body) = (shared.client.clone(), sem.clone(), a.max_body_bytes);
         set.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            let r = client::fetch(&client, &target, since, subs, timeout, max_body).await;
+            let r = client::fetch(&client, &target, since, subs, brief, timeout, max_body).await;
             (name, r)
         });
     }
@@ -185,6 +186,11 @@ fn apply(shared: &Shared, h: &mut HostState, f: Fetched, now: u64, events: &mut 
     h.rounds_ok += 1;
     h.last_ok_ms = Some(now);
     h.info = f.host;
+    if f.brief_refused {
+        h.brief_refused_ms = Some(now);
+    } else if f.brief {
+        h.brief_refused_ms = None;
+    }
     if f.subscriptions_read {
         h.subscriptions = f.subscriptions;
     }

@@ -137,6 +137,16 @@ impl Shared {
         self.cluster.as_ref().is_none_or(|c| c.owns(host))
     }
 
+    /// Whether this replica shows `host` as its own in lists and metrics:
+    /// it gathers it, or nobody does and it leads (with replicas each
+    /// host is shown by one replica; without, every host here).
+    pub fn shows(&self, host: &str) -> bool {
+        match &self.cluster {
+            None => true,
+            Some(c) => c.owns(host) || (self.leads() && c.unowned(host)),
+        }
+    }
+
     /// Whether this replica runs the cluster-wide controllers.
     pub fn leads(&self) -> bool {
         self.cluster.as_ref().is_none_or(cluster::Cluster::leads)

@@ -115,12 +115,26 @@ impl Records {
         tokio::spawn(async move {
             while let Some(w) = rx.recv().await {
                 let r = match &w.value {
-                    Some(v) => e.put(&w.key, v, None).await,
-                    None => e.delete(&w.key).await.map(|(rev, _)| rev),
+                    Some(v) => e.put_counting(&w.key, v).await.map(|(rev, new)| (rev, Some(i64::from(new)))),
+                    None => e.delete(&w.key).await.map(|(rev, _)| (rev, None)),
                 };
                 let r = match r {
-                    Ok(rev) => {
+                    Ok((rev, added)) => {
                         p.written.fetch_max(rev, Ordering::SeqCst);
+                        // Nothing but this put since the state was last in
+                        // sync with etcd (the store's revision moved by
+                        // one): the state, which made the change, still is,
+                        // and the next change need not read every record
+                        // again (a burst of registrations through one
+                        // replica was quadratic). After a delete the
+                        // newest record's revision is not known: read.
+                        if let Some(added) = added
+                            && !p.failed.load(Ordering::SeqCst)
+                            && p.synced.compare_exchange(rev - 1, rev, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+                        {
+                            p.synced_version.0.store(rev, Ordering::SeqCst);
+                            p.synced_version.1.fetch_add(added, Ordering::SeqCst);
+                        }
                         Ok(())
                     }
                     Err(err) => {

@@ -160,7 +160,15 @@ pub struct HostState {
     pub prev_cpu: HashMap<String, (u64, u64)>,
     /// Power of the host and its containers, from the latest good round.
     pub power: Option<HostPower>,
+    /// When the agent last refused the brief stats form (an older agent):
+    /// it is read in full, and asked for the brief form again after
+    /// [`BRIEF_RETRY_MS`] (it may have been upgraded).
+    pub brief_refused_ms: Option<u64>,
 }
+
+/// How long an agent that refused the brief stats form is read in full
+/// before it is asked again.
+pub const BRIEF_RETRY_MS: u64 = 300_000;
 
 impl HostState {
     pub fn new(name: String, record: HostRecord, source: Source) -> Self {
@@ -181,6 +189,7 @@ impl HostState {
             events_since: None,
             prev_cpu: HashMap::new(),
             power: None,
+            brief_refused_ms: None,
         }
     }
 

@@ -49,6 +49,23 @@ fn records_in_etcd_are_shared_by_replicas_survive_its_leader_and_a_full_restart(
     let (mut a, mut b) = (Aggregator::start(&cfg), Aggregator::start(&cfg));
     assert_eq!(a.get("/healthz").1["records"], "etcd /scaler-test/");
 
+    // A burst of registrations through A (each put that follows A's own
+    // is not read back in full), removed through B: both end up the same.
+    let t = Instant::now();
+    for i in 0..150 {
+        ok(&a, "PUT", &format!("/v1/hosts/b{i}"), json!({"url": format!("http://127.0.0.1:{}", 10_000 + i)}));
+    }
+    println!("150 registrations through one replica: {:.2} s", t.elapsed().as_secs_f64());
+    let listed = |agg: &Aggregator| agg.get("/v1/hosts").1["hosts"].as_array().map_or(0, Vec::len);
+    assert_eq!(listed(&a), 150);
+    let seen = wait_for(Duration::from_secs(10), || (listed(&b) == 150).then_some(()));
+    assert!(seen.is_some(), "B saw {} of 150 hosts", listed(&b));
+    for i in 0..150 {
+        ok(&b, "DELETE", &format!("/v1/hosts/b{i}"), json!({}));
+    }
+    let gone = wait_for(Duration::from_secs(10), || (listed(&a) == 0).then_some(()));
+    assert!(gone.is_some(), "A still lists {} hosts", listed(&a));
+
     // Made through A.
     ok(&a, "PUT", "/v1/hosts/h1", json!({"url": "http://127.0.0.1:9", "idle_mw": 10000, "max_mw": 90000}));
     ok(&a, "PUT", "/v1/users/ana", json!({"cpu_budget": 4000, "energy_budget_w": 100}));

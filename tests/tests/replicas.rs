@@ -96,6 +96,24 @@ fn three_replicas_share_the_fleet_and_take_over_when_one_dies() {
     assert_eq!(per.len(), 3, "every replica gathers some hosts: {per:?}");
     assert_eq!((owners["sim0"].as_str(), owners["sim1"].as_str()), (leader.as_str(), leader.as_str()));
 
+    // Each replica's health and metrics cover its own hosts: none of them
+    // stale, and every host up in exactly one replica's metrics.
+    let mut up = BTreeMap::new();
+    for a in &reps {
+        let (_, h) = a.get("/healthz");
+        let me = cluster(a)["replica"].as_str().unwrap().to_owned();
+        assert_eq!((h["hosts"].as_u64(), h["stale_hosts"].as_u64()), (Some(HOSTS as u64), Some(0)), "{me}: {h}");
+        assert_eq!(h["hosts_here"].as_u64(), Some(per[&me] as u64), "{me}: {h}");
+        let (_, text) = a.get_text("/metrics");
+        for line in text.lines().filter(|l| l.starts_with("scaler_cluster_host_up{")) {
+            assert!(line.ends_with(" 1"), "{me}: {line}");
+            *up.entry(line.to_owned()).or_insert(0) += 1;
+        }
+        let apps = text.lines().any(|l| l.starts_with("scaler_cluster_app_power_cap_mw{"));
+        assert_eq!(apps, me == leader, "{me}: application metrics are the leader's");
+    }
+    assert!(up.len() == HOSTS && up.values().all(|&n| n == 1), "host_up once per host: {up:?}");
+
     // Any replica answers for the whole fleet.
     for a in &reps {
         let (_, v) = a.get("/v1/hosts");

@@ -60,17 +60,29 @@ pub async fn get(
         .client
         .get(format!("{base}{path_and_query}"))
         .header(FORWARDED, "1")
-        .timeout(std::time::Duration::from_millis(s.cfg.aggregator.timeout_ms.max(2000)))
+        // The other replica may itself wait on Prometheus for a history.
+        .timeout(std::time::Duration::from_millis(
+            s.cfg.aggregator.timeout_ms.max(2000).max(s.cfg.history.prometheus_timeout_ms + 1000),
+        ))
         .send()
         .await
         .map_err(|e| format!("replica at {base}: {e}"))?;
     let status = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let kind = r.headers().get(header::CONTENT_TYPE).and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
-    let body = r.bytes().await.map_err(|e| format!("replica at {base}: {e}"))?;
-    if body.len() > MAX_BODY {
-        return Err(format!("replica at {base}: answer over {MAX_BODY} bytes"));
+    let too_big = || format!("replica at {base}: answer over {MAX_BODY} bytes");
+    if r.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_big());
     }
-    Ok((status, body.to_vec(), kind))
+    // Read in chunks, so that an answer over the cap stops at the cap.
+    let mut body = Vec::new();
+    let mut r = r;
+    while let Some(chunk) = r.chunk().await.map_err(|e| format!("replica at {base}: {e}"))? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, body, kind))
 }
 
 /// The middleware: answers here, or asks the replica that should. A change

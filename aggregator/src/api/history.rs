@@ -82,15 +82,24 @@ async fn query(
         (Some(p), Some(Remote::App(cs))) => Some(p.app(&cs, since, until).await),
         _ => None,
     };
+    let here = || {
+        s.history
+            .query(&entity, since, until, now)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    };
     let (points, source, remote_error) = match asked {
-        Some(Ok(points)) => (points, "prometheus", None),
-        answer => {
-            let points = s
-                .history
-                .query(&entity, since, until, now)
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            (points, "aggregator", answer.and_then(Result::err))
-        }
+        Some(Ok(points)) if !points.is_empty() => (points, "prometheus", None),
+        // Nothing there (not scraped yet, or not this agent): the
+        // embedded tiers, when they have something, saying why.
+        Some(Ok(points)) => match here()? {
+            mine if mine.is_empty() => (points, "prometheus", None),
+            mine => (
+                mine,
+                "aggregator",
+                Some("Prometheus has no samples of it in this window (is it scraping the agent?)".to_owned()),
+            ),
+        },
+        answer => (here()?, "aggregator", answer.and_then(Result::err)),
     };
     let points: Vec<Value> = points
         .into_iter()
@@ -170,6 +179,9 @@ pub async fn events(State(s): State<Arc<Shared>>, RawQuery(raw): RawQuery) -> Re
     // Neither host, app nor scope here: the query goes on as received.
     let (theirs, errors) = super::forward::others(&s, "/v1/events", raw.as_deref().unwrap_or(""), "events").await;
     out.extend(theirs);
+    // A host that moved between replicas has its older events on both.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|e| seen.insert(e.to_string()));
     out.sort_by(|a, b| (a["time_ms"].as_u64(), a["host"].as_str()).cmp(&(b["time_ms"].as_u64(), b["host"].as_str())));
     let skip = out.len().saturating_sub(usize::try_from(limit).unwrap_or(usize::MAX));
     out.drain(..skip);

@@ -35,15 +35,7 @@ pub async fn list(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result
     let now = now_ms();
     let mut hosts: Vec<Value> = {
         let st = s.read();
-        let view = s.cluster.as_ref().map(crate::cluster::Cluster::view);
-        let mine = |name: &str| match &view {
-            None => true,
-            Some(v) => match v.owners.get(name) {
-                Some(o) => s.cluster.as_ref().is_some_and(|c| c.me == *o),
-                None => s.leads(),
-            },
-        };
-        st.hosts.values().filter(|h| mine(&h.name)).map(|h| views::host_json(h, now, false)).collect()
+        st.hosts.values().filter(|h| s.shows(&h.name)).map(|h| views::host_json(h, now, false)).collect()
     };
     if local || s.cluster.is_none() {
         return Ok(Json(json!({ "hosts": hosts })));

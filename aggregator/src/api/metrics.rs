@@ -18,10 +18,10 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-fn containers(out: &mut String, st: &AggState) {
+fn containers(out: &mut String, s: &Shared, st: &AggState) {
     family(out, "scaler_cluster_container_usage", "gauge", "Usage per container (agent units; energy in mW).");
     let mut limits = String::new();
-    for h in st.hosts.values() {
+    for h in st.hosts.values().filter(|h| s.shows(&h.name)) {
         for (name, p) in views::parts_of_host(h) {
             let l = format!("host=\"{}\",container=\"{}\"", escape(&h.name), escape(&name));
             for (res, r) in RESOURCES.iter().zip(p.readings) {
@@ -69,16 +69,18 @@ fn apps(out: &mut String, st: &AggState) {
     out.push_str(&caps);
 }
 
+/// What this replica gathers (with replicas each host and container is
+/// in one replica's metrics, applications in the leader's).
 pub fn render(s: &Shared) -> String {
     let now = now_ms();
     let st = s.read();
     let mut out = String::with_capacity(4096);
     family(&mut out, "scaler_cluster_host_up", "gauge", "1 if the host answered the latest round.");
-    for h in st.hosts.values() {
+    for h in st.hosts.values().filter(|h| s.shows(&h.name)) {
         let _ = writeln!(out, "scaler_cluster_host_up{{host=\"{}\"}} {}", escape(&h.name), u8::from(!h.stale));
     }
     family(&mut out, "scaler_cluster_host_data_age_seconds", "gauge", "Age of the host's latest data.");
-    for h in st.hosts.values() {
+    for h in st.hosts.values().filter(|h| s.shows(&h.name)) {
         if let Some(a) = h.age_ms(now) {
             let _ = writeln!(
                 out,
@@ -89,7 +91,7 @@ pub fn render(s: &Shared) -> String {
         }
     }
     family(&mut out, "scaler_cluster_host_power_mw", "gauge", "Host power (RAPL or model), mW.");
-    for h in st.hosts.values() {
+    for h in st.hosts.values().filter(|h| s.shows(&h.name)) {
         if let Some(p) = &h.power {
             let _ = writeln!(
                 out,
@@ -100,8 +102,11 @@ pub fn render(s: &Shared) -> String {
             );
         }
     }
-    containers(&mut out, &st);
-    apps(&mut out, &st);
+    containers(&mut out, s, &st);
+    // Applications are the leader's: it gathers their hosts.
+    if s.leads() {
+        apps(&mut out, &st);
+    }
     family(&mut out, "scaler_cluster_rounds_total", "counter", "Gathering rounds since start.");
     let _ = writeln!(out, "scaler_cluster_rounds_total {}", st.rounds.rounds);
     family(&mut out, "scaler_cluster_round_seconds", "gauge", "Duration of the latest round.");

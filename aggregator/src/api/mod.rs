@@ -128,8 +128,11 @@ async fn cluster(State(s): State<Arc<Shared>>) -> Json<Value> {
 async fn healthz(State(s): State<Arc<Shared>>) -> Json<Value> {
     let now = now_ms();
     let st = s.read();
-    let stale = st.hosts.values().filter(|h| h.stale).count();
-    let containers: usize = st.hosts.values().map(|h| h.stats.as_ref().map_or(0, |s| s.containers.len())).sum();
+    // Stale and containers among the hosts this replica shows (all of
+    // them without replicas): another replica's hosts are not stale here.
+    let here = || st.hosts.values().filter(|h| s.shows(&h.name));
+    let stale = here().filter(|h| h.stale).count();
+    let containers: usize = here().map(|h| h.stats.as_ref().map_or(0, |s| s.containers.len())).sum();
     let r = &st.rounds;
     let (p50, p99, max) = r.percentiles().unwrap_or_default();
     Json(json!({
@@ -144,6 +147,7 @@ async fn healthz(State(s): State<Arc<Shared>>) -> Json<Value> {
                      "gather": r.last_gather_ms, "record": r.last_record_ms},
         "flush": {"ms": r.last_flush_ms, "rows": r.last_flush_rows},
         "hosts": st.hosts.len(),
+        "hosts_here": here().count(),
         "stale_hosts": stale,
         "apps": st.apps.len(),
         "containers": containers,

@@ -44,6 +44,8 @@ pub(super) struct Fake {
     cpu: Arc<Mutex<Vec<(String, u64)>>>,
     mode: Arc<Mutex<Mode>>,
     pub(super) ceilings: Arc<Mutex<Sent>>,
+    /// Requests for the brief form.
+    briefs: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Fake {
@@ -52,6 +54,7 @@ impl Fake {
             cpu: Arc::new(Mutex::new(containers.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect())),
             mode: Arc::new(Mutex::new(Mode::Ok)),
             ceilings: Arc::new(Mutex::new(Vec::new())),
+            briefs: Arc::default(),
         }
     }
 
@@ -65,6 +68,9 @@ impl Fake {
             let f = f.clone();
             async move {
                 let mode = *f.mode.lock().unwrap();
+                if q.is_some() {
+                    f.briefs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 match mode {
                     Mode::Garbage => return axum::response::IntoResponse::into_response("<html>oops"),
                     Mode::Slow => tokio::time::sleep(Duration::from_secs(5)).await,
@@ -277,7 +283,7 @@ async fn a_round_marks_bad_agents_stale_and_keeps_the_rest() {
         format!("http://{}", l.local_addr().unwrap())
     };
     let (u1, u2, ug, us) =
-        (good1.clone().serve().await, good2.serve().await, garbage.serve().await, slow.serve().await);
+        (good1.clone().serve().await, good2.clone().serve().await, garbage.serve().await, slow.serve().await);
     let dir = tempfile::tempdir().unwrap();
     let s = shared(dir.path(), &[("h1", &u1), ("h2", &u2), ("hg", &ug), ("hs", &us), ("hd", &down)]);
     let body = json!({"containers": [{"host": "h1", "name": "a"}, {"host": "h2", "name": "b"}]});
@@ -286,6 +292,9 @@ async fn a_round_marks_bad_agents_stale_and_keeps_the_rest() {
     gather::round(&s).await;
     gather::round(&s).await;
     assert!(t.elapsed() < Duration::from_secs(3), "a slow agent held the round: {:?}", t.elapsed());
+    // Refused once, the brief form is not asked again every round.
+    assert_eq!(good2.briefs.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(good1.briefs.load(std::sync::atomic::Ordering::Relaxed), 2);
     let (_, v) = call(&s, "GET", "/v1/hosts", None).await;
     let status = |n: &str| {
         let h = v["hosts"].as_array().unwrap().iter().find(|h| h["name"] == n).unwrap().clone();

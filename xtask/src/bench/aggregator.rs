@@ -126,8 +126,16 @@ pub(super) struct Stop(pub(super) Child);
 
 impl Drop for Stop {
     fn drop(&mut self) {
-        // SIGTERM by PID (it flushes history), then reap.
+        // SIGTERM by PID (it flushes history), then reap; SIGKILL after
+        // 30 s (a wedged aggregator does not hang the bench).
         let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        for _ in 0..300 {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }

@@ -27,6 +27,13 @@ pub struct Args {
     /// An earlier `scaler` binary measured beside this one (step 2).
     #[arg(long, value_name = "BIN")]
     pub baseline: Option<std::path::PathBuf>,
+    /// Cgroup counts of step 2.
+    #[arg(long, value_delimiter = ',', default_values_t = [10, 100, 500, 1000])]
+    pub sizes: Vec<usize>,
+    /// Step 2 only, managed containers only (a quick before/after of the
+    /// management loop; no eBPF table, no atop).
+    #[arg(long)]
+    pub managed_only: bool,
 }
 
 /// `(runs, seconds)` per program from the agent's `/metrics`.
@@ -230,11 +237,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Some(b) => Some(b.canonicalize().with_context(|| format!("--baseline {}", b.display()))?),
         None => None,
     };
-    eprintln!("==> eBPF cost per event under a mixed load ({MEASURE_S} s)");
-    let ebpf = ebpf_cost(&bin)?;
+    let ebpf = match args.managed_only {
+        true => Vec::new(),
+        false => {
+            eprintln!("==> eBPF cost per event under a mixed load ({MEASURE_S} s)");
+            ebpf_cost(&bin)?
+        }
+    };
     let mut agent = Vec::new();
-    for managed in [false, true] {
-        for n in [10, 100, 500, 1000] {
+    let modes: &[bool] = if args.managed_only { &[true] } else { &[false, true] };
+    for &managed in modes {
+        for &n in &args.sizes {
             let how = if managed { "managing" } else { "watching" };
             if let Some(b) = &baseline {
                 eprintln!("==> baseline agent {how} {n} cgroups ({MEASURE_S} s)");
@@ -246,8 +259,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             agent.push(agent_overhead(&bin, n, managed)?);
         }
     }
-    eprintln!("==> atop -w at 1 s with 500 cgroups' processes ({MEASURE_S} s)");
-    let atop = atop_overhead()?;
+    let atop = match args.managed_only {
+        true => Value::Null,
+        false => {
+            eprintln!("==> atop -w at 1 s with 500 cgroups' processes ({MEASURE_S} s)");
+            atop_overhead()?
+        }
+    };
 
     println!("\neBPF programs (kernel.bpf_stats_enabled), mixed load:\n");
     let rows: Vec<Vec<String>> = ebpf
@@ -290,21 +308,25 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    rows.push(vec![
-        "atop -w (the original's monitor)".to_owned(),
-        "500 (processes)".to_owned(),
-        "1 s".to_owned(),
-        atop["cpu_percent_of_one_core"].to_string(),
-        atop["rss_mib"].to_string(),
-        "-".to_owned(),
-        "-".to_owned(),
-    ]);
+    if !atop.is_null() {
+        rows.push(vec![
+            "atop -w (the original's monitor)".to_owned(),
+            "500 (processes)".to_owned(),
+            "1 s".to_owned(),
+            atop["cpu_percent_of_one_core"].to_string(),
+            atop["rss_mib"].to_string(),
+            "-".to_owned(),
+            "-".to_owned(),
+        ]);
+    }
     let t2 = table(
         &["monitor", "cgroups", "interval", "CPU % of one core", "RSS MiB", "tick time", "µs per container per tick"],
         &rows,
     );
     let result = json!({"ebpf": ebpf, "agent": agent, "atop": atop, "markdown": format!("{t1}\n{t2}")});
-    super::write_result("sampling", &serde_json::to_string_pretty(&result)?)?;
-    eprintln!("wrote bench-results/sampling.json");
+    // A partial run does not replace the full one.
+    let name = if args.managed_only { "sampling-managed" } else { "sampling" };
+    super::write_result(name, &serde_json::to_string_pretty(&result)?)?;
+    eprintln!("wrote bench-results/{name}.json");
     Ok(())
 }

@@ -129,8 +129,14 @@ pub fn deploy(
     for (name, url) in &done {
         println!("  {name}: {url}");
     }
-    let urls: Vec<(String, String)> = inv.agents.iter().map(|i| (i.name.clone(), plan::url_of(i))).collect();
-    super::targets::update(&inv.scrape_targets, &urls, &[])?;
+    // Agents on their host's loopback cannot be scraped from elsewhere.
+    let (local, urls): (Vec<_>, Vec<_>) =
+        inv.agents.iter().map(|i| (i.name.clone(), plan::url_of(i))).partition(|(_, u)| super::targets::on_loopback(u));
+    let local: Vec<String> = local.into_iter().map(|(n, _)| n).collect();
+    if !local.is_empty() {
+        println!("not Prometheus targets (their agents listen on loopback): {}", local.join(", "));
+    }
+    super::targets::update(&inv.scrape_targets, &urls, &local)?;
     println!("Prometheus scrape targets (file_sd): {}", inv.scrape_targets.display());
     if let Some(t) = &tls {
         let p = &t.pki.settings().pki;

@@ -21,7 +21,8 @@ fn merge(existing: &Value, deployed: &[(String, String)], removed: &[String]) ->
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|e| name(e).is_some_and(|n| !removed.contains(&n) && !deployed.iter().any(|(d, _)| *d == n)))
+        // Entries without a host label are someone else's: kept.
+        .filter(|e| name(e).is_none_or(|n| !removed.contains(&n) && !deployed.iter().any(|(d, _)| *d == n)))
         .cloned()
         .collect();
     for (host, url) in deployed {
@@ -32,6 +33,14 @@ fn merge(existing: &Value, deployed: &[(String, String)], removed: &[String]) ->
     }
     out.sort_by_key(|e| name(e).unwrap_or_default());
     Ok(Value::Array(out))
+}
+
+/// Whether an agent URL is on its host's loopback (only reachable through
+/// SSH, not by a Prometheus elsewhere: not a scrape target).
+pub fn on_loopback(url: &str) -> bool {
+    let host = url.split_once("://").map_or(url, |(_, a)| a);
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Updates the file at `path` (created when absent).
@@ -71,6 +80,21 @@ mod tests {
         update(&path, &[], &["node2".to_owned()]).unwrap();
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(v, json!([{"targets": ["10.0.0.9:8470"], "labels": {"host": "node1", "__scheme__": "http"}}]));
+        // Hand-added entries (no host label) stay.
+        let mine = json!({"targets": ["10.9.9.9:9100"], "labels": {"job": "node"}});
+        std::fs::write(&path, json!([mine.clone()]).to_string()).unwrap();
+        update(&path, &[d("node1", "http://10.0.0.1:8470")], &["node2".to_owned()]).unwrap();
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(v.as_array().unwrap().contains(&mine) && v.as_array().unwrap().len() == 2, "{v}");
+        for (u, l) in [
+            ("http://127.0.0.1:8470", true),
+            ("https://[::1]:8470", true),
+            ("http://localhost:1", true),
+            ("http://10.0.0.1:8470", false),
+            ("http://node1.example:8470", false),
+        ] {
+            assert_eq!(on_loopback(u), l, "{u}");
+        }
         std::fs::write(&path, "not json").unwrap();
         assert!(update(&path, &[], &[]).unwrap_err().to_string().contains(FILE));
     }
