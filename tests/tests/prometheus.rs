@@ -15,10 +15,13 @@ use tests::{Agent, Lxc, aggregator::Aggregator, prometheus::Prometheus, require_
 fn a_containers_history_from_prometheus_is_the_agents_own() {
     require_root();
     let mut c = Lxc::start();
+    let mut d = Lxc::start();
     let state = tempfile::tempdir().unwrap();
     let agent = Agent::start(&format!("[agent]\nstate_dir = \"{}\"\n", state.path().display()));
     agent.wait_container(&c.name);
+    agent.wait_container(&d.name);
     c.spawn(&["timeout", "40", "stress-ng", "--cpu", "1", "--cpu-load", "40", "--timeout", "35s", "--quiet"]);
+    d.spawn(&["timeout", "40", "stress-ng", "--cpu", "1", "--cpu-load", "30", "--timeout", "35s", "--quiet"]);
 
     // Scrape targets as deploy writes them: the aggregator's name for the
     // host as the `host` label.
@@ -29,11 +32,13 @@ fn a_containers_history_from_prometheus_is_the_agents_own() {
     let mut prom = Prometheus::start(&targets);
     let agg = Aggregator::start(&format!(
         "[aggregator]\npoll_ms = 500\ntimeout_ms = 400\n[history]\nflush_ms = 1000\nprometheus = \"{}\"\n\
-         [[hosts]]\nname = \"a\"\nurl = \"{}\"\n",
+         [[hosts]]\nname = \"a\"\nurl = \"{}\"\n[[hosts]]\nname = \"unscraped\"\nurl = \"{}\"\n",
         prom.url,
+        agent.url(),
         agent.url()
     ));
-    let (s, v) = agg.send("PUT", "/v1/apps/web", Some(&json!({"containers": [{"host": "a", "name": c.name}]})));
+    let both = json!({"containers": [{"host": "a", "name": c.name}, {"host": "a", "name": d.name}]});
+    let (s, v) = agg.send("PUT", "/v1/apps/web", Some(&both));
     assert_eq!(s, 201, "{v}");
 
     let path = format!("/v1/containers/a/{}/history?since=30s&resource=cpu", c.name);
@@ -70,13 +75,36 @@ fn a_containers_history_from_prometheus_is_the_agents_own() {
         "the load is in the history: {history}"
     );
 
-    // The application: its containers' sum over steps.
+    // The application: its two containers' sum over steps, above what
+    // either uses alone.
     let (s, app) = agg.get("/v1/apps/web/history?since=20s&resource=cpu");
     assert_eq!((s, app["source"].as_str()), (200, Some("prometheus")), "{app}");
     let pts = app["points"].as_array().unwrap();
-    assert!(pts.len() >= 5 && pts.iter().any(|p| p["cpu"]["usage"].as_u64().unwrap_or(0) > 100), "{app}");
+    let median = |v: &serde_json::Value| {
+        let mut u: Vec<u64> = v["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["cpu"]["usage"].as_u64())
+            .filter(|u| *u > 0)
+            .collect();
+        u.sort_unstable();
+        u.get(u.len() / 2).copied().unwrap_or(0)
+    };
+    let each: Vec<u64> = [&c.name, &d.name]
+        .iter()
+        .map(|n| median(&agg.get(&format!("/v1/containers/a/{n}/history?since=20s&resource=cpu")).1))
+        .collect();
+    println!("application cpu median {} m, its containers' {each:?}", median(&app));
+    assert!(pts.len() >= 5, "{app}");
+    assert!(median(&app) * 10 > (each[0] + each[1]) * 8 && median(&app) > each[0].max(each[1]), "{app}");
     // Energy is the aggregator's own.
     assert_eq!(agg.get("/v1/apps/web/history?since=20s&resource=energy").1["source"], "aggregator");
+
+    // A host Prometheus does not scrape: the embedded history answers.
+    let (s, v) = agg.get(&format!("/v1/containers/unscraped/{}/history?since=30s&resource=cpu", c.name));
+    assert_eq!((s, v["source"].as_str()), (200, Some("aggregator")), "{v}");
+    assert!(v["prometheus_error"].as_str().unwrap_or("").contains("no samples"), "{v}");
 
     // Prometheus gone: the embedded history answers, and says why.
     prom.stop();
