@@ -70,6 +70,15 @@ pub fn sched_switch(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Does nothing. Attached beside `sched_switch` only with `[agent]
+/// bpf_stats_floor` (`cargo xtask bench sampling` sets it): its run time
+/// per event is what any program on this tracepoint costs here, the floor
+/// under `sched_switch`'s own.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch_floor(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
 #[perf_event]
 pub fn cpu_clock(_ctx: PerfEventContext) -> u32 {
     flush_current_slice(true);

@@ -76,6 +76,10 @@ pub struct AgentConfig {
     /// Keep `kernel.bpf_stats_enabled` on (per-program run time in /metrics;
     /// costs a clock read per event).
     pub bpf_stats: bool,
+    /// With `bpf_stats`: also attach an empty program to `sched_switch`, so
+    /// that /metrics shows the floor any program there costs on this host
+    /// beside `sched_switch`'s own (`cargo xtask bench sampling`).
+    pub bpf_stats_floor: bool,
     /// Durable state (subscriptions, bounds, limits set) lives here.
     pub state_dir: PathBuf,
     /// Bearer token for mutating requests. Required when `listen` is not a
@@ -168,6 +172,7 @@ impl Default for AgentConfig {
             btf_path: PathBuf::from("/sys/kernel/btf/vmlinux"),
             hostname: None,
             bpf_stats: false,
+            bpf_stats_floor: false,
             state_dir: PathBuf::from("/var/lib/scaler"),
             token: None,
             // Anything on the host may be subscribed; narrow this on shared hosts.

@@ -33,6 +33,9 @@ pub async fn list(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result
     }
     let (theirs, errors) = super::forward::others(&s, "/v1/containers", "", "containers").await;
     out.extend(theirs);
+    // A host that just moved may be listed by both replicas for a moment.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|c| seen.insert((c["host"].to_string(), c["name"].to_string())));
     Ok(Json(json!({ "containers": out, "incomplete": errors })))
 }
 

@@ -42,6 +42,11 @@ pub async fn list(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result
     }
     let (theirs, errors) = super::forward::others(&s, "/v1/hosts", "", "hosts").await;
     hosts.extend(theirs);
+    // Two replicas whose views of who gathers a host differ for a moment
+    // (a claim, a move) both list it: the freshest is kept.
+    let fresh = |h: &Value| (h["stale"] == false, h["last_ok_ms"].as_u64());
+    hosts.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()).then_with(|| fresh(b).cmp(&fresh(a))));
+    hosts.dedup_by(|later, first| later["name"] == first["name"]);
     // Every registered host is listed: one no live replica answered for
     // (its replica died and its lease has not run out, or nobody has
     // claimed it yet) from the shared records, saying so.

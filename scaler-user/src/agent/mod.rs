@@ -63,7 +63,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let store = Store::open(&cfg.agent.state_dir)?;
     let mut kernel = Kernel::load(
         &layout.v2,
-        &LoadOptions { btf_path: cfg.agent.btf_path.clone(), cpu_flush_hz: cfg.agent.cpu_flush_hz },
+        &LoadOptions {
+            btf_path: cfg.agent.btf_path.clone(),
+            cpu_flush_hz: cfg.agent.cpu_flush_hz,
+            floor: cfg.agent.bpf_stats && cfg.agent.bpf_stats_floor,
+        },
     )?;
     if cfg.agent.bpf_stats
         && let Err(e) = kernel.enable_stats()

@@ -60,6 +60,9 @@ pub struct LoadOptions {
     /// CPU-clock flushes of the running slice per second per CPU (0 = only
     /// at context switches).
     pub cpu_flush_hz: u64,
+    /// Also attach `sched_switch_floor`, an empty program on the same
+    /// tracepoint, to measure the floor under `sched_switch`'s cost.
+    pub floor: bool,
 }
 
 /// Counts of cgroup lifecycle events (see [`Kernel::cgroup_events`]).
@@ -105,8 +108,9 @@ pub struct Kernel {
     cgroup_events: Option<aya::maps::Array<MapData, u64>>,
 }
 
-const PROGRAMS: [&str; 11] = [
+const PROGRAMS: [&str; 12] = [
     "sched_switch",
+    "sched_switch_floor",
     "cpu_clock",
     "net_ingress",
     "net_egress",
@@ -139,6 +143,11 @@ impl Kernel {
         let btf = aya::Btf::parse_file(&opts.btf_path, aya::Endianness::default()).map_err(LoadError::Btf)?;
 
         attach_btf_tp(&mut bpf, &btf, "sched_switch", "sched_switch")?;
+        if opts.floor
+            && let Err(e) = attach_btf_tp(&mut bpf, &btf, "sched_switch_floor", "sched_switch")
+        {
+            warn!("the empty sched_switch program (bpf_stats_floor) was not attached: {}", chain(&e));
+        }
         if opts.cpu_flush_hz > 0 {
             attach_cpu_clock(&mut bpf, opts.cpu_flush_hz)?;
         }

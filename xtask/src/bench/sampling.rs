@@ -94,7 +94,10 @@ fn ebpf_cost(bin: &std::path::Path) -> anyhow::Result<Vec<Value>> {
     cg.mkdir("net")?;
     let agent = Agent::start(
         bin,
-        &format!("bpf_stats = true\n[discovery]\nsystemd_services = false\nwatch = [\"{}/*\"]\n", cg.name()),
+        &format!(
+            "bpf_stats = true\nbpf_stats_floor = true\n[discovery]\nsystemd_services = false\nwatch = [\"{}/*\"]\n",
+            cg.name()
+        ),
     )?;
     std::thread::sleep(Duration::from_secs(2));
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
