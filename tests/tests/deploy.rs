@@ -453,13 +453,14 @@ fn deploy_with_tls_issues_certificates_serves_https_everywhere_and_rotates_them(
     assert!(urls.contains(&"https://127.0.0.1:8470"), "{urls:?}");
     assert!(urls.contains(&format!("https://{}:8470", nodes[1].host.addr).as_str()), "{urls:?}");
     // Prometheus' scrape targets beside the hosts file, named as the
-    // aggregator names them; node1's agent listens on its loopback, out of
-    // a Prometheus' reach elsewhere: not a target.
+    // aggregator names them (node1's on its loopback, for a Prometheus on
+    // node1, where the aggregator runs).
     let targets: Value =
         serde_json::from_str(&std::fs::read_to_string(work.path().join("prometheus-targets.json")).unwrap()).unwrap();
     assert_eq!(
         targets,
         serde_json::json!([
+            {"targets": ["127.0.0.1:8470"], "labels": {"host": "node1", "__scheme__": "https"}},
             {"targets": [format!("{}:8470", nodes[1].host.addr)], "labels": {"host": "node2", "__scheme__": "https"}},
         ])
     );

@@ -20,8 +20,9 @@ fn a_containers_history_from_prometheus_is_the_agents_own() {
     let agent = Agent::start(&format!("[agent]\nstate_dir = \"{}\"\n", state.path().display()));
     agent.wait_container(&c.name);
     agent.wait_container(&d.name);
-    c.spawn(&["timeout", "40", "stress-ng", "--cpu", "1", "--cpu-load", "40", "--timeout", "35s", "--quiet"]);
-    d.spawn(&["timeout", "40", "stress-ng", "--cpu", "1", "--cpu-load", "30", "--timeout", "35s", "--quiet"]);
+    // Longer than the wait for points below and the 20 s window after it.
+    c.spawn(&["timeout", "90", "stress-ng", "--cpu", "1", "--cpu-load", "40", "--timeout", "85s", "--quiet"]);
+    d.spawn(&["timeout", "90", "stress-ng", "--cpu", "1", "--cpu-load", "30", "--timeout", "85s", "--quiet"]);
 
     // Scrape targets as deploy writes them: the aggregator's name for the
     // host as the `host` label.

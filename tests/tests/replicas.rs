@@ -98,15 +98,25 @@ fn three_replicas_share_the_fleet_and_take_over_when_one_dies() {
 
     // Each replica's health and metrics cover its own hosts: none of them
     // stale, and every host up in exactly one replica's metrics.
+    // (A round that timed out on a loaded machine marks a host stale for
+    // a round: asked again until it holds.)
     let mut up = BTreeMap::new();
     for a in &reps {
-        let (_, h) = a.get("/healthz");
         let me = cluster(a)["replica"].as_str().unwrap().to_owned();
-        assert_eq!((h["hosts"].as_u64(), h["stale_hosts"].as_u64()), (Some(HOSTS as u64), Some(0)), "{me}: {h}");
-        assert_eq!(h["hosts_here"].as_u64(), Some(per[&me] as u64), "{me}: {h}");
-        let (_, text) = a.get_text("/metrics");
+        let held = wait_for(Duration::from_secs(10), || {
+            let (_, h) = a.get("/healthz");
+            (h["hosts"].as_u64() == Some(HOSTS as u64)
+                && h["stale_hosts"].as_u64() == Some(0)
+                && h["hosts_here"].as_u64() == Some(per[&me] as u64))
+            .then_some(())
+        });
+        assert!(held.is_some(), "{me}: {} (gathers {})", a.get("/healthz").1, per[&me]);
+        let text = wait_for(Duration::from_secs(10), || {
+            let (_, text) = a.get_text("/metrics");
+            text.lines().filter(|l| l.starts_with("scaler_cluster_host_up{")).all(|l| l.ends_with(" 1")).then_some(text)
+        })
+        .unwrap_or_else(|| panic!("{me}: a host down in its metrics: {}", a.get_text("/metrics").1));
         for line in text.lines().filter(|l| l.starts_with("scaler_cluster_host_up{")) {
-            assert!(line.ends_with(" 1"), "{me}: {line}");
             *up.entry(line.to_owned()).or_insert(0) += 1;
         }
         let apps = text.lines().any(|l| l.starts_with("scaler_cluster_app_power_cap_mw{"));
@@ -173,6 +183,8 @@ fn three_replicas_share_the_fleet_and_take_over_when_one_dies() {
         assert_eq!(hosts["hosts"].as_array().map(Vec::len), Some(owners.len()), "{hosts}");
         assert!(hosts["hosts"].as_array().unwrap().iter().any(|h| h["status"] == "unknown"), "{hosts}");
         println!("while the dead leader's lease runs: {}", app["incomplete"][0]);
+    } else {
+        println!("the lead had moved before the check: the dead leader's lease not checked");
     }
     let alone = wait_for(Duration::from_secs(20), || gathered(&[survivor]));
     assert!(alone.is_some(), "the last replica did not take every host: {}", cluster(survivor));

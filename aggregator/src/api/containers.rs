@@ -33,9 +33,11 @@ pub async fn list(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result
     }
     let (theirs, errors) = super::forward::others(&s, "/v1/containers", "", "containers").await;
     out.extend(theirs);
-    // A host that just moved may be listed by both replicas for a moment.
-    let mut seen = std::collections::HashSet::new();
-    out.retain(|c| seen.insert((c["host"].to_string(), c["name"].to_string())));
+    // A host that just moved may be listed by both replicas for a moment:
+    // the fresh copy is kept.
+    let key = |c: &Value| (c["host"].to_string(), c["name"].to_string());
+    out.sort_by(|a, b| key(a).cmp(&key(b)).then_with(|| (a["stale"] != false).cmp(&(b["stale"] != false))));
+    out.dedup_by(|later, first| key(later) == key(first));
     Ok(Json(json!({ "containers": out, "incomplete": errors })))
 }
 

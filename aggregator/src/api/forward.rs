@@ -56,14 +56,18 @@ pub async fn get(
     base: &str,
     path_and_query: &str,
 ) -> Result<(StatusCode, Vec<u8>, Option<HeaderValue>), String> {
+    // A history asked of another replica may wait on Prometheus there.
+    let history =
+        s.cfg.history.prometheus.is_some() && path_and_query.split('?').next().is_some_and(|p| p.ends_with("/history"));
+    let mut ms = s.cfg.aggregator.timeout_ms.max(2000);
+    if history {
+        ms = ms.max(s.cfg.history.prometheus_timeout_ms + 1000);
+    }
     let r = s
         .client
         .get(format!("{base}{path_and_query}"))
         .header(FORWARDED, "1")
-        // The other replica may itself wait on Prometheus for a history.
-        .timeout(std::time::Duration::from_millis(
-            s.cfg.aggregator.timeout_ms.max(2000).max(s.cfg.history.prometheus_timeout_ms + 1000),
-        ))
+        .timeout(std::time::Duration::from_millis(ms))
         .send()
         .await
         .map_err(|e| format!("replica at {base}: {e}"))?;
@@ -126,7 +130,7 @@ pub async fn forward(State(s): State<Arc<Shared>>, req: Request, next: Next) -> 
     }
 }
 
-/// Adds `"incomplete": [why]` to a JSON object answer.
+/// Adds `why` to a JSON object answer's `incomplete` list.
 async fn mark_incomplete(r: Response, why: String) -> Response {
     let (mut parts, body) = r.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
@@ -134,7 +138,12 @@ async fn mark_incomplete(r: Response, why: String) -> Response {
     };
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(mut m)) => {
-            m.insert("incomplete".to_owned(), Value::Array(vec![Value::String(why)]));
+            match m.get_mut("incomplete") {
+                Some(Value::Array(list)) => list.push(Value::String(why)),
+                _ => {
+                    m.insert("incomplete".to_owned(), Value::Array(vec![Value::String(why)]));
+                }
+            }
             let out = serde_json::to_vec(&m).unwrap_or_default();
             parts.headers.remove(header::CONTENT_LENGTH);
             Response::from_parts(parts, Body::from(out))

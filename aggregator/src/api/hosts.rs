@@ -59,7 +59,11 @@ pub async fn list(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result
         v["status"] = json!("unknown");
         v["stale"] = json!(true);
         v["error"] = json!(match view.owners.get(&h.name) {
-            Some(o) => format!("gathered by replica {o}, which did not answer"),
+            Some(o) if errors.iter().any(|e| e.starts_with(&format!("replica {o}:"))) => {
+                format!("gathered by replica {o}, which did not answer")
+            }
+            Some(o) if !view.replicas.contains_key(o) => format!("gathered by replica {o}, which is gone"),
+            Some(o) => format!("moving to or from replica {o}"),
             None => "no replica gathers it yet".to_owned(),
         });
         hosts.push(v);

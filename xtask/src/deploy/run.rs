@@ -129,14 +129,19 @@ pub fn deploy(
     for (name, url) in &done {
         println!("  {name}: {url}");
     }
-    // Agents on their host's loopback cannot be scraped from elsewhere.
-    let (local, urls): (Vec<_>, Vec<_>) =
-        inv.agents.iter().map(|i| (i.name.clone(), plan::url_of(i))).partition(|(_, u)| super::targets::on_loopback(u));
-    let local: Vec<String> = local.into_iter().map(|(n, _)| n).collect();
+    let urls: Vec<(String, String)> = inv.agents.iter().map(|i| (i.name.clone(), plan::url_of(i))).collect();
+    // An agent on its host's loopback can be scraped only by a Prometheus
+    // on that host (the aggregator's, when it runs there too).
+    let local: Vec<&str> =
+        urls.iter().filter(|(_, u)| super::targets::on_loopback(u)).map(|(n, _)| n.as_str()).collect();
     if !local.is_empty() {
-        println!("not Prometheus targets (their agents listen on loopback): {}", local.join(", "));
+        println!(
+            "{}: agents on loopback, in {} for a Prometheus on their own host only",
+            local.join(", "),
+            super::targets::FILE
+        );
     }
-    super::targets::update(&inv.scrape_targets, &urls, &local)?;
+    super::targets::update(&inv.scrape_targets, &urls, &[])?;
     println!("Prometheus scrape targets (file_sd): {}", inv.scrape_targets.display());
     if let Some(t) = &tls {
         let p = &t.pki.settings().pki;

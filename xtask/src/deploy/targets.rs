@@ -35,11 +35,14 @@ fn merge(existing: &Value, deployed: &[(String, String)], removed: &[String]) ->
     Ok(Value::Array(out))
 }
 
-/// Whether an agent URL is on its host's loopback (only reachable through
-/// SSH, not by a Prometheus elsewhere: not a scrape target).
+/// Whether an agent URL is on its host's loopback (reachable by a
+/// Prometheus on that host only).
 pub fn on_loopback(url: &str) -> bool {
-    let host = url.split_once("://").map_or(url, |(_, a)| a);
-    let host = host.rsplit_once(':').map_or(host, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+    let addr = url.split_once("://").map_or(url, |(_, a)| a).trim_end_matches('/');
+    let host = match addr.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or(v6, |(h, _)| h),
+        None => addr.rsplit_once(':').map_or(addr, |(h, _)| h),
+    };
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
@@ -89,6 +92,7 @@ mod tests {
         for (u, l) in [
             ("http://127.0.0.1:8470", true),
             ("https://[::1]:8470", true),
+            ("http://[::1]", true),
             ("http://localhost:1", true),
             ("http://10.0.0.1:8470", false),
             ("http://node1.example:8470", false),
