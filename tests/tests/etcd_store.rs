@@ -66,6 +66,28 @@ fn records_in_etcd_are_shared_by_replicas_survive_its_leader_and_a_full_restart(
     let gone = wait_for(Duration::from_secs(10), || (listed(&a) == 0).then_some(()));
     assert!(gone.is_some(), "A still lists {} hosts", listed(&a));
 
+    // Writes through A, B, then A: A's own writes keep it in sync only
+    // while nobody else wrote, so its third change takes in B's first.
+    ok(&a, "PUT", "/v1/users/x1", json!({"cpu_budget": 100}));
+    ok(&b, "PUT", "/v1/users/x2", json!({"cpu_budget": 200}));
+    ok(&a, "PUT", "/v1/users/x3", json!({"cpu_budget": 300}));
+    let users = |agg: &Aggregator| -> Vec<String> {
+        agg.get("/v1/users").1["users"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(users(&a), ["x1", "x2", "x3"], "A right after its own write");
+    let seen = wait_for(Duration::from_secs(10), || (users(&b) == ["x1", "x2", "x3"]).then_some(()));
+    assert!(seen.is_some(), "B holds {:?}", users(&b));
+    for u in ["x1", "x2", "x3"] {
+        ok(&b, "DELETE", &format!("/v1/users/{u}"), json!({}));
+    }
+    let gone = wait_for(Duration::from_secs(10), || users(&a).is_empty().then_some(()));
+    assert!(gone.is_some(), "A still holds {:?}", users(&a));
+
     // Made through A.
     ok(&a, "PUT", "/v1/hosts/h1", json!({"url": "http://127.0.0.1:9", "idle_mw": 10000, "max_mw": 90000}));
     ok(&a, "PUT", "/v1/users/ana", json!({"cpu_budget": 4000, "energy_budget_w": 100}));
