@@ -15,6 +15,10 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 pub const MAP_CPU_SLICE: &str = "CPU_SLICE";
 /// Global (read-only data) holding the [`BioOffsets`] found in the kernel's BTF.
 pub const GLOBAL_BIO_OFFSETS: &str = "BIO_OFFSETS";
+/// Global (read-only data) holding the [`MemcgOffsets`] found in the kernel's BTF.
+pub const GLOBAL_MEMCG_OFFSETS: &str = "MEMCG_OFFSETS";
+/// The cgroup iterator program that writes every memory cgroup's charge.
+pub const PROG_MEMCG_USAGE: &str = "memcg_usage";
 
 /// Hash: container cgroup v2 id (`u64`) -> [`NetLimit`]. Shared by all
 /// CPUs; the bucket fields are updated with atomics.
@@ -217,6 +221,37 @@ pub struct BioOffsets {
 }
 const _: () = assert!(size_of::<BioOffsets>() == 16);
 
+/// Byte offsets the memory-cgroup iterator reads at, found in this kernel's
+/// BTF at start-up (Rust eBPF has no CO-RE). `valid == 0` makes the
+/// iterator write nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemcgOffsets {
+    /// `offsetof(struct cgroup, subsys) + 8 * memory_cgrp_id`: the memory
+    /// controller's `cgroup_subsys_state *`, the first member of its
+    /// `struct mem_cgroup`.
+    pub css: u32,
+    /// `offsetof(struct mem_cgroup, memory.usage)` (`atomic_long_t`, pages).
+    pub usage: u32,
+    /// `offsetof(struct cgroup, kn)` (`struct kernfs_node *`).
+    pub kn: u32,
+    /// `offsetof(struct kernfs_node, id)` (`u64`: the directory's inode).
+    pub kn_id: u32,
+    pub valid: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<MemcgOffsets>() == 24);
+
+/// One record the memory-cgroup iterator writes: the cgroup directory's
+/// inode in its hierarchy and the pages charged to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemcgRecord {
+    pub ino: u64,
+    pub pages: u64,
+}
+const _: () = assert!(size_of::<MemcgRecord>() == 16);
+
 /// `REQ_OP_MASK` of `include/linux/blk_types.h` (`REQ_OP_BITS = 8`).
 pub const REQ_OP_MASK: u32 = 0xff;
 pub const REQ_OP_READ: u32 = 0;
@@ -230,6 +265,8 @@ mod user {
     unsafe impl aya::Pod for super::CpuSlice {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::BioOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MemcgOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::NetLimit {}
 }

@@ -16,6 +16,7 @@ mod counters;
 mod cpu;
 mod disk;
 mod mem;
+mod memiter;
 mod net;
 mod pacing;
 

@@ -80,6 +80,10 @@ pub struct AgentConfig {
     /// that /metrics shows the floor any program there costs on this host
     /// beside `sched_switch`'s own (`cargo xtask bench sampling`).
     pub bpf_stats_floor: bool,
+    /// Read memory charged from the kernel, every memory cgroup in one read
+    /// per tick (a cgroup iterator), instead of a cgroupfs file per
+    /// container; falls back to the files where the kernel cannot.
+    pub memory_from_kernel: bool,
     /// Durable state (subscriptions, bounds, limits set) lives here.
     pub state_dir: PathBuf,
     /// Bearer token for mutating requests. Required when `listen` is not a
@@ -173,6 +177,7 @@ impl Default for AgentConfig {
             hostname: None,
             bpf_stats: false,
             bpf_stats_floor: false,
+            memory_from_kernel: true,
             state_dir: PathBuf::from("/var/lib/scaler"),
             token: None,
             // Anything on the host may be subscribed; narrow this on shared hosts.

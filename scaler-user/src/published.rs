@@ -25,6 +25,9 @@ pub struct KernelFeatures {
     pub net: bool,
     pub disk: bool,
     pub mem_events: bool,
+    /// Memory charged read for every cgroup in one read (a cgroup
+    /// iterator), not from a file per container.
+    pub mem_charged: bool,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +64,9 @@ pub struct TickPhases {
     pub cgroupfs_ns: u64,
     /// eBPF map lookups of every container's cgroups.
     pub maps_ns: u64,
+    /// The kernel's one read of every memory cgroup's charge (the cgroup
+    /// iterator, `agent.memory_from_kernel`).
+    pub memcg_ns: u64,
     /// Rates from counters (pure).
     pub compute_ns: u64,
     /// Socket owners and memory-watch maps kept in sync with the tracked set.
@@ -83,6 +89,7 @@ impl TickPhases {
         self.discover_ns += o.discover_ns;
         self.cgroupfs_ns += o.cgroupfs_ns;
         self.maps_ns += o.maps_ns;
+        self.memcg_ns += o.memcg_ns;
         self.compute_ns += o.compute_ns;
         self.sync_ns += o.sync_ns;
         self.manage_ns += o.manage_ns;
@@ -90,11 +97,12 @@ impl TickPhases {
     }
 
     /// (name, ns) of every phase.
-    pub fn named(&self) -> [(&'static str, u64); 7] {
+    pub fn named(&self) -> [(&'static str, u64); 8] {
         [
             ("discover", self.discover_ns),
             ("cgroupfs", self.cgroupfs_ns),
             ("maps", self.maps_ns),
+            ("memcg", self.memcg_ns),
             ("compute", self.compute_ns),
             ("sync", self.sync_ns),
             ("manage", self.manage_ns),

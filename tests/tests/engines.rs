@@ -222,7 +222,9 @@ fn scenario(kind: Kind) {
     });
     assert!(steady.is_some(), "{ename}: limits never steady: {:?}", agent.events(&c.name));
     c.set_cpu_by_hand(730).unwrap();
-    let noticed = wait_for(Duration::from_secs(5), || {
+    // An idle (quiet) container's limits are read at its full readings,
+    // every 5 s.
+    let noticed = wait_for(Duration::from_secs(10), || {
         agent.events(&c.name).into_iter().find(|e| {
             e["new"] == 730
                 && e["reason"].as_str().unwrap_or("").starts_with(&format!("changed outside scaler (by {ename}"))

@@ -191,6 +191,38 @@ fn lxc_allocated_memory_shows_in_mem_usage_within_5_percent() {
 }
 
 #[test]
+fn memory_charged_read_from_the_kernel_matches_the_cgroupfs_file() {
+    require_root();
+    let mut cg = TestCgroup::new();
+    cg.child("mem");
+    let agent = Agent::start(&format!("[agent]\nwatched_memory_read_ms = 200\n{WATCH}"));
+    let (_, health) = agent.get("/healthz");
+    assert_eq!(health["kernel"]["mem_charged"], true, "the cgroup iterator is not in use: {health}");
+    let file = match cg.v1("memory", "mem") {
+        Some(dir) => dir.join("memory.usage_in_bytes"),
+        None => cg.v2("mem").join("memory.current"),
+    };
+    cg.spawn("mem", "stress-ng", &["--vm", "1", "--vm-bytes", "96m", "--vm-keep", "--vm-populate", "--timeout", "20s"]);
+    // The agent's reading (the kernel's, at its last tick) and the file's
+    // now, once the allocation holds still: the same counter, so within a
+    // page-cache wobble, where a wrong offset or unit would be far off.
+    let agreed = wait_for(Duration::from_secs(15), || {
+        let (_, before) = agent.get("/v1/stats/mem");
+        let charged = |v: &Value| v["resources"]["mem"]["usage"].as_u64();
+        let file_now: u64 = std::fs::read_to_string(&file).ok()?.trim().parse().ok()?;
+        let (_, after) = agent.get("/v1/stats/mem");
+        let (a, b) = (charged(&before)?, charged(&after)?);
+        (a > 90 << 20 && a.abs_diff(b) < 1 << 20 && a.abs_diff(file_now) < 2 << 20).then_some((a, file_now))
+    });
+    let (agent_bytes, file_bytes) = agreed.unwrap_or_else(|| {
+        let (_, v) = agent.get("/v1/stats/mem");
+        let file_now = std::fs::read_to_string(&file).unwrap_or_default();
+        panic!("agent {} against the file's {file_now}: {}", v["resources"]["mem"], agent.log())
+    });
+    println!("memory charged: agent {agent_bytes} B (from the kernel), file {file_bytes} B");
+}
+
+#[test]
 fn stopped_container_disappears_without_error() {
     require_root();
     let mut c = Lxc::start();

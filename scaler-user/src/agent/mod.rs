@@ -1,6 +1,7 @@
 //! The agent process: the sampler thread and the HTTP server around shared
 //! state.
 mod build;
+mod counters;
 mod quiet;
 pub mod sampler;
 
@@ -67,6 +68,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             btf_path: cfg.agent.btf_path.clone(),
             cpu_flush_hz: cfg.agent.cpu_flush_hz,
             floor: cfg.agent.bpf_stats && cfg.agent.bpf_stats_floor,
+            memcg_root: cfg.agent.memory_from_kernel.then(|| layout.memory_root()),
         },
     )?;
     if cfg.agent.bpf_stats
@@ -117,6 +119,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             net: kernel.net_enabled,
             disk: kernel.disk_enabled,
             mem_events: kernel.mem_events_enabled,
+            mem_charged: kernel.memory_from_kernel(),
         },
         inner: RwLock::new(Default::default()),
     });
@@ -294,9 +297,15 @@ fn sample_loop(
         let t_maps = Instant::now();
         kernel.refresh_counters(sampler.id_count(), batch_from);
         let maps_ns = crate::published::ns(t_maps.elapsed());
+        let t_memcg = Instant::now();
+        if sampler.reads_memory_next(&managed) {
+            kernel.refresh_memory();
+        }
+        let memcg_ns = crate::published::ns(t_memcg.elapsed());
         let result = sampler.tick(&*kernel, &managed);
         let mut phases = result.phases;
         phases.maps_ns += maps_ns;
+        phases.memcg_ns += memcg_ns;
         let t = Instant::now();
         if sampler.scans() != scans {
             scans = sampler.scans();

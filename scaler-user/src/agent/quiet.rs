@@ -8,9 +8,11 @@
 //! them a second later loses nothing, it only dates it later. Such a
 //! container is *quiet*: it is read as a watched container is (in full
 //! once per `agent.watched_full_read_ms`, 5 s), with its memory charged
-//! every tick (one small file: growth toward the limit must never be seen
-//! late) and its limits once per `agent.managed_full_read_ms` (1 s). Counters read after a gap are spread over the time
-//! they cover (`build_sample`), so a rate stays a rate.
+//! every tick (growth toward the limit must never be seen late: from the
+//! kernel's one read of every memory cgroup, or one small file). A limit
+//! changed outside scaler is seen at the next full reading (5 s; 1 s once
+//! in play). Counters read after a gap are spread over the time they cover
+//! (`build_sample`), so a rate stays a rate.
 //!
 //! It is *in play*, and read every tick for [`HOT_TICKS`] ticks after the
 //! last sign, when:

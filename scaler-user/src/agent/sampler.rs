@@ -12,6 +12,7 @@ use scaler_common::CgroupCounters;
 use tracing::{debug, info, warn};
 
 pub use super::build::{SampleInput, build_sample};
+pub use super::counters::Counters;
 use crate::{
     cgroup::{
         discover::{self, Discovered, DiscoveryOptions},
@@ -38,37 +39,6 @@ pub struct Managed {
     /// containers read limits once per `agent.managed_full_read_ms`), and
     /// always for the network (the eBPF limiter keeps it, not cgroupfs).
     pub limits: HashMap<String, Vec<(policies::Resource, Option<u64>)>>,
-}
-
-/// Source of per-cgroup-id kernel counters (the eBPF map, or a test double).
-pub trait Counters {
-    fn read(&self, cgroup_id: u64) -> CgroupCounters;
-
-    /// Counts of cgroup lifecycle events, when the kernel side has them
-    /// (then discovery rescans when they move, not every interval).
-    fn cgroup_events(&self) -> Option<CgroupEvents> {
-        None
-    }
-
-    /// When the counters `read` returns were taken, if all at once (a
-    /// snapshot of the map); `None`: each at its `read`.
-    fn taken_at(&self) -> Option<Instant> {
-        None
-    }
-}
-
-impl Counters for crate::ebpf::Kernel {
-    fn read(&self, cgroup_id: u64) -> CgroupCounters {
-        crate::ebpf::Kernel::read(self, cgroup_id)
-    }
-
-    fn cgroup_events(&self) -> Option<CgroupEvents> {
-        crate::ebpf::Kernel::cgroup_events(self)
-    }
-
-    fn taken_at(&self) -> Option<Instant> {
-        self.counters_at()
-    }
 }
 
 /// Ticks a failed mirror removal is retried (10 s at the default tick).
@@ -389,6 +359,15 @@ impl Sampler {
         });
     }
 
+    /// The next tick may take some container's memory charge alone (what
+    /// the kernel's one read of every memory cgroup serves): a managed one
+    /// most ticks, watched ones once per `agent.watched_memory_read_ms`
+    /// (full readings read the files).
+    pub fn reads_memory_next(&self, managed: &Managed) -> bool {
+        let next = self.ticks + 1;
+        !managed.subscribed.is_empty() || (next.is_multiple_of(self.mem_every) && !next.is_multiple_of(self.full_every))
+    }
+
     /// Runs one tick, told by management what it manages.
     pub fn tick(&mut self, counters: &dyn Counters, managed: &Managed) -> TickResult {
         let now = Instant::now();
@@ -416,8 +395,8 @@ impl Sampler {
         // Managed containers in play read what their policy decides from
         // every tick and their limits once per `agent.managed_full_read_ms`
         // (1 s; in between, the limits scaler keeps are shown); quiet ones
-        // their memory and limits at that period and the rest as watched
-        // ones (see `quiet`); watched ones read
+        // their memory charged every tick and the rest as watched ones
+        // (see `quiet`); watched ones read
         // memory once per `agent.watched_memory_read_ms` (1 s) and the rest
         // once per `agent.watched_full_read_ms` (5 s); CPU, network and
         // disk come from the eBPF counters.
@@ -451,11 +430,9 @@ impl Sampler {
                     (true, false) => Depth::Signals,
                     // Quiet: as a watched container, with its memory
                     // charged every tick (growth toward the limit is what
-                    // must never be seen late) and its limits every
-                    // managed period.
+                    // must never be seen late).
                     (false, _) if full_tick => Depth::Full,
-                    (false, true) => Depth::Limits,
-                    (false, false) => Depth::Usage,
+                    (false, _) => Depth::Usage,
                 }
             } else if full_tick {
                 Depth::Full
@@ -465,7 +442,13 @@ impl Sampler {
                 Depth::Carry
             };
             let t0 = Instant::now();
-            let read = t.reader.read(depth);
+            // Memory charged, where that is all a reading needs of it, from
+            // the kernel's one read of every memory cgroup this tick.
+            let charged = match depth {
+                Depth::Usage => t.reader.mem_ino().and_then(|ino| counters.memory_charged(ino)),
+                _ => None,
+            };
+            let read = t.reader.read_with(depth, charged);
             phases.cgroupfs_ns += ns_since(t0);
             let stats = match read {
                 Ok(s) => s,
@@ -494,9 +477,8 @@ impl Sampler {
                 for &(r, limit) in managed.limits.get(cg).map_or(&[][..], Vec::as_slice) {
                     use policies::Resource;
                     let net = matches!(r, Resource::NetRx | Resource::NetTx);
-                    let read = stats.full || (stats.limits_fresh && matches!(r, Resource::Cpu | Resource::Mem));
                     if let Some(reading) = s.resources.get_mut(r)
-                        && (net || !read)
+                        && (net || !stats.full)
                     {
                         reading.current = limit;
                     }

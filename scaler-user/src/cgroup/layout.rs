@@ -84,6 +84,12 @@ impl Layout {
         join_rel(&self.v2, rel)
     }
 
+    /// Root of the hierarchy the memory controller lives in: its v1 mount
+    /// on a hybrid host, else the v2 one.
+    pub fn memory_root(&self) -> PathBuf {
+        self.v1.get("memory").cloned().unwrap_or_else(|| self.v2.clone())
+    }
+
     /// Directory of cgroup `rel` in v1 controller `ctl`, if that controller is mounted.
     pub fn v1_dir(&self, ctl: &str, rel: &str) -> Option<PathBuf> {
         self.v1.get(ctl).map(|root| join_rel(root, rel))
@@ -144,6 +150,7 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
         assert_eq!(l.v1.len(), 5);
         assert_eq!(l.v1_dir("memory", "/lxc.payload.a").unwrap(), PathBuf::from("/sys/fs/cgroup/memory/lxc.payload.a"));
         assert_eq!(l.v2_dir(""), PathBuf::from("/sys/fs/cgroup/unified"));
+        assert_eq!(l.memory_root(), PathBuf::from("/sys/fs/cgroup/memory"), "the v1 memory controller");
     }
 
     #[test]
@@ -156,6 +163,8 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
         assert_eq!(l.v2, PathBuf::from("/mnt/with space"));
         let pure = Layout::from_mounts("cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n").unwrap();
         assert!(!pure.is_hybrid());
+        assert_eq!(pure.memory_root(), PathBuf::from("/sys/fs/cgroup"), "memory lives in the v2 tree");
+        assert_eq!(l.memory_root(), l.v2, "no v1 memory controller: the v2 tree");
     }
 
     #[test]

@@ -46,9 +46,6 @@ pub struct CgroupStats {
     /// Every file was read this time (limits included); false when some
     /// values are carried from an earlier reading.
     pub full: bool,
-    /// The CPU and memory limits were read this time (a full reading, or
-    /// `Depth::Limits`).
-    pub limits_fresh: bool,
     /// When the counters a policy decides from (CPU, memory details, OOM,
     /// PSI) were read: a reading that carries them keeps the older time.
     pub signals_at: Option<std::time::Instant>,
@@ -88,10 +85,6 @@ pub enum Depth {
     /// Memory usage only; everything else keeps its last full reading.
     /// (CPU, network and disk usage come from the eBPF counters anyway.)
     Usage,
-    /// Memory usage and the CPU and memory limits in force (a quiet
-    /// managed container: a limit changed outside scaler is still seen
-    /// within `agent.managed_full_read_ms`).
-    Limits,
     /// No file: the last reading again (a removed cgroup is noticed at the
     /// next read that is not `Carry`, or by discovery).
     Carry,
@@ -113,6 +106,12 @@ pub struct CgroupReader {
     /// is needed on quick ticks.
     kernfs: bool,
     vanished: bool,
+    /// Inode of the directory holding the memory files (in the memory
+    /// controller's hierarchy), once found: the key of the kernel's
+    /// reading of every memory cgroup's charge.
+    /// (`Some(None)`: looked for and not found, until
+    /// [`Self::forget_absent`].)
+    mem_ino: Option<Option<u64>>,
 }
 
 impl CgroupReader {
@@ -130,12 +129,16 @@ impl CgroupReader {
             kernfs: layout.kernfs,
             vanished: false,
             last: None,
+            mem_ino: None,
         }
     }
 
     /// Forget which files were missing, so they are looked for again.
     pub fn forget_absent(&mut self) {
         self.files.retain(|(_, _, f)| f.is_some());
+        if self.mem_ino == Some(None) {
+            self.mem_ino = None;
+        }
     }
 
     fn dir(&self, h: Hier) -> Option<PathBuf> {
@@ -167,6 +170,19 @@ impl CgroupReader {
         }
     }
 
+    /// Inode of the directory whose memory files [`Self::mem_charged`]
+    /// reads (looked up once; `None` while it cannot be found).
+    pub fn mem_ino(&mut self) -> Option<u64> {
+        if let Some(ino) = self.mem_ino {
+            return ino;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.dir(Hier::V1("memory")).unwrap_or_else(|| self.v2_dir.clone());
+        let ino = std::fs::metadata(dir).ok().map(|m| m.ino());
+        self.mem_ino = Some(ino);
+        ino
+    }
+
     /// Memory charged now (v2 `memory.current`, else v1 `memory.usage_in_bytes`).
     fn mem_charged(&mut self) -> Option<u64> {
         self.read_file(Hier::V2, "memory.current")
@@ -176,10 +192,17 @@ impl CgroupReader {
 
     /// Reads this tick, to `depth` (the first reading is always full).
     pub fn read(&mut self, depth: Depth) -> Result<CgroupStats, Vanished> {
+        self.read_with(depth, None)
+    }
+
+    /// As [`Self::read`], with the memory charged already known (read from
+    /// the kernel for every cgroup at once): a `Usage` reading then reads
+    /// no file.
+    pub fn read_with(&mut self, depth: Depth, charged: Option<u64>) -> Result<CgroupStats, Vanished> {
         if depth == Depth::Carry
             && let Some(last) = &self.last
         {
-            return Ok(CgroupStats { full: false, limits_fresh: false, ..last.clone() });
+            return Ok(CgroupStats { full: false, ..last.clone() });
         }
         if depth == Depth::Signals
             && let Some(last) = &self.last
@@ -190,7 +213,7 @@ impl CgroupReader {
             if self.vanished || (!self.kernfs && !self.exists()) {
                 return Err(Vanished(self.rel.clone()));
             }
-            (s.full, s.limits_fresh) = (false, false);
+            s.full = false;
             self.last = Some(s.clone());
             return Ok(s);
         }
@@ -200,14 +223,12 @@ impl CgroupReader {
             self.vanished = false;
             let mut s = last.clone();
             s.full = false;
-            s.mem_charged = self.mem_charged();
-            s.limits_fresh = depth == Depth::Limits;
-            if s.limits_fresh {
-                self.read_limits(&mut s);
-            }
+            s.mem_charged = match charged {
+                Some(c) => Some(c),
+                None => self.mem_charged(),
+            };
             if let Some(l) = &mut self.last {
                 l.mem_charged = s.mem_charged;
-                (l.cpu_quota, l.mem_limit) = (s.cpu_quota, s.mem_limit);
             }
             // kernfs fails reads of a removed cgroup; other trees (tests)
             // keep serving open files, so look at the directory too.
@@ -224,7 +245,7 @@ impl CgroupReader {
     /// Reads every file.
     pub fn read_stats(&mut self) -> Result<CgroupStats, Vanished> {
         self.vanished = false;
-        let mut s = CgroupStats { full: true, limits_fresh: true, ..Default::default() };
+        let mut s = CgroupStats { full: true, ..Default::default() };
         self.read_signals(&mut s);
         self.read_limits(&mut s);
         if let Some(io) = self.read_file(Hier::V2, "io.stat").map(parse::v2_io_stat) {
@@ -470,16 +491,11 @@ mod tests {
         assert_eq!(carried.mem_charged, Some(200), "carry reads no file and keeps the last memory reading");
         let full = r.read(Depth::Full).unwrap();
         assert_eq!((full.mem_charged, full.mem_limit), (Some(300), Some(2000)));
-        assert!(full.limits_fresh && !carried.limits_fresh && !quick.limits_fresh);
-        // Limits: memory and the limits in force, nothing else.
-        std::fs::write(dir.join("memory.max"), "3000\n").unwrap();
-        std::fs::write(dir.join("cpu.max"), "max 100000\n").unwrap();
+        assert!(full.full && !carried.full && !quick.full);
+        // With the charge known from the kernel: no file at all.
         std::fs::write(dir.join("memory.current"), "400\n").unwrap();
-        let limits = r.read(Depth::Limits).unwrap();
-        assert_eq!((limits.mem_charged, limits.mem_limit, limits.cpu_quota), (Some(400), Some(3000), None));
-        assert!(limits.limits_fresh && !limits.full);
-        let carried = r.read(Depth::Carry).unwrap();
-        assert_eq!((carried.mem_limit, carried.limits_fresh), (Some(3000), false), "the new limit is carried");
+        let known = r.read_with(Depth::Usage, Some(500)).unwrap();
+        assert_eq!((known.mem_charged, known.mem_limit), (Some(500), Some(2000)));
     }
 
     #[test]

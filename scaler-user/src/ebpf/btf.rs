@@ -65,6 +65,8 @@ pub struct Btf {
     types: Vec<Type>,
     strings: Vec<u8>,
     structs_by_name: HashMap<String, u32>,
+    /// Enumerator name -> value (string offsets until `parse` ends).
+    enumerators: HashMap<String, i64>,
 }
 
 fn u16_at(b: &[u8], at: usize) -> Result<u16, BtfError> {
@@ -96,6 +98,7 @@ impl Btf {
             return Err(BtfError::Truncated(types_end));
         }
 
+        let mut enumerators = Vec::new();
         let void = Type { name: 0, kind: 0, referenced: 0, members: Vec::new() };
         let mut types = vec![void];
         let mut at = types_start;
@@ -109,6 +112,12 @@ impl Btf {
             let kind = (info >> 24) & 0x1f;
             let kind_flag = info >> 31 == 1;
             let mut members = Vec::new();
+            if kind == KIND_ENUM {
+                for i in 0..vlen {
+                    let value = u32_at(blob, at + 8 * i + 4)? as i32;
+                    enumerators.push((u32_at(blob, at + 8 * i)?, i64::from(value)));
+                }
+            }
             match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => at += 4,
                 KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_FUNC
@@ -133,7 +142,11 @@ impl Btf {
             types.push(Type { name, kind, referenced: size_or_type, members });
         }
 
-        let mut btf = Self { types, strings, structs_by_name: HashMap::new() };
+        let mut btf = Self { types, strings, structs_by_name: HashMap::new(), enumerators: HashMap::new() };
+        for (name, value) in enumerators {
+            let name = btf.string(name).to_owned();
+            btf.enumerators.entry(name).or_insert(value);
+        }
         for (id, t) in btf.types.iter().enumerate() {
             if t.kind == KIND_STRUCT && t.name != 0 {
                 let name = btf.string(t.name).to_owned();
@@ -187,6 +200,11 @@ impl Btf {
 
     /// Byte offset of a member path such as `["bi_iter", "bi_size"]` in
     /// struct `strukt`.
+    /// The value of an enumerator of some (32-bit) enum, by name.
+    pub fn enum_value(&self, name: &str) -> Option<i64> {
+        self.enumerators.get(name).copied()
+    }
+
     pub fn offset_of(&self, strukt: &str, path: &[&str]) -> Result<u32, BtfError> {
         let mut id = *self.structs_by_name.get(strukt).ok_or_else(|| BtfError::NoStruct(strukt.to_owned()))?;
         let mut bits = 0;
@@ -256,6 +274,8 @@ mod tests {
         b.t(0, KIND_UNION, 1, false, 8, &[anon_field, 1, 0]); // 5: anonymous union
         b.t(0, KIND_PTR, 0, false, 6, &[]); // 6: self-referencing pointer, harmless
         b.t(bio, KIND_STRUCT, 3, true, 64, &[opf, 2, 128, iter, 4, 256, 0, 5, 384]); // 7
+        let (ids, cpu_id, memory_id) = (b.s("cgroup_subsys_id"), b.s("cpu_cgrp_id"), b.s("memory_cgrp_id"));
+        b.t(ids, KIND_ENUM, 2, false, 4, &[cpu_id, 0, memory_id, 4]); // 8
         b.build()
     }
 
@@ -265,6 +285,14 @@ mod tests {
         assert_eq!(btf.offset_of("bio", &["bi_opf"]).unwrap(), 16);
         assert_eq!(btf.offset_of("bio", &["bi_iter", "bi_size"]).unwrap(), 40);
         assert_eq!(btf.offset_of("bio", &["bi_private"]).unwrap(), 48);
+    }
+
+    #[test]
+    fn finds_enumerators() {
+        let btf = Btf::parse(&sample()).unwrap();
+        assert_eq!(btf.enum_value("memory_cgrp_id"), Some(4));
+        assert_eq!(btf.enum_value("cpu_cgrp_id"), Some(0));
+        assert_eq!(btf.enum_value("io_cgrp_id"), None);
     }
 
     #[test]
@@ -287,5 +315,8 @@ mod tests {
         let opf = btf.offset_of("bio", &["bi_opf"]).unwrap();
         let size = btf.offset_of("bio", &["bi_iter", "bi_size"]).unwrap();
         assert!(opf < size && size < 256, "opf {opf} size {size}");
+        let memcg = super::super::memiter::offsets(&btf).unwrap();
+        assert_eq!(memcg.valid, 1);
+        assert!(memcg.usage > 0 && memcg.kn > 0, "{memcg:?}");
     }
 }

@@ -1,23 +1,20 @@
 //! Loads `scaler-ebpf`, attaches its programs and reads the counter map.
 
-use std::{fs::File, os::fd::OwnedFd, path::Path};
+use std::{os::fd::OwnedFd, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader, Pod,
     maps::{MapData, PerCpuHashMap},
-    programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, PerfEvent, ProgramError, SockOps,
-        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
-    },
 };
 use scaler_common::{
-    BioOffsets, CGROUP_EVENT_ATTACH, CGROUP_EVENT_TREE, CgroupCounters, GLOBAL_BIO_OFFSETS, MAP_CGROUP_EVENTS,
-    MAP_COUNTERS, MAP_MEM_EVENTS, MAP_MEM_WATCH, MAP_NET_LEVELS, MAP_NET_LIMITS, MAP_SOCK_OWNERS,
+    CGROUP_EVENT_ATTACH, CGROUP_EVENT_TREE, CgroupCounters, GLOBAL_BIO_OFFSETS, GLOBAL_MEMCG_OFFSETS,
+    MAP_CGROUP_EVENTS, MAP_COUNTERS, MAP_MEM_EVENTS, MAP_MEM_WATCH, MAP_NET_LEVELS, MAP_NET_LIMITS, MAP_SOCK_OWNERS,
     MEM_WATCH_MAX_ENTRIES, SOCK_OWNERS_MAX_ENTRIES,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use super::btf::Btf;
+pub use super::attach::chain;
+use super::attach::{attach_all, attach_btf_tp, attach_cpu_clock, attach_net, offsets};
 
 /// The compiled programs, embedded at build time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scaler"));
@@ -63,6 +60,10 @@ pub struct LoadOptions {
     /// Also attach `sched_switch_floor`, an empty program on the same
     /// tracepoint, to measure the floor under `sched_switch`'s cost.
     pub floor: bool,
+    /// Root of the hierarchy holding the memory controller: memory charge
+    /// then comes from a cgroup iterator in one read per tick (`None`:
+    /// from each container's cgroupfs file).
+    pub memcg_root: Option<std::path::PathBuf>,
 }
 
 /// Counts of cgroup lifecycle events (see [`Kernel::cgroup_events`]).
@@ -106,9 +107,13 @@ pub struct Kernel {
     /// Counts of cgroup directories made or removed and of tasks moved
     /// (`None` when the lifecycle tracepoints could not be attached).
     cgroup_events: Option<aya::maps::Array<MapData, u64>>,
+    /// Every memory cgroup's charge in one read (`None`: read from
+    /// cgroupfs), and whether it was read this tick.
+    memcg: Option<super::memiter::MemcgIter>,
+    memcg_fresh: bool,
 }
 
-const PROGRAMS: [&str; 12] = [
+const PROGRAMS: [&str; 13] = [
     "sched_switch",
     "sched_switch_floor",
     "cpu_clock",
@@ -121,23 +126,17 @@ const PROGRAMS: [&str; 12] = [
     "cgroup_mkdir",
     "cgroup_rmdir",
     "cgroup_attach_task",
+    "memcg_usage",
 ];
-
-fn bio_offsets(btf_path: &Path) -> Option<BioOffsets> {
-    let blob = std::fs::read(btf_path).ok()?;
-    let btf = Btf::parse(&blob).map_err(|e| warn!("parsing BTF for bio offsets: {e}")).ok()?;
-    let opf = btf.offset_of("bio", &["bi_opf"]).ok()?;
-    let size = btf.offset_of("bio", &["bi_iter", "bi_size"]).ok()?;
-    Some(BioOffsets { opf, size, valid: 1, _pad: 0 })
-}
 
 impl Kernel {
     /// Loads every program and attaches it. CPU accounting is required;
     /// disk, network and memory events degrade to cgroupfs with a warning.
     pub fn load(cgroup_v2_root: &Path, opts: &LoadOptions) -> Result<Self, LoadError> {
-        let offsets = bio_offsets(&opts.btf_path).unwrap_or_default();
+        let (offsets, memcg_offsets) = offsets(&opts.btf_path);
         let mut bpf = EbpfLoader::new()
             .override_global(GLOBAL_BIO_OFFSETS, &offsets, true)
+            .override_global(GLOBAL_MEMCG_OFFSETS, &memcg_offsets, true)
             .load(OBJECT)
             .map_err(LoadError::Object)?;
         let btf = aya::Btf::parse_file(&opts.btf_path, aya::Endianness::default()).map_err(LoadError::Btf)?;
@@ -208,7 +207,24 @@ impl Kernel {
         } else {
             None
         };
-        info!(net_enabled, disk_enabled, mem_events_enabled, cgroup_events = lifecycle, "eBPF programs attached");
+        let memcg = match &opts.memcg_root {
+            Some(root) if memcg_offsets.valid == 1 => super::memiter::MemcgIter::attach(&mut bpf, &btf, root)
+                .map_err(|e| warn!("memory charge from the kernel disabled, read from cgroupfs: {e}"))
+                .ok(),
+            Some(_) => {
+                warn!("memory cgroup offsets not found in BTF: memory charge read from cgroupfs");
+                None
+            }
+            None => None,
+        };
+        info!(
+            net_enabled,
+            disk_enabled,
+            mem_events_enabled,
+            cgroup_events = lifecycle,
+            memory_from_kernel = memcg.is_some(),
+            "eBPF programs attached"
+        );
         Ok(Self {
             bpf,
             counters,
@@ -222,6 +238,8 @@ impl Kernel {
             mem_watch,
             mem_watch_written: std::collections::HashSet::new(),
             cgroup_events,
+            memcg,
+            memcg_fresh: false,
         })
     }
 
@@ -297,6 +315,35 @@ impl Kernel {
     pub fn refresh_counters(&mut self, ids_wanted: usize, batch_from: usize) {
         let fd = std::os::fd::AsFd::as_fd(aya::maps::IterableMap::map(&self.counters).fd());
         self.snapshot.refresh(fd, ids_wanted, batch_from);
+        self.memcg_fresh = false;
+    }
+
+    /// Reads every memory cgroup's charge now, for this tick's
+    /// [`Kernel::memory_charged`] (until the next
+    /// [`Kernel::refresh_counters`]). False when that is off or failed.
+    pub fn refresh_memory(&mut self) -> bool {
+        let Some(memcg) = self.memcg.as_mut() else { return false };
+        match memcg.refresh() {
+            Ok(()) => self.memcg_fresh = true,
+            Err(e) => {
+                debug!("reading the memory cgroup iterator: {e}");
+                memcg.clear();
+            }
+        }
+        self.memcg_fresh
+    }
+
+    /// Memory charged comes from the cgroup iterator.
+    pub fn memory_from_kernel(&self) -> bool {
+        self.memcg.is_some()
+    }
+
+    /// Bytes charged to the memory cgroup whose directory (in the memory
+    /// controller's hierarchy) has inode `ino`, as this tick's
+    /// [`Kernel::refresh_memory`] read it; `None` when it did not, or the
+    /// cgroup was not there (then the caller reads cgroupfs).
+    pub fn memory_charged(&self, ino: u64) -> Option<u64> {
+        self.memcg.as_ref().filter(|_| self.memcg_fresh)?.charged(ino)
     }
 
     /// Deletes the counters of cgroups no tracked container has held for
@@ -406,89 +453,6 @@ impl Kernel {
             })
             .collect()
     }
-}
-
-/// An error and its sources on one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
-fn program<'a, T>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
-{
-    bpf.program_mut(name)
-        .ok_or(LoadError::Program { name, source: ProgramError::NotLoaded })?
-        .try_into()
-        .map_err(|source| LoadError::Program { name, source })
-}
-
-/// Loads program `name` as a BTF tracepoint on `tracepoint` and attaches it.
-fn attach_btf_tp(bpf: &mut Ebpf, btf: &aya::Btf, name: &'static str, tracepoint: &str) -> Result<(), LoadError> {
-    let err = |source| LoadError::Program { name, source };
-    let p: &mut BtfTracePoint = program(bpf, name)?;
-    p.load(tracepoint, btf).map_err(err)?;
-    p.attach().map_err(err)?;
-    Ok(())
-}
-
-/// Attaches each `(program, tracepoint)`; true when all attached (each
-/// failure is logged as `what` disabled).
-fn attach_all(bpf: &mut Ebpf, btf: &aya::Btf, programs: &[(&'static str, &str)], what: &str) -> bool {
-    let mut all = true;
-    for &(prog, tp) in programs {
-        if let Err(e) = attach_btf_tp(bpf, btf, prog, tp) {
-            warn!("{what} ({tp}) disabled: {}", chain(&e));
-            all = false;
-        }
-    }
-    all
-}
-
-/// The CPU-clock flush on every online CPU.
-fn attach_cpu_clock(bpf: &mut Ebpf, hz: u64) -> Result<(), LoadError> {
-    let name = "cpu_clock";
-    let err = |source| LoadError::Program { name, source };
-    let p: &mut PerfEvent = program(bpf, name)?;
-    p.load().map_err(err)?;
-    for cpu in aya::util::online_cpus().map_err(|(_, e)| LoadError::Cpus(e))? {
-        p.attach(
-            PerfEventConfig::Software(SoftwareEvent::CpuClock),
-            PerfEventScope::AllProcessesOneCpu { cpu },
-            SamplePolicy::Frequency(hz),
-            false,
-        )
-        .map_err(err)?;
-    }
-    Ok(())
-}
-
-/// `cgroup_skb` ingress and egress on the root of the v2 hierarchy.
-fn attach_net(bpf: &mut Ebpf, root: &Path) -> Result<(), LoadError> {
-    let cgroup =
-        File::open(root).map_err(|source| LoadError::CgroupRoot { path: root.display().to_string(), source })?;
-    for (name, kind) in [("net_ingress", CgroupSkbAttachType::Ingress), ("net_egress", CgroupSkbAttachType::Egress)] {
-        let err = |source| LoadError::Program { name, source };
-        let p: &mut CgroupSkb = program(bpf, name)?;
-        p.load().map_err(err)?;
-        // aya attaches with a BPF link (kernel >= 5.7): links always coexist
-        // with programs others attached (systemd's IP accounting, a CNI) and
-        // the kernel refuses any flag, so the mode must be `Single` (0).
-        p.attach(&cgroup, kind, CgroupAttachMode::Single).map_err(err)?;
-    }
-    let name = "tcp_pacing";
-    let err = |source| LoadError::Program { name, source };
-    let p: &mut SockOps = program(bpf, name)?;
-    p.load().map_err(err)?;
-    p.attach(&cgroup, CgroupAttachMode::Single).map_err(err)?;
-    Ok(())
 }
 
 const _: fn() = || {

@@ -34,6 +34,11 @@ pub struct Args {
     /// management loop; no eBPF table, no atop).
     #[arg(long)]
     pub managed_only: bool,
+    /// `[agent]` settings for the baseline agent only (e.g.
+    /// `memory_from_kernel = false`); without `--baseline`, this
+    /// binary runs as the baseline with them: one setting's before/after.
+    #[arg(long, value_name = "TOML")]
+    pub baseline_config: Option<String>,
 }
 
 /// `(runs, seconds)` per program from the agent's `/metrics`.
@@ -135,12 +140,13 @@ fn cpu_capacity_mc() -> u64 {
 
 /// The agent's CPU and RSS with `n` cgroups (one sleeping process each),
 /// watched, or `managed` (each subscribed under the default policy).
-fn agent_overhead(bin: &std::path::Path, n: usize, managed: bool) -> anyhow::Result<Value> {
+fn agent_overhead(bin: &std::path::Path, n: usize, managed: bool, extra: &str) -> anyhow::Result<Value> {
     let mut cg = Cgroups::new()?;
     for i in 0..n {
         cg.child_with(&format!("c{i}"), &["sleep", "600"])?;
     }
-    let agent = Agent::start(bin, &format!("[discovery]\nsystemd_services = false\nwatch = [\"{}/*\"]\n", cg.name()))?;
+    let agent =
+        Agent::start(bin, &format!("{extra}\n[discovery]\nsystemd_services = false\nwatch = [\"{}/*\"]\n", cg.name()))?;
     // Discovery and a first scan of everything.
     let end = Instant::now() + Duration::from_secs(30);
     while agent.get("/v1/stats")?["containers"].as_array().map_or(0, Vec::len) < n {
@@ -238,8 +244,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let bin = release_binary()?;
     let baseline = match &args.baseline {
         Some(b) => Some(b.canonicalize().with_context(|| format!("--baseline {}", b.display()))?),
+        None if args.baseline_config.is_some() => Some(bin.clone()),
         None => None,
     };
+    // Keys of the [agent] table, as TOML lines (`\n` between them).
+    let baseline_extra = args.baseline_config.as_deref().unwrap_or("").replace("\\n", "\n");
     let ebpf = match args.managed_only {
         true => Vec::new(),
         false => {
@@ -254,12 +263,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             let how = if managed { "managing" } else { "watching" };
             if let Some(b) = &baseline {
                 eprintln!("==> baseline agent {how} {n} cgroups ({MEASURE_S} s)");
-                let mut r = agent_overhead(b, n, managed)?;
+                let mut r = agent_overhead(b, n, managed, &baseline_extra)?;
                 r["baseline"] = true.into();
+                if let Some(c) = &args.baseline_config {
+                    r["baseline_config"] = c.clone().into();
+                }
                 agent.push(r);
             }
             eprintln!("==> agent {how} {n} cgroups ({MEASURE_S} s)");
-            agent.push(agent_overhead(&bin, n, managed)?);
+            agent.push(agent_overhead(&bin, n, managed, "")?);
         }
     }
     let atop = match args.managed_only {

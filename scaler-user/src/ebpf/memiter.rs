@@ -1,0 +1,185 @@
+//! Every memory cgroup's charge in one read: the `memcg_usage` cgroup
+//! iterator (`scaler-ebpf/src/memiter.rs`), linked to the root of the
+//! hierarchy the memory controller lives in (`/sys/fs/cgroup/memory` on a
+//! hybrid host, the v2 mount on a pure v2 one).
+//!
+//! aya 0.14 links iterators without target information, which for a cgroup
+//! iterator means the v2 root, where a hybrid host has no memory
+//! controller; so the link is made here with `BPF_LINK_CREATE` and the
+//! hierarchy's directory as `cgroup_fd`. Each reading opens a new iterator
+//! on the link (`BPF_ITER_CREATE`) and reads it to the end.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::Read,
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+    path::Path,
+};
+
+use aya::Ebpf;
+use scaler_common::{MemcgOffsets, MemcgRecord, PROG_MEMCG_USAGE};
+
+use super::btf::{Btf, BtfError};
+
+/// `bpf(2)` commands and constants (`include/uapi/linux/bpf.h`).
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_ITER_CREATE: libc::c_long = 33;
+const BPF_TRACE_ITER: u32 = 28;
+/// `BPF_CGROUP_ITER_DESCENDANTS_PRE`: the root, then every cgroup below.
+const DESCENDANTS_PRE: u32 = 2;
+
+/// `union bpf_attr` as `BPF_LINK_CREATE` reads it for an iterator.
+#[repr(C)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+    iter_info: u64,
+    iter_info_len: u32,
+    _pad: u32,
+}
+
+/// `union bpf_iter_link_info`, its cgroup member.
+#[repr(C)]
+struct CgroupIterInfo {
+    order: u32,
+    cgroup_fd: u32,
+    cgroup_id: u64,
+}
+
+/// `union bpf_attr` for `BPF_ITER_CREATE`.
+#[repr(C)]
+struct IterCreateAttr {
+    link_fd: u32,
+    flags: u32,
+}
+
+/// The offsets the iterator reads at, from this kernel's BTF.
+pub fn offsets(btf: &Btf) -> Result<MemcgOffsets, BtfError> {
+    let memory_id = btf.enum_value("memory_cgrp_id").ok_or_else(|| BtfError::NoMember {
+        strukt: "enum cgroup_subsys_id".into(),
+        member: "memory_cgrp_id".into(),
+    })?;
+    let subsys = btf.offset_of("cgroup", &["subsys"])?;
+    // The iterator reads `struct mem_cgroup` at the css pointer.
+    let css_in_memcg = btf.offset_of("mem_cgroup", &["css"])?;
+    if css_in_memcg != 0 {
+        return Err(BtfError::NoMember { strukt: "mem_cgroup (css first)".into(), member: "css".into() });
+    }
+    let index = u32::try_from(memory_id).unwrap_or(u32::MAX).min(64);
+    Ok(MemcgOffsets {
+        css: subsys + 8 * index,
+        usage: btf.offset_of("mem_cgroup", &["memory", "usage"])?,
+        kn: btf.offset_of("cgroup", &["kn"])?,
+        kn_id: btf.offset_of("kernfs_node", &["id"])?,
+        valid: 1,
+        _pad: 0,
+    })
+}
+
+/// Why the iterator is not used (the agent then reads the memory files).
+#[derive(Debug, thiserror::Error)]
+pub enum MemIterError {
+    #[error("program: {0}")]
+    Program(#[from] aya::programs::ProgramError),
+    #[error("opening {path}: {source}")]
+    Root {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("BPF_LINK_CREATE: {0}")]
+    Link(#[source] std::io::Error),
+}
+
+/// The linked iterator and its last reading.
+pub struct MemcgIter {
+    link: OwnedFd,
+    page: u64,
+    buf: Vec<u8>,
+    /// Directory inode -> bytes charged, at the last [`MemcgIter::refresh`].
+    charged: HashMap<u64, u64>,
+}
+
+fn bpf(cmd: libc::c_long, attr: *const u8, size: usize) -> std::io::Result<OwnedFd> {
+    // SAFETY: `attr` points at `size` initialised bytes laid out as the
+    // kernel's `union bpf_attr` for `cmd`; the result is a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size as libc::c_uint) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+impl MemcgIter {
+    /// Loads the iterator program and links it to the hierarchy at `root`.
+    pub fn attach(bpf_obj: &mut Ebpf, btf: &aya::Btf, root: &Path) -> Result<Self, MemIterError> {
+        let prog: &mut aya::programs::Iter =
+            bpf_obj.program_mut(PROG_MEMCG_USAGE).ok_or(aya::programs::ProgramError::NotLoaded)?.try_into()?;
+        prog.load("cgroup", btf)?;
+        let prog_fd = prog.fd()?.as_fd().as_raw_fd();
+        let dir = File::open(root).map_err(|source| MemIterError::Root { path: root.display().to_string(), source })?;
+        let info = CgroupIterInfo { order: DESCENDANTS_PRE, cgroup_fd: dir.as_raw_fd() as u32, cgroup_id: 0 };
+        let attr = LinkCreateAttr {
+            prog_fd: prog_fd as u32,
+            target_fd: 0,
+            attach_type: BPF_TRACE_ITER,
+            flags: 0,
+            iter_info: &info as *const CgroupIterInfo as u64,
+            iter_info_len: size_of::<CgroupIterInfo>() as u32,
+            _pad: 0,
+        };
+        let link = bpf(BPF_LINK_CREATE, (&attr as *const LinkCreateAttr).cast(), size_of::<LinkCreateAttr>())
+            .map_err(MemIterError::Link)?;
+        // SAFETY: sysconf has no preconditions.
+        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        Ok(Self { link, page, buf: vec![0; 64 * 1024], charged: HashMap::new() })
+    }
+
+    /// Reads every memory cgroup's charge now.
+    pub fn refresh(&mut self) -> std::io::Result<()> {
+        let attr = IterCreateAttr { link_fd: self.link.as_raw_fd() as u32, flags: 0 };
+        let iter = bpf(BPF_ITER_CREATE, (&attr as *const IterCreateAttr).cast(), size_of::<IterCreateAttr>())?;
+        let mut file = File::from(iter);
+        self.charged.clear();
+        let mut carry = 0;
+        loop {
+            let n = file.read(&mut self.buf[carry..])?;
+            if n == 0 {
+                break;
+            }
+            let filled = carry + n;
+            let whole = filled - filled % size_of::<MemcgRecord>();
+            for r in self.buf[..whole].chunks_exact(size_of::<MemcgRecord>()) {
+                let word = |i: usize| u64::from_ne_bytes(r[i..i + 8].try_into().unwrap_or([0; 8]));
+                self.charged.insert(word(0), word(8).saturating_mul(self.page));
+            }
+            self.buf.copy_within(whole..filled, 0);
+            carry = filled - whole;
+        }
+        Ok(())
+    }
+
+    /// Bytes charged to the memory cgroup whose directory has inode `ino`,
+    /// at the last reading (`None`: not seen then).
+    pub fn charged(&self, ino: u64) -> Option<u64> {
+        self.charged.get(&ino).copied()
+    }
+
+    /// Forgets the last reading (after a failed one).
+    pub fn clear(&mut self) {
+        self.charged.clear();
+    }
+
+    /// Memory cgroups at the last reading.
+    pub fn len(&self) -> usize {
+        self.charged.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.charged.is_empty()
+    }
+}
