@@ -160,6 +160,14 @@ impl Classic {
         let trimmed = trim(raw, min, max, current, limits);
         // 7. Consume, even when the trimmed amount is 0.
         st.events.consume(rule.consume);
+        // ...but a computed step below a thousandth of the limit is not
+        // worth a write: with a margin in percent of current, the exact
+        // arithmetic would otherwise crawl toward its fixed point (the
+        // limit whose lower bound is min) by a few units a firing, for
+        // hours. (The original wrote them; a fixed amount is always taken.)
+        if !matches!(rule.amount, Amount::Fixed(_)) && i128::from(trimmed).abs() * 1000 < i128::from(current) {
+            return None;
+        }
         // 8. Apply, clamped (and memory floored at usage if configured).
         let new = u64::try_from(current.saturating_add(trimmed)).unwrap_or(0);
         let floor = if self.cfg.mem_floor_at_usage { st.last_usage } else { None };
