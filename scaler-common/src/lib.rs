@@ -17,8 +17,18 @@ pub const MAP_CPU_SLICE: &str = "CPU_SLICE";
 pub const GLOBAL_BIO_OFFSETS: &str = "BIO_OFFSETS";
 /// Global (read-only data) holding the [`MemcgOffsets`] found in the kernel's BTF.
 pub const GLOBAL_MEMCG_OFFSETS: &str = "MEMCG_OFFSETS";
-/// The cgroup iterator program that writes every memory cgroup's charge.
+/// The cgroup iterator program that writes the memory charge of the
+/// cgroups in [`MAP_MEMCG_WANT`].
 pub const PROG_MEMCG_USAGE: &str = "memcg_usage";
+/// Hash: memory cgroup directory inode (`u64`) -> `u8` (1): the cgroups
+/// whose charge the iterator writes (the kernel's output buffer holds
+/// 2,048 records; every other cgroup, dying ones included, is skipped).
+pub const MAP_MEMCG_WANT: &str = "MEMCG_WANT";
+/// Capacity of [`MAP_MEMCG_WANT`].
+pub const MEMCG_WANT_MAX_ENTRIES: u32 = 2048;
+/// The [`MemcgRecord::ino`] of the iterator's last record, whose `pages`
+/// is then the number of cgroups the walk visited.
+pub const MEMCG_TRAILER: u64 = u64::MAX;
 
 /// Hash: container cgroup v2 id (`u64`) -> [`NetLimit`]. Shared by all
 /// CPUs; the bucket fields are updated with atomics.

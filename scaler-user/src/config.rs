@@ -84,6 +84,11 @@ pub struct AgentConfig {
     /// per tick (a cgroup iterator), instead of a cgroupfs file per
     /// container; falls back to the files where the kernel cannot.
     pub memory_from_kernel: bool,
+    /// The kernel's walk visits every memory cgroup on the host, dying ones
+    /// too: it is used while it visits at most this many per container it
+    /// serves (a visit costs about a fifth of a file read), else the files
+    /// are read and the walk is tried again 50 ticks later.
+    pub memory_walk_max_visits: u64,
     /// Durable state (subscriptions, bounds, limits set) lives here.
     pub state_dir: PathBuf,
     /// Bearer token for mutating requests. Required when `listen` is not a
@@ -178,6 +183,7 @@ impl Default for AgentConfig {
             bpf_stats: false,
             bpf_stats_floor: false,
             memory_from_kernel: true,
+            memory_walk_max_visits: 4,
             state_dir: PathBuf::from("/var/lib/scaler"),
             token: None,
             // Anything on the host may be subscribed; narrow this on shared hosts.
@@ -307,6 +313,12 @@ impl Config {
         }
         if a.managed_full_read_ms > 600_000 {
             return Err(invalid("agent.managed_full_read_ms", "must be at most 600000"));
+        }
+        if a.memory_walk_max_visits == 0 {
+            return Err(invalid(
+                "agent.memory_walk_max_visits",
+                "must be at least 1 (memory_from_kernel = false turns the walk off)",
+            ));
         }
         if a.watched_memory_read_ms > a.watched_full_read_ms {
             return Err(invalid("agent.watched_memory_read_ms", "must be at most agent.watched_full_read_ms"));

@@ -48,6 +48,12 @@ pub struct Inner {
     /// Cgroups in the kernel's counter map at the last batch read (`None`
     /// when batch reads are off).
     pub counter_entries: Option<usize>,
+    /// Memory charged taken from the kernel's walk / read from a file, so
+    /// far (readings that needed nothing else of cgroupfs).
+    pub mem_reads_kernel: u64,
+    pub mem_reads_file: u64,
+    /// Memory cgroups the kernel's last walk visited (dying ones too).
+    pub memcg_walk_visited: Option<u64>,
     /// Time spent in each step of the tick since start.
     pub phases: TickPhases,
     /// Calls to each engine's API (limits sent to Docker, Podman, LXD).

@@ -190,36 +190,103 @@ fn lxc_allocated_memory_shows_in_mem_usage_within_5_percent() {
     assert!(rel_err(delta as f64, BYTES as f64) < 0.05, "{delta} vs {BYTES}");
 }
 
-#[test]
-fn memory_charged_read_from_the_kernel_matches_the_cgroupfs_file() {
-    require_root();
-    let mut cg = TestCgroup::new();
-    cg.child("mem");
-    let agent = Agent::start(&format!("[agent]\nwatched_memory_read_ms = 200\n{WATCH}"));
-    let (_, health) = agent.get("/healthz");
-    assert_eq!(health["kernel"]["mem_charged"], true, "the cgroup iterator is not in use: {health}");
-    let file = match cg.v1("memory", "mem") {
-        Some(dir) => dir.join("memory.usage_in_bytes"),
-        None => cg.v2("mem").join("memory.current"),
+/// `scaler_agent_memory_reads_total` by source: (kernel, cgroupfs).
+fn memory_reads(agent: &Agent) -> (u64, u64) {
+    let (_, text) = tests::api::Api::new(agent.url(), Duration::from_secs(5)).get_text("/metrics");
+    let of = |source: &str| {
+        let key = format!("scaler_agent_memory_reads_total{{source=\"{source}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(key.as_str())?.trim().parse().ok()).unwrap_or(0)
     };
-    cg.spawn("mem", "stress-ng", &["--vm", "1", "--vm-bytes", "96m", "--vm-keep", "--vm-populate", "--timeout", "20s"]);
-    // The agent's reading (the kernel's, at its last tick) and the file's
-    // now, once the allocation holds still: the same counter, so within a
-    // page-cache wobble, where a wrong offset or unit would be far off.
+    (of("kernel"), of("cgroupfs"))
+}
+
+/// [`memory_reads`] made over the next `d`.
+fn memory_reads_over(agent: &Agent, d: Duration) -> (u64, u64) {
+    let (kernel0, files0) = memory_reads(agent);
+    std::thread::sleep(d);
+    let (kernel1, files1) = memory_reads(agent);
+    (kernel1 - kernel0, files1 - files0)
+}
+
+/// Waits until the agent's memory reading of `mem` (stress-ng holding 96
+/// MiB there) agrees with its cgroupfs file read right then; returns both.
+fn memory_agrees(agent: &Agent, file: &std::path::Path) -> (u64, u64) {
     let agreed = wait_for(Duration::from_secs(15), || {
         let (_, before) = agent.get("/v1/stats/mem");
         let charged = |v: &Value| v["resources"]["mem"]["usage"].as_u64();
-        let file_now: u64 = std::fs::read_to_string(&file).ok()?.trim().parse().ok()?;
+        let file_now: u64 = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
         let (_, after) = agent.get("/v1/stats/mem");
         let (a, b) = (charged(&before)?, charged(&after)?);
         (a > 90 << 20 && a.abs_diff(b) < 1 << 20 && a.abs_diff(file_now) < 2 << 20).then_some((a, file_now))
     });
-    let (agent_bytes, file_bytes) = agreed.unwrap_or_else(|| {
+    agreed.unwrap_or_else(|| {
         let (_, v) = agent.get("/v1/stats/mem");
-        let file_now = std::fs::read_to_string(&file).unwrap_or_default();
+        let file_now = std::fs::read_to_string(file).unwrap_or_default();
         panic!("agent {} against the file's {file_now}: {}", v["resources"]["mem"], agent.log())
-    });
-    println!("memory charged: agent {agent_bytes} B (from the kernel), file {file_bytes} B");
+    })
+}
+
+fn memory_file(cg: &TestCgroup, rel: &str) -> std::path::PathBuf {
+    match cg.v1("memory", rel) {
+        Some(dir) => dir.join("memory.usage_in_bytes"),
+        None => cg.v2(rel).join("memory.current"),
+    }
+}
+
+const VM_96M: [&str; 9] =
+    ["--vm", "1", "--vm-bytes", "96m", "--vm-keep", "--vm-populate", "--timeout", "20s", "--quiet"];
+
+#[test]
+fn memory_charged_read_from_the_kernel_matches_the_cgroupfs_file() {
+    require_root();
+    let mut cg = TestCgroup::new();
+    // Thirty containers; the walk visits every memory cgroup on the host,
+    // dying ones too, and how many a busy test host holds is not this
+    // test's business (the next one's): any number is worth it here.
+    for i in 0..29 {
+        cg.child(&format!("idle{i}"));
+    }
+    cg.child("mem");
+    let agent =
+        Agent::start(&format!("[agent]\nwatched_memory_read_ms = 200\nmemory_walk_max_visits = 1000000\n{WATCH}"));
+    let (_, health) = agent.get("/healthz");
+    assert_eq!(health["kernel"]["mem_charged"], true, "the cgroup iterator is not in use: {health}");
+    cg.spawn("mem", "stress-ng", &VM_96M);
+    // The agent's reading (the kernel's, at its last tick) and the file's
+    // now, once the allocation holds still: the same counter, so within a
+    // page-cache wobble, where a wrong offset or unit would be far off.
+    let (agent_bytes, file_bytes) = memory_agrees(&agent, &memory_file(&cg, "mem"));
+    // Then three seconds of readings (fifteen ticks of thirty containers).
+    let (from_kernel, from_files) = memory_reads_over(&agent, Duration::from_secs(3));
+    println!(
+        "memory charged: agent {agent_bytes} B, file {file_bytes} B; over 3 s, {from_kernel} readings from the kernel, {from_files} from files"
+    );
+    assert!(from_kernel >= 300, "readings did not come from the kernel: {from_kernel} ({from_files} from files)");
+    assert_eq!(from_files, 0, "files read beside the walk");
+}
+
+#[test]
+fn a_memory_walk_costlier_than_the_files_is_set_aside_and_files_are_read() {
+    require_root();
+    let mut cg = TestCgroup::new();
+    // Two containers, and forty memory cgroups below one of them that are
+    // not containers: the walk visits them all for two readings.
+    cg.child("mem");
+    for i in 0..40 {
+        cg.child(&format!("noise/n{i}"));
+    }
+    let agent = Agent::start(&format!("[agent]\nwatched_memory_read_ms = 200\n{WATCH}"));
+    cg.spawn("mem", "stress-ng", &VM_96M);
+    let (agent_bytes, file_bytes) = memory_agrees(&agent, &memory_file(&cg, "mem"));
+    let (from_kernel, from_files) = memory_reads_over(&agent, Duration::from_secs(3));
+    println!(
+        "set aside: agent {agent_bytes} B, file {file_bytes} B; over 3 s, {from_kernel} from the kernel, {from_files} from files"
+    );
+    assert!(
+        from_files >= 20 && from_kernel <= 2,
+        "the costly walk kept being used: kernel {from_kernel}, files {from_files}"
+    );
+    assert!(agent.log().contains("costs more than the files"), "{}", agent.log());
 }
 
 #[test]

@@ -69,6 +69,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             cpu_flush_hz: cfg.agent.cpu_flush_hz,
             floor: cfg.agent.bpf_stats && cfg.agent.bpf_stats_floor,
             memcg_root: cfg.agent.memory_from_kernel.then(|| layout.memory_root()),
+            memcg_max_visits: cfg.agent.memory_walk_max_visits,
         },
     )?;
     if cfg.agent.bpf_stats
@@ -303,6 +304,7 @@ fn sample_loop(
         }
         let memcg_ns = crate::published::ns(t_memcg.elapsed());
         let result = sampler.tick(&*kernel, &managed);
+        let mem_reads = result.mem_reads;
         let mut phases = result.phases;
         phases.maps_ns += maps_ns;
         phases.memcg_ns += memcg_ns;
@@ -312,6 +314,7 @@ fn sample_loop(
             let owners = sampler.sock_owners();
             kernel.sync_sock_owners(&owners);
             kernel.prune_counters(owners.keys());
+            kernel.sync_memcg_want(&sampler.mem_inos());
         }
         // The cgroups whose memory pressure should wake this loop at once.
         let want: std::collections::HashSet<u64> =
@@ -370,6 +373,9 @@ fn sample_loop(
             g.rapl_mw = rapl_mw;
             phases.publish_ns = crate::published::ns(t3.elapsed());
             g.phases.add(&phases);
+            g.mem_reads_kernel += mem_reads.0;
+            g.mem_reads_file += mem_reads.1;
+            g.memcg_walk_visited = kernel.memcg_walk_visited();
         }
         // Program statistics every 25 ticks (5 s at the default tick).
         if ticks.is_multiple_of(25) || ticks == 1 {

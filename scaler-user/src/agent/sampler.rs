@@ -75,6 +75,8 @@ pub struct TickResult {
     pub removed: Vec<String>,
     /// Time in discovery, cgroupfs, maps and computing (the rest is 0).
     pub phases: crate::published::TickPhases,
+    /// Memory charged read alone this tick: (from the kernel, from files).
+    pub mem_reads: (u64, u64),
 }
 
 /// Microseconds since `t`.
@@ -359,6 +361,12 @@ impl Sampler {
         });
     }
 
+    /// The memory cgroup directory inodes of every tracked container (what
+    /// the kernel's walk reads the charge of).
+    pub fn mem_inos(&mut self) -> std::collections::HashSet<u64> {
+        self.tracked.values_mut().filter_map(|t| t.reader.mem_ino()).collect()
+    }
+
     /// The next tick may take some container's memory charge alone (what
     /// the kernel's one read of every memory cgroup serves): a managed one
     /// most ticks, watched ones once per `agent.watched_memory_read_ms`
@@ -400,6 +408,7 @@ impl Sampler {
         // memory once per `agent.watched_memory_read_ms` (1 s) and the rest
         // once per `agent.watched_full_read_ms` (5 s); CPU, network and
         // disk come from the eBPF counters.
+        let mut mem_reads = (0, 0);
         let full_tick = self.ticks.is_multiple_of(self.full_every);
         let mem_tick = self.ticks.is_multiple_of(self.mem_every);
         let managed_full_tick = self.ticks.is_multiple_of(self.managed_full_every);
@@ -448,6 +457,11 @@ impl Sampler {
                 Depth::Usage => t.reader.mem_ino().and_then(|ino| counters.memory_charged(ino)),
                 _ => None,
             };
+            match (depth, charged) {
+                (Depth::Usage, Some(_)) => mem_reads.0 += 1,
+                (Depth::Usage, None) => mem_reads.1 += 1,
+                _ => {}
+            }
             let read = t.reader.read_with(depth, charged);
             phases.cgroupfs_ns += ns_since(t0);
             let stats = match read {
@@ -493,7 +507,7 @@ impl Sampler {
                 self.drop_tracked(t, &mut removed);
             }
         }
-        TickResult { time_ms, samples, removed, phases }
+        TickResult { time_ms, samples, removed, phases, mem_reads }
     }
 }
 

@@ -64,6 +64,8 @@ pub struct LoadOptions {
     /// then comes from a cgroup iterator in one read per tick (`None`:
     /// from each container's cgroupfs file).
     pub memcg_root: Option<std::path::PathBuf>,
+    /// Most cgroups the walk may visit per container it serves.
+    pub memcg_max_visits: u64,
 }
 
 /// Counts of cgroup lifecycle events (see [`Kernel::cgroup_events`]).
@@ -208,9 +210,11 @@ impl Kernel {
             None
         };
         let memcg = match &opts.memcg_root {
-            Some(root) if memcg_offsets.valid == 1 => super::memiter::MemcgIter::attach(&mut bpf, &btf, root)
-                .map_err(|e| warn!("memory charge from the kernel disabled, read from cgroupfs: {e}"))
-                .ok(),
+            Some(root) if memcg_offsets.valid == 1 => {
+                super::memiter::MemcgIter::attach(&mut bpf, &btf, root, opts.memcg_max_visits)
+                    .map_err(|e| warn!("memory charge from the kernel disabled, read from cgroupfs: {e}"))
+                    .ok()
+            }
             Some(_) => {
                 warn!("memory cgroup offsets not found in BTF: memory charge read from cgroupfs");
                 None
@@ -323,14 +327,24 @@ impl Kernel {
     /// [`Kernel::refresh_counters`]). False when that is off or failed.
     pub fn refresh_memory(&mut self) -> bool {
         let Some(memcg) = self.memcg.as_mut() else { return false };
-        match memcg.refresh() {
-            Ok(()) => self.memcg_fresh = true,
-            Err(e) => {
-                debug!("reading the memory cgroup iterator: {e}");
-                memcg.clear();
-            }
-        }
+        self.memcg_fresh = memcg.refresh().unwrap_or_else(|e| {
+            debug!("reading the memory cgroup iterator: {e}");
+            false
+        });
         self.memcg_fresh
+    }
+
+    /// Makes the cgroup iterator write the charge of exactly the memory
+    /// cgroups whose directory inodes are in `want`.
+    pub fn sync_memcg_want(&mut self, want: &std::collections::HashSet<u64>) {
+        if let Some(m) = self.memcg.as_mut() {
+            m.sync_want(want);
+        }
+    }
+
+    /// Memory cgroups the iterator's last walk visited.
+    pub fn memcg_walk_visited(&self) -> Option<u64> {
+        self.memcg.as_ref().map(|m| m.visited)
     }
 
     /// Memory charged comes from the cgroup iterator.

@@ -17,8 +17,11 @@ use std::{
     path::Path,
 };
 
-use aya::Ebpf;
-use scaler_common::{MemcgOffsets, MemcgRecord, PROG_MEMCG_USAGE};
+use aya::{Ebpf, maps::MapData};
+use scaler_common::{
+    MAP_MEMCG_WANT, MEMCG_TRAILER, MEMCG_WANT_MAX_ENTRIES, MemcgOffsets, MemcgRecord, PROG_MEMCG_USAGE,
+};
+use tracing::info;
 
 use super::btf::{Btf, BtfError};
 
@@ -28,6 +31,9 @@ const BPF_ITER_CREATE: libc::c_long = 33;
 const BPF_TRACE_ITER: u32 = 28;
 /// `BPF_CGROUP_ITER_DESCENDANTS_PRE`: the root, then every cgroup below.
 const DESCENDANTS_PRE: u32 = 2;
+/// Ticks the files are read instead after a walk that was not worth it or
+/// failed (then the walk is tried again: 10 s at the default tick).
+const BACKOFF_TICKS: u32 = 50;
 
 /// `union bpf_attr` as `BPF_LINK_CREATE` reads it for an iterator.
 #[repr(C)]
@@ -92,6 +98,8 @@ pub enum MemIterError {
     },
     #[error("BPF_LINK_CREATE: {0}")]
     Link(#[source] std::io::Error),
+    #[error("map {MAP_MEMCG_WANT}: {0}")]
+    Map(String),
 }
 
 /// The linked iterator and its last reading.
@@ -101,6 +109,14 @@ pub struct MemcgIter {
     buf: Vec<u8>,
     /// Directory inode -> bytes charged, at the last [`MemcgIter::refresh`].
     charged: HashMap<u64, u64>,
+    /// The cgroups the iterator writes, and what was written to the map.
+    want: aya::maps::HashMap<MapData, u64, u8>,
+    want_written: std::collections::HashSet<u64>,
+    /// Cgroups the last walk visited (dying ones included).
+    pub visited: u64,
+    /// Ticks left before the walk is tried again.
+    backoff: u32,
+    max_visits: u64,
 }
 
 fn bpf(cmd: libc::c_long, attr: *const u8, size: usize) -> std::io::Result<OwnedFd> {
@@ -116,11 +132,16 @@ fn bpf(cmd: libc::c_long, attr: *const u8, size: usize) -> std::io::Result<Owned
 
 impl MemcgIter {
     /// Loads the iterator program and links it to the hierarchy at `root`.
-    pub fn attach(bpf_obj: &mut Ebpf, btf: &aya::Btf, root: &Path) -> Result<Self, MemIterError> {
+    /// `max_visits`: the walk is worth it while it visits at most this many
+    /// cgroups per container it serves (a visit costs about 1 µs on the
+    /// test VM, a `pread` 4.5-5).
+    pub fn attach(bpf_obj: &mut Ebpf, btf: &aya::Btf, root: &Path, max_visits: u64) -> Result<Self, MemIterError> {
         let prog: &mut aya::programs::Iter =
             bpf_obj.program_mut(PROG_MEMCG_USAGE).ok_or(aya::programs::ProgramError::NotLoaded)?.try_into()?;
         prog.load("cgroup", btf)?;
         let prog_fd = prog.fd()?.as_fd().as_raw_fd();
+        let want = bpf_obj.take_map(MAP_MEMCG_WANT).ok_or_else(|| MemIterError::Map("missing".into()))?;
+        let want = aya::maps::HashMap::try_from(want).map_err(|e| MemIterError::Map(e.to_string()))?;
         let dir = File::open(root).map_err(|source| MemIterError::Root { path: root.display().to_string(), source })?;
         let info = CgroupIterInfo { order: DESCENDANTS_PRE, cgroup_fd: dir.as_raw_fd() as u32, cgroup_id: 0 };
         let attr = LinkCreateAttr {
@@ -136,11 +157,65 @@ impl MemcgIter {
             .map_err(MemIterError::Link)?;
         // SAFETY: sysconf has no preconditions.
         let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        Ok(Self { link, page, buf: vec![0; 64 * 1024], charged: HashMap::new() })
+        Ok(Self {
+            link,
+            page,
+            buf: vec![0; 64 * 1024],
+            charged: HashMap::new(),
+            want,
+            want_written: Default::default(),
+            visited: 0,
+            backoff: 0,
+            max_visits,
+        })
     }
 
-    /// Reads every memory cgroup's charge now.
-    pub fn refresh(&mut self) -> std::io::Result<()> {
+    /// Makes the iterator write exactly the cgroups in `want` (directory
+    /// inodes; beyond the map's capacity the rest read their files).
+    pub fn sync_want(&mut self, want: &std::collections::HashSet<u64>) {
+        let gone: Vec<u64> = self.want_written.difference(want).copied().collect();
+        for ino in gone {
+            let _ = self.want.remove(&ino);
+            self.want_written.remove(&ino);
+        }
+        for &ino in want {
+            if self.want_written.len() >= MEMCG_WANT_MAX_ENTRIES as usize {
+                break;
+            }
+            if !self.want_written.contains(&ino) && self.want.insert(ino, 1, 0).is_ok() {
+                self.want_written.insert(ino);
+            }
+        }
+    }
+
+    /// Reads the charge of every wanted cgroup now, unless the walk is set
+    /// aside: true when this tick's figures are fresh. A walk that visits
+    /// more than `max_visits` cgroups per wanted one (a host full of
+    /// dying memory cgroups, which the walk visits too) or fails is set
+    /// aside for [`BACKOFF_TICKS`] ticks, in which the files are read.
+    pub fn refresh(&mut self) -> std::io::Result<bool> {
+        if self.backoff > 0 || self.want_written.is_empty() {
+            self.backoff = self.backoff.saturating_sub(1);
+            self.charged.clear();
+            return Ok(false);
+        }
+        if let Err(e) = self.walk() {
+            self.backoff = BACKOFF_TICKS;
+            self.charged.clear();
+            return Err(e);
+        }
+        let wanted = self.want_written.len() as u64;
+        if self.visited > self.max_visits.saturating_mul(wanted) {
+            info!(
+                visited = self.visited,
+                wanted, "the memory cgroup walk costs more than the files it replaces: files read for a while"
+            );
+            self.backoff = BACKOFF_TICKS;
+        }
+        Ok(true)
+    }
+
+    fn walk(&mut self) -> std::io::Result<()> {
         let attr = IterCreateAttr { link_fd: self.link.as_raw_fd() as u32, flags: 0 };
         let iter = bpf(BPF_ITER_CREATE, (&attr as *const IterCreateAttr).cast(), size_of::<IterCreateAttr>())?;
         let mut file = File::from(iter);
@@ -155,7 +230,12 @@ impl MemcgIter {
             let whole = filled - filled % size_of::<MemcgRecord>();
             for r in self.buf[..whole].chunks_exact(size_of::<MemcgRecord>()) {
                 let word = |i: usize| u64::from_ne_bytes(r[i..i + 8].try_into().unwrap_or([0; 8]));
-                self.charged.insert(word(0), word(8).saturating_mul(self.page));
+                match word(0) {
+                    MEMCG_TRAILER => self.visited = word(8),
+                    ino => {
+                        self.charged.insert(ino, word(8).saturating_mul(self.page));
+                    }
+                }
             }
             self.buf.copy_within(whole..filled, 0);
             carry = filled - whole;

@@ -85,6 +85,21 @@ pub fn render(s: &Shared) -> String {
         let _ = writeln!(out, "# TYPE scaler_ebpf_counter_entries gauge");
         let _ = writeln!(out, "scaler_ebpf_counter_entries {n}");
     }
+    let _ = writeln!(
+        out,
+        "# HELP scaler_agent_memory_reads_total Memory charged read alone: from the kernel's one walk of every memory cgroup, or from the container's file."
+    );
+    let _ = writeln!(out, "# TYPE scaler_agent_memory_reads_total counter");
+    let _ = writeln!(out, "scaler_agent_memory_reads_total{{source=\"kernel\"}} {}", g.mem_reads_kernel);
+    let _ = writeln!(out, "scaler_agent_memory_reads_total{{source=\"cgroupfs\"}} {}", g.mem_reads_file);
+    if let Some(n) = g.memcg_walk_visited {
+        let _ = writeln!(
+            out,
+            "# HELP scaler_memcg_walk_visited Memory cgroups the kernel's last walk visited, dying ones included."
+        );
+        let _ = writeln!(out, "# TYPE scaler_memcg_walk_visited gauge");
+        let _ = writeln!(out, "scaler_memcg_walk_visited {n}");
+    }
     if !g.engine_calls.is_empty() {
         let _ =
             writeln!(out, "# HELP scaler_engine_calls_total Limits sent through each engine's API (failed ones too).");
