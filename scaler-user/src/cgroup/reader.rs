@@ -223,10 +223,7 @@ impl CgroupReader {
             self.vanished = false;
             let mut s = last.clone();
             s.full = false;
-            s.mem_charged = match charged {
-                Some(c) => Some(c),
-                None => self.mem_charged(),
-            };
+            s.mem_charged = charged.or_else(|| self.mem_charged());
             if let Some(l) = &mut self.last {
                 l.mem_charged = s.mem_charged;
             }

@@ -117,6 +117,8 @@ pub struct MemcgIter {
     /// Ticks left before the walk is tried again.
     backoff: u32,
     max_visits: u64,
+    /// The last walk visited too many cgroups (files are read).
+    set_aside: bool,
 }
 
 fn bpf(cmd: libc::c_long, attr: *const u8, size: usize) -> std::io::Result<OwnedFd> {
@@ -167,6 +169,7 @@ impl MemcgIter {
             visited: 0,
             backoff: 0,
             max_visits,
+            set_aside: false,
         })
     }
 
@@ -196,21 +199,28 @@ impl MemcgIter {
     pub fn refresh(&mut self) -> std::io::Result<bool> {
         if self.backoff > 0 || self.want_written.is_empty() {
             self.backoff = self.backoff.saturating_sub(1);
-            self.charged.clear();
             return Ok(false);
         }
         if let Err(e) = self.walk() {
             self.backoff = BACKOFF_TICKS;
-            self.charged.clear();
             return Err(e);
         }
         let wanted = self.want_written.len() as u64;
-        if self.visited > self.max_visits.saturating_mul(wanted) {
-            info!(
-                visited = self.visited,
-                wanted, "the memory cgroup walk costs more than the files it replaces: files read for a while"
-            );
+        let costly = self.visited > self.max_visits.saturating_mul(wanted);
+        if costly {
             self.backoff = BACKOFF_TICKS;
+        }
+        // Said when it changes, not at every trial walk.
+        if costly != self.set_aside {
+            self.set_aside = costly;
+            match costly {
+                true => info!(
+                    visited = self.visited,
+                    wanted,
+                    "the memory cgroup walk costs more than the files it replaces: files read, the walk tried every 50 ticks"
+                ),
+                false => info!(visited = self.visited, wanted, "the memory cgroup walk is worth it again"),
+            }
         }
         Ok(true)
     }
@@ -247,19 +257,5 @@ impl MemcgIter {
     /// at the last reading (`None`: not seen then).
     pub fn charged(&self, ino: u64) -> Option<u64> {
         self.charged.get(&ino).copied()
-    }
-
-    /// Forgets the last reading (after a failed one).
-    pub fn clear(&mut self) {
-        self.charged.clear();
-    }
-
-    /// Memory cgroups at the last reading.
-    pub fn len(&self) -> usize {
-        self.charged.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.charged.is_empty()
     }
 }
