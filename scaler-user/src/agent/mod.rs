@@ -273,6 +273,8 @@ fn sample_loop(
     let mut scans = 0;
     // Recreated containers a subscription could not follow (said once).
     let mut refused_moves: std::collections::HashSet<(String, String)> = Default::default();
+    // (discovery scans, watched cgroups) when MEM_WATCH was last written.
+    let mut mem_watch: (u64, Vec<String>) = (u64::MAX, Vec::new());
     while !stop.load(Ordering::Relaxed) {
         ticks += 1;
         let start = Instant::now();
@@ -283,6 +285,7 @@ fn sample_loop(
             if fresh {
                 managed.generation = m.generation;
                 managed.subscribed = m.tracked();
+                managed.by_name = managed.subscribed.iter().cloned().collect();
             }
             m.fill_known_limits(&mut managed.limits, fresh);
             watched = m.memory_watched();
@@ -316,19 +319,22 @@ fn sample_loop(
             kernel.prune_counters(owners.keys());
             kernel.sync_memcg_want(&sampler.mem_inos());
         }
-        // The cgroups whose memory pressure should wake this loop at once.
-        let want: std::collections::HashSet<u64> =
-            watched.iter().flat_map(|cg| sampler.ids_of(cg).iter().copied()).collect();
-        kernel.sync_mem_watch(&want);
+        // The cgroups whose memory pressure should wake this loop at once
+        // (the kernel's map written again only when they changed).
+        if (scans, &watched) != (mem_watch.0, &mem_watch.1) {
+            let want: std::collections::HashSet<u64> =
+                watched.iter().flat_map(|cg| sampler.ids_of(cg).iter().copied()).collect();
+            kernel.sync_mem_watch(&want);
+            mem_watch = (scans, watched);
+        }
         // The manager's step looks up its subscribed containers only, at
         // their own cgroups.
-        let subscribed: HashMap<&str, &str> =
-            managed.subscribed.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
-        let samples: HashMap<String, Sample> = result
+        let subscribed = &managed.by_name;
+        let samples: HashMap<&str, &Sample> = result
             .samples
             .iter()
-            .filter(|(d, _)| subscribed.get(d.name.as_str()) == Some(&d.cgroup.as_str()))
-            .filter_map(|(d, s)| s.map(|s| (d.name.clone(), s)))
+            .filter(|(d, _)| subscribed.get(d.name.as_str()) == Some(&d.cgroup))
+            .filter_map(|(d, s)| Some((d.name.as_str(), s.as_ref()?)))
             .collect();
         // A container of the same engine under a subscribed name at another
         // cgroup: the subscribed one was removed and made again (a new id).
@@ -337,10 +343,11 @@ fn sample_loop(
             .samples
             .iter()
             .filter(|(d, _)| {
-                let Some(&old) = subscribed.get(d.name.as_str()) else { return false };
-                let same_engine = d.engine.as_ref().and_then(|e| crate::engine::Engine::named(&e.engine))
-                    == crate::cgroup::discover::engine_of_path(old);
-                old != d.cgroup && d.engine.is_some() && same_engine
+                let Some(old) = subscribed.get(d.name.as_str()) else { return false };
+                old != &d.cgroup
+                    && d.engine.is_some()
+                    && d.engine.as_ref().and_then(|e| crate::engine::Engine::named(&e.engine))
+                        == crate::cgroup::discover::engine_of_path(old)
             })
             .map(|(d, _)| (d.name.clone(), d.cgroup.clone()))
             .filter(|pair| !refused_moves.contains(pair))

@@ -32,6 +32,8 @@ pub struct Managed {
     /// Subscribed containers `(name, cgroup)`: tracked whatever discovery
     /// finds, read in full every tick.
     pub subscribed: Vec<(String, String)>,
+    /// The same, cgroup by name.
+    pub by_name: HashMap<String, String>,
     /// Changes whenever `subscribed` does (then discovery rescans).
     pub generation: u64,
     /// The limits scaler keeps on each subscribed cgroup, shown as
@@ -451,16 +453,16 @@ impl Sampler {
                 Depth::Carry
             };
             let t0 = Instant::now();
-            // Memory charged, where that is all a reading needs of it, from
-            // the kernel's one read of every memory cgroup this tick.
+            // Memory charged from the kernel's one read of every memory
+            // cgroup this tick, where it was walked (else from the file).
             let charged = match depth {
-                Depth::Usage => t.reader.mem_ino().and_then(|ino| counters.memory_charged(ino)),
-                _ => None,
+                Depth::Carry => None,
+                _ => t.reader.mem_ino().and_then(|ino| counters.memory_charged(ino)),
             };
             match (depth, charged) {
-                (Depth::Usage, Some(_)) => mem_reads.0 += 1,
-                (Depth::Usage, None) => mem_reads.1 += 1,
-                _ => {}
+                (Depth::Carry, _) => {}
+                (_, Some(_)) => mem_reads.0 += 1,
+                (_, None) => mem_reads.1 += 1,
             }
             let read = t.reader.read_with(depth, charged);
             phases.cgroupfs_ns += ns_since(t0);
@@ -707,6 +709,7 @@ mod tests {
         let managed = Managed {
             subscribed: vec![("a".into(), "/lxc.payload.a".into())],
             generation: 1,
+            by_name: HashMap::from([("a".into(), "/lxc.payload.a".into())]),
             limits: HashMap::from([("/lxc.payload.a".to_string(), vec![(policies::Resource::Cpu, Some(300))])]),
         };
         let k = FakeKernel::default();

@@ -149,15 +149,26 @@ impl CgroupReader {
     }
 
     /// Content of a file, or `None` if this layout does not have it.
-    fn read_file(&mut self, h: Hier, name: &'static str) -> Option<&str> {
-        let i = match self.files.iter().position(|(fh, fname, _)| *fh == h && std::ptr::eq(*fname, name)) {
+    /// Where `name` sits in the open files (opened, or found missing, once).
+    fn slot(&mut self, h: Hier, name: &'static str) -> usize {
+        match self.files.iter().position(|(fh, fname, _)| *fh == h && std::ptr::eq(*fname, name)) {
             Some(i) => i,
             None => {
                 let file = self.dir(h).and_then(|d| File::open(d.join(name)).ok());
                 self.files.push((h, name, file));
                 self.files.len() - 1
             }
-        };
+        }
+    }
+
+    /// Whether the cgroup has the file (without reading it).
+    fn has_file(&mut self, h: Hier, name: &'static str) -> bool {
+        let i = self.slot(h, name);
+        self.files[i].2.is_some()
+    }
+
+    fn read_file(&mut self, h: Hier, name: &'static str) -> Option<&str> {
+        let i = self.slot(h, name);
         let file = self.files[i].2.as_ref()?;
         match crate::kfile::reread(file, &mut self.buf) {
             Ok(len) => std::str::from_utf8(&self.buf[..len]).ok(),
@@ -209,7 +220,7 @@ impl CgroupReader {
         {
             let mut s = last.clone();
             self.vanished = false;
-            self.read_signals(&mut s);
+            self.read_signals(&mut s, charged);
             if self.vanished || (!self.kernfs && !self.exists()) {
                 return Err(Vanished(self.rel.clone()));
             }
@@ -234,16 +245,21 @@ impl CgroupReader {
             }
             return Ok(s);
         }
-        let s = self.read_stats()?;
+        let s = self.read_stats_with(charged)?;
         self.last = Some(s.clone());
         Ok(s)
     }
 
     /// Reads every file.
     pub fn read_stats(&mut self) -> Result<CgroupStats, Vanished> {
+        self.read_stats_with(None)
+    }
+
+    /// As [`Self::read_stats`], with the memory charged already known.
+    fn read_stats_with(&mut self, charged: Option<u64>) -> Result<CgroupStats, Vanished> {
         self.vanished = false;
         let mut s = CgroupStats { full: true, ..Default::default() };
-        self.read_signals(&mut s);
+        self.read_signals(&mut s, charged);
         self.read_limits(&mut s);
         if let Some(io) = self.read_file(Hier::V2, "io.stat").map(parse::v2_io_stat) {
             s.io = Some(io);
@@ -268,7 +284,7 @@ impl CgroupReader {
     }
 
     /// What `Depth::Signals` reads, into `s`.
-    fn read_signals(&mut self, s: &mut CgroupStats) {
+    fn read_signals(&mut self, s: &mut CgroupStats, charged: Option<u64>) {
         s.signals_at = Some(std::time::Instant::now());
         // One read of v2 `cpu.stat` for usage and, where the cpu controller
         // is on, throttling; else v1 `cpuacct.usage` and `cpu.stat`.
@@ -289,9 +305,9 @@ impl CgroupReader {
             None => (None, None, None),
         };
 
-        let v2_mem = self.read_file(Hier::V2, "memory.current").and_then(parse::single);
-        if v2_mem.is_some() {
-            s.mem_charged = v2_mem;
+        // The memory charged, unless the kernel's walk gave it this tick.
+        if self.has_file(Hier::V2, "memory.current") {
+            s.mem_charged = charged.or_else(|| self.read_file(Hier::V2, "memory.current").and_then(parse::single));
             if let Some(t) = self.read_file(Hier::V2, "memory.stat") {
                 s.mem_inactive_file = parse::flat_keyed(t, "inactive_file");
                 s.mem_refault_file = parse::flat_keyed(t, "workingset_refault_file");
@@ -299,7 +315,7 @@ impl CgroupReader {
             s.oom_kills = self.read_file(Hier::V2, "memory.events").and_then(|t| parse::flat_keyed(t, "oom_kill"));
         } else {
             let m = Hier::V1("memory");
-            s.mem_charged = self.read_file(m, "memory.usage_in_bytes").and_then(parse::single);
+            s.mem_charged = charged.or_else(|| self.read_file(m, "memory.usage_in_bytes").and_then(parse::single));
             if let Some(t) = self.read_file(m, "memory.stat") {
                 s.mem_inactive_file = parse::flat_keyed(t, "total_inactive_file");
                 s.mem_refault_file = parse::flat_keyed(t, "total_workingset_refault_file");

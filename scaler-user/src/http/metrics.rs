@@ -87,7 +87,7 @@ pub fn render(s: &Shared) -> String {
     }
     let _ = writeln!(
         out,
-        "# HELP scaler_agent_memory_reads_total Memory charged read alone: from the kernel's one walk of every memory cgroup, or from the container's file."
+        "# HELP scaler_agent_memory_reads_total Memory charged, per reading: from the kernel's one walk of every memory cgroup, or from the container's file."
     );
     let _ = writeln!(out, "# TYPE scaler_agent_memory_reads_total counter");
     let _ = writeln!(out, "scaler_agent_memory_reads_total{{source=\"kernel\"}} {}", g.mem_reads_kernel);

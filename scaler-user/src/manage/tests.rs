@@ -150,11 +150,11 @@ fn a_container_back_from_a_restart_gets_its_limits_written_again_not_adopted() {
     let r = req(json!({"resources": {"cpu": {"min": 100, "max": 3000, "current": 600}}}));
     m.subscribe(0, "a", "/a", &r, &Found::default()).unwrap();
     // A tick with no sample before the first one: not a restart.
-    m.step(100, &HashMap::new());
+    m.step(100, &HashMap::<String, crate::sample::Sample>::new());
     m.step(200, &HashMap::from([("a".to_owned(), sample(&fake, "/a", 200, 100, 0, 1))]));
     let limit = fake.get("/a", Resource::Cpu);
     // Gone for a tick, then back with its engine's own limit (none).
-    m.step(400, &HashMap::new());
+    m.step(400, &HashMap::<String, crate::sample::Sample>::new());
     fake.limits.lock().unwrap().insert(("/a".into(), Resource::Cpu), None);
     m.step(600, &HashMap::from([("a".to_owned(), sample(&fake, "/a", 600, 100, 0, 1))]));
     assert_eq!(fake.get("/a", Resource::Cpu), limit, "the subscription's limit is back in force");

@@ -39,6 +39,11 @@ pub struct Args {
     /// binary runs as the baseline with them: one setting's before/after.
     #[arg(long, value_name = "TOML")]
     pub baseline_config: Option<String>,
+    /// Record the agent under `perf record --call-graph dwarf` during each measurement of
+    /// step 2, into this directory (`perf-<n>-<managed|watched>.data`; the
+    /// recording costs CPU of its own: profile with it, measure without).
+    #[arg(long, value_name = "DIR")]
+    pub perf: Option<std::path::PathBuf>,
 }
 
 /// `(runs, seconds)` per program from the agent's `/metrics`.
@@ -140,7 +145,13 @@ fn cpu_capacity_mc() -> u64 {
 
 /// The agent's CPU and RSS with `n` cgroups (one sleeping process each),
 /// watched, or `managed` (each subscribed under the default policy).
-fn agent_overhead(bin: &std::path::Path, n: usize, managed: bool, extra: &str) -> anyhow::Result<Value> {
+fn agent_overhead(
+    bin: &std::path::Path,
+    n: usize,
+    managed: bool,
+    extra: &str,
+    perf: Option<&std::path::Path>,
+) -> anyhow::Result<Value> {
     let mut cg = Cgroups::new()?;
     for i in 0..n {
         cg.child_with(&format!("c{i}"), &["sleep", "600"])?;
@@ -170,7 +181,25 @@ fn agent_overhead(bin: &std::path::Path, n: usize, managed: bool, extra: &str) -
     }
     std::thread::sleep(Duration::from_secs(5));
     let (phases0, ticks0) = phases(&agent)?;
+    let recording = match perf {
+        Some(dir) => {
+            let out = dir.join(format!("perf-{n}-{}.data", if managed { "managed" } else { "watched" }));
+            let child = std::process::Command::new("perf")
+                .args(["record", "-q", "-F", "4999", "--call-graph", "dwarf,16384", "-o"])
+                .arg(&out)
+                .args(["-p", &agent.pid().to_string(), "--", "sleep", &MEASURE_S.to_string()])
+                .spawn()
+                .context("starting perf record (is perf installed?)")?;
+            Some((child, out))
+        }
+        None => None,
+    };
     let cpu = cpu_percent(agent.pid(), MEASURE_S)?;
+    if let Some((mut child, out)) = recording {
+        let status = child.wait()?;
+        anyhow::ensure!(status.success(), "perf record: {status}");
+        eprintln!("perf profile: {}", out.display());
+    }
     let (phases1, ticks1) = phases(&agent)?;
     let rss = rss_kib(agent.pid())?;
     // Where a tick's time goes, µs per tick per container.
@@ -263,7 +292,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             let how = if managed { "managing" } else { "watching" };
             if let Some(b) = &baseline {
                 eprintln!("==> baseline agent {how} {n} cgroups ({MEASURE_S} s)");
-                let mut r = agent_overhead(b, n, managed, &baseline_extra)?;
+                let mut r = agent_overhead(b, n, managed, &baseline_extra, None)?;
                 r["baseline"] = true.into();
                 if let Some(c) = &args.baseline_config {
                     r["baseline_config"] = c.clone().into();
@@ -271,7 +300,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 agent.push(r);
             }
             eprintln!("==> agent {how} {n} cgroups ({MEASURE_S} s)");
-            agent.push(agent_overhead(&bin, n, managed, "")?);
+            agent.push(agent_overhead(&bin, n, managed, "", args.perf.as_deref())?);
         }
     }
     let atop = match args.managed_only {
@@ -339,8 +368,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         &rows,
     );
     let result = json!({"ebpf": ebpf, "agent": agent, "atop": atop, "markdown": format!("{t1}\n{t2}")});
-    // A partial run does not replace the full one.
-    let name = if args.managed_only { "sampling-managed" } else { "sampling" };
+    // A partial run does not replace the full one, nor a profiled run
+    // (perf's own cost is in its figures) a measured one.
+    let name = match (args.perf.is_some(), args.managed_only) {
+        (true, _) => "sampling-profiled",
+        (false, true) => "sampling-managed",
+        (false, false) => "sampling",
+    };
     super::write_result(name, &serde_json::to_string_pretty(&result)?)?;
     eprintln!("wrote bench-results/{name}.json");
     Ok(())
