@@ -7,9 +7,10 @@
 //! containers the agent tracks) writes one [`MemcgRecord`]: that inode and
 //! `mem_cgroup.memory.usage` in pages, the counter both cgroupfs files print
 //! (times the page size) for any cgroup but the root. The walk ends with a
-//! trailer record (`MEMCG_TRAILER`) counting the cgroups visited, dying ones
-//! included, so user space can tell when the walk costs more than the files
-//! it replaces. Rust eBPF has no CO-RE, so the offsets come from
+//! trailer record (`MEMCG_TRAILER`) with the stop call's sequence number
+//! (the last visited cgroup's, from 0: the cgroups visited less one, dying
+//! ones included), so user space can tell when the walk costs more than the
+//! files it replaces. Rust eBPF has no CO-RE, so the offsets come from
 //! this kernel's BTF, written into `MEMCG_OFFSETS` by the loader.
 use aya_ebpf::{
     bindings::seq_file,

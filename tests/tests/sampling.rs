@@ -200,6 +200,12 @@ fn memory_reads(agent: &Agent) -> (u64, u64) {
     (of("kernel"), of("cgroupfs"))
 }
 
+/// `scaler_memcg_walk_visited`: memory cgroups the last walk visited.
+fn walk_visited(agent: &Agent) -> Option<u64> {
+    let (_, text) = tests::api::Api::new(agent.url(), Duration::from_secs(5)).get_text("/metrics");
+    text.lines().find_map(|l| l.strip_prefix("scaler_memcg_walk_visited ")?.trim().parse().ok())
+}
+
 /// [`memory_reads`] made over the next `d`.
 fn memory_reads_over(agent: &Agent, d: Duration) -> (u64, u64) {
     let (kernel0, files0) = memory_reads(agent);
@@ -240,9 +246,9 @@ const VM_96M: [&str; 9] =
 fn memory_charged_read_from_the_kernel_matches_the_cgroupfs_file() {
     require_root();
     let mut cg = TestCgroup::new();
-    // Thirty containers; the walk visits every memory cgroup on the host,
-    // dying ones too, and how many a busy test host holds is not this
-    // test's business (the next one's): any number is worth it here.
+    // Thirty containers; the walk visits every memory cgroup below their
+    // common parent, dying ones too (the next test's business): any number
+    // is worth it here.
     for i in 0..29 {
         cg.child(&format!("idle{i}"));
     }
@@ -263,6 +269,11 @@ fn memory_charged_read_from_the_kernel_matches_the_cgroupfs_file() {
     );
     assert!(from_kernel >= 300, "readings did not come from the kernel: {from_kernel} ({from_files} from files)");
     assert_eq!(from_files, 0, "files read beside the walk");
+    // The walk starts at the containers' parent: it and its thirty
+    // children, none of the host's other memory cgroups.
+    let visited = walk_visited(&agent);
+    println!("the walk visited {visited:?} memory cgroups");
+    assert_eq!(visited, Some(31), "the walk did not start at the containers' parent");
 }
 
 #[test]

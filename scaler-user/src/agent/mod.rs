@@ -317,7 +317,7 @@ fn sample_loop(
             let owners = sampler.sock_owners();
             kernel.sync_sock_owners(&owners);
             kernel.prune_counters(owners.keys());
-            kernel.sync_memcg_want(&sampler.mem_inos());
+            kernel.sync_memcg_want(&sampler.mem_dirs());
         }
         // The cgroups whose memory pressure should wake this loop at once
         // (the kernel's map written again only when they changed).

@@ -363,19 +363,19 @@ impl Sampler {
         });
     }
 
-    /// The memory cgroup directory inodes of every tracked container (what
-    /// the kernel's walk reads the charge of).
-    pub fn mem_inos(&mut self) -> std::collections::HashSet<u64> {
-        self.tracked.values_mut().filter_map(|t| t.reader.mem_ino()).collect()
+    /// The memory cgroup directories (inode -> path) of every tracked
+    /// container: what the kernel's walk reads the charge of.
+    pub fn mem_dirs(&mut self) -> HashMap<u64, std::path::PathBuf> {
+        self.tracked.values_mut().filter_map(|t| Some((t.reader.mem_ino()?, t.reader.mem_dir()))).collect()
     }
 
-    /// The next tick may take some container's memory charge alone (what
-    /// the kernel's one read of every memory cgroup serves): a managed one
-    /// most ticks, watched ones once per `agent.watched_memory_read_ms`
-    /// (full readings read the files).
+    /// The next tick reads some container's memory charge (what the
+    /// kernel's one read of every memory cgroup serves): managed ones every
+    /// tick, watched ones once per `agent.watched_memory_read_ms` and at
+    /// their full readings.
     pub fn reads_memory_next(&self, managed: &Managed) -> bool {
         let next = self.ticks + 1;
-        !managed.subscribed.is_empty() || (next.is_multiple_of(self.mem_every) && !next.is_multiple_of(self.full_every))
+        !managed.subscribed.is_empty() || next.is_multiple_of(self.mem_every) || next.is_multiple_of(self.full_every)
     }
 
     /// Runs one tick, told by management what it manages.

@@ -188,10 +188,14 @@ impl CgroupReader {
             return ino;
         }
         use std::os::unix::fs::MetadataExt;
-        let dir = self.dir(Hier::V1("memory")).unwrap_or_else(|| self.v2_dir.clone());
-        let ino = std::fs::metadata(dir).ok().map(|m| m.ino());
+        let ino = std::fs::metadata(self.mem_dir()).ok().map(|m| m.ino());
         self.mem_ino = Some(ino);
         ino
+    }
+
+    /// The directory whose memory files [`Self::mem_charged`] reads.
+    pub fn mem_dir(&self) -> PathBuf {
+        self.dir(Hier::V1("memory")).unwrap_or_else(|| self.v2_dir.clone())
     }
 
     /// Memory charged now (v2 `memory.current`, else v1 `memory.usage_in_bytes`).

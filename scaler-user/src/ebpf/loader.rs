@@ -335,8 +335,8 @@ impl Kernel {
     }
 
     /// Makes the cgroup iterator write the charge of exactly the memory
-    /// cgroups whose directory inodes are in `want`.
-    pub fn sync_memcg_want(&mut self, want: &std::collections::HashSet<u64>) {
+    /// cgroups in `want` (directory inode -> path).
+    pub fn sync_memcg_want(&mut self, want: &std::collections::HashMap<u64, std::path::PathBuf>) {
         if let Some(m) = self.memcg.as_mut() {
             m.sync_want(want);
         }

@@ -8,20 +8,25 @@
 //! controller; so the link is made here with `BPF_LINK_CREATE` and the
 //! hierarchy's directory as `cgroup_fd`. Each reading opens a new iterator
 //! on the link (`BPF_ITER_CREATE`) and reads it to the end.
+//!
+//! The walk starts at the tracked containers' deepest common ancestor
+//! (linked again when that moves): the machine's own memory cgroups, and
+//! the dying ones elsewhere, are not visited (on a systemd host with its
+//! containers under `/docker` or `/machine.slice`, most of them).
 
 use std::{
     collections::HashMap,
     fs::File,
     io::Read,
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use aya::{Ebpf, maps::MapData};
 use scaler_common::{
     MAP_MEMCG_WANT, MEMCG_TRAILER, MEMCG_WANT_MAX_ENTRIES, MemcgOffsets, MemcgRecord, PROG_MEMCG_USAGE,
 };
-use tracing::info;
+use tracing::{debug, info};
 
 use super::btf::{Btf, BtfError};
 
@@ -105,6 +110,10 @@ pub enum MemIterError {
 /// The linked iterator and its last reading.
 pub struct MemcgIter {
     link: OwnedFd,
+    prog_fd: OwnedFd,
+    /// The hierarchy's root, and where the linked walk starts.
+    root: PathBuf,
+    start: PathBuf,
     page: u64,
     buf: Vec<u8>,
     /// Directory inode -> bytes charged, at the last [`MemcgIter::refresh`].
@@ -132,6 +141,39 @@ fn bpf(cmd: libc::c_long, attr: *const u8, size: usize) -> std::io::Result<Owned
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Links the iterator program to walk the cgroup at `dir` and below.
+fn link_at(prog_fd: &OwnedFd, dir: &Path) -> Result<OwnedFd, MemIterError> {
+    let dir = File::open(dir).map_err(|source| MemIterError::Root { path: dir.display().to_string(), source })?;
+    let info = CgroupIterInfo { order: DESCENDANTS_PRE, cgroup_fd: dir.as_raw_fd() as u32, cgroup_id: 0 };
+    let attr = LinkCreateAttr {
+        prog_fd: prog_fd.as_raw_fd() as u32,
+        target_fd: 0,
+        attach_type: BPF_TRACE_ITER,
+        flags: 0,
+        iter_info: &info as *const CgroupIterInfo as u64,
+        iter_info_len: size_of::<CgroupIterInfo>() as u32,
+        _pad: 0,
+    };
+    bpf(BPF_LINK_CREATE, (&attr as *const LinkCreateAttr).cast(), size_of::<LinkCreateAttr>())
+        .map_err(MemIterError::Link)
+}
+
+/// The deepest directory holding every one of `dirs`, `root` or below it
+/// (`root` itself when one lies elsewhere).
+fn common_ancestor<'a>(root: &Path, dirs: impl Iterator<Item = &'a PathBuf>) -> PathBuf {
+    let mut common: Option<PathBuf> = None;
+    for d in dirs {
+        if !d.starts_with(root) {
+            return root.to_owned();
+        }
+        common = Some(match common {
+            None => d.clone(),
+            Some(c) => c.components().zip(d.components()).take_while(|(a, b)| a == b).map(|(a, _)| a).collect(),
+        });
+    }
+    common.filter(|c| c.starts_with(root)).unwrap_or_else(|| root.to_owned())
+}
+
 impl MemcgIter {
     /// Loads the iterator program and links it to the hierarchy at `root`.
     /// `max_visits`: the walk is worth it while it visits at most this many
@@ -141,26 +183,17 @@ impl MemcgIter {
         let prog: &mut aya::programs::Iter =
             bpf_obj.program_mut(PROG_MEMCG_USAGE).ok_or(aya::programs::ProgramError::NotLoaded)?.try_into()?;
         prog.load("cgroup", btf)?;
-        let prog_fd = prog.fd()?.as_fd().as_raw_fd();
+        let prog_fd = prog.fd()?.as_fd().try_clone_to_owned().map_err(MemIterError::Link)?;
         let want = bpf_obj.take_map(MAP_MEMCG_WANT).ok_or_else(|| MemIterError::Map("missing".into()))?;
         let want = aya::maps::HashMap::try_from(want).map_err(|e| MemIterError::Map(e.to_string()))?;
-        let dir = File::open(root).map_err(|source| MemIterError::Root { path: root.display().to_string(), source })?;
-        let info = CgroupIterInfo { order: DESCENDANTS_PRE, cgroup_fd: dir.as_raw_fd() as u32, cgroup_id: 0 };
-        let attr = LinkCreateAttr {
-            prog_fd: prog_fd as u32,
-            target_fd: 0,
-            attach_type: BPF_TRACE_ITER,
-            flags: 0,
-            iter_info: &info as *const CgroupIterInfo as u64,
-            iter_info_len: size_of::<CgroupIterInfo>() as u32,
-            _pad: 0,
-        };
-        let link = bpf(BPF_LINK_CREATE, (&attr as *const LinkCreateAttr).cast(), size_of::<LinkCreateAttr>())
-            .map_err(MemIterError::Link)?;
+        let link = link_at(&prog_fd, root)?;
         // SAFETY: sysconf has no preconditions.
         let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         Ok(Self {
             link,
+            prog_fd,
+            root: root.to_owned(),
+            start: root.to_owned(),
             page,
             buf: vec![0; 64 * 1024],
             charged: HashMap::new(),
@@ -174,19 +207,33 @@ impl MemcgIter {
     }
 
     /// Makes the iterator write exactly the cgroups in `want` (directory
-    /// inodes; beyond the map's capacity the rest read their files).
-    pub fn sync_want(&mut self, want: &std::collections::HashSet<u64>) {
-        let gone: Vec<u64> = self.want_written.difference(want).copied().collect();
+    /// inode -> path; beyond the map's capacity the rest read their
+    /// files), from a walk starting at their deepest common ancestor.
+    pub fn sync_want(&mut self, want: &HashMap<u64, PathBuf>) {
+        let gone: Vec<u64> = self.want_written.iter().filter(|i| !want.contains_key(i)).copied().collect();
         for ino in gone {
             let _ = self.want.remove(&ino);
             self.want_written.remove(&ino);
         }
-        for &ino in want {
+        for &ino in want.keys() {
             if self.want_written.len() >= MEMCG_WANT_MAX_ENTRIES as usize {
                 break;
             }
             if !self.want_written.contains(&ino) && self.want.insert(ino, 1, 0).is_ok() {
                 self.want_written.insert(ino);
+            }
+        }
+        if want.is_empty() {
+            return;
+        }
+        let start = common_ancestor(&self.root, want.values());
+        if start != self.start {
+            match link_at(&self.prog_fd, &start) {
+                Ok(link) => {
+                    debug!(start = %start.display(), "the memory cgroup walk starts here");
+                    (self.link, self.start) = (link, start);
+                }
+                Err(e) => debug!(start = %start.display(), "linking the memory cgroup walk: {e}"),
             }
         }
     }
@@ -241,7 +288,9 @@ impl MemcgIter {
             for r in self.buf[..whole].chunks_exact(size_of::<MemcgRecord>()) {
                 let word = |i: usize| u64::from_ne_bytes(r[i..i + 8].try_into().unwrap_or([0; 8]));
                 match word(0) {
-                    MEMCG_TRAILER => self.visited = word(8),
+                    // The stop call's sequence number is the last
+                    // cgroup's (the first is 0); the start is always shown.
+                    MEMCG_TRAILER => self.visited = word(8) + 1,
                     ino => {
                         self.charged.insert(ino, word(8).saturating_mul(self.page));
                     }
@@ -257,5 +306,32 @@ impl MemcgIter {
     /// at the last reading (`None`: not seen then).
     pub fn charged(&self, ino: u64) -> Option<u64> {
         self.charged.get(&ino).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_walk_starts_at_the_deepest_common_ancestor_within_the_root() {
+        let root = Path::new("/sys/fs/cgroup/memory");
+        let p = |s: &str| PathBuf::from(s);
+        let two = [p("/sys/fs/cgroup/memory/docker/aaa"), p("/sys/fs/cgroup/memory/docker/bbb")];
+        assert_eq!(common_ancestor(root, two.iter()), p("/sys/fs/cgroup/memory/docker"));
+        // One container: its own directory (the walk includes where it starts).
+        assert_eq!(common_ancestor(root, two[..1].iter()), two[0]);
+        // Nested: the outer one.
+        let nested = [p("/sys/fs/cgroup/memory/lxc.payload.a"), p("/sys/fs/cgroup/memory/lxc.payload.a/inner")];
+        assert_eq!(common_ancestor(root, nested.iter()), nested[0]);
+        // Siblings at the root, or a path elsewhere: the root.
+        let siblings = [p("/sys/fs/cgroup/memory/lxc.payload.a"), p("/sys/fs/cgroup/memory/lxc.payload.b")];
+        assert_eq!(common_ancestor(root, siblings.iter()), root);
+        let elsewhere = [p("/sys/fs/cgroup/memory/docker/aaa"), p("/tmp/x")];
+        assert_eq!(common_ancestor(root, elsewhere.iter()), root);
+        // A prefix of a name is not an ancestor.
+        let names = [p("/sys/fs/cgroup/memory/ab/c"), p("/sys/fs/cgroup/memory/abd/c")];
+        assert_eq!(common_ancestor(root, names.iter()), root);
+        assert_eq!(common_ancestor(root, [].iter()), root);
     }
 }
