@@ -16,6 +16,8 @@ pub struct Published {
     pub info: std::sync::Arc<Discovered>,
     pub latest: Option<Sample>,
     pub history: History,
+    /// The tick that last published it.
+    seen_tick: u64,
 }
 
 /// Which kernel-side counters are live on this host.
@@ -201,13 +203,13 @@ impl Shared {
         for name in removed {
             g.containers.remove(name);
         }
-        // Every tracked container is in `samples` each tick: a name that is
-        // not (its cgroup now goes by another name) is gone.
-        let live: std::collections::HashSet<&str> = samples.iter().map(|(d, _)| d.name.as_str()).collect();
-        g.containers.retain(|name, _| live.contains(name.as_str()));
+        let (tick, before) = (g.ticks, g.containers.len());
+        let mut matched = 0;
         for (info, sample) in samples {
             let p = match g.containers.get_mut(&info.name) {
                 Some(p) => {
+                    // (A name met twice in one tick counts once.)
+                    matched += usize::from(p.seen_tick != tick);
                     if !std::sync::Arc::ptr_eq(&p.info, &info) {
                         p.info = info;
                     }
@@ -217,12 +219,20 @@ impl Shared {
                     info,
                     latest: None,
                     history: History::new(self.history_len),
+                    seen_tick: tick,
                 }),
             };
+            p.seen_tick = tick;
             if let Some(s) = sample {
                 p.history.push(&s);
                 p.latest = Some(s);
             }
+        }
+        // Every tracked container is in `samples` each tick: a name that is
+        // not (its cgroup now goes by another name) is gone. (Checked only
+        // when some name published before was not met again.)
+        if matched < before {
+            g.containers.retain(|_, p| p.seen_tick == tick);
         }
     }
 }

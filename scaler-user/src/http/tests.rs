@@ -265,6 +265,27 @@ async fn the_aggregator_parses_every_shape_the_agent_serves() {
     let (s, e) = call(&app, "GET", "/v1/stats?fields=some", None, None).await;
     assert_eq!((s, e["field"].as_str()), (400, Some("fields")));
 
+    // A name a tick no longer publishes (its cgroup goes by another name
+    // now) is gone from the next answer; the one seen twice counts once.
+    let names = |v: &Value| -> Vec<String> {
+        v["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect()
+    };
+    shared.publish(
+        1_800_000_000_600,
+        500,
+        vec![
+            (found("web", "/lxc.payload.web").into(), Some(full)),
+            (found("web", "/lxc.payload.web").into(), Some(full)),
+            (found("renamed", "/lxc.payload.new").into(), None),
+        ],
+        &[],
+    );
+    let (_, v) = call(&app, "GET", "/v1/stats", None, None).await;
+    assert_eq!(names(&v), ["renamed", "web"], "{v}");
+    shared.publish(1_800_000_000_800, 500, vec![(found("web", "/lxc.payload.web").into(), Some(full))], &[]);
+    let (_, v) = call(&app, "GET", "/v1/stats", None, None).await;
+    assert_eq!(names(&v), ["web"], "{v}");
+
     // A subscription, its events and the host, as the aggregator reads them.
     let body = json!({"cgroup": "/lxc.payload.web", "resources": {"cpu": {"min": 100, "max": 1000}, "mem": {"min": 64 << 20, "max": 1 << 30}}});
     let (s, v) = call(&app, "PUT", "/v1/containers/web", Some(body), None).await;
