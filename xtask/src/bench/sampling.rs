@@ -11,7 +11,8 @@
 //!
 //! With `--baseline BIN` (an earlier `scaler`), step 2 measures that
 //! binary too, right before this one at each size: a before/after in one
-//! run, on the same machine state.
+//! run, on the same machine state. `--repeat N` measures each N times,
+//! taking turns, and keeps the median.
 
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,24 @@ pub struct Args {
     /// recording costs CPU of its own: profile with it, measure without).
     #[arg(long, value_name = "DIR")]
     pub perf: Option<std::path::PathBuf>,
+    /// Step 2 measures each agent this many times, the baseline and this
+    /// one taking turns (which goes first alternates), and reports the run
+    /// with the median CPU and the spread: this shared VM's CPU figures
+    /// move by 20-30 % from minute to minute.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+}
+
+/// The run with the median CPU, with every run's CPU beside it.
+fn median_run(mut runs: Vec<Value>) -> Value {
+    let cpu = |r: &Value| r["cpu_percent_of_one_core"].as_f64().unwrap_or(0.0);
+    let all: Vec<f64> = runs.iter().map(cpu).collect();
+    runs.sort_by(|a, b| cpu(a).total_cmp(&cpu(b)));
+    let mut m = runs.swap_remove(runs.len() / 2);
+    if all.len() > 1 {
+        m["cpu_percent_runs"] = json!(all);
+    }
+    m
 }
 
 /// `(runs, seconds)` per program from the agent's `/metrics`.
@@ -290,17 +309,35 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for &managed in modes {
         for &n in &args.sizes {
             let how = if managed { "managing" } else { "watching" };
-            if let Some(b) = &baseline {
-                eprintln!("==> baseline agent {how} {n} cgroups ({MEASURE_S} s)");
-                let mut r = agent_overhead(b, n, managed, &baseline_extra, None)?;
-                r["baseline"] = true.into();
-                if let Some(c) = &args.baseline_config {
-                    r["baseline_config"] = c.clone().into();
+            let (mut base_runs, mut runs) = (Vec::new(), Vec::new());
+            for round in 0..args.repeat.max(1) {
+                let of = |n_: usize| {
+                    if args.repeat > 1 { format!(", run {}/{}", n_ + 1, args.repeat) } else { String::new() }
+                };
+                // The baseline first in even rounds, second in odd ones.
+                for first in [round % 2 == 0, round % 2 == 1] {
+                    match (&baseline, first) {
+                        (Some(b), true) => {
+                            eprintln!("==> baseline agent {how} {n} cgroups ({MEASURE_S} s{})", of(round));
+                            let mut r = agent_overhead(b, n, managed, &baseline_extra, None)?;
+                            r["baseline"] = true.into();
+                            if let Some(c) = &args.baseline_config {
+                                r["baseline_config"] = c.clone().into();
+                            }
+                            base_runs.push(r);
+                        }
+                        (_, false) => {
+                            eprintln!("==> agent {how} {n} cgroups ({MEASURE_S} s{})", of(round));
+                            runs.push(agent_overhead(&bin, n, managed, "", args.perf.as_deref())?);
+                        }
+                        (None, true) => {}
+                    }
                 }
-                agent.push(r);
             }
-            eprintln!("==> agent {how} {n} cgroups ({MEASURE_S} s)");
-            agent.push(agent_overhead(&bin, n, managed, "", args.perf.as_deref())?);
+            if !base_runs.is_empty() {
+                agent.push(median_run(base_runs));
+            }
+            agent.push(median_run(runs));
         }
     }
     let atop = match args.managed_only {
@@ -336,7 +373,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 ),
                 r["cgroups"].to_string(),
                 "200 ms".to_owned(),
-                r["cpu_percent_of_one_core"].to_string(),
+                match r["cpu_percent_runs"].as_array() {
+                    Some(all) => {
+                        let v: Vec<f64> = all.iter().filter_map(Value::as_f64).collect();
+                        let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+                        format!("{} (median of {}: {lo}-{hi})", r["cpu_percent_of_one_core"], v.len())
+                    }
+                    None => r["cpu_percent_of_one_core"].to_string(),
+                },
                 r["rss_mib"].to_string(),
                 format!("{} us", r["tick_us"]),
                 r["us_per_container_tick"]
