@@ -84,10 +84,11 @@ pub struct AgentConfig {
     /// per tick (a cgroup iterator), instead of a cgroupfs file per
     /// container; falls back to the files where the kernel cannot.
     pub memory_from_kernel: bool,
-    /// The kernel's walk visits every memory cgroup on the host, dying ones
-    /// too: it is used while it visits at most this many per container it
-    /// serves (a visit costs about a fifth of a file read), else the files
-    /// are read and the walk is tried again 50 ticks later.
+    /// The kernel's walk visits every memory cgroup below the containers'
+    /// common parent, dying ones too: it is used while it visits at most
+    /// this many per container it serves, its own cost counted as 30
+    /// visits more (a visit costs a third to a fifth of a file read), else
+    /// the files are read and the walk is tried again 50 ticks later.
     pub memory_walk_max_visits: u64,
     /// Durable state (subscriptions, bounds, limits set) lives here.
     pub state_dir: PathBuf,
