@@ -310,7 +310,7 @@ mod tests {
 
     #[test]
     fn a_replica_cut_off_from_etcd_gives_up_its_hosts_and_the_lead() {
-        let etcd = Arc::new(Etcd::new(vec!["http://127.0.0.1:1".into()], Duration::from_millis(100)).unwrap());
+        let etcd = Arc::new(Etcd::new(vec!["http://127.0.0.1:1".into()], Duration::from_millis(100), None).unwrap());
         let c = Cluster::new("r1".into(), "http://r1".into(), 3, etcd, "p/");
         *c.view.write().unwrap() = View {
             replicas: BTreeMap::new(),

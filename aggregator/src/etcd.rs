@@ -65,16 +65,19 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 }
 
 impl Etcd {
-    /// A client of the cluster at `endpoints` (`http://HOST:PORT`).
-    pub fn new(endpoints: Vec<String>, timeout: Duration) -> Result<Self, String> {
+    /// A client of the cluster at `endpoints` (`http://HOST:PORT`, or
+    /// `https://` with `tls`).
+    pub fn new(endpoints: Vec<String>, timeout: Duration, tls: Option<rustls::ClientConfig>) -> Result<Self, String> {
         if endpoints.is_empty() {
             return Err("give at least one etcd endpoint".into());
         }
-        let http = reqwest::Client::builder()
+        let mut b = reqwest::Client::builder()
             .connect_timeout(timeout.min(Duration::from_millis(500)))
-            .pool_max_idle_per_host(2)
-            .build()
-            .map_err(|e| format!("building the etcd client: {e}"))?;
+            .pool_max_idle_per_host(2);
+        if let Some(tls) = tls {
+            b = b.use_preconfigured_tls(tls);
+        }
+        let http = b.build().map_err(|e| format!("building the etcd client: {e}"))?;
         Ok(Self { endpoints, http, timeout, current: AtomicUsize::new(0) })
     }
 

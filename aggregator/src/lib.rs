@@ -19,6 +19,7 @@ pub mod energy;
 pub mod etcd;
 pub mod gather;
 pub mod history;
+pub mod migrate;
 pub mod model;
 pub mod reconcile;
 pub mod records;
@@ -77,7 +78,8 @@ impl Shared {
             true => (Records::local(store.clone()), None),
             false => {
                 let timeout = Duration::from_millis(cfg.store.timeout_ms);
-                let etcd = Arc::new(etcd::Etcd::new(cfg.store.endpoints(), timeout).map_err(anyhow::Error::msg)?);
+                let tls = cfg.store.client_tls().map_err(anyhow::Error::msg)?;
+                let etcd = Arc::new(etcd::Etcd::new(cfg.store.endpoints(), timeout, tls).map_err(anyhow::Error::msg)?);
                 let (me, url) = replica_identity(&cfg);
                 let c = cluster::Cluster::new(me, url, cfg.store.lease_s, etcd.clone(), &cfg.store.prefix);
                 (Records::etcd(etcd, cfg.store.prefix.clone()), Some(c))

@@ -257,6 +257,23 @@ pub enum Command {
     },
     /// Print the default configuration as TOML.
     DefaultConfig,
+    /// Copy the aggregator's records (hosts, users, applications, ceilings)
+    /// from its local file to etcd, or back, with the aggregators stopped.
+    /// The configuration names both ends: `aggregator.state_dir` and
+    /// `[store] etcd`/`prefix`. The source is left as it was; everything
+    /// written is read back and compared.
+    MoveRecords {
+        /// Aggregator configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// `etcd` (from the local file) or `local` (from etcd).
+        #[arg(long)]
+        to: scaler_aggregator::migrate::To,
+        /// Also when the destination holds records: it then holds exactly
+        /// the source's (those only it held are deleted).
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 /// Where the agent is.
@@ -384,6 +401,7 @@ pub fn run() -> anyhow::Result<()> {
             let duration = scaler_cli::units::duration("--duration", &duration).map_err(anyhow::Error::msg)?;
             scaler_cli::record::record(&agent.client(), &name, duration, &out, std::time::Duration::from_secs(2))
         }
+        Command::MoveRecords { config, to, replace } => scaler_aggregator::migrate::main(&config, to, replace),
         Command::CheckConfig { config, aggregator } => {
             if aggregator {
                 scaler_aggregator::config::AggConfig::load(&config)?;

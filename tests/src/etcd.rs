@@ -24,23 +24,51 @@ pub struct EtcdCluster {
     pub members: Vec<Member>,
     dir: tempfile::TempDir,
     initial: String,
+    /// With TLS on the client URLs: the CA and the certificates.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS of a cluster's client URLs: members demand a client certificate
+/// signed by the test CA (`--client-cert-auth`).
+pub struct EtcdTls {
+    pub ca: std::path::PathBuf,
+    server: crate::tls::Issued,
+    /// A client certificate the members accept.
+    pub client: crate::tls::Issued,
 }
 
 impl EtcdCluster {
     /// Starts `n` members and waits until they have a leader.
     pub fn start(n: usize) -> Self {
+        Self::start_with(n, false)
+    }
+
+    /// As [`EtcdCluster::start`], with TLS on the client URLs (`https://`)
+    /// and client certificates required.
+    pub fn start_tls(n: usize) -> Self {
+        Self::start_with(n, true)
+    }
+
+    fn start_with(n: usize, tls: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let tls = tls.then(|| {
+            let ca = crate::tls::TestCa::new(dir.path());
+            let server = ca.issue("etcd-server", &["127.0.0.1", "localhost"], false);
+            let client = ca.issue("etcd-client", &["scaler-aggregator"], false);
+            EtcdTls { ca: ca.pem.clone(), server, client }
+        });
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client_url: format!("http://127.0.0.1:{}", free_port()),
+                client_url: format!("{scheme}://127.0.0.1:{}", free_port()),
                 peer_url: format!("http://127.0.0.1:{}", free_port()),
                 child: None,
                 log: dir.path().join(format!("m{i}.log")),
             })
             .collect();
         let initial = members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",");
-        let mut me = Self { members, dir, initial };
+        let mut me = Self { members, dir, initial, tls };
         for i in 0..n {
             me.spawn(i, "new");
         }
@@ -59,6 +87,17 @@ impl EtcdCluster {
             .args(["--listen-peer-urls", &m.peer_url, "--initial-advertise-peer-urls", &m.peer_url])
             .args(["--initial-cluster", &self.initial, "--initial-cluster-state", state])
             .args(["--initial-cluster-token", "scaler-test"])
+            .args(self.tls.iter().flat_map(|t| {
+                [
+                    "--cert-file".into(),
+                    t.server.cert.clone().into_os_string(),
+                    "--key-file".into(),
+                    t.server.key.clone().into_os_string(),
+                    "--trusted-ca-file".into(),
+                    t.ca.clone().into_os_string(),
+                    "--client-cert-auth".into(),
+                ]
+            }))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -72,8 +111,28 @@ impl EtcdCluster {
         format!("[{}]", list.join(", "))
     }
 
+    /// The `[store]` keys that reach the members: `etcd`, and with TLS
+    /// the CA and the client certificate (TOML lines).
+    pub fn store_toml(&self) -> String {
+        let mut s = format!("etcd = {}\n", self.endpoints_toml());
+        if let Some(t) = &self.tls {
+            s += &format!(
+                "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                t.ca.display(),
+                t.client.cert.display(),
+                t.client.key.display()
+            );
+        }
+        s
+    }
+
     fn status(&self, i: usize) -> Option<Value> {
-        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
+        let mut b = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2));
+        if let Some(t) = &self.tls {
+            let identity = Some((t.client.cert.as_path(), t.client.key.as_path()));
+            b = b.use_preconfigured_tls(scaler_api::tls::client_config(Some(&t.ca), identity).ok()?);
+        }
+        let http = b.build().ok()?;
         let r = http.post(format!("{}/v3/maintenance/status", self.members[i].client_url)).json(&json!({})).send();
         r.ok().filter(|r| r.status().is_success())?.json().ok()
     }

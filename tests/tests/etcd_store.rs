@@ -166,6 +166,17 @@ fn records_in_etcd_are_shared_by_replicas_survive_its_leader_and_a_full_restart(
     assert_eq!(a.get("/v1/apps/web/energy-cap").1["watts"], 30.0);
 }
 
+/// `scaler aggregator --config CFG`, expected to stop by itself:
+/// (success, stderr).
+fn aggregator_once(cfg: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new(tests::agent::scaler_bin())
+        .args(["aggregator", "--config"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 #[test]
 fn an_aggregator_whose_etcd_does_not_answer_says_so_and_stops() {
     let dir = tempfile::tempdir().unwrap();
@@ -180,19 +191,122 @@ fn an_aggregator_whose_etcd_does_not_answer_says_so_and_stops() {
         ),
     )
     .unwrap();
-    let run = || {
-        let out = std::process::Command::new(tests::agent::scaler_bin())
-            .args(["aggregator", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
-    };
+    let run = || aggregator_once(&cfg);
     let (success, err) = run();
     assert!(!success);
     assert!(err.contains("reading the records") && err.contains(&format!("127.0.0.1:{port}")), "{err}");
-    // A TLS endpoint is refused at load, naming the field.
-    std::fs::write(&cfg, "[store]\netcd = [\"https://127.0.0.1:2379\"]\n").unwrap();
+    // A member that is no etcd URL is refused at load, naming the field.
+    std::fs::write(&cfg, "[store]\netcd = [\"ftp://127.0.0.1:2379\"]\n").unwrap();
     let (success, err) = run();
     assert!(!success && err.contains("store.etcd[0]"), "{err}");
+}
+
+/// `scaler move-records --config CFG --to TO [--replace]`: (success,
+/// stdout, stderr).
+fn move_records(cfg: &std::path::Path, to: &str, replace: bool) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(tests::agent::scaler_bin());
+    cmd.args(["move-records", "--config"]).arg(cfg).args(["--to", to]);
+    if replace {
+        cmd.arg("--replace");
+    }
+    let out = cmd.output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn records_move_from_the_local_file_to_etcd_and_back() {
+    let etcd = EtcdCluster::start(1);
+    let store = format!("[store]\netcd = {}\nprefix = \"/scaler-move/\"\n", etcd.endpoints_toml());
+    // Records made in an aggregator on its local file.
+    let mut local = Aggregator::start(FAST);
+    ok(&local, "PUT", "/v1/hosts/h1", json!({"url": "http://127.0.0.1:9", "idle_mw": 10000, "max_mw": 90000}));
+    ok(&local, "PUT", "/v1/users/ana", json!({"cpu_budget": 4000, "energy_budget_w": 100}));
+    ok(&local, "PUT", "/v1/users/temp", json!({"cpu_budget": 100}));
+    ok(&local, "PUT", "/v1/apps/web", json!({"containers": [{"host": "h1", "name": "c1"}]}));
+    ok(&local, "PUT", "/v1/apps/web/user", json!({"user": "ana"}));
+    ok(&local, "PUT", "/v1/apps/web/energy-cap", json!({"watts": 40}));
+    ok(&local, "PUT", "/v1/apps/web/scaling", json!({"cpu": {"min": 200, "max": 3000}}));
+    let made = records(&local);
+    let cfg = local.dir.path().join("move.toml");
+    let state = local.dir.path().join("state");
+    std::fs::write(&cfg, format!("[aggregator]\nstate_dir = \"{}\"\n{store}", state.display())).unwrap();
+
+    // Not while the aggregator holds the file.
+    let (success, _, err) = move_records(&cfg, "etcd", false);
+    assert!(!success && err.contains("still running"), "{err}");
+    local.stop();
+    let (success, out, err) = move_records(&cfg, "etcd", false);
+    assert!(success, "{err}");
+    println!("{}", out.trim());
+    assert!(out.contains("1 hosts, 2 users, 1 applications"), "{out}");
+    // An aggregator on etcd holds the same records.
+    let mut on_etcd = Aggregator::start(&format!("{FAST}{store}"));
+    assert_eq!(records(&on_etcd), made);
+    assert_eq!(on_etcd.get("/v1/apps/web/energy-cap").1["watts"], 40.0);
+    // Etcd holds records now: a second move is refused, naming the way on.
+    let (success, _, err) = move_records(&cfg, "etcd", false);
+    assert!(
+        !success && err.contains("already holds") && err.contains("1 hosts, 2 users") && err.contains("--replace"),
+        "{err}"
+    );
+
+    // Changed there, then moved back over the local file.
+    ok(&on_etcd, "PUT", "/v1/hosts/h2", json!({"url": "http://127.0.0.1:10"}));
+    ok(&on_etcd, "DELETE", "/v1/users/temp", json!({}));
+    ok(&on_etcd, "PUT", "/v1/apps/web/energy-cap", json!({"watts": 30}));
+    let changed = records(&on_etcd);
+    on_etcd.stop();
+    let (success, _, err) = move_records(&cfg, "local", false);
+    assert!(!success && err.contains("aggregator.redb already holds"), "{err}");
+    let (success, out, err) = move_records(&cfg, "local", true);
+    assert!(success, "{err}");
+    println!("{}", out.trim());
+    assert!(
+        out.contains("2 hosts, 1 users, 1 applications") && out.contains("(1 records only it held deleted)"),
+        "{out}"
+    );
+    local.start_again();
+    assert_eq!(records(&local), changed);
+    assert_eq!(local.get("/v1/apps/web/energy-cap").1["watts"], 30.0);
+
+    // A configuration without etcd is refused, naming the field.
+    std::fs::write(&cfg, format!("[aggregator]\nstate_dir = \"{}\"\n", state.display())).unwrap();
+    let (success, _, err) = move_records(&cfg, "etcd", false);
+    assert!(!success && err.contains("store.etcd"), "{err}");
+}
+
+#[test]
+fn records_in_an_etcd_that_speaks_tls_and_demands_client_certificates() {
+    let etcd = EtcdCluster::start_tls(1);
+    let cfg = format!("{FAST}[store]\n{}prefix = \"/scaler-tls/\"\n", etcd.store_toml());
+    let mut a = Aggregator::start(&cfg);
+    assert_eq!(a.get("/healthz").1["records"], "etcd /scaler-tls/");
+    ok(&a, "PUT", "/v1/hosts/h1", json!({"url": "http://127.0.0.1:9"}));
+    ok(&a, "PUT", "/v1/users/ana", json!({"cpu_budget": 4000, "energy_budget_w": 100}));
+    let made = records(&a);
+    a.restart();
+    assert_eq!(records(&a), made, "the records after a restart, read over TLS");
+    a.stop();
+
+    // Without a client certificate, or without the CA, etcd is not
+    // reached: the aggregator says so and stops.
+    let tls = etcd.tls.as_ref().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agg.toml");
+    let run = |store: &str| {
+        let head = format!(
+            "[aggregator]\nlisten = \"127.0.0.1:{}\"\nstate_dir = \"{}\"\n",
+            tests::agent::free_port(),
+            dir.path().join("state").display()
+        );
+        std::fs::write(&path, format!("{head}[store]\netcd = {}\ntimeout_ms = 1000\n{store}", etcd.endpoints_toml()))
+            .unwrap();
+        aggregator_once(&path)
+    };
+    let (success, err) = run(&format!("ca_file = \"{}\"\n", tls.ca.display()));
+    assert!(!success && err.contains("reading the records"), "no client certificate: {err}");
+    println!("without a client certificate: {}", err.lines().last().unwrap_or_default());
+    let (success, err) = run("");
+    assert!(!success && err.contains("store.ca_file"), "no CA: {err}");
 }
