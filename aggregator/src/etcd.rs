@@ -81,6 +81,11 @@ impl Etcd {
         Ok(Self { endpoints, http, timeout, current: AtomicUsize::new(0) })
     }
 
+    /// A client of the cluster `[store]` names, with its timeout and TLS.
+    pub fn from_config(store: &super::config::StoreConfig) -> Result<Self, String> {
+        Self::new(store.endpoints(), Duration::from_millis(store.timeout_ms), store.client_tls()?)
+    }
+
     /// One gateway call, to the member that answered last, then the others.
     async fn call(&self, path: &'static str, body: Value) -> Result<Value, EtcdError> {
         let start = Instant::now();

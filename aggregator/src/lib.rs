@@ -77,9 +77,7 @@ impl Shared {
         let (records, cluster) = match cfg.store.etcd.is_empty() {
             true => (Records::local(store.clone()), None),
             false => {
-                let timeout = Duration::from_millis(cfg.store.timeout_ms);
-                let tls = cfg.store.client_tls().map_err(anyhow::Error::msg)?;
-                let etcd = Arc::new(etcd::Etcd::new(cfg.store.endpoints(), timeout, tls).map_err(anyhow::Error::msg)?);
+                let etcd = Arc::new(etcd::Etcd::from_config(&cfg.store).map_err(anyhow::Error::msg)?);
                 let (me, url) = replica_identity(&cfg);
                 let c = cluster::Cluster::new(me, url, cfg.store.lease_s, etcd.clone(), &cfg.store.prefix);
                 (Records::etcd(etcd, cfg.store.prefix.clone()), Some(c))

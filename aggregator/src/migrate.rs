@@ -10,7 +10,7 @@
 //! while an aggregator uses it (redb locks it), so the move is made with
 //! the aggregators stopped. History is not moved: it stays in `state_dir`.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use redb::{TableDefinition, TableHandle as _};
@@ -45,7 +45,7 @@ impl std::str::FromStr for To {
 }
 
 /// What a move copied and deleted, per table.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moved {
     pub hosts: usize,
     pub users: usize,
@@ -86,9 +86,7 @@ pub async fn move_records(cfg: &AggConfig, to: To, replace: bool) -> anyhow::Res
     let store = Store::open(dir).with_context(|| {
         format!("opening {}/aggregator.redb (is an aggregator still running on it? stop it first)", dir.display())
     })?;
-    let tls = cfg.store.client_tls().map_err(anyhow::Error::msg)?;
-    let etcd = Etcd::new(cfg.store.endpoints(), Duration::from_millis(cfg.store.timeout_ms), tls)
-        .map_err(anyhow::Error::msg)?;
+    let etcd = Etcd::from_config(&cfg.store).map_err(anyhow::Error::msg)?;
     let local = Records::local(Arc::new(store));
     let remote = Records::etcd(Arc::new(etcd), cfg.store.prefix.clone());
     let (from, into, names) = match to {

@@ -284,8 +284,7 @@ fn sample_loop(
             let fresh = m.generation != managed.generation;
             if fresh {
                 managed.generation = m.generation;
-                managed.subscribed = m.tracked();
-                managed.by_name = managed.subscribed.iter().cloned().collect();
+                managed.subscribed = m.tracked().into_iter().collect();
             }
             m.fill_known_limits(&mut managed.limits, fresh);
             watched = m.memory_watched();
@@ -329,7 +328,7 @@ fn sample_loop(
         }
         // The manager's step looks up its subscribed containers only, at
         // their own cgroups.
-        let subscribed = &managed.by_name;
+        let subscribed = &managed.subscribed;
         let samples: HashMap<&str, &Sample> = result
             .samples
             .iter()

@@ -29,11 +29,9 @@ use crate::{
 /// the sampler holds no copy).
 #[derive(Debug, Clone, Default)]
 pub struct Managed {
-    /// Subscribed containers `(name, cgroup)`: tracked whatever discovery
+    /// Subscribed containers, cgroup by name: tracked whatever discovery
     /// finds, read in full every tick.
-    pub subscribed: Vec<(String, String)>,
-    /// The same, cgroup by name.
-    pub by_name: HashMap<String, String>,
+    pub subscribed: std::collections::BTreeMap<String, String>,
     /// Changes whenever `subscribed` does (then discovery rescans).
     pub generation: u64,
     /// The limits scaler keeps on each subscribed cgroup, shown as
@@ -239,11 +237,16 @@ impl Sampler {
         }
     }
 
-    fn scan(&mut self, now: Instant, subscribed: &[(String, String)], removed: &mut Vec<String>) {
+    fn scan(
+        &mut self,
+        now: Instant,
+        subscribed: &std::collections::BTreeMap<String, String>,
+        removed: &mut Vec<String>,
+    ) {
         self.last_scan = Some(now);
         self.scans += 1;
         let mut wanted = self.configured.clone();
-        wanted.extend(subscribed.iter().cloned());
+        wanted.extend(subscribed.iter().map(|(n, c)| (n.clone(), c.clone())));
         let engines = &self.engines;
         let found = discover::scan(&self.layout, &self.discovery, &wanted, &mut |e, key| engines.lookup(e, key));
         let mut keep = std::collections::HashSet::new();
@@ -389,7 +392,7 @@ impl Sampler {
         if managed.generation != self.generation {
             // Subscribed containers are tracked whatever discovery finds.
             self.generation = managed.generation;
-            self.subscribed = managed.subscribed.iter().map(|(_, c)| c.clone()).collect();
+            self.subscribed = managed.subscribed.values().cloned().collect();
             self.last_scan = None;
         }
         let events = counters.cgroup_events();
@@ -707,9 +710,8 @@ mod tests {
         cfg.agent.managed_full_read_ms = 3 * cfg.agent.tick_ms;
         let mut s = Sampler::new(Layout::pure_v2(tmp.path()), &cfg);
         let managed = Managed {
-            subscribed: vec![("a".into(), "/lxc.payload.a".into())],
+            subscribed: [("a".into(), "/lxc.payload.a".into())].into(),
             generation: 1,
-            by_name: HashMap::from([("a".into(), "/lxc.payload.a".into())]),
             limits: HashMap::from([("/lxc.payload.a".to_string(), vec![(policies::Resource::Cpu, Some(300))])]),
         };
         let k = FakeKernel::default();
@@ -789,7 +791,7 @@ mod tests {
         // A container nested in another (discovery stops at the outer one;
         // a subscription names the inner one).
         let managed = Managed {
-            subscribed: vec![("inner".into(), "/lxc.payload.a/inner".into())],
+            subscribed: [("inner".into(), "/lxc.payload.a/inner".into())].into(),
             generation: 1,
             ..Managed::default()
         };

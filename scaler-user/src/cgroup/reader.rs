@@ -148,7 +148,6 @@ impl CgroupReader {
         }
     }
 
-    /// Content of a file, or `None` if this layout does not have it.
     /// Where `name` sits in the open files (opened, or found missing, once).
     fn slot(&mut self, h: Hier, name: &'static str) -> usize {
         match self.files.iter().position(|(fh, fname, _)| *fh == h && std::ptr::eq(*fname, name)) {
@@ -167,6 +166,7 @@ impl CgroupReader {
         self.files[i].2.is_some()
     }
 
+    /// Content of a file, or `None` if this layout does not have it.
     fn read_file(&mut self, h: Hier, name: &'static str) -> Option<&str> {
         let i = self.slot(h, name);
         let file = self.files[i].2.as_ref()?;
@@ -310,8 +310,8 @@ impl CgroupReader {
         };
 
         // The memory charged, unless the kernel's walk gave it this tick.
+        s.mem_charged = charged.or_else(|| self.mem_charged());
         if self.has_file(Hier::V2, "memory.current") {
-            s.mem_charged = charged.or_else(|| self.read_file(Hier::V2, "memory.current").and_then(parse::single));
             if let Some(t) = self.read_file(Hier::V2, "memory.stat") {
                 s.mem_inactive_file = parse::flat_keyed(t, "inactive_file");
                 s.mem_refault_file = parse::flat_keyed(t, "workingset_refault_file");
@@ -319,7 +319,6 @@ impl CgroupReader {
             s.oom_kills = self.read_file(Hier::V2, "memory.events").and_then(|t| parse::flat_keyed(t, "oom_kill"));
         } else {
             let m = Hier::V1("memory");
-            s.mem_charged = charged.or_else(|| self.read_file(m, "memory.usage_in_bytes").and_then(parse::single));
             if let Some(t) = self.read_file(m, "memory.stat") {
                 s.mem_inactive_file = parse::flat_keyed(t, "total_inactive_file");
                 s.mem_refault_file = parse::flat_keyed(t, "total_workingset_refault_file");

@@ -20,7 +20,7 @@ fn quick_classic() -> serde_json::Value {
 }
 
 fn step(m: &mut super::Manager, fake: &Fake, t: u64, cpu: u64) {
-    m.step(t * 200, &HashMap::from([("a".to_owned(), sample(fake, "/a", t * 200, cpu, 0, 10 << 20))]));
+    m.step(t * 200, &HashMap::from([("a", &sample(fake, "/a", t * 200, cpu, 0, 10 << 20))]));
 }
 
 #[test]
@@ -271,7 +271,7 @@ fn cpu_placement_follows_the_limit_spreads_and_puts_the_cpuset_back() {
     // Throttled: CPU raised past two cores, and the core set with it.
     for t in 1..=3 {
         let s = sample(&fake, "/a", t * 200, 1500, 400_000, 10 << 20);
-        m.step(t * 200, &HashMap::from([("a".to_owned(), s)]));
+        m.step(t * 200, &HashMap::from([("a", &s)]));
     }
     let limit = fake.get("/a", Resource::Cpu).unwrap();
     assert!(limit > 2000, "raised: {limit}");

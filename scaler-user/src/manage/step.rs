@@ -12,24 +12,6 @@ use policies::{
 use super::Manager;
 use crate::sample::Sample;
 
-/// A tick's samples by container name: the agent's loop borrows them
-/// from what it publishes; tests build them.
-pub trait Samples {
-    fn sample(&self, name: &str) -> Option<&Sample>;
-}
-
-impl Samples for HashMap<String, Sample> {
-    fn sample(&self, name: &str) -> Option<&Sample> {
-        self.get(name)
-    }
-}
-
-impl Samples for HashMap<&str, &Sample> {
-    fn sample(&self, name: &str) -> Option<&Sample> {
-        self.get(name).copied()
-    }
-}
-
 /// What the planner is told about one container's tick.
 pub(crate) fn observation(s: &Sample, managed: impl Iterator<Item = Resource>) -> Observation {
     Observation {
@@ -61,7 +43,7 @@ impl Manager {
 
     /// Runs the loop for every subscribed container with a sample this tick
     /// (`samples` keyed by container name), deciding at `now_ms`.
-    pub fn step(&mut self, now_ms: u64, samples: &impl Samples) {
+    pub fn step(&mut self, now_ms: u64, samples: &HashMap<&str, &Sample>) {
         self.act.refresh();
         for (cgroup, text) in self.act.notes() {
             if let Some(name) = self.subs.iter().find(|(_, m)| m.sub.cgroup == cgroup).map(|(n, _)| n.clone()) {
@@ -73,7 +55,7 @@ impl Manager {
         let mut states = Vec::new();
         let mut placed: Vec<String> = Vec::new();
         for (name, m) in &mut self.subs {
-            let Some(s) = samples.sample(name) else {
+            let Some(&s) = samples.get(name.as_str()) else {
                 // Gone after it was seen (a subscription whose cgroup is not
                 // read yet has seen nothing).
                 m.gone |= m.active && !m.usage.is_empty();

@@ -88,10 +88,11 @@ fn throttling_raises_cpu_within_a_tick_and_capacity_is_shared() {
     }
     // Both want two cores: each is throttled for a whole extra core and more.
     for t in 1..=3u64 {
-        let samples = HashMap::from([
-            ("a".to_owned(), sample(&fake, "/a", t * 200, 500, 300_000, 10 << 20)),
-            ("b".to_owned(), sample(&fake, "/b", t * 200, 500, 300_000, 10 << 20)),
-        ]);
+        let (a, b) = (
+            sample(&fake, "/a", t * 200, 500, 300_000, 10 << 20),
+            sample(&fake, "/b", t * 200, 500, 300_000, 10 << 20),
+        );
+        let samples = HashMap::from([("a", &a), ("b", &b)]);
         m.step(t * 200, &samples);
         let (a, b) = (fake.get("/a", Resource::Cpu).unwrap(), fake.get("/b", Resource::Cpu).unwrap());
         assert!(a + b <= 2000, "tick {t}: {a} + {b} exceeds the host");
@@ -113,7 +114,7 @@ fn memory_never_goes_below_usage_plus_headroom() {
     let usage = 900 << 20;
     for t in 1..200u64 {
         let s = sample(&fake, "/a", t * 200, 10, 0, usage);
-        m.step(t * 200, &HashMap::from([("a".to_owned(), s)]));
+        m.step(t * 200, &HashMap::from([("a", &s)]));
         let lim = fake.get("/a", Resource::Mem).unwrap();
         assert!(lim >= mem_floor(usage) - 4096, "tick {t}: {lim} below floor");
     }
@@ -129,12 +130,12 @@ fn outside_changes_are_adopted_ceilings_hold_and_restore_puts_originals_back() {
     let found = Found { limits: BTreeMap::from([(Resource::Cpu, Some(700))]), mem_usage: None, usage: BTreeMap::new() };
     m.subscribe(0, "a", "/a", &r, &found).unwrap();
     fake.limits.lock().unwrap().insert(("/a".into(), Resource::Cpu), Some(1800));
-    m.step(200, &HashMap::from([("a".to_owned(), sample(&fake, "/a", 200, 1700, 0, 1))]));
+    m.step(200, &HashMap::from([("a", &sample(&fake, "/a", 200, 1700, 0, 1))]));
     let ev = all_events(&m);
     assert!(ev.iter().any(|e| e.reason.contains("changed outside") && e.new == Some(1800)), "{ev:?}");
     m.set_ceiling(300, "a", Some(BTreeMap::from([(Resource::Cpu, 900)]))).unwrap();
     assert_eq!(fake.get("/a", Resource::Cpu), Some(900), "a ceiling acts at once");
-    m.step(400, &HashMap::from([("a".to_owned(), sample(&fake, "/a", 400, 1700, 200_000, 1))]));
+    m.step(400, &HashMap::from([("a", &sample(&fake, "/a", 400, 1700, 200_000, 1))]));
     assert_eq!(fake.get("/a", Resource::Cpu), Some(900), "held at the ceiling despite throttling");
     assert!(m.set_ceiling(500, "a", Some(BTreeMap::from([(Resource::Mem, 1)]))).is_err(), "mem is not managed");
     assert!(m.unsubscribe(600, "a", true).unwrap());
@@ -150,13 +151,13 @@ fn a_container_back_from_a_restart_gets_its_limits_written_again_not_adopted() {
     let r = req(json!({"resources": {"cpu": {"min": 100, "max": 3000, "current": 600}}}));
     m.subscribe(0, "a", "/a", &r, &Found::default()).unwrap();
     // A tick with no sample before the first one: not a restart.
-    m.step(100, &HashMap::<String, crate::sample::Sample>::new());
-    m.step(200, &HashMap::from([("a".to_owned(), sample(&fake, "/a", 200, 100, 0, 1))]));
+    m.step(100, &HashMap::new());
+    m.step(200, &HashMap::from([("a", &sample(&fake, "/a", 200, 100, 0, 1))]));
     let limit = fake.get("/a", Resource::Cpu);
     // Gone for a tick, then back with its engine's own limit (none).
-    m.step(400, &HashMap::<String, crate::sample::Sample>::new());
+    m.step(400, &HashMap::new());
     fake.limits.lock().unwrap().insert(("/a".into(), Resource::Cpu), None);
-    m.step(600, &HashMap::from([("a".to_owned(), sample(&fake, "/a", 600, 100, 0, 1))]));
+    m.step(600, &HashMap::from([("a", &sample(&fake, "/a", 600, 100, 0, 1))]));
     assert_eq!(fake.get("/a", Resource::Cpu), limit, "the subscription's limit is back in force");
     let ev = all_events(&m);
     assert!(!ev.iter().any(|e| e.reason.contains("changed outside")), "{ev:?}");
@@ -176,7 +177,7 @@ fn a_subscription_follows_its_container_recreated_at_another_cgroup() {
     assert_eq!(m.get("web").unwrap().cgroup, "/docker/bbb");
     assert!(m.generation > generation, "the sampler is told");
     assert!(m.follow_recreated(100, "web", "/../etc").is_err(), "a path outside the roots is refused");
-    m.step(300, &HashMap::from([("web".to_owned(), sample(&fake, "/docker/bbb", 300, 100, 0, 1))]));
+    m.step(300, &HashMap::from([("web", &sample(&fake, "/docker/bbb", 300, 100, 0, 1))]));
     assert_eq!(fake.get("/docker/bbb", Resource::Cpu), Some(600), "its limit written at the new cgroup");
     let ev = all_events(&m);
     assert!(ev.iter().any(|e| e.reason.starts_with("recreated at /docker/bbb (was /docker/aaa)")), "{ev:?}");
@@ -211,7 +212,7 @@ fn events_survive_reopening_and_their_ids_go_on() {
         let mut m = manager(tmp.path(), &fake, 2000);
         let r = req(json!({"resources": {"cpu": {"min": 100, "max": 900}}}));
         m.subscribe(0, "a", "/x/a", &r, &Found::default()).unwrap();
-        m.step(200, &HashMap::from([("a".to_owned(), sample(&fake, "/x/a", 200, 10, 0, 1 << 20))]));
+        m.step(200, &HashMap::from([("a", &sample(&fake, "/x/a", 200, 10, 0, 1 << 20))]));
         all_events(&m)
     };
     assert!(!before.is_empty());
@@ -242,12 +243,12 @@ fn tasks_wait_at_the_memory_limit_below_max_only_where_the_policy_raises_it() {
     m.subscribe(0, "a", "/a", &r("follow", GIB), &Found::default()).unwrap();
     let mut s = sample(&fake, "/a", 200, 10, 0, GIB - (8 << 20));
     s.signals.mem_waiting = Some(true);
-    m.step(200, &HashMap::from([("a".to_owned(), s)]));
+    m.step(200, &HashMap::from([("a", &s)]));
     assert!(fake.get("/a", Resource::Mem).unwrap() >= GIB * 3 / 2, "raised by half");
     assert!(all_events(&m).iter().any(|e| e.reason.contains("waiting at the memory limit")));
     m.release_waits();
     assert_eq!(wait("/a"), None, "released on shutdown");
-    m.step(400, &HashMap::from([("a".to_owned(), sample(&fake, "/a", 400, 10, 0, GIB))]));
+    m.step(400, &HashMap::from([("a", &sample(&fake, "/a", 400, 10, 0, GIB))]));
     assert_eq!(wait("/a"), Some(4 * GIB), "and set again at the next tick");
     m.unsubscribe(600, "a", false).unwrap();
     assert_eq!(wait("/a"), None, "off when unsubscribed");
@@ -348,7 +349,7 @@ fn a_whole_container_unguarded_is_left_where_it_is_and_guarded_again_scales() {
     // Throttled hard and nearly idle on memory: a guarded container would
     // change both; this one keeps both.
     for t in 1..=20u64 {
-        m.step(t * 200, &HashMap::from([("a".to_owned(), sample(&fake, "/a", t * 200, 500, 300_000, 10 << 20))]));
+        m.step(t * 200, &HashMap::from([("a", &sample(&fake, "/a", t * 200, 500, 300_000, 10 << 20))]));
     }
     assert_eq!((fake.get("/a", Resource::Cpu), fake.get("/a", Resource::Mem)), (Some(500), Some(512 << 20)));
     let ev = all_events(&m);
@@ -356,7 +357,7 @@ fn a_whole_container_unguarded_is_left_where_it_is_and_guarded_again_scales() {
     // Guarded again (CPU only): CPU scales, memory stays.
     m.set_guard(5_000, "a", true, Some(&[Resource::Cpu])).unwrap();
     for t in 26..=30u64 {
-        m.step(t * 200, &HashMap::from([("a".to_owned(), sample(&fake, "/a", t * 200, 500, 300_000, 10 << 20))]));
+        m.step(t * 200, &HashMap::from([("a", &sample(&fake, "/a", t * 200, 500, 300_000, 10 << 20))]));
     }
     assert!(fake.get("/a", Resource::Cpu).unwrap() > 500);
     assert_eq!(fake.get("/a", Resource::Mem), Some(512 << 20));

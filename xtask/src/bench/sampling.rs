@@ -315,8 +315,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     if args.repeat > 1 { format!(", run {}/{}", n_ + 1, args.repeat) } else { String::new() }
                 };
                 // The baseline first in even rounds, second in odd ones.
-                for first in [round % 2 == 0, round % 2 == 1] {
-                    match (&baseline, first) {
+                let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+                for is_baseline in order {
+                    match (&baseline, is_baseline) {
                         (Some(b), true) => {
                             eprintln!("==> baseline agent {how} {n} cgroups ({MEASURE_S} s{})", of(round));
                             let mut r = agent_overhead(b, n, managed, &baseline_extra, None)?;
