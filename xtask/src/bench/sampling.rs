@@ -304,6 +304,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             ebpf_cost(&bin)?
         }
     };
+    if let Some(dir) = &args.perf {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let mut agent = Vec::new();
     let modes: &[bool] = if args.managed_only { &[true] } else { &[false, true] };
     for &managed in modes {
