@@ -273,12 +273,13 @@ fn sample_loop(
     let mut scans = 0;
     // Recreated containers a subscription could not follow (said once).
     let mut refused_moves: std::collections::HashSet<(String, String)> = Default::default();
-    // (discovery scans, watched cgroups) when MEM_WATCH was last written.
-    let mut mem_watch: (u64, Vec<String>) = (u64::MAX, Vec::new());
+    // The cgroups whose memory pressure wakes this loop, and the discovery
+    // scans when MEM_WATCH was last written (`u64::MAX`: never).
+    let mut watched: Vec<String> = Vec::new();
+    let mut mem_watch_scans = u64::MAX;
     while !stop.load(Ordering::Relaxed) {
         ticks += 1;
         let start = Instant::now();
-        let watched: Vec<String>;
         {
             let m = manager.lock().unwrap_or_else(PoisonError::into_inner);
             let fresh = m.generation != managed.generation;
@@ -287,7 +288,9 @@ fn sample_loop(
                 managed.subscribed = m.tracked().into_iter().collect();
             }
             m.fill_known_limits(&mut managed.limits, fresh);
-            watched = m.memory_watched();
+            if m.memory_watched_into(&mut watched) {
+                mem_watch_scans = u64::MAX;
+            }
             // Timing changed through `PUT /v1/agent` applies from this tick.
             let set = m.settings();
             if timing != Some((set.tick_ms, set.discovery_interval_ms)) {
@@ -320,11 +323,11 @@ fn sample_loop(
         }
         // The cgroups whose memory pressure should wake this loop at once
         // (the kernel's map written again only when they changed).
-        if (scans, &watched) != (mem_watch.0, &mem_watch.1) {
+        if scans != mem_watch_scans {
             let want: std::collections::HashSet<u64> =
                 watched.iter().flat_map(|cg| sampler.ids_of(cg).iter().copied()).collect();
             kernel.sync_mem_watch(&want);
-            mem_watch = (scans, watched);
+            mem_watch_scans = scans;
         }
         // The manager's step looks up its subscribed containers only, at
         // their own cgroups.

@@ -64,10 +64,10 @@ impl Actuator for HostActuator {
     fn in_force(&mut self, cgroup: &str, resource: Resource, value: Option<u64>) {
         // On v2 a waiting memory limit is `memory.high` under a hard
         // `memory.max`; the engines know only the hard one: not told.
-        let v2_waiting = resource == Resource::Mem && self.waiting.contains(cgroup) && !self.layout.is_hybrid();
-        if let Some(e) = &self.engines
-            && !v2_waiting
-        {
+        // (Every managed limit, every tick: the set is looked in last.)
+        let Some(e) = &self.engines else { return };
+        let v2_waiting = resource == Resource::Mem && !self.layout.is_hybrid() && self.waiting.contains(cgroup);
+        if !v2_waiting {
             e.record(cgroup, resource, value);
         }
     }

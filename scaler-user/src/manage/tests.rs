@@ -367,3 +367,41 @@ fn a_whole_container_unguarded_is_left_where_it_is_and_guarded_again_scales() {
     let v = m.view("a").unwrap();
     assert!(v.resources[&Resource::Cpu].guard && !v.resources[&Resource::Mem].guard, "{v:?}");
 }
+
+#[test]
+fn memory_watched_names_managed_memory_under_a_raising_policy_and_says_when_it_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 4000);
+    let mem = json!({"min": 1 << 20, "max": GIB, "current": 64 << 20});
+    let cpu = json!({"min": 100, "max": 1000, "current": 500});
+    // Names out of cgroup order, one without memory, one under a policy
+    // that does not raise waiting memory.
+    m.subscribe(0, "b", "/z/b", &req(json!({"policy": "follow", "resources": {"mem": mem}})), &Found::default())
+        .unwrap();
+    m.subscribe(
+        0,
+        "a",
+        "/y/a",
+        &req(json!({"policy": "follow", "resources": {"mem": mem, "cpu": cpu}})),
+        &Found::default(),
+    )
+    .unwrap();
+    m.subscribe(0, "c", "/x/c", &req(json!({"policy": "follow", "resources": {"cpu": cpu}})), &Found::default())
+        .unwrap();
+    let classic = req(json!({"policy": "classic", "resources": {"mem": mem}}));
+    m.subscribe(0, "ab", "/w/ab", &classic, &Found::default()).unwrap();
+    let mut watched = Vec::new();
+    assert!(m.memory_watched_into(&mut watched));
+    assert_eq!(watched, ["/y/a", "/z/b"]);
+    assert!(!m.memory_watched_into(&mut watched), "unchanged");
+    assert_eq!(watched, ["/y/a", "/z/b"]);
+    m.unsubscribe(0, "a", false).unwrap();
+    assert!(m.memory_watched_into(&mut watched));
+    assert_eq!(watched, ["/z/b"]);
+    // The same name, memory dropped: no longer watched.
+    m.subscribe(0, "b", "/z/b", &req(json!({"policy": "follow", "resources": {"cpu": cpu}})), &Found::default())
+        .unwrap();
+    assert!(m.memory_watched_into(&mut watched));
+    assert!(watched.is_empty());
+}

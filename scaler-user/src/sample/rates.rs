@@ -1,7 +1,5 @@
 //! Counters into rates. Pure: the tests drive it with made-up readings.
 
-use std::collections::HashMap;
-
 use scaler_common::{COUNTER_FIELDS, CgroupCounters};
 
 /// Within this distance of `u64::MAX`, a smaller reading means the counter
@@ -26,15 +24,20 @@ pub fn opt_delta(prev: Option<u64>, cur: Option<u64>) -> Option<u64> {
 }
 
 /// Increase of a container's counters between two readings of its cgroup
-/// subtree (cgroup id -> counters). A child cgroup that appeared since
+/// subtree ((cgroup id, counters), in the order its ids are kept: an id is
+/// looked for at its own index first). A child cgroup that appeared since
 /// `prev` counts from zero (it is new, all it did is new); one that vanished
 /// contributes nothing (its last increments are lost with it, but the total
 /// never goes backwards).
-pub fn subtree_delta(prev: &HashMap<u64, CgroupCounters>, cur: &HashMap<u64, CgroupCounters>) -> CgroupCounters {
+pub fn subtree_delta(prev: &[(u64, CgroupCounters)], cur: &[(u64, CgroupCounters)]) -> CgroupCounters {
     let mut total = [0u64; COUNTER_FIELDS];
-    for (id, now) in cur {
+    for (i, (id, now)) in cur.iter().enumerate() {
         let now = now.to_array();
-        let before = prev.get(id).map_or([0; COUNTER_FIELDS], |c| c.to_array());
+        let before = match prev.get(i) {
+            Some((p, c)) if p == id => Some(c),
+            _ => prev.iter().find(|(p, _)| p == id).map(|(_, c)| c),
+        };
+        let before = before.map_or([0; COUNTER_FIELDS], |c| c.to_array());
         for i in 0..COUNTER_FIELDS {
             total[i] = total[i].wrapping_add(counter_delta(before[i], now[i]));
         }
@@ -98,14 +101,16 @@ mod tests {
 
     #[test]
     fn subtree_new_and_vanished_children() {
-        let prev: HashMap<_, _> = [(1, c(100, 10)), (2, c(50, 0)), (3, c(7, 7))].into();
-        // id 2 vanished, id 4 is a new child, id 3 wrapped.
-        let mut cur: HashMap<_, _> = [(1, c(160, 30)), (4, c(40, 5))].into();
-        cur.insert(3, c(7, 7));
+        let prev = [(1, c(100, 10)), (2, c(50, 0)), (3, c(7, 7))];
+        // id 2 vanished, id 4 is a new child (at 2's index), id 3 moved.
+        let cur = [(1, c(160, 30)), (4, c(40, 5)), (3, c(7, 7))];
         let d = subtree_delta(&prev, &cur);
         assert_eq!((d.cpu_ns, d.net_rx_bytes), (100, 25));
-        let wrapped: HashMap<_, _> = [(9, c(u64::MAX - 9, 0))].into();
-        let after: HashMap<_, _> = [(9, c(10, 0))].into();
+        // Another order: each id still meets its own reading.
+        let d = subtree_delta(&prev, &[(3, c(8, 7)), (1, c(160, 30))]);
+        assert_eq!((d.cpu_ns, d.net_rx_bytes), (61, 20));
+        let wrapped = [(9, c(u64::MAX - 9, 0))];
+        let after = [(9, c(10, 0))];
         assert_eq!(subtree_delta(&wrapped, &after).cpu_ns, 20);
     }
 
