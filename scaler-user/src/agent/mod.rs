@@ -287,7 +287,7 @@ fn sample_loop(
                 managed.generation = m.generation;
                 managed.subscribed = m.tracked().into_iter().collect();
             }
-            m.fill_known_limits(&mut managed.limits, fresh);
+            m.fill_known_limits(&mut managed.limits, fresh, &mut managed.limits_seen);
             if m.memory_watched_into(&mut watched) {
                 mem_watch_scans = u64::MAX;
             }

@@ -47,6 +47,9 @@ const CACHE_BYTES: usize = 4 << 20;
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Calls to [`Store::save`]: every change to a subscription is saved,
+    /// so this moves whenever any did (see [`Store::saves`]).
+    saves: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -66,7 +69,7 @@ impl Store {
             .set_cache_size(CACHE_BYTES)
             .create(&path)
             .map_err(|e| StoreError::Db { path: path.clone(), message: e.to_string() })?;
-        let me = Self { db, path };
+        let me = Self { db, path, saves: Default::default() };
         // Create the tables so readers never meet a missing one.
         me.write(|_| Ok(()))?;
         me.save_events(&[], 0)?;
@@ -95,6 +98,7 @@ impl Store {
     /// Writes (inserts or replaces) these subscriptions and removes `gone`,
     /// in one transaction.
     pub fn save(&self, subs: &[&Subscription], gone: &[&str]) -> Result<(), StoreError> {
+        self.saves.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let encoded: Vec<(String, Vec<u8>)> =
             subs.iter().map(|s| (s.name.clone(), serde_json::to_vec(s).unwrap_or_default())).collect();
         self.write(|(t, _)| {
@@ -106,6 +110,13 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// How many saves were asked for (failed ones too): unchanged, no
+    /// subscription changed, limits included (each change is saved before
+    /// or as it is made).
+    pub fn saves(&self) -> u64 {
+        self.saves.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn load(&self) -> Result<Vec<Subscription>, StoreError> {

@@ -405,3 +405,31 @@ fn memory_watched_names_managed_memory_under_a_raising_policy_and_says_when_it_c
     assert!(m.memory_watched_into(&mut watched));
     assert!(watched.is_empty());
 }
+
+#[test]
+fn known_limits_are_filled_again_when_a_subscription_was_saved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 4000);
+    let r = |current: u64| req(json!({"resources": {"cpu": {"min": 100, "max": 1000, "current": current}}}));
+    m.subscribe(0, "a", "/a", &r(500), &Found::default()).unwrap();
+    let (mut out, mut seen) = (HashMap::new(), None);
+    m.fill_known_limits(&mut out, true, &mut seen);
+    assert_eq!(out["/a"], [(Resource::Cpu, Some(500))]);
+    // Nothing saved since: left as it was (a change made behind the
+    // store's back, as no path of the manager makes one, is not seen).
+    m.subs.get_mut("a").unwrap().sub.limits.insert(Resource::Cpu, Some(1));
+    m.fill_known_limits(&mut out, false, &mut seen);
+    assert_eq!(out["/a"], [(Resource::Cpu, Some(500))]);
+    // A change through the manager is saved, and filled.
+    m.subscribe(0, "a", "/a", &r(700), &Found::default()).unwrap();
+    m.fill_known_limits(&mut out, false, &mut seen);
+    assert_eq!(out["/a"], [(Resource::Cpu, Some(700))]);
+    // And one the step makes (adopting a limit changed outside).
+    let mut s = sample(&fake, "/a", 1_000, 100, 0, 1);
+    s.resources.cpu.current = Some(900);
+    m.step(1_000, &HashMap::from([("a", &s)]));
+    assert_eq!(m.get("a").unwrap().limits[&Resource::Cpu], Some(900));
+    m.fill_known_limits(&mut out, false, &mut seen);
+    assert_eq!(out["/a"], [(Resource::Cpu, Some(900))]);
+}

@@ -90,13 +90,21 @@ impl Manager {
     /// the sampler shows as in force where it did not read them this tick
     /// (network: always, the eBPF limiter keeps them, not cgroupfs). Filled
     /// into `out`, reusing its keys and vectors (the sampling loop's, every
-    /// tick); `fresh` (the subscribed set changed, `generation` moved)
-    /// clears it first.
+    /// tick), and only when a subscription was saved since `seen` (the
+    /// store's save count when it was last filled: every change to one is
+    /// saved); `fresh` (the subscribed set changed, `generation` moved)
+    /// clears and fills it.
     pub fn fill_known_limits(
         &self,
         out: &mut std::collections::HashMap<String, Vec<(Resource, Option<u64>)>>,
         fresh: bool,
+        seen: &mut Option<u64>,
     ) {
+        let saves = self.store.saves();
+        if !fresh && *seen == Some(saves) {
+            return;
+        }
+        *seen = Some(saves);
         if fresh {
             out.clear();
         }
