@@ -2,8 +2,9 @@
 //! in a file_sd file, as `cargo xtask deploy` writes them), and the
 //! aggregator's history of a container comes from Prometheus with the same
 //! values at the same times as the agent's own `/history`; an application's
-//! is its containers' sum; with Prometheus gone, the embedded history
-//! answers and says why.
+//! is its containers' sum; energy comes from the aggregator's own series,
+//! which Prometheus scrapes off it too; with Prometheus gone, the embedded
+//! history answers and says why.
 #![allow(clippy::unwrap_used)]
 
 use std::{collections::BTreeMap, time::Duration};
@@ -38,6 +39,12 @@ fn a_containers_history_from_prometheus_is_the_agents_own() {
         agent.url(),
         agent.url()
     ));
+    // The aggregator scraped too, for energy (its own figure).
+    let agg_addr = agg.url().trim_start_matches("http://").to_owned();
+    let both_targets = json!([{"targets": [addr], "labels": {"host": "a"}}, {"targets": [agg_addr]}]);
+    // Renamed into place, as deploy does: Prometheus never reads half a file.
+    std::fs::write(targets.with_extension("tmp"), both_targets.to_string()).unwrap();
+    std::fs::rename(targets.with_extension("tmp"), &targets).unwrap();
     let both = json!({"containers": [{"host": "a", "name": c.name}, {"host": "a", "name": d.name}]});
     let (s, v) = agg.send("PUT", "/v1/apps/web", Some(&both));
     assert_eq!(s, 201, "{v}");
@@ -99,8 +106,35 @@ fn a_containers_history_from_prometheus_is_the_agents_own() {
     println!("application cpu median {} m, its containers' {each:?}", median(&app));
     assert!(pts.len() >= 5, "{app}");
     assert!(median(&app) * 10 > (each[0] + each[1]) * 8 && median(&app) > each[0].max(each[1]), "{app}");
-    // Energy is the aggregator's own.
-    assert_eq!(agg.get("/v1/apps/web/history?since=20s&resource=energy").1["source"], "aggregator");
+    // Energy: the aggregator's own figure, as Prometheus scraped it off
+    // the aggregator; beside the agents' points in the whole history.
+    let energy_path = "/v1/apps/web/history?since=20s&resource=energy";
+    let energy = wait_for(Duration::from_secs(20), || {
+        let (s, v) = agg.get(energy_path);
+        let powered =
+            v["points"].as_array().map_or(0, |p| p.iter().filter(|p| p["energy"]["usage"].as_u64() > Some(0)).count());
+        (s == 200 && v["source"] == "prometheus" && powered >= 5).then_some(v)
+    })
+    .unwrap_or_else(|| panic!("no energy from prometheus: {}\n{}", agg.get(energy_path).1, prom.log()));
+    let energy_median = |v: &serde_json::Value| {
+        let mut u: Vec<u64> =
+            v["points"].as_array().unwrap().iter().filter_map(|p| p["energy"]["usage"].as_u64()).collect();
+        u.sort_unstable();
+        u.get(u.len() / 2).copied().unwrap_or(0)
+    };
+    let from_prometheus = energy_median(&energy);
+    let (_, whole) = agg.get("/v1/apps/web/history?since=20s");
+    assert_eq!(whole["source"], "prometheus", "{whole}");
+    let with_energy = whole["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["resources"]["energy"]["usage"].as_u64() > Some(0))
+        .count();
+    assert!(with_energy * 2 >= whole["points"].as_array().unwrap().len(), "energy beside most points: {whole}");
+    let (_, ce) = agg.get(&format!("/v1/containers/a/{}/history?since=20s&resource=energy", c.name));
+    assert_eq!(ce["source"], "prometheus", "{ce}");
+    assert!(energy_median(&ce) > 0 && energy_median(&ce) < from_prometheus, "a container's share of the app's: {ce}");
 
     // A host Prometheus does not scrape: the embedded history answers.
     let (s, v) = agg.get(&format!("/v1/containers/unscraped/{}/history?since=30s&resource=cpu", c.name));
@@ -113,4 +147,10 @@ fn a_containers_history_from_prometheus_is_the_agents_own() {
     assert_eq!((s, v["source"].as_str()), (200, Some("aggregator")), "{v}");
     assert!(v["prometheus_error"].as_str().unwrap_or("").contains("prometheus"), "{v}");
     assert!(!v["points"].as_array().unwrap().is_empty(), "{v}");
+    // The same energy from the embedded tiers as from Prometheus.
+    let (s, mine) = agg.get(energy_path);
+    assert_eq!((s, mine["source"].as_str()), (200, Some("aggregator")), "{mine}");
+    let embedded = energy_median(&mine);
+    println!("application energy median: {from_prometheus} mW from prometheus, {embedded} mW embedded");
+    assert!(from_prometheus.abs_diff(embedded) * 4 <= embedded, "{energy}\n{mine}");
 }

@@ -42,10 +42,21 @@ pub fn parse_time(v: &str, now: u64) -> Result<u64, String> {
 }
 
 /// What Prometheus can answer for (`[history] prometheus`): a container's
-/// series, or an application's as its containers' sum.
+/// series, or an application's as its containers' sum; the energy of
+/// either from the aggregator's own series.
 enum Remote {
     Container(ContainerRef),
-    App(Vec<ContainerRef>),
+    App { name: String, containers: Vec<ContainerRef> },
+}
+
+impl Remote {
+    fn energy(&self) -> history::prometheus::Energy<'_> {
+        use history::prometheus::Energy;
+        match self {
+            Remote::Container(c) => Energy::Container(c),
+            Remote::App { name, .. } => Energy::App(name),
+        }
+    }
 }
 
 async fn query(
@@ -75,11 +86,13 @@ async fn query(
     if since > until {
         return Err(ApiError::bad_request("since", "since must not be after until"));
     }
-    // Energy is the aggregator's own (agents do not export power).
-    let remote = remote.filter(|_| resource != Some(crate::model::ENERGY));
-    let asked = match (&s.prometheus, remote) {
-        (Some(p), Some(Remote::Container(c))) => Some(p.container(&c, since, until).await),
-        (Some(p), Some(Remote::App(cs))) => Some(p.app(&cs, since, until).await),
+    // Energy is the aggregator's own (agents do not export power): from
+    // its replicas' series where Prometheus scrapes them.
+    let only_energy = resource == Some(crate::model::ENERGY);
+    let asked = match (&s.prometheus, &remote) {
+        (Some(p), Some(r)) if only_energy => Some(p.energy(r.energy(), since, until).await),
+        (Some(p), Some(Remote::Container(c))) => Some(p.container(c, since, until).await),
+        (Some(p), Some(Remote::App { containers, .. })) => Some(p.app(containers, since, until).await),
         _ => None,
     };
     let here = || {
@@ -87,20 +100,33 @@ async fn query(
             .query(&entity, since, until, now)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     };
-    let (points, source, remote_error) = match asked {
+    let (mut points, source, remote_error) = match asked {
         Some(Ok(points)) if !points.is_empty() => (points, "prometheus", None),
         // Nothing there (not scraped yet, or not this agent): the
         // embedded tiers, when they have something, saying why.
         Some(Ok(points)) => match here()? {
             mine if mine.is_empty() => (points, "prometheus", None),
-            mine => (
-                mine,
-                "aggregator",
-                Some("Prometheus has no samples of it in this window (is it scraping the agent?)".to_owned()),
-            ),
+            mine => {
+                let scraped = if only_energy { "the aggregator" } else { "the agent" };
+                let why = format!("Prometheus has no samples of it in this window (is it scraping {scraped}?)");
+                (mine, "aggregator", Some(why))
+            }
         },
         answer => (here()?, "aggregator", answer.and_then(Result::err)),
     };
+    // Every resource from Prometheus: the energy beside the agents' points
+    // is the latest before each, from Prometheus where it scrapes the
+    // aggregator, else from the embedded tiers.
+    if source == "prometheus"
+        && resource.is_none()
+        && let (Some(p), Some(r)) = (&s.prometheus, &remote)
+    {
+        let energy = match p.energy(r.energy(), since, until).await {
+            Ok(e) if !e.is_empty() => e,
+            _ => here()?,
+        };
+        history::prometheus::fill_energy(&mut points, &energy);
+    }
     let points: Vec<Value> = points
         .into_iter()
         .map(|p| match resource {
@@ -143,7 +169,8 @@ pub async fn app(
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let containers = s.read().apps.get(&app).ok_or_else(|| unknown_app(&app))?.record.containers.clone();
-    query(&s, "app", &app, history::app_key(&app), q.as_deref(), Some(Remote::App(containers))).await
+    let key = history::app_key(&app);
+    query(&s, "app", &app, key, q.as_deref(), Some(Remote::App { name: app.clone(), containers })).await
 }
 
 pub async fn container(

@@ -11,6 +11,12 @@
 //!   line up): `query_range` with about [`POINTS`] steps; a container's
 //!   point is the mean over its step, an application's the sum of its
 //!   containers' latest values at each step.
+//! - Energy (power, mW) is the aggregator's own: what Prometheus scraped
+//!   off the replicas' `/metrics` (`scaler_cluster_container_usage` and
+//!   `scaler_cluster_app_usage` with `resource="energy"`, an application's
+//!   cap as `scaler_cluster_app_power_cap_mw`), at each step its latest
+//!   value (the largest, where two replicas exported it while a host or
+//!   the lead moved between them).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -18,7 +24,7 @@ use serde_json::Value;
 
 use super::QueryPoint;
 use crate::{
-    model::{AGENT_RESOURCES, Readings, resource_index},
+    model::{AGENT_RESOURCES, ENERGY, Readings, resource_index},
     state::ContainerRef,
 };
 
@@ -58,13 +64,31 @@ fn ms(v: &Value) -> Option<u64> {
     v.as_f64().filter(|t| *t >= 0.0).map(|t| (t * 1000.0).round() as u64)
 }
 
-/// `[[time, "value"], ...]` of one series into `points`, as usage or limit
-/// of its `resource` label.
+/// Whose energy: a container's or an application's.
+pub enum Energy<'a> {
+    Container(&'a ContainerRef),
+    App(&'a str),
+}
+
+/// The step of a `query_range` over `[since, until]`: about [`POINTS`]
+/// of them, at least a second.
+fn step_of(since: u64, until: u64) -> u64 {
+    (until.saturating_sub(since) / POINTS).max(1000)
+}
+
+/// `[[time, "value"], ...]` of one agent series into `points`, as usage or
+/// limit of its `resource` label.
 fn fold(points: &mut BTreeMap<u64, Readings>, series: &Value, limit: bool) {
     let Some(i) = series["metric"]["resource"].as_str().and_then(resource_index).filter(|i| *i < AGENT_RESOURCES)
     else {
         return;
     };
+    fold_as(points, series, i, limit);
+}
+
+/// `[[time, "value"], ...]` of one series into `points`, as usage or limit
+/// of resource `i`.
+fn fold_as(points: &mut BTreeMap<u64, Readings>, series: &Value, i: usize, limit: bool) {
     for pair in series["values"].as_array().into_iter().flatten() {
         let (Some(t), Some(v)) = (ms(&pair[0]), pair[1].as_str().and_then(|v| v.parse::<f64>().ok())) else {
             continue;
@@ -154,7 +178,7 @@ impl Prometheus {
         until: u64,
         sum: bool,
     ) -> Result<Vec<QueryPoint>, String> {
-        let step = (until.saturating_sub(since) / POINTS).max(1000);
+        let step = step_of(since, until);
         let mut points = BTreeMap::new();
         for (metric, limit) in [("scaler_container_usage", false), ("scaler_container_limit", true)] {
             let q = match sum {
@@ -163,17 +187,69 @@ impl Prometheus {
                 }
                 false => selectors(metric, containers, Some(("avg_over_time", step))),
             };
-            let params = [
-                ("query", q),
-                ("start", format!("{:.3}", since as f64 / 1e3)),
-                ("end", format!("{:.3}", until as f64 / 1e3)),
-                ("step", format!("{:.3}", step as f64 / 1e3)),
-            ];
-            for s in self.get("/api/v1/query_range", &params).await?.as_array().into_iter().flatten() {
+            for s in self.range(q, since, until, step).await?.as_array().into_iter().flatten() {
                 fold(&mut points, s, limit);
             }
         }
         Ok(finish(points, Some(step)))
+    }
+
+    /// `query_range` of `q` over `[since, until]` by `step` (ms).
+    async fn range(&self, q: String, since: u64, until: u64, step: u64) -> Result<Value, String> {
+        let params = [
+            ("query", q),
+            ("start", format!("{:.3}", since as f64 / 1e3)),
+            ("end", format!("{:.3}", until as f64 / 1e3)),
+            ("step", format!("{:.3}", step as f64 / 1e3)),
+        ];
+        self.get("/api/v1/query_range", &params).await
+    }
+
+    /// Energy over `[since, until]`: the aggregator's own series, as
+    /// Prometheus scraped them off the replicas (empty when it does not
+    /// scrape them).
+    pub async fn energy(&self, of: Energy<'_>, since: u64, until: u64) -> Result<Vec<QueryPoint>, String> {
+        let step = step_of(since, until);
+        let (usage, cap) = match of {
+            Energy::Container(c) => (
+                format!(
+                    "scaler_cluster_container_usage{{host={},container={},resource=\"energy\"}}",
+                    quote(&c.host),
+                    quote(&c.name)
+                ),
+                None,
+            ),
+            Energy::App(a) => (
+                format!("scaler_cluster_app_usage{{app={},resource=\"energy\"}}", quote(a)),
+                Some(format!("scaler_cluster_app_power_cap_mw{{app={}}}", quote(a))),
+            ),
+        };
+        let mut points = BTreeMap::new();
+        for (series, limit) in [(Some(usage), false), (cap, true)] {
+            let Some(series) = series else { continue };
+            let q = format!("max(last_over_time({series}[{step}ms]))");
+            for s in self.range(q, since, until, step).await?.as_array().into_iter().flatten() {
+                fold_as(&mut points, s, ENERGY, limit);
+            }
+        }
+        Ok(finish(points, Some(step)))
+    }
+}
+
+/// Gives each of `points` the energy of the latest of `energy` (time
+/// order) at or before it, unless that one is older than two of its steps
+/// (at least 2 s): the agents' points and the aggregator's energy are
+/// stamped at different times.
+pub fn fill_energy(points: &mut [QueryPoint], energy: &[QueryPoint]) {
+    let mut at = 0;
+    for p in points.iter_mut() {
+        while energy.get(at + 1).is_some_and(|e| e.time_ms <= p.time_ms) {
+            at += 1;
+        }
+        let Some(e) = energy.get(at).filter(|e| e.time_ms <= p.time_ms) else { continue };
+        if p.time_ms - e.time_ms <= e.step_ms.max(1000) * 2 {
+            p.readings[ENERGY] = e.readings[ENERGY];
+        }
     }
 }
 
@@ -209,5 +285,22 @@ mod tests {
         assert_eq!((p[1].readings[0].usage, p[1].readings[0].current), (Some(498), None));
         assert_eq!(p[1].step_ms, 1000);
         assert!(p.iter().all(|p| p.readings[1..].iter().all(|r| r.usage.is_none() && r.current.is_none())));
+    }
+
+    #[test]
+    fn energy_fills_the_agents_points_from_the_latest_before_each() {
+        let at = |t: u64, step: u64, e: Option<u64>| {
+            let mut readings = Readings::default();
+            readings[ENERGY].usage = e;
+            QueryPoint { time_ms: t, step_ms: step, readings }
+        };
+        let mut points: Vec<QueryPoint> = [500, 1_200, 2_100, 2_900, 9_000].iter().map(|&t| at(t, 200, None)).collect();
+        let energy = [at(1_000, 1000, Some(10)), at(2_000, 1000, Some(20)), at(3_000, 1000, Some(30))];
+        fill_energy(&mut points, &energy);
+        let got: Vec<Option<u64>> = points.iter().map(|p| p.readings[ENERGY].usage).collect();
+        // Before the first: none; 9,000 is 6 s after the last (steps of 1 s).
+        assert_eq!(got, [None, Some(10), Some(20), Some(20), None]);
+        fill_energy(&mut points, &[]);
+        assert_eq!(points[1].readings[ENERGY].usage, Some(10), "nothing to fill from: left as it was");
     }
 }
