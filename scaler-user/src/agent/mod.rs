@@ -287,9 +287,15 @@ fn sample_loop(
                 managed.generation = m.generation;
                 managed.subscribed = m.tracked().into_iter().collect();
             }
-            m.fill_known_limits(&mut managed.limits, fresh, &mut managed.limits_seen);
-            if m.memory_watched_into(&mut watched) {
-                mem_watch_scans = u64::MAX;
+            // What the sampler takes from the subscriptions, again only
+            // when one of them was saved (every change to one is).
+            let saves = m.saves();
+            if fresh || managed.limits_seen != Some(saves) {
+                managed.limits_seen = Some(saves);
+                m.fill_known_limits(&mut managed.limits, fresh);
+                if m.memory_watched_into(&mut watched) {
+                    mem_watch_scans = u64::MAX;
+                }
             }
             // Timing changed through `PUT /v1/agent` applies from this tick.
             let set = m.settings();

@@ -60,6 +60,9 @@ struct Tracked {
     /// v2 ids of the container's directory and all below it.
     ids: Vec<u64>,
     prev: Option<Previous>,
+    /// The vector of the reading before `prev`, filled again at the next
+    /// tick (no allocation per container per tick).
+    spare: Vec<(u64, CgroupCounters)>,
     totals: Totals,
     mirrored: bool,
     /// Managed: read every tick until this tick (see [`super::quiet`]).
@@ -321,6 +324,7 @@ impl Sampler {
                             reader,
                             ids,
                             prev: None,
+                            spare: Vec::new(),
                             totals: Totals::default(),
                             mirrored,
                             hot_until: 0,
@@ -437,7 +441,9 @@ impl Sampler {
         let mut laps = Laps(Instant::now());
         for (cg, t) in &mut self.tracked {
             let t_maps = laps.0;
-            let cur: Vec<(u64, CgroupCounters)> = t.ids.iter().map(|&id| (id, counters.read(id))).collect();
+            let mut cur = std::mem::take(&mut t.spare);
+            cur.clear();
+            cur.extend(t.ids.iter().map(|&id| (id, counters.read(id))));
             let at = counters.taken_at().unwrap_or(t_maps);
             let delta = t.prev.as_ref().map(|p| (subtree_delta(&p.counters, &cur), at.duration_since(p.at)));
             laps.lap(&mut phases.maps_ns);
@@ -519,7 +525,9 @@ impl Sampler {
                     }
                 }
             }
-            t.prev = Some(Previous { at, counters: cur, stats });
+            if let Some(old) = t.prev.replace(Previous { at, counters: cur, stats }) {
+                t.spare = old.counters;
+            }
             samples.push((Arc::clone(&t.info), sample));
             laps.lap(&mut phases.compute_ns);
         }

@@ -407,29 +407,36 @@ fn memory_watched_names_managed_memory_under_a_raising_policy_and_says_when_it_c
 }
 
 #[test]
-fn known_limits_are_filled_again_when_a_subscription_was_saved() {
+fn every_change_to_a_subscription_moves_the_save_count() {
     let tmp = tempfile::tempdir().unwrap();
     let fake = Fake::default();
     let mut m = manager(tmp.path(), &fake, 4000);
     let r = |current: u64| req(json!({"resources": {"cpu": {"min": 100, "max": 1000, "current": current}}}));
+    let mut saves = m.saves();
+    let moved = |m: &Manager, saves: &mut u64, what: &str| {
+        assert!(m.saves() > *saves, "{what}: not saved");
+        *saves = m.saves();
+    };
     m.subscribe(0, "a", "/a", &r(500), &Found::default()).unwrap();
-    let (mut out, mut seen) = (HashMap::new(), None);
-    m.fill_known_limits(&mut out, true, &mut seen);
+    moved(&m, &mut saves, "subscribed");
+    let mut out = HashMap::new();
+    m.fill_known_limits(&mut out, true);
     assert_eq!(out["/a"], [(Resource::Cpu, Some(500))]);
-    // Nothing saved since: left as it was (a change made behind the
-    // store's back, as no path of the manager makes one, is not seen).
-    m.subs.get_mut("a").unwrap().sub.limits.insert(Resource::Cpu, Some(1));
-    m.fill_known_limits(&mut out, false, &mut seen);
-    assert_eq!(out["/a"], [(Resource::Cpu, Some(500))]);
-    // A change through the manager is saved, and filled.
     m.subscribe(0, "a", "/a", &r(700), &Found::default()).unwrap();
-    m.fill_known_limits(&mut out, false, &mut seen);
-    assert_eq!(out["/a"], [(Resource::Cpu, Some(700))]);
-    // And one the step makes (adopting a limit changed outside).
+    moved(&m, &mut saves, "a new starting limit");
+    // The step adopting a limit changed outside.
     let mut s = sample(&fake, "/a", 1_000, 100, 0, 1);
     s.resources.cpu.current = Some(900);
     m.step(1_000, &HashMap::from([("a", &s)]));
     assert_eq!(m.get("a").unwrap().limits[&Resource::Cpu], Some(900));
-    m.fill_known_limits(&mut out, false, &mut seen);
+    moved(&m, &mut saves, "adopted");
+    m.fill_known_limits(&mut out, false);
     assert_eq!(out["/a"], [(Resource::Cpu, Some(900))]);
+    // A step that changes nothing saves nothing.
+    let mut s = sample(&fake, "/a", 1_200, 100, 0, 1);
+    s.resources.cpu.current = Some(900);
+    m.step(1_200, &HashMap::from([("a", &s)]));
+    assert_eq!(m.saves(), saves, "an unchanged tick");
+    m.unsubscribe(2_000, "a", false).unwrap();
+    moved(&m, &mut saves, "unsubscribed");
 }

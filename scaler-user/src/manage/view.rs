@@ -89,22 +89,14 @@ impl Manager {
     /// The limits scaler keeps on each subscribed cgroup (by cgroup): what
     /// the sampler shows as in force where it did not read them this tick
     /// (network: always, the eBPF limiter keeps them, not cgroupfs). Filled
-    /// into `out`, reusing its keys and vectors (the sampling loop's, every
-    /// tick), and only when a subscription was saved since `seen` (the
-    /// store's save count when it was last filled: every change to one is
-    /// saved); `fresh` (the subscribed set changed, `generation` moved)
-    /// clears and fills it.
+    /// into `out`, reusing its keys and vectors; `fresh` (the subscribed
+    /// set changed, `generation` moved) clears it first. The sampling loop
+    /// fills it again only when [`Manager::saves`] moved.
     pub fn fill_known_limits(
         &self,
         out: &mut std::collections::HashMap<String, Vec<(Resource, Option<u64>)>>,
         fresh: bool,
-        seen: &mut Option<u64>,
     ) {
-        let saves = self.store.saves();
-        if !fresh && *seen == Some(saves) {
-            return;
-        }
-        *seen = Some(saves);
         if fresh {
             out.clear();
         }
@@ -116,5 +108,14 @@ impl Manager {
             v.clear();
             v.extend(m.sub.resources.keys().map(|&r| (r, m.sub.limits.get(&r).copied().flatten())));
         }
+    }
+
+    /// How many times a subscription was saved (failed saves too). Every
+    /// change to one is saved, before or as it is made: its limits, its
+    /// resources, its policy, the set itself. What is derived from them
+    /// (the known limits, the memory-watched cgroups) is the same while
+    /// this is.
+    pub fn saves(&self) -> u64 {
+        self.store.saves()
     }
 }
