@@ -92,6 +92,21 @@ pub fn ns(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// A running clock for the steps of a tick: each lap reads the clock once
+/// and ends one step where the next begins (per container, three reads
+/// instead of a start and an end per step: six were 3 % of the agent at
+/// 100 managed containers).
+pub struct Laps(pub Instant);
+
+impl Laps {
+    /// Adds the time since the last lap to `step` (ns).
+    pub fn lap(&mut self, step: &mut u64) {
+        let now = Instant::now();
+        *step += ns(now.duration_since(self.0));
+        self.0 = now;
+    }
+}
+
 impl TickPhases {
     pub fn add(&mut self, o: &TickPhases) {
         self.discover_ns += o.discover_ns;

@@ -33,11 +33,40 @@
 
 use scaler_common::CgroupCounters;
 
-use crate::{cgroup::reader::CgroupStats, sample::Sample};
+use crate::{
+    cgroup::reader::{CgroupStats, Depth},
+    sample::Sample,
+};
 
 /// Ticks a container stays read in full after its last sign of being in
 /// play (1 s at the default 200 ms tick).
 pub const HOT_TICKS: u64 = 5;
+
+/// What this tick is for each kind of reading (see [`depth`]).
+pub struct TickKinds {
+    /// Watched and quiet containers are read in full.
+    pub full: bool,
+    /// Watched containers read their memory charged.
+    pub mem: bool,
+    /// Managed containers in play are read in full.
+    pub managed_full: bool,
+}
+
+/// How deep a container is read this tick: `hot` is `None` for a watched
+/// one, else whether the managed one is in play (within [`HOT_TICKS`] of
+/// its last sign).
+pub fn depth(hot: Option<bool>, tick: &TickKinds) -> Depth {
+    match hot {
+        Some(true) if tick.managed_full => Depth::Full,
+        Some(true) => Depth::Signals,
+        // Quiet: as a watched container, with its memory charged every
+        // tick (growth toward the limit is what must never be seen late).
+        Some(false) | None if tick.full => Depth::Full,
+        Some(false) => Depth::Usage,
+        None if tick.mem => Depth::Usage,
+        None => Depth::Carry,
+    }
+}
 
 /// What decides whether a managed container is in play this tick.
 pub struct Signs<'a> {

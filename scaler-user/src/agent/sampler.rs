@@ -90,20 +90,6 @@ fn ns_since(t: Instant) -> u64 {
     crate::published::ns(t.elapsed())
 }
 
-/// A running clock for the per-container steps: each lap reads the clock
-/// once and ends one step where the next begins (a clock read costs about
-/// as much as a container's whole policy step: three a container, not six).
-struct Laps(Instant);
-
-impl Laps {
-    /// Adds the time since the last lap to `step`.
-    fn lap(&mut self, step: &mut u64) {
-        let now = Instant::now();
-        *step += crate::published::ns(now.duration_since(self.0));
-        self.0 = now;
-    }
-}
-
 pub struct Sampler {
     layout: Layout,
     discovery: DiscoveryOptions,
@@ -435,10 +421,12 @@ impl Sampler {
         // once per `agent.watched_full_read_ms` (5 s); CPU, network and
         // disk come from the eBPF counters.
         let mut mem_reads = (0, 0);
-        let full_tick = self.ticks.is_multiple_of(self.full_every);
-        let mem_tick = self.ticks.is_multiple_of(self.mem_every);
-        let managed_full_tick = self.ticks.is_multiple_of(self.managed_full_every);
-        let mut laps = Laps(Instant::now());
+        let kinds = super::quiet::TickKinds {
+            full: self.ticks.is_multiple_of(self.full_every),
+            mem: self.ticks.is_multiple_of(self.mem_every),
+            managed_full: self.ticks.is_multiple_of(self.managed_full_every),
+        };
+        let mut laps = crate::published::Laps(Instant::now());
         for (cg, t) in &mut self.tracked {
             let t_maps = laps.0;
             let mut cur = std::mem::take(&mut t.spare);
@@ -448,7 +436,7 @@ impl Sampler {
             let delta = t.prev.as_ref().map(|p| (subtree_delta(&p.counters, &cur), at.duration_since(p.at)));
             laps.lap(&mut phases.maps_ns);
             let kernel_sees = t.info.in_v2 || t.mirrored;
-            let depth = if self.subscribed.contains(cg.as_str()) {
+            let hot = self.subscribed.contains(cg.as_str()).then(|| {
                 let in_play = delta.as_ref().is_none_or(|(d, i)| {
                     super::quiet::in_play(&super::quiet::Signs {
                         kernel_sees,
@@ -462,23 +450,9 @@ impl Sampler {
                 if in_play {
                     t.hot_until = self.ticks + super::quiet::HOT_TICKS;
                 }
-                let hot = self.ticks < t.hot_until;
-                match (hot, managed_full_tick) {
-                    (true, true) => Depth::Full,
-                    (true, false) => Depth::Signals,
-                    // Quiet: as a watched container, with its memory
-                    // charged every tick (growth toward the limit is what
-                    // must never be seen late).
-                    (false, _) if full_tick => Depth::Full,
-                    (false, _) => Depth::Usage,
-                }
-            } else if full_tick {
-                Depth::Full
-            } else if mem_tick {
-                Depth::Usage
-            } else {
-                Depth::Carry
-            };
+                self.ticks < t.hot_until
+            });
+            let depth = super::quiet::depth(hot, &kinds);
             // Memory charged from the kernel's one read of every memory
             // cgroup this tick, where it was walked (else from the file).
             let charged = match depth {

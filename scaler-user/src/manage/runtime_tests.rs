@@ -1,4 +1,5 @@
-//! Changing policies and the agent's settings while containers are managed.
+//! Changing policies and the agent's settings while containers are managed,
+//! and what the sampling loop derives from the subscriptions.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -7,8 +8,8 @@ use policies::Resource;
 use serde_json::json;
 
 use super::{
-    Found, ManageError,
-    fake::{Fake, all_events, manager, req, sample},
+    Found, ManageError, Manager,
+    fake::{Fake, GIB, all_events, manager, req, sample},
     settings::AgentSettings,
 };
 
@@ -295,4 +296,77 @@ fn cpu_placement_follows_the_limit_spreads_and_puts_the_cpuset_back() {
         &json!({"cpu_placement": true, "resources": {"mem": {"min": 1, "max": 1 << 30}}}),
     );
     assert_eq!(e.unwrap_err().field, "cpu_placement");
+}
+
+#[test]
+fn memory_watched_names_managed_memory_under_a_raising_policy_and_says_when_it_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 4000);
+    let mem = json!({"min": 1 << 20, "max": GIB, "current": 64 << 20});
+    let cpu = json!({"min": 100, "max": 1000, "current": 500});
+    // Names out of cgroup order, one without memory, one under a policy
+    // that does not raise waiting memory.
+    m.subscribe(0, "b", "/z/b", &req(json!({"policy": "follow", "resources": {"mem": mem}})), &Found::default())
+        .unwrap();
+    m.subscribe(
+        0,
+        "a",
+        "/y/a",
+        &req(json!({"policy": "follow", "resources": {"mem": mem, "cpu": cpu}})),
+        &Found::default(),
+    )
+    .unwrap();
+    m.subscribe(0, "c", "/x/c", &req(json!({"policy": "follow", "resources": {"cpu": cpu}})), &Found::default())
+        .unwrap();
+    let classic = req(json!({"policy": "classic", "resources": {"mem": mem}}));
+    m.subscribe(0, "ab", "/w/ab", &classic, &Found::default()).unwrap();
+    let mut watched = Vec::new();
+    assert!(m.memory_watched_into(&mut watched));
+    assert_eq!(watched, ["/y/a", "/z/b"]);
+    assert!(!m.memory_watched_into(&mut watched), "unchanged");
+    assert_eq!(watched, ["/y/a", "/z/b"]);
+    m.unsubscribe(0, "a", false).unwrap();
+    assert!(m.memory_watched_into(&mut watched));
+    assert_eq!(watched, ["/z/b"]);
+    // The same name, memory dropped: no longer watched.
+    m.subscribe(0, "b", "/z/b", &req(json!({"policy": "follow", "resources": {"cpu": cpu}})), &Found::default())
+        .unwrap();
+    assert!(m.memory_watched_into(&mut watched));
+    assert!(watched.is_empty());
+}
+
+#[test]
+fn every_change_to_a_subscription_moves_the_save_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let mut m = manager(tmp.path(), &fake, 4000);
+    let r = |current: u64| req(json!({"resources": {"cpu": {"min": 100, "max": 1000, "current": current}}}));
+    let mut saves = m.saves();
+    let moved = |m: &Manager, saves: &mut u64, what: &str| {
+        assert!(m.saves() > *saves, "{what}: not saved");
+        *saves = m.saves();
+    };
+    m.subscribe(0, "a", "/a", &r(500), &Found::default()).unwrap();
+    moved(&m, &mut saves, "subscribed");
+    let mut out = HashMap::new();
+    m.fill_known_limits(&mut out, true);
+    assert_eq!(out["/a"], [(Resource::Cpu, Some(500))]);
+    m.subscribe(0, "a", "/a", &r(700), &Found::default()).unwrap();
+    moved(&m, &mut saves, "a new starting limit");
+    // The step adopting a limit changed outside.
+    let mut s = sample(&fake, "/a", 1_000, 100, 0, 1);
+    s.resources.cpu.current = Some(900);
+    m.step(1_000, &HashMap::from([("a", &s)]));
+    assert_eq!(m.get("a").unwrap().limits[&Resource::Cpu], Some(900));
+    moved(&m, &mut saves, "adopted");
+    m.fill_known_limits(&mut out, false);
+    assert_eq!(out["/a"], [(Resource::Cpu, Some(900))]);
+    // A step that changes nothing saves nothing.
+    let mut s = sample(&fake, "/a", 1_200, 100, 0, 1);
+    s.resources.cpu.current = Some(900);
+    m.step(1_200, &HashMap::from([("a", &s)]));
+    assert_eq!(m.saves(), saves, "an unchanged tick");
+    m.unsubscribe(2_000, "a", false).unwrap();
+    moved(&m, &mut saves, "unsubscribed");
 }

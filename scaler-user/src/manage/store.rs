@@ -112,9 +112,9 @@ impl Store {
         })
     }
 
-    /// How many saves were asked for (failed ones too): unchanged, no
-    /// subscription changed, limits included (each change is saved before
-    /// or as it is made).
+    /// How many saves were asked for, failed ones too. While it stays the
+    /// same, no subscription changed, limits included: each change is
+    /// saved before or as it is made.
     pub fn saves(&self) -> u64 {
         self.saves.load(std::sync::atomic::Ordering::Relaxed)
     }
