@@ -223,12 +223,6 @@ impl Planner {
         self.members.get(name).is_some_and(|m| m.policy.raises_waiting_memory())
     }
 
-    /// The managed names whose policy raises memory when tasks wait at the
-    /// limit, in name order (one pass, no lookup per name).
-    pub fn raising_waiting_memory(&self) -> impl Iterator<Item = &str> {
-        self.members.iter().filter(|(_, m)| m.policy.raises_waiting_memory()).map(|(n, _)| n.as_str())
-    }
-
     /// Records what was measured for `name` (ignored when not managed).
     pub fn observe(&mut self, name: &str, obs: &Observation) {
         let Some(m) = self.members.get_mut(name) else { return };

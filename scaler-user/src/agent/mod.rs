@@ -277,6 +277,9 @@ fn sample_loop(
     // scans when MEM_WATCH was last written (`u64::MAX`: never).
     let mut watched: Vec<String> = Vec::new();
     let mut mem_watch_scans = u64::MAX;
+    // The manager's save count when `managed.limits` and `watched` were
+    // taken from the subscriptions (`None`: never).
+    let mut saves_seen: Option<u64> = None;
     while !stop.load(Ordering::Relaxed) {
         ticks += 1;
         let start = Instant::now();
@@ -290,8 +293,8 @@ fn sample_loop(
             // What the sampler takes from the subscriptions, again only
             // when one of them was saved (every change to one is).
             let saves = m.saves();
-            if fresh || managed.limits_seen != Some(saves) {
-                managed.limits_seen = Some(saves);
+            if fresh || saves_seen != Some(saves) {
+                saves_seen = Some(saves);
                 m.fill_known_limits(&mut managed.limits, fresh);
                 if m.memory_watched_into(&mut watched) {
                     mem_watch_scans = u64::MAX;

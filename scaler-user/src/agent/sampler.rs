@@ -39,8 +39,6 @@ pub struct Managed {
     /// containers read limits once per `agent.managed_full_read_ms`), and
     /// always for the network (the eBPF limiter keeps it, not cgroupfs).
     pub limits: HashMap<String, Vec<(policies::Resource, Option<u64>)>>,
-    /// The manager's save count when `limits` was filled (`None`: never).
-    pub limits_seen: Option<u64>,
 }
 
 /// Ticks a failed mirror removal is retried (10 s at the default tick).
@@ -711,7 +709,6 @@ mod tests {
             subscribed: [("a".into(), "/lxc.payload.a".into())].into(),
             generation: 1,
             limits: HashMap::from([("/lxc.payload.a".to_string(), vec![(policies::Resource::Cpu, Some(300))])]),
-            ..Managed::default()
         };
         let k = FakeKernel::default();
         let cpu_current = |r: &TickResult| r.samples[0].1.unwrap().resources.cpu.current;
