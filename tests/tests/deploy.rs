@@ -353,9 +353,22 @@ fn deploy_with_an_aggregator_registers_the_agents_and_undeploy_removes_both() {
         assert_eq!((h["url"].as_str(), h["has_token"].as_bool()), (Some(n.url().as_str()), Some(true)), "{h}");
     }
     assert!(nodes[0].prefix.join("etc/aggregator.toml").exists() && agg_state.is_dir());
+    // The aggregator's scrape target (its own job) answers as Prometheus
+    // would ask: /metrics with no token, the gathered hosts' series in it.
+    let targets_file = work.path().join("prometheus-targets.json");
+    let targets = || -> Value { serde_json::from_str(&std::fs::read_to_string(&targets_file).unwrap()).unwrap() };
+    let all = targets();
+    let entry = all.as_array().unwrap().iter().find(|e| e["labels"]["job"] == "scaler-aggregator").unwrap();
+    assert_eq!(entry["labels"]["__scheme__"], "http", "{all}");
+    let metrics = http().get(format!("http://{}/metrics", entry["targets"][0].as_str().unwrap())).send().unwrap();
+    assert!(metrics.status().is_success(), "{}", metrics.status());
+    let metrics = metrics.text().unwrap();
+    assert!(metrics.contains(&format!("scaler_cluster_host_up{{host=\"{}\"}}", nodes[1].name)), "{metrics}");
+    assert_eq!(all.as_array().unwrap().len(), 1 + nodes.len(), "{all}");
 
     let (ok, out, err) = xtask(&["undeploy", "--hosts", f, "--known-hosts", k, "--purge"]);
     assert!(ok, "undeploy failed: {err}");
+    assert_eq!(targets(), serde_json::json!([]), "undeploy leaves its scrape targets");
     assert_eq!(out.matches("unregister from the aggregator: DELETE").count(), 2, "{out}");
     assert!(http().get(format!("{agg}/healthz")).send().is_err(), "the aggregator still answers");
     for n in &nodes {
@@ -452,14 +465,16 @@ fn deploy_with_tls_issues_certificates_serves_https_everywhere_and_rotates_them(
     let urls: Vec<&str> = hosts.iter().filter_map(|h| h["url"].as_str()).collect();
     assert!(urls.contains(&"https://127.0.0.1:8470"), "{urls:?}");
     assert!(urls.contains(&format!("https://{}:8470", nodes[1].host.addr).as_str()), "{urls:?}");
-    // Prometheus' scrape targets beside the hosts file, named as the
-    // aggregator names them (node1's on its loopback, for a Prometheus on
-    // node1, where the aggregator runs).
+    // Prometheus' scrape targets beside the hosts file: the aggregator
+    // (its own job) and the agents, named as the aggregator names them
+    // (node1's on its loopback, for a Prometheus on node1, where the
+    // aggregator runs).
     let targets: Value =
         serde_json::from_str(&std::fs::read_to_string(work.path().join("prometheus-targets.json")).unwrap()).unwrap();
     assert_eq!(
         targets,
         serde_json::json!([
+            {"targets": [format!("{agg_addr}:8471")], "labels": {"job": "scaler-aggregator", "__scheme__": "https"}},
             {"targets": ["127.0.0.1:8470"], "labels": {"host": "node1", "__scheme__": "https"}},
             {"targets": [format!("{}:8470", nodes[1].host.addr)], "labels": {"host": "node2", "__scheme__": "https"}},
         ])

@@ -20,6 +20,7 @@ use super::{
     pki,
     plan::{self, Action, DeployOptions, Mode, Payload, Step},
     ssh::Input,
+    targets::Owner,
 };
 
 /// The client side of this run's TLS (`[tls]`): the fleet CA, and what
@@ -129,19 +130,29 @@ pub fn deploy(
     for (name, url) in &done {
         println!("  {name}: {url}");
     }
-    let urls: Vec<(String, String)> = inv.agents.iter().map(|i| (i.name.clone(), plan::url_of(i))).collect();
-    // An agent on its host's loopback can be scraped only by a Prometheus
-    // on that host (the aggregator's, when it runs there too).
-    let local: Vec<&str> =
-        urls.iter().filter(|(_, u)| super::targets::on_loopback(u)).map(|(n, _)| n.as_str()).collect();
+    let mut entries: Vec<(Owner, String)> =
+        inv.agents.iter().map(|i| (Owner::Agent(i.name.clone()), plan::url_of(i))).collect();
+    if let Some(a) = inv.deployed_aggregator() {
+        entries.push((Owner::Aggregator, plan::url_of(a)));
+    }
+    // What listens on its host's loopback can be scraped only by a
+    // Prometheus on that host (the aggregator's, when it runs there too).
+    let local: Vec<String> = entries
+        .iter()
+        .filter(|(_, u)| super::targets::on_loopback(u))
+        .map(|(o, _)| match o {
+            Owner::Agent(n) => n.clone(),
+            Owner::Aggregator => "the aggregator".to_owned(),
+        })
+        .collect();
     if !local.is_empty() {
         println!(
-            "{}: agents on loopback, in {} for a Prometheus on their own host only",
+            "{}: on loopback, in {} for a Prometheus on their own host only",
             local.join(", "),
             super::targets::FILE
         );
     }
-    super::targets::update(&inv.scrape_targets, &urls, &[])?;
+    super::targets::update(&inv.scrape_targets, &entries, &[])?;
     println!("Prometheus scrape targets (file_sd): {}", inv.scrape_targets.display());
     if let Some(t) = &tls {
         let p = &t.pki.settings().pki;
@@ -200,8 +211,9 @@ pub fn undeploy(inv: &Inventory, sel: &Selection, purge: bool) -> anyhow::Result
     }
     println!("undeployed from {} host(s) in {:.1} s", done.len(), t0.elapsed().as_secs_f64());
     if inv.scrape_targets.exists() {
-        let names: Vec<String> = inv.agents.iter().map(|i| i.name.clone()).collect();
-        super::targets::update(&inv.scrape_targets, &[], &names)?;
+        let mut gone: Vec<Owner> = inv.agents.iter().map(|i| Owner::Agent(i.name.clone())).collect();
+        gone.extend(inv.deployed_aggregator().map(|_| Owner::Aggregator));
+        super::targets::update(&inv.scrape_targets, &[], &gone)?;
     }
     Ok(())
 }

@@ -1,10 +1,18 @@
-//! Prometheus scrape targets of the deployed agents, for Prometheus'
-//! file-based service discovery (`file_sd_configs`): `prometheus-targets.json`
-//! beside the hosts file, one entry per agent with its address, its name as
-//! the `host` label (the aggregator's name for it, which its history queries
-//! use) and `__scheme__` (https with `[tls]`). A deploy adds or replaces
-//! its hosts' entries and keeps the others (`--only`); undeploy removes its
-//! hosts'.
+//! Prometheus scrape targets of the deployed agents and aggregator, for
+//! Prometheus' file-based service discovery (`file_sd_configs`):
+//! `prometheus-targets.json` beside the hosts file.
+//!
+//! - One entry per agent: its address, its name as the `host` label (the
+//!   aggregator's name for it, which its history queries use) and
+//!   `__scheme__` (https with `[tls]`).
+//! - The aggregator's entry, when deploy installs it: its address, `job`
+//!   [`AGGREGATOR_JOB`] (its series are told apart from the agents' by
+//!   job) and `__scheme__`. Its `/metrics` carries the energy history the
+//!   aggregator's queries read from Prometheus. It has no `host` label:
+//!   its own series carry one each.
+//!
+//! A deploy adds or replaces its entries and keeps the others (`--only`);
+//! undeploy removes its own.
 
 use std::path::Path;
 
@@ -12,26 +20,59 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 
 pub const FILE: &str = "prometheus-targets.json";
+/// The `job` label of the aggregator's entry.
+pub const AGGREGATOR_JOB: &str = "scaler-aggregator";
 
-/// `existing` with the entries of `deployed` (name, agent URL) put in and
-/// those of `removed` taken out, sorted by host.
-fn merge(existing: &Value, deployed: &[(String, String)], removed: &[String]) -> anyhow::Result<Value> {
-    let name = |e: &Value| e["labels"]["host"].as_str().map(str::to_owned);
+/// Whose entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// An agent, by its host's name.
+    Agent(String),
+    Aggregator,
+}
+
+impl Owner {
+    fn of(e: &Value) -> Option<Owner> {
+        let labels = &e["labels"];
+        match (labels["host"].as_str(), labels["job"].as_str()) {
+            (Some(h), _) => Some(Owner::Agent(h.to_owned())),
+            (None, Some(AGGREGATOR_JOB)) => Some(Owner::Aggregator),
+            // Someone else's (added by hand).
+            _ => None,
+        }
+    }
+
+    fn sort_key(e: &Value) -> (u8, String) {
+        match Owner::of(e) {
+            None => (0, String::new()),
+            Some(Owner::Aggregator) => (1, String::new()),
+            Some(Owner::Agent(h)) => (2, h),
+        }
+    }
+}
+
+/// `existing` with the entries of `deployed` (owner, URL) put in and
+/// those of `removed` taken out: hand-added entries first, then the
+/// aggregator's, then the agents' by host.
+fn merge(existing: &Value, deployed: &[(Owner, String)], removed: &[Owner]) -> anyhow::Result<Value> {
     let mut out: Vec<Value> = existing
         .as_array()
         .into_iter()
         .flatten()
-        // Entries without a host label are someone else's: kept.
-        .filter(|e| name(e).is_none_or(|n| !removed.contains(&n) && !deployed.iter().any(|(d, _)| *d == n)))
+        .filter(|e| Owner::of(e).is_none_or(|o| !removed.contains(&o) && !deployed.iter().any(|(d, _)| *d == o)))
         .cloned()
         .collect();
-    for (host, url) in deployed {
+    for (owner, url) in deployed {
         // Deploy's own URLs: SCHEME://ADDRESS:PORT.
-        let (scheme, addr) = url.split_once("://").with_context(|| format!("host {host}: agent URL {url:?}"))?;
+        let (scheme, addr) = url.split_once("://").with_context(|| format!("{owner:?}: URL {url:?}"))?;
         let addr = addr.trim_end_matches('/');
-        out.push(json!({"targets": [addr], "labels": {"host": host, "__scheme__": scheme}}));
+        let labels = match owner {
+            Owner::Agent(host) => json!({"host": host, "__scheme__": scheme}),
+            Owner::Aggregator => json!({"job": AGGREGATOR_JOB, "__scheme__": scheme}),
+        };
+        out.push(json!({"targets": [addr], "labels": labels}));
     }
-    out.sort_by_key(|e| name(e).unwrap_or_default());
+    out.sort_by_key(Owner::sort_key);
     Ok(Value::Array(out))
 }
 
@@ -47,7 +88,7 @@ pub fn on_loopback(url: &str) -> bool {
 }
 
 /// Updates the file at `path` (created when absent).
-pub fn update(path: &Path, deployed: &[(String, String)], removed: &[String]) -> anyhow::Result<()> {
+pub fn update(path: &Path, deployed: &[(Owner, String)], removed: &[Owner]) -> anyhow::Result<()> {
     let existing = match std::fs::read_to_string(path) {
         Ok(t) => serde_json::from_str(&t).with_context(|| format!("{} is not JSON", path.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Value::Array(Vec::new()),
@@ -70,7 +111,8 @@ mod tests {
     fn deploys_add_and_replace_their_hosts_and_undeploy_removes_them() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE);
-        let d = |n: &str, u: &str| (n.to_owned(), u.to_owned());
+        let d = |n: &str, u: &str| (Owner::Agent(n.to_owned()), u.to_owned());
+        let gone = |n: &str| Owner::Agent(n.to_owned());
         update(&path, &[d("node2", "https://10.0.0.2:8470"), d("node1", "http://10.0.0.1:9000")], &[]).unwrap();
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(
@@ -80,15 +122,33 @@ mod tests {
         );
         // --only node1, moved; then node2 undeployed.
         update(&path, &[d("node1", "http://10.0.0.9:8470")], &[]).unwrap();
-        update(&path, &[], &["node2".to_owned()]).unwrap();
+        update(&path, &[], &[gone("node2")]).unwrap();
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(v, json!([{"targets": ["10.0.0.9:8470"], "labels": {"host": "node1", "__scheme__": "http"}}]));
         // Hand-added entries (no host label) stay.
         let mine = json!({"targets": ["10.9.9.9:9100"], "labels": {"job": "node"}});
         std::fs::write(&path, json!([mine.clone()]).to_string()).unwrap();
-        update(&path, &[d("node1", "http://10.0.0.1:8470")], &["node2".to_owned()]).unwrap();
+        update(&path, &[d("node1", "http://10.0.0.1:8470")], &[gone("node2")]).unwrap();
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert!(v.as_array().unwrap().contains(&mine) && v.as_array().unwrap().len() == 2, "{v}");
+        // The aggregator's entry: its own job, no host label; replaced by
+        // the next deploy of it, kept by one of agents only, removed by
+        // its undeploy.
+        let agg = |u: &str| (Owner::Aggregator, u.to_owned());
+        update(&path, &[agg("https://10.0.0.1:8471"), d("node2", "https://10.0.0.2:8470")], &[]).unwrap();
+        update(&path, &[agg("https://10.0.0.5:8471")], &[]).unwrap();
+        update(&path, &[d("node2", "https://10.0.0.3:8470")], &[]).unwrap();
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            json!([mine,
+                   {"targets": ["10.0.0.5:8471"], "labels": {"job": "scaler-aggregator", "__scheme__": "https"}},
+                   {"targets": ["10.0.0.1:8470"], "labels": {"host": "node1", "__scheme__": "http"}},
+                   {"targets": ["10.0.0.3:8470"], "labels": {"host": "node2", "__scheme__": "https"}}])
+        );
+        update(&path, &[], &[Owner::Aggregator, gone("node1"), gone("node2")]).unwrap();
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v, json!([mine]));
         for (u, l) in [
             ("http://127.0.0.1:8470", true),
             ("https://[::1]:8470", true),
