@@ -54,6 +54,9 @@ pub struct Row {
     pub bucket: u64,
     pub entity: String,
     pub bytes: std::sync::Arc<Vec<u8>>,
+    /// Appended to the stored block (created when there is none), else
+    /// replaces it.
+    pub append: bool,
 }
 
 /// Pages the store keeps in memory. redb's default (1 GiB) lets the
@@ -132,9 +135,19 @@ impl Store {
         let tx = self.db.begin_write().map_err(|e| fail("history write")(e.into()))?;
         {
             let mut t = tx.open_table(HISTORY).map_err(|e| fail("history write")(e.into()))?;
+            let mut joined = Vec::new();
             for r in rows {
-                t.insert((r.tier, r.bucket, r.entity.as_str()), r.bytes.as_slice())
-                    .map_err(|e| fail("history write")(e.into()))?;
+                let key = (r.tier, r.bucket, r.entity.as_str());
+                let mut value = r.bytes.as_slice();
+                if r.append
+                    && let Some(old) = t.get(key).map_err(|e| fail("history write")(e.into()))?
+                {
+                    joined.clear();
+                    joined.extend_from_slice(old.value());
+                    joined.extend_from_slice(value);
+                    value = &joined;
+                }
+                t.insert(key, value).map_err(|e| fail("history write")(e.into()))?;
             }
         }
         tx.commit().map_err(|e| fail("history commit")(e.into()))
@@ -181,7 +194,13 @@ mod tests {
             assert!(s.delete(APPS, "db").unwrap());
             assert!(!s.delete(APPS, "nope").unwrap());
             let rows: Vec<Row> = (0..3)
-                .map(|i| Row { tier: 0, bucket: i * 60_000, entity: "c:h/a".into(), bytes: Arc::new(vec![i as u8]) })
+                .map(|i| Row {
+                    tier: 0,
+                    bucket: i * 60_000,
+                    entity: "c:h/a".into(),
+                    bytes: Arc::new(vec![i as u8]),
+                    append: false,
+                })
                 .collect();
             s.write_history(&rows).unwrap();
         }
@@ -194,5 +213,20 @@ mod tests {
         let got = s.read_blocks("c:h/a", &[(0, 0), (0, 60_000), (0, 120_000)]).unwrap();
         assert_eq!(got, vec![(0, 120_000, vec![2])]);
         assert!(s.file_bytes() > 0);
+        // Appends: to a stored block, twice in one batch, and to none.
+        let row = |bucket: u64, b: u8, append: bool| Row {
+            tier: 1,
+            bucket,
+            entity: "c:h/a".into(),
+            bytes: Arc::new(vec![b, b]),
+            append,
+        };
+        s.write_history(&[row(0, 1, false)]).unwrap();
+        s.write_history(&[row(0, 2, true), row(0, 3, true), row(60_000, 4, true)]).unwrap();
+        let got = s.read_blocks("c:h/a", &[(1, 0), (1, 60_000)]).unwrap();
+        assert_eq!(got, vec![(1, 0, vec![1, 1, 2, 2, 3, 3]), (1, 60_000, vec![4, 4])]);
+        // A row that is not an append replaces the block.
+        s.write_history(&[row(0, 5, false)]).unwrap();
+        assert_eq!(s.read_blocks("c:h/a", &[(1, 0)]).unwrap(), vec![(1, 0, vec![5, 5])]);
     }
 }

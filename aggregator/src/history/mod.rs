@@ -65,7 +65,13 @@ pub struct History {
 
 /// Store rows for closed blocks of `entity` (draining `closed`).
 fn rows<'a>(entity: &'a str, closed: &'a mut Vec<series::Closed>) -> impl Iterator<Item = Row> + 'a {
-    closed.drain(..).map(|c| Row { tier: c.tier, bucket: c.bucket, entity: entity.to_owned(), bytes: c.bytes })
+    closed.drain(..).map(|c| Row {
+        tier: c.tier,
+        bucket: c.bucket,
+        entity: entity.to_owned(),
+        bytes: c.bytes,
+        append: c.append,
+    })
 }
 
 fn floor(t: u64, span: u64) -> u64 {
@@ -90,11 +96,15 @@ impl History {
         };
         let mut resumed = Vec::with_capacity(new.len());
         for key in new {
+            let bucket = |t: usize| floor(time_ms, self.tiers[t].bucket_ms);
+            // A tier not held in memory appends to what the store has.
+            let mut open: [Option<Block>; TIERS] =
+                std::array::from_fn(|t| (!self.tiers[t].held).then(|| Block::stored(bucket(t))));
             let wanted: Vec<(u8, u64)> =
-                (0..TIERS).map(|t| (t as u8, floor(time_ms, self.tiers[t].bucket_ms))).collect();
-            let mut open: [Option<Block>; TIERS] = Default::default();
+                (0..TIERS).filter(|&t| self.tiers[t].held).map(|t| (t as u8, bucket(t))).collect();
             for (tier, bucket, bytes) in self.store.read_blocks(&key, &wanted)? {
-                open[usize::from(tier)] = Some(Block { bucket, bytes: Arc::new(bytes), dirty: false });
+                open[usize::from(tier)] =
+                    Some(Block { bucket, bytes: Arc::new(bytes), dirty: false, after_stored: false });
             }
             resumed.push((key, Box::new(Series::resume(open))));
         }
@@ -134,9 +144,8 @@ impl History {
             for (key, s) in &mut inner.series {
                 for (tier, b) in s.open.iter_mut().enumerate() {
                     if let Some(b) = b.as_mut().filter(|b| b.dirty) {
-                        b.dirty = false;
-                        let bytes = b.bytes.clone();
-                        rows.push(Row { tier: tier as u8, bucket: b.bucket, entity: key.clone(), bytes });
+                        let (bytes, append) = b.take_for_write(self.tiers[tier].held);
+                        rows.push(Row { tier: tier as u8, bucket: b.bucket, entity: key.clone(), bytes, append });
                     }
                 }
             }
@@ -192,14 +201,22 @@ impl History {
             hi = hi.min(lo);
         }
         let mut blocks: Vec<(usize, u64, Vec<u8>)> = Vec::new();
+        // Blocks the store is asked for, and what memory has after each.
         let mut missing: Vec<(u8, u64)> = Vec::new();
+        let mut after: Vec<Vec<u8>> = Vec::new();
         {
             let g = self.lock();
             let series = g.series.get(entity);
-            let pending: Vec<&Row> = g.pending.iter().filter(|r| r.entity == entity).collect();
-            // Newest batch first.
-            let inflight: Vec<&Row> =
-                g.inflight.iter().rev().flat_map(|b| b.iter()).filter(|r| r.entity == entity).collect();
+            // Each block's parts in memory, newest first: the open block,
+            // rows not yet written (oldest first in `pending`), then the
+            // batches being written (oldest first in `inflight`).
+            let rows: Vec<&Row> = g
+                .pending
+                .iter()
+                .rev()
+                .chain(g.inflight.iter().rev().flat_map(|b| b.iter().rev()))
+                .filter(|r| r.entity == entity)
+                .collect();
             for (t, &(lo, hi)) in windows.iter().enumerate() {
                 let (span, legacy) = (self.tiers[t].bucket_ms, self.tiers[t].legacy_bucket_ms);
                 // The larger block of an older store the window starts in.
@@ -207,19 +224,36 @@ impl History {
                 let older = Some(floor(lo, legacy)).filter(|&b| b < first && lo < hi);
                 for b in older.into_iter().chain((first..hi).step_by(span as usize)) {
                     let open = series.and_then(|s| s.open[t].as_ref()).filter(|o| o.bucket == b);
-                    if let Some(o) = open {
-                        blocks.push((t, b, o.bytes.as_ref().clone()));
-                    } else if let Some(r) = inflight.iter().find(|r| usize::from(r.tier) == t && r.bucket == b) {
-                        blocks.push((t, b, r.bytes.as_ref().clone()));
-                    } else if let Some(r) = pending.iter().find(|r| usize::from(r.tier) == t && r.bucket == b) {
-                        blocks.push((t, b, r.bytes.as_ref().clone()));
+                    let parts = open.map(|o| (o.bytes.as_slice(), o.after_stored)).into_iter().chain(
+                        rows.iter()
+                            .filter(|r| usize::from(r.tier) == t && r.bucket == b)
+                            .map(|r| (r.bytes.as_slice(), r.append)),
+                    );
+                    // Up to the newest part that is a whole block.
+                    let (mut newest_first, mut whole) = (Vec::new(), false);
+                    for (bytes, append) in parts {
+                        newest_first.push(bytes);
+                        if !append {
+                            whole = true;
+                            break;
+                        }
+                    }
+                    let bytes: Vec<u8> = newest_first.into_iter().rev().flatten().copied().collect();
+                    if whole {
+                        blocks.push((t, b, bytes));
                     } else {
                         missing.push((t as u8, b));
+                        after.push(bytes);
                     }
                 }
             }
         }
-        for (t, b, bytes) in self.store.read_blocks(entity, &missing)? {
+        // In the order asked, those missing skipped.
+        let mut stored = self.store.read_blocks(entity, &missing)?.into_iter().peekable();
+        for (&(t, b), tail) in missing.iter().zip(after) {
+            let mut bytes =
+                stored.next_if(|(st, sb, _)| (*st, *sb) == (t, b)).map(|(_, _, head)| head).unwrap_or_default();
+            bytes.extend_from_slice(&tail);
             blocks.push((usize::from(t), b, bytes));
         }
         let mut out = Vec::new();
@@ -287,6 +321,57 @@ mod tests {
     }
 
     #[test]
+    fn coarse_tiers_appended_in_the_store_answer_as_blocks_held_whole_would() {
+        let cfg = HistoryConfig { full_retention_s: 120, minute_retention_s: 1200, ..HistoryConfig::default() };
+        let (dir, whole_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let open = |d: &tempfile::TempDir| Arc::new(Store::open(d.path()).unwrap());
+        let mut h = History::new(&cfg, 5000, open(&dir));
+        // The reference keeps every tier's open block whole in memory.
+        let mut whole = History::new(&cfg, 5000, open(&whole_dir));
+        whole.tiers.iter_mut().for_each(|t| t.held = true);
+        let t0 = 1_800_000_000_000u64; // a multiple of four hours
+        let mut compared = 0;
+        // Fifty minutes at a point every 5 s, a flush every 10 s, a
+        // restart at 23 minutes (after a flush: the minute step being
+        // summed is lost, as in any restart).
+        for i in 0..600u64 {
+            let now = t0 + i * 5000;
+            for x in [&h, &whole] {
+                x.record(now, vec![("c:h/web".into(), readings(i % 37))]).unwrap();
+            }
+            if i % 2 == 1 {
+                for x in [&h, &whole] {
+                    x.flush(now).unwrap();
+                }
+                // After a flush the coarser tiers hold no points in memory.
+                let g = h.lock();
+                let s = &g.series["c:h/web"];
+                assert!(s.open[1..].iter().flatten().all(|b| b.bytes.is_empty() && b.after_stored), "{i}");
+            }
+            if i == 275 {
+                drop((h, whole));
+                h = History::new(&cfg, 5000, open(&dir));
+                whole = History::new(&cfg, 5000, open(&whole_dir));
+                whole.tiers.iter_mut().for_each(|t| t.held = true);
+            }
+            // Queried between flushes too (rows not yet written).
+            if i % 7 == 0 || i % 2 == 0 && i > 590 {
+                let (a, b) = (h.query("c:h/web", t0, now, now).unwrap(), whole.query("c:h/web", t0, now, now).unwrap());
+                assert_eq!(a, b, "at {i}");
+                compared += usize::from(a.iter().any(|p| p.step_ms == 60_000));
+            }
+        }
+        assert!(compared > 40, "{compared}");
+        // The minute tier's stored block for 15-30 minutes holds its means
+        // from both sides of the restart (appended, not overwritten).
+        let quarter = 900_000;
+        let got = h.store.read_blocks("c:h/web", &[(1, t0 + quarter)]).unwrap();
+        let mins: Vec<u64> = codec::decode(t0 + quarter, &got[0].2).iter().map(|p| (p.time_ms - t0) / 60_000).collect();
+        assert!(mins.contains(&21) && mins.contains(&24) && mins.len() >= 13, "{mins:?}");
+        assert!(mins.windows(2).all(|w| w[0] < w[1]), "{mins:?}");
+    }
+
+    #[test]
     fn blocks_of_an_older_store_a_minute_long_are_still_read() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
@@ -297,7 +382,15 @@ mod tests {
         for i in 0..60 {
             codec::append(&mut bytes, t0, &Point { time_ms: t0 + i * 1000, readings: readings(i) });
         }
-        store.write_history(&[Row { tier: 0, bucket: t0, entity: "a:web".into(), bytes: Arc::new(bytes) }]).unwrap();
+        store
+            .write_history(&[Row {
+                tier: 0,
+                bucket: t0,
+                entity: "a:web".into(),
+                bytes: Arc::new(bytes),
+                append: false,
+            }])
+            .unwrap();
         let h = History::new(&HistoryConfig::default(), 1000, store);
         for i in 60..80 {
             h.record(t0 + i * 1000, vec![("a:web".into(), readings(i))]).unwrap();

@@ -5,6 +5,9 @@
 //!
 //! A block's bytes are shared (`Arc`) with the flush writing them, not
 //! copied: the next point copies them only if that write still holds them.
+//! The coarser tiers gain a point a minute or a quarter of an hour apart:
+//! a flush hands their bytes to the store and keeps none, and what they
+//! gain next is appended to the stored block (see [`Block::take_for_write`]).
 
 use std::sync::Arc;
 
@@ -32,22 +35,36 @@ pub struct TierSpec {
     pub legacy_bucket_ms: u64,
     /// Blocks older than this are deleted.
     pub retention_ms: u64,
+    /// Whether an open block stays whole in memory between flushes. The
+    /// full-resolution tier's does: it gains a point every round, and
+    /// appending in the store would read each block back at every flush.
+    /// The others give their bytes to the store at each flush (51,000
+    /// series' minute and quarter blocks held about 50 MiB).
+    pub held: bool,
 }
 
 pub fn tiers(cfg: &HistoryConfig) -> [TierSpec; TIERS] {
     [
-        TierSpec { step_ms: 0, bucket_ms: 10_000, legacy_bucket_ms: 60_000, retention_ms: cfg.full_retention_s * 1000 },
+        TierSpec {
+            step_ms: 0,
+            bucket_ms: 10_000,
+            legacy_bucket_ms: 60_000,
+            retention_ms: cfg.full_retention_s * 1000,
+            held: true,
+        },
         TierSpec {
             step_ms: 60_000,
             bucket_ms: 900_000,
             legacy_bucket_ms: 3_600_000,
             retention_ms: cfg.minute_retention_s * 1000,
+            held: false,
         },
         TierSpec {
             step_ms: 900_000,
             bucket_ms: 14_400_000,
             legacy_bucket_ms: 86_400_000,
             retention_ms: cfg.quarter_retention_s * 1000,
+            held: false,
         },
     ]
 }
@@ -56,9 +73,33 @@ pub fn tiers(cfg: &HistoryConfig) -> [TierSpec; TIERS] {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
     pub bucket: u64,
+    /// The block's points, or with `after_stored` only those appended
+    /// since the store (or a write under way) took the ones before.
     pub bytes: Arc<Vec<u8>>,
     /// Changed since it was last written.
     pub dirty: bool,
+    pub after_stored: bool,
+}
+
+impl Block {
+    /// An open block whose points so far are in the store, if any (none
+    /// in memory).
+    pub fn stored(bucket: u64) -> Self {
+        Self { bucket, bytes: Arc::default(), dirty: false, after_stored: true }
+    }
+
+    /// What a flush writes of this dirty block, and whether it is to be
+    /// appended to the stored block (else it replaces it). A block of a
+    /// tier not `held` gives up its bytes: what it gains next is appended.
+    pub fn take_for_write(&mut self, held: bool) -> (Arc<Vec<u8>>, bool) {
+        self.dirty = false;
+        let append = self.after_stored;
+        if held {
+            return (self.bytes.clone(), append);
+        }
+        self.after_stored = true;
+        (std::mem::take(&mut self.bytes), append)
+    }
 }
 
 /// A block whose bucket has passed: written once more, then only read from
@@ -68,6 +109,8 @@ pub struct Closed {
     pub tier: u8,
     pub bucket: u64,
     pub bytes: Arc<Vec<u8>>,
+    /// Appended to the stored block (see [`Block::after_stored`]).
+    pub append: bool,
 }
 
 /// Sums for one step of a downsampled tier (saturating: a step holds at
@@ -157,10 +200,20 @@ impl Series {
         {
             // Written again only if it changed since the last flush.
             if old.dirty {
-                closed.push(Closed { tier: tier as u8, bucket: old.bucket, bytes: old.bytes });
+                closed.push(Closed {
+                    tier: tier as u8,
+                    bucket: old.bucket,
+                    bytes: old.bytes,
+                    append: old.after_stored,
+                });
             }
         }
-        let b = slot.get_or_insert_with(|| Block { bucket, bytes: Arc::new(Vec::with_capacity(256)), dirty: true });
+        let b = slot.get_or_insert_with(|| Block {
+            bucket,
+            bytes: Arc::new(Vec::with_capacity(if tiers[tier].held { 256 } else { 0 })),
+            dirty: true,
+            after_stored: false,
+        });
         codec::append(Arc::make_mut(&mut b.bytes), b.bucket, p);
         b.dirty = true;
     }
@@ -271,7 +324,11 @@ mod tests {
         let tiers = tiers(&HistoryConfig::default());
         let mut bytes = Vec::new();
         codec::append(&mut bytes, 0, &point(1_000, 5));
-        let mut s = Series::resume([Some(Block { bucket: 0, bytes: Arc::new(bytes), dirty: false }), None, None]);
+        let mut s = Series::resume([
+            Some(Block { bucket: 0, bytes: Arc::new(bytes), dirty: false, after_stored: false }),
+            None,
+            None,
+        ]);
         assert!(s.is_clean());
         s.record(&tiers, &point(2_000, 6), &mut Vec::new());
         let b = s.open[0].as_ref().unwrap();

@@ -183,8 +183,13 @@ fn measure(bin: &PathBuf, ports: &[u16], hosts: usize, n: u64, secs: u64, ca: Op
     let mut rounds: Vec<(u64, f64, f64, f64)> = Vec::new();
     let (mut stale_max, mut stale_sum, mut samples) = (0, 0, 0);
     let mut last = Value::Null;
+    // RSS every 30 s: memory that grows as history blocks fill shows.
+    let mut rss_every_30s = Vec::new();
     while t0.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(Duration::from_millis(250));
+        if t0.elapsed() >= Duration::from_secs(30 * (rss_every_30s.len() as u64 + 1)) {
+            rss_every_30s.push(usage(pid)?.1.round());
+        }
         let h = get(port, "/healthz")?;
         let stale = h["stale_hosts"].as_u64().unwrap_or(0);
         (stale_max, stale_sum, samples) = (stale_max.max(stale), stale_sum + stale, samples + 1);
@@ -208,7 +213,7 @@ fn measure(bin: &PathBuf, ports: &[u16], hosts: usize, n: u64, secs: u64, ca: Op
         "rounds": rounds.len(),
         "round_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1.0), "mean": mean(0)},
         "gather_ms_mean": mean(1), "record_ms_mean": mean(2),
-        "cpu_percent_of_one_core": (cpu1 - cpu0) / wall * 100.0, "rss_mib": rss, "peak_rss_mib": hwm,
+        "cpu_percent_of_one_core": (cpu1 - cpu0) / wall * 100.0, "rss_mib": rss, "peak_rss_mib": hwm, "rss_mib_every_30s": rss_every_30s,
         "stale_hosts_mean": stale_sum as f64 / f64::from(samples.max(1)), "stale_hosts_max": stale_max,
         "history_flush": last["flush"], "history_entities": last["history_entities"], "store_bytes": last["store_bytes"],
         "loadavg_before": load0.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
