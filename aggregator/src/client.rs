@@ -95,6 +95,10 @@ pub struct Fetched {
     pub brief: bool,
     /// ...and the agent refused it (read in full).
     pub brief_refused: bool,
+    /// Read in one request (`/v1/round`)...
+    pub round: bool,
+    /// ...or asked so and the agent did not have it (read by endpoint).
+    pub round_refused: bool,
 }
 
 async fn read_body(mut resp: reqwest::Response, path: &str, max: usize) -> Result<Vec<u8>, ClientError> {
@@ -138,55 +142,100 @@ async fn get<T>(
     parse(&body).map(Some).map_err(|source| ClientError::Garbage { path: path.into(), source })
 }
 
-/// Everything the aggregator reads from an agent in a round, one request
-/// after the other on one connection, all within `timeout`.
-/// `events_since`: time and id of the newest event already seen (`None`:
-/// the first round, which takes the latest 100). Events are asked for by
-/// time, not id, so an agent that restarted (ids from 1 again) is still
-/// followed; the caller drops what it has already seen. Subscriptions
-/// (bounds and ceilings, which change rarely) are read only when
-/// `subscriptions` is set.
+/// What to read from an agent in a round.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ask {
+    /// Time and id of the newest event already seen (`None`: the first
+    /// round, which takes the latest 100). Events are asked for by time,
+    /// not id, so an agent that restarted (ids from 1 again) is still
+    /// followed; the caller drops what it has already seen.
+    pub events_since: Option<(u64, u64)>,
+    /// Read the subscriptions (bounds and ceilings, which change rarely).
+    pub subscriptions: bool,
+    /// All in one request (`/v1/round`); an agent older than it answers
+    /// 404 and is read endpoint by endpoint.
+    pub round: bool,
+    /// The stats' brief form, when read endpoint by endpoint; an agent
+    /// older than it refuses the parameter (400) and is read in full.
+    pub brief: bool,
+}
+
+impl Ask {
+    /// The events' query: after the newest seen, or the latest 100.
+    fn events_query(&self) -> String {
+        match self.events_since {
+            Some((t, _)) => format!("since_ms={}&limit=500", t.saturating_sub(1)),
+            None => "limit=100".to_owned(),
+        }
+    }
+}
+
+/// Everything the aggregator reads from an agent in a round, within
+/// `timeout`: one request (`/v1/round`) or, from an older agent, one after
+/// the other on one connection.
 pub async fn fetch(
     client: &reqwest::Client,
     target: &Target,
-    events_since: Option<(u64, u64)>,
-    subscriptions: bool,
-    brief: bool,
+    ask: Ask,
     timeout: Duration,
     max_body: usize,
 ) -> Result<Fetched, ClientError> {
     let work = async {
-        // The brief form is what a round uses (when `brief`); an agent
-        // older than it refuses the parameter (400) and is read in full.
-        let full = || get(client, target, "/v1/stats", max_body, false, model::parse_stats);
-        let (stats, brief_refused) = match brief {
-            false => (full().await?, false),
-            true => match get(client, target, "/v1/stats?fields=brief", max_body, false, model::parse_stats).await {
-                Err(ClientError::Status { status: 400, .. }) => (full().await?, true),
-                other => (other?, false),
-            },
-        };
-        let host = get(client, target, "/v1/host", max_body, true, model::parse_host).await?;
-        let subs = match subscriptions {
-            true => get(client, target, "/v1/containers", max_body, true, model::parse_subscriptions).await?,
-            false => None,
-        };
-        let events_path = match events_since {
-            Some((t, _)) => format!("/v1/events?since_ms={}&limit=500", t.saturating_sub(1)),
-            None => "/v1/events?limit=100".to_owned(),
-        };
-        let events = get(client, target, &events_path, max_body, true, model::parse_events).await?;
-        Ok(Fetched {
-            stats,
-            host,
-            subscriptions_read: subscriptions,
-            subscriptions: subs,
-            events,
-            brief,
-            brief_refused,
-        })
+        if ask.round {
+            let containers = if ask.subscriptions { "&containers=true" } else { "" };
+            let path = format!("/v1/round?{}{containers}", ask.events_query());
+            if let Some(r) = get(client, target, &path, max_body, true, model::parse_round).await? {
+                return Ok(Fetched {
+                    stats: Some(r.stats),
+                    host: Some(r.host),
+                    subscriptions_read: ask.subscriptions,
+                    subscriptions: r.subscriptions,
+                    events: Some(r.events),
+                    brief: true,
+                    round: true,
+                    ..Fetched::default()
+                });
+            }
+        }
+        let mut f = by_endpoint(client, target, ask, max_body).await?;
+        f.round_refused = ask.round;
+        Ok(f)
     };
     tokio::time::timeout(timeout, work).await.map_err(|_| ClientError::Timeout(timeout.as_millis() as u64))?
+}
+
+/// A round's reads endpoint by endpoint (agents older than `/v1/round`).
+async fn by_endpoint(
+    client: &reqwest::Client,
+    target: &Target,
+    ask: Ask,
+    max_body: usize,
+) -> Result<Fetched, ClientError> {
+    let full = || get(client, target, "/v1/stats", max_body, false, model::parse_stats);
+    let (stats, brief_refused) = match ask.brief {
+        false => (full().await?, false),
+        true => match get(client, target, "/v1/stats?fields=brief", max_body, false, model::parse_stats).await {
+            Err(ClientError::Status { status: 400, .. }) => (full().await?, true),
+            other => (other?, false),
+        },
+    };
+    let host = get(client, target, "/v1/host", max_body, true, model::parse_host).await?;
+    let subscriptions = match ask.subscriptions {
+        true => get(client, target, "/v1/containers", max_body, true, model::parse_subscriptions).await?,
+        false => None,
+    };
+    let events_path = format!("/v1/events?{}", ask.events_query());
+    let events = get(client, target, &events_path, max_body, true, model::parse_events).await?;
+    Ok(Fetched {
+        stats,
+        host,
+        subscriptions_read: ask.subscriptions,
+        subscriptions,
+        events,
+        brief: ask.brief,
+        brief_refused,
+        ..Fetched::default()
+    })
 }
 
 /// A management request forwarded to an agent: its status and JSON body

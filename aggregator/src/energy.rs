@@ -27,37 +27,51 @@ pub struct HostPower {
     /// The host's CPU use behind the figure, millicores.
     pub cpu_used_mc: u64,
     pub cpu_capacity_mc: u64,
-    /// Per container: CPU over the round (millicores) and attributed power (mW).
+    /// Per container of the host's stats, in their order: CPU over the
+    /// round (millicores) and attributed power (mW).
     #[serde(skip)]
-    pub containers: HashMap<String, (u64, u64)>,
+    pub containers: Vec<(u64, u64)>,
 }
 
 /// CPU per container over the last round, millicores: the difference of the
 /// cumulative CPU time between two rounds over the difference of the
 /// agent's sample times (a whole round, not only the agent's last tick);
 /// the agent's instantaneous `cpu.usage` when there is no earlier reading
-/// or the counter went backwards (an agent restart). Updates `prev`.
-pub fn container_cpu(prev: &mut HashMap<String, (u64, u64)>, stats: &Stats) -> Vec<(String, u64)> {
-    let mut next = HashMap::with_capacity(stats.containers.len());
+/// or the counter went backwards (an agent restart). One figure per
+/// container of `stats`, in its order. Updates `prev`.
+pub fn container_cpu(prev: &mut HashMap<String, (u64, u64)>, stats: &Stats) -> Vec<u64> {
+    let mut timed = 0;
     let out = stats
         .containers
         .iter()
         .map(|c| {
             let instant = c.resources[CPU].usage.unwrap_or(0);
-            let cpu = match (c.cpu_usec, c.time_ms) {
-                (Some(usec), Some(t)) => {
-                    next.insert(c.name.clone(), (usec, t));
-                    match prev.get(&c.name) {
-                        Some(&(pu, pt)) if t > pt && usec >= pu => (usec - pu) / (t - pt),
-                        _ => instant,
-                    }
+            let (Some(usec), Some(t)) = (c.cpu_usec, c.time_ms) else { return instant };
+            timed += 1;
+            // Updated in place: a round allocates nothing for a container
+            // it has seen before.
+            match prev.get_mut(c.name.as_str()) {
+                Some(p) => match std::mem::replace(p, (usec, t)) {
+                    (pu, pt) if t > pt && usec >= pu => (usec - pu) / (t - pt),
+                    _ => instant,
+                },
+                None => {
+                    prev.insert(c.name.clone(), (usec, t));
+                    instant
                 }
-                _ => instant,
-            };
-            (c.name.clone(), cpu)
+            }
         })
         .collect();
-    *prev = next;
+    // Containers gone since the last round (or without a time now).
+    if prev.len() != timed {
+        let names: std::collections::HashSet<&str> = stats
+            .containers
+            .iter()
+            .filter(|c| c.cpu_usec.is_some() && c.time_ms.is_some())
+            .map(|c| c.name.as_str())
+            .collect();
+        prev.retain(|n, _| names.contains(n.as_str()));
+    }
     out
 }
 
@@ -69,18 +83,17 @@ pub fn host_power(
     capacity_mc: Option<u64>,
     cpu_used: Option<u64>,
     rapl_mw: Option<u64>,
-    containers: &[(String, u64)],
+    containers: &[u64],
 ) -> Option<HostPower> {
     let capacity = capacity_mc.filter(|c| *c > 0)?;
-    let sum: u64 = containers.iter().map(|(_, c)| c).sum();
+    let sum: u64 = containers.iter().sum();
     let used = cpu_used.unwrap_or(sum);
     let (source, name) = match rapl_mw {
         Some(measured_mw) => (PowerSource::Rapl { measured_mw, idle_mw: model.idle_mw() }, "rapl"),
         None => (PowerSource::Model(model), "model"),
     };
     let (power_mw, active_mw) = source.host_power(used, capacity);
-    let cpus: Vec<u64> = containers.iter().map(|(_, c)| *c).collect();
-    let shares = attribute(active_mw, &cpus, used);
+    let shares = attribute(active_mw, containers, used);
     Some(HostPower {
         power_mw,
         active_mw,
@@ -89,7 +102,7 @@ pub fn host_power(
         max_mw: model.max_mw(),
         cpu_used_mc: used,
         cpu_capacity_mc: capacity,
-        containers: containers.iter().zip(shares).map(|((n, c), p)| (n.clone(), (*c, p))).collect(),
+        containers: containers.iter().copied().zip(shares).collect(),
     })
 }
 
@@ -204,23 +217,26 @@ mod tests {
     fn cpu_over_the_round_from_cumulative_time() {
         let mut prev = HashMap::new();
         // First round: the instantaneous value.
-        assert_eq!(container_cpu(&mut prev, &stats(&[("a", 7, 1_000_000, 10_000)])), vec![("a".into(), 7)]);
-        // 1.5 CPU-seconds over 1 s = 1500 millicores.
-        assert_eq!(container_cpu(&mut prev, &stats(&[("a", 9, 2_500_000, 11_000)])), vec![("a".into(), 1500)]);
-        // Counter reset (agent restart): the instantaneous value again.
-        assert_eq!(container_cpu(&mut prev, &stats(&[("a", 3, 10, 12_000)])), vec![("a".into(), 3)]);
+        assert_eq!(container_cpu(&mut prev, &stats(&[("a", 7, 1_000_000, 10_000)])), [7]);
+        // 1.5 CPU-seconds over 1 s = 1500 millicores; b is new.
+        let two = stats(&[("a", 9, 2_500_000, 11_000), ("b", 4, 500, 11_000)]);
+        assert_eq!(container_cpu(&mut prev, &two), [1500, 4]);
+        // Counter reset (agent restart): the instantaneous value again; b
+        // is gone, and forgotten (back later, it starts afresh).
+        assert_eq!(container_cpu(&mut prev, &stats(&[("a", 3, 10, 12_000)])), [3]);
+        assert_eq!(prev.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(container_cpu(&mut prev, &stats(&[("a", 3, 1_010, 13_000), ("b", 6, 900_000, 13_000)])), [1, 6]);
     }
 
     #[test]
     fn model_power_split_by_cpu_share() {
         let m = PowerModel::try_new(20_000, 80_000).unwrap();
-        let cs = vec![("a".to_owned(), 500), ("b".to_owned(), 1000)];
+        let cs = [500, 1000];
         // 1600 of 2000 millicores busy: 20 + 60 x 0.8 = 68 W, 48 W active.
         let p = host_power(m, Some(2000), Some(1600), None, &cs).unwrap();
         assert_eq!((p.power_mw, p.active_mw, p.source), (68_000, 48_000, "model"));
         // a: 48 W x 500 / 1600.
-        assert_eq!(p.containers["a"], (500, 15_000));
-        assert_eq!(p.containers["b"], (1000, 30_000));
+        assert_eq!(p.containers, [(500, 15_000), (1000, 30_000)]);
         let r = host_power(m, Some(2000), None, Some(50_000), &cs).unwrap();
         assert_eq!((r.power_mw, r.active_mw, r.source, r.cpu_used_mc), (50_000, 30_000, "rapl", 1500));
         assert!(host_power(m, None, Some(1), None, &cs).is_none());

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::{
     Shared,
-    client::{self, ClientError, Fetched, Target},
+    client::{self, Ask, ClientError, Fetched, Target},
     energy::{self, Member, Step},
     history,
     model::{CPU, ENERGY, Readings},
@@ -23,9 +23,8 @@ use super::{
     totals,
 };
 
-/// A host to read: name, agent, newest event seen, whether to read its
-/// subscriptions, whether to ask for the brief stats form.
-type Job = (String, Target, Option<(u64, u64)>, bool, bool);
+/// A host to read: name, agent, what to ask it.
+type Job = (String, Target, Ask);
 
 /// Subscriptions (bounds, ceilings in force) are read every this many
 /// rounds, hosts staggered, and every round on hosts with ceilings to
@@ -67,8 +66,14 @@ pub async fn round(shared: &Arc<Shared>) {
                 let subs = h.rounds_ok == 0
                     || capped.contains(h.name.as_str())
                     || (round + i as u64).is_multiple_of(SUBSCRIPTIONS_EVERY);
-                let brief = h.brief_refused_ms.is_none_or(|t| now.saturating_sub(t) >= BRIEF_RETRY_MS);
-                (h.name.clone(), h.target.clone(), h.events_since, subs, brief)
+                let retry = |refused: Option<u64>| refused.is_none_or(|t| now.saturating_sub(t) >= BRIEF_RETRY_MS);
+                let ask = Ask {
+                    events_since: h.events_since,
+                    subscriptions: subs,
+                    round: retry(h.round_refused_ms),
+                    brief: retry(h.brief_refused_ms),
+                };
+                (h.name.clone(), h.target.clone(), ask)
             })
             .collect()
     };
@@ -133,11 +138,11 @@ async fn fetch_all(shared: &Arc<Shared>, targets: Vec<Job>, now: u64) -> Vec<sup
     let sem = Arc::new(Semaphore::new(a.concurrency));
     let timeout = Duration::from_millis(a.timeout_ms);
     let mut set = JoinSet::new();
-    for (name, target, since, subs, brief) in targets {
+    for (name, target, ask) in targets {
         let (client, sem, max_body) = (shared.client.clone(), sem.clone(), a.max_body_bytes);
         set.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            let r = client::fetch(&client, &target, since, subs, brief, timeout, max_body).await;
+            let r = client::fetch(&client, &target, ask, timeout, max_body).await;
             (name, r)
         });
     }
@@ -186,6 +191,11 @@ fn apply(shared: &Shared, h: &mut HostState, f: Fetched, now: u64, events: &mut 
     h.rounds_ok += 1;
     h.last_ok_ms = Some(now);
     h.info = f.host;
+    if f.round_refused {
+        h.round_refused_ms = Some(now);
+    } else if f.round {
+        h.round_refused_ms = None;
+    }
     if f.brief_refused {
         h.brief_refused_ms = Some(now);
     } else if f.brief {
@@ -254,10 +264,9 @@ fn members(shared: &Shared, st: &State, app: &str) -> Result<Vec<Member>, String
             if h.stale {
                 return Err(format!("host {} stale", c.host));
             }
-            let s = h.stats.as_ref().and_then(|s| s.containers.iter().find(|x| x.name == c.name));
+            let s = h.container(&c.name);
             let s = s.ok_or_else(|| format!("container {}/{} not found", c.host, c.name))?;
-            let (cpu_mc, power_mw) =
-                h.power.as_ref().and_then(|p| p.containers.get(&c.name).copied()).unwrap_or_default();
+            let (cpu_mc, power_mw) = h.power_of(&c.name).unwrap_or_default();
             let sub = h.subscription(&c.name);
             let bounds = sub.and_then(|s| s.bounds[CPU]);
             let capacity = h.info.as_ref().and_then(|i| i.capacity[CPU]).unwrap_or(1_000_000);

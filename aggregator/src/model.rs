@@ -63,7 +63,7 @@ impl From<wire::Container> for AgentContainer {
     }
 }
 
-/// `GET /v1/stats`.
+/// `GET /v1/stats`, its containers by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
     pub host: Option<String>,
@@ -80,7 +80,10 @@ fn check_name(name: &str) -> Result<(), serde_json::Error> {
 
 /// Parses `/v1/stats`.
 pub fn parse_stats(body: &[u8]) -> Result<Stats, serde_json::Error> {
-    let raw: wire::Stats = serde_json::from_slice(body)?;
+    stats_from(serde_json::from_slice(body)?)
+}
+
+fn stats_from(raw: wire::Stats) -> Result<Stats, serde_json::Error> {
     raw.containers.iter().try_for_each(|c| check_name(&c.name))?;
     Ok(Stats {
         host: Some(raw.host).filter(|h| !h.is_empty()),
@@ -91,6 +94,8 @@ pub fn parse_stats(body: &[u8]) -> Result<Stats, serde_json::Error> {
         containers: {
             let mut v = Vec::with_capacity(raw.containers.len());
             v.extend(raw.containers.into_iter().map(AgentContainer::from));
+            // By name (as agents send them): found by binary search.
+            v.sort_by(|a, b| a.name.cmp(&b.name));
             v
         },
     })
@@ -109,14 +114,17 @@ pub struct HostInfo {
 }
 
 pub fn parse_host(body: &[u8]) -> Result<HostInfo, serde_json::Error> {
-    let h: wire::Host = serde_json::from_slice(body)?;
-    Ok(HostInfo {
+    Ok(host_from(&serde_json::from_slice(body)?))
+}
+
+fn host_from(h: &wire::Host) -> HostInfo {
+    HostInfo {
         capacity: Resource::LIMITABLE.map(|r| h.capacity_of(r)),
         allocated: Resource::LIMITABLE.map(|r| h.allocated_of(r)),
         usage_cpu: h.usage.cpu,
         rapl_mw: h.rapl_mw,
         power_model: h.power_model.map(|m| (m.idle_mw(), m.max_mw())),
-    })
+    }
 }
 
 /// A subscription (`GET /v1/containers`): the bounds the agent keeps.
@@ -144,9 +152,15 @@ impl From<wire::Subscription> for Subscription {
 }
 
 pub fn parse_subscriptions(body: &[u8]) -> Result<Vec<Subscription>, serde_json::Error> {
-    let raw: wire::Subscriptions = serde_json::from_slice(body)?;
-    raw.containers.iter().try_for_each(|c| check_name(&c.name))?;
-    Ok(raw.containers.into_iter().map(Subscription::from).collect())
+    subscriptions_from(serde_json::from_slice::<wire::Subscriptions>(body)?.containers)
+}
+
+fn subscriptions_from(raw: Vec<wire::Subscription>) -> Result<Vec<Subscription>, serde_json::Error> {
+    raw.iter().try_for_each(|c| check_name(&c.name))?;
+    let mut v: Vec<Subscription> = raw.into_iter().map(Subscription::from).collect();
+    // By name (as agents send them): found by binary search.
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(v)
 }
 
 /// A limit change as the aggregator serves it (`GET /v1/events` of its own
@@ -191,9 +205,32 @@ impl From<wire::Event> for Event {
 
 /// Parses an agent's `/v1/events` (host left empty: the caller knows it).
 pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, serde_json::Error> {
-    let events = serde_json::from_slice::<wire::Events>(body)?.events;
+    events_from(serde_json::from_slice::<wire::Events>(body)?.events)
+}
+
+fn events_from(events: Vec<wire::Event>) -> Result<Vec<Event>, serde_json::Error> {
     events.iter().try_for_each(|e| check_name(&e.container))?;
     Ok(events.into_iter().map(Event::from).collect())
+}
+
+/// An agent's `/v1/round`: its parts as their own endpoints give them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Round {
+    pub stats: Stats,
+    pub host: HostInfo,
+    pub events: Vec<Event>,
+    /// When asked for.
+    pub subscriptions: Option<Vec<Subscription>>,
+}
+
+pub fn parse_round(body: &[u8]) -> Result<Round, serde_json::Error> {
+    let r: wire::Round = serde_json::from_slice(body)?;
+    Ok(Round {
+        host: host_from(&r.host),
+        stats: stats_from(r.stats)?,
+        events: events_from(r.events)?,
+        subscriptions: r.containers.map(subscriptions_from).transpose()?,
+    })
 }
 
 #[cfg(test)]

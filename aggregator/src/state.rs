@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     client::Target,
     energy::HostPower,
-    model::{Event, HostInfo, Stats, Subscription},
+    model::{AgentContainer, Event, HostInfo, Stats, Subscription},
 };
 
 /// Recent events kept for the API and dashboard.
@@ -164,10 +164,14 @@ pub struct HostState {
     /// it is read in full, and asked for the brief form again after
     /// [`BRIEF_RETRY_MS`] (it may have been upgraded).
     pub brief_refused_ms: Option<u64>,
+    /// When the agent last answered 404 to `/v1/round` (an older agent):
+    /// it is read endpoint by endpoint, and asked again after
+    /// [`BRIEF_RETRY_MS`].
+    pub round_refused_ms: Option<u64>,
 }
 
-/// How long an agent that refused the brief stats form is read in full
-/// before it is asked again.
+/// How long an agent that refused the brief stats form, or had no
+/// `/v1/round`, is read the older way before it is asked again.
 pub const BRIEF_RETRY_MS: u64 = 300_000;
 
 impl HostState {
@@ -190,6 +194,7 @@ impl HostState {
             prev_cpu: HashMap::new(),
             power: None,
             brief_refused_ms: None,
+            round_refused_ms: None,
         }
     }
 
@@ -199,7 +204,22 @@ impl HostState {
     }
 
     pub fn subscription(&self, name: &str) -> Option<&Subscription> {
-        self.subscriptions.as_ref()?.iter().find(|s| s.name == name)
+        let subs = self.subscriptions.as_ref()?;
+        subs.binary_search_by(|s| s.name.as_str().cmp(name)).ok().map(|i| &subs[i])
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.stats.as_ref()?.containers.binary_search_by(|c| c.name.as_str().cmp(name)).ok()
+    }
+
+    /// A container as the host's latest stats give it.
+    pub fn container(&self, name: &str) -> Option<&AgentContainer> {
+        self.stats.as_ref()?.containers.get(self.index_of(name)?)
+    }
+
+    /// A container's CPU over the last round and its power (mW).
+    pub fn power_of(&self, name: &str) -> Option<(u64, u64)> {
+        self.power.as_ref()?.containers.get(self.index_of(name)?).copied()
     }
 }
 

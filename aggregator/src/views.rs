@@ -13,7 +13,7 @@ use super::{
 fn part(h: &HostState, c: &AgentContainer) -> Part {
     let mut p = Part { readings: Default::default(), bounds: [None; AGENT_RESOURCES] };
     p.readings[..AGENT_RESOURCES].copy_from_slice(&c.resources[..AGENT_RESOURCES]);
-    p.readings[ENERGY].usage = h.power.as_ref().and_then(|pw| pw.containers.get(&c.name)).map(|x| x.1);
+    p.readings[ENERGY].usage = h.power_of(&c.name).map(|x| x.1);
     if let Some(s) = h.subscription(&c.name) {
         p.bounds = s.bounds;
     }
@@ -21,12 +21,11 @@ fn part(h: &HostState, c: &AgentContainer) -> Part {
 }
 
 pub fn part_of(h: &HostState, name: &str) -> Option<Part> {
-    let c = h.stats.as_ref()?.containers.iter().find(|c| c.name == name)?;
-    Some(part(h, c))
+    Some(part(h, h.container(name)?))
 }
 
-pub fn parts_of_host(h: &HostState) -> Vec<(String, Part)> {
-    h.stats.iter().flat_map(|s| &s.containers).map(|c| (c.name.clone(), part(h, c))).collect()
+pub fn parts_of_host(h: &HostState) -> Vec<(&str, Part)> {
+    h.stats.iter().flat_map(|s| &s.containers).map(|c| (c.name.as_str(), part(h, c))).collect()
 }
 
 fn totals_json(t: &[Total; RESOURCES.len()]) -> Value {
@@ -96,7 +95,7 @@ pub fn container_json(st: &State, h: &HostState, c: &AgentContainer, now: u64) -
         );
     }
     let r = ContainerRef { host: h.name.clone(), name: c.name.clone() };
-    let (cpu_round, power) = h.power.as_ref().and_then(|pw| pw.containers.get(&c.name).copied()).unzip();
+    let (cpu_round, power) = h.power_of(&c.name).unzip();
     json!({
         "host": h.name,
         "name": c.name,
@@ -148,7 +147,7 @@ pub fn app_json(name: &str, a: &AppState, st: &State, now: u64, detail: bool) ->
     let mut missing = Vec::new();
     for c in &a.record.containers {
         let h = st.hosts.get(&c.host);
-        let found = h.and_then(|h| h.stats.as_ref()?.containers.iter().find(|x| x.name == c.name).map(|x| (h, x)));
+        let found = h.and_then(|h| h.container(&c.name).map(|x| (h, x)));
         let why = match (h, found) {
             (None, _) => Some("unknown host"),
             (Some(h), _) if h.stale => Some("host stale"),
@@ -200,13 +199,7 @@ fn energy_budgets(a: &AppState, st: &State, cap: u64) -> Map<String, Value> {
         .containers
         .iter()
         .map(|c| {
-            let power = st
-                .hosts
-                .get(&c.host)
-                .filter(|h| !h.stale)
-                .and_then(|h| h.power.as_ref())
-                .and_then(|p| p.containers.get(&c.name))
-                .map_or(0, |x| x.1);
+            let power = st.hosts.get(&c.host).filter(|h| !h.stale).and_then(|h| h.power_of(&c.name)).map_or(0, |x| x.1);
             policies::apps::Member { min: 0, max: cap, alloc: 0, usage: power, unmet: 0, weight: a.record.weight(c) }
         })
         .collect();

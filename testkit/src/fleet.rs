@@ -1,5 +1,6 @@
 //! Simulated agents: each a real HTTP server on its own loopback port,
-//! answering `/v1/stats`, `/v1/host`, `/v1/containers` and `/v1/events`
+//! answering `/v1/stats`, `/v1/host`, `/v1/containers`, `/v1/events` and
+//! `/v1/round` (all four in one)
 //! with the agent's full JSON shapes (50 containers are about 45 KiB of
 //! stats) and values that change every second. For the aggregator's bench
 //! and for end-to-end tests of many hosts. A thread per port and per
@@ -55,6 +56,7 @@ pub fn stats(h: u64, n: u64, brief: bool) -> String {
     s
 }
 
+/// The subscriptions' list (`/v1/containers`' `containers`).
 fn subscriptions(n: u64) -> String {
     let list: Vec<Value> = (0..n)
         .map(|c| {
@@ -64,15 +66,16 @@ fn subscriptions(n: u64) -> String {
                    "ceiling": {}, "original": {"cpu": null, "mem": null}})
         })
         .collect();
-    json!({ "containers": list }).to_string()
+    Value::Array(list).to_string()
 }
 
 /// What a simulated host answers that does not change: `/v1/host` and
 /// `/v1/containers` (built once, so the fleet spends its CPU on stats).
 pub struct Fixed {
     host: String,
+    /// The subscriptions' list.
     subscriptions: Arc<String>,
-    /// One limit change, made when the host started.
+    /// The events' list: one limit change, made when the host started.
     events: String,
 }
 
@@ -81,8 +84,17 @@ pub fn respond(path: &str, h: u64, n: u64, fixed: &Fixed) -> (u16, String) {
     match path {
         "/v1/stats" => (200, stats(h, n, query.split('&').any(|kv| kv == "fields=brief"))),
         "/v1/host" => (200, fixed.host.clone()),
-        "/v1/containers" => (200, fixed.subscriptions.as_ref().clone()),
-        "/v1/events" => (200, fixed.events.clone()),
+        "/v1/containers" => (200, format!("{{\"containers\":{}}}", fixed.subscriptions)),
+        "/v1/events" => (200, format!("{{\"events\":{}}}", fixed.events)),
+        "/v1/round" => {
+            let (host, events) = (&fixed.host, &fixed.events);
+            let mut body = format!("{{\"stats\":{},\"host\":{host},\"events\":{events}", stats(h, n, true));
+            if query.split('&').any(|kv| kv == "containers=true") {
+                let _ = write!(body, ",\"containers\":{}", fixed.subscriptions);
+            }
+            body.push('}');
+            (200, body)
+        }
         _ => (404, "{\"error\":\"no such endpoint\"}".to_owned()),
     }
 }
@@ -131,8 +143,8 @@ impl Fixed {
         let host = json!({"host": format!("sim{h}"), "capacity": {"cpu": 16000, "mem": 68719476736u64},
                "allocated": {"cpu": n * 1000}, "usage": {"cpu": 9000 + h % 5000}, "rapl_mw": null,
                "power_model": {"idle_mw": 60000, "max_mw": 220000}});
-        let events = json!({"events": [{"id": 1, "time_ms": now_ms(), "container": "c0", "resource": "cpu",
-                                        "old": 1000, "new": 1200, "reason": format!("simulated on sim{h}")}]});
+        let events = json!([{"id": 1, "time_ms": now_ms(), "container": "c0", "resource": "cpu",
+                             "old": 1000, "new": 1200, "reason": format!("simulated on sim{h}")}]);
         Self { host: host.to_string(), subscriptions, events: events.to_string() }
     }
 }
@@ -187,5 +199,20 @@ mod tests {
         assert_eq!(b["containers"].as_array().unwrap().len(), 50);
         println!("full {} B, brief {} B", full.len(), brief.len());
         assert!(brief.len() * 2 < full.len());
+    }
+
+    #[test]
+    fn the_round_holds_what_each_endpoint_answers() {
+        let fixed = Fixed::new(3, 4, Arc::new(subscriptions(4)));
+        let body = |path: &str| -> Value { serde_json::from_str(&respond(path, 3, 4, &fixed).1).unwrap() };
+        let (round, with) = (body("/v1/round?limit=100"), body("/v1/round?since_ms=0&containers=true"));
+        assert_eq!(round["host"], body("/v1/host"));
+        assert_eq!(round["events"], body("/v1/events")["events"]);
+        assert_eq!(round.get("containers"), None);
+        assert_eq!(with["containers"], body("/v1/containers")["containers"]);
+        let names =
+            |v: &Value| v["containers"].as_array().unwrap().iter().map(|c| c["name"].clone()).collect::<Vec<_>>();
+        assert_eq!(names(&round["stats"]), names(&body("/v1/stats?fields=brief")));
+        assert_eq!(names(&round["stats"]).len(), 4);
     }
 }

@@ -23,7 +23,7 @@ fn containers(out: &mut String, s: &Shared, st: &AggState) {
     let mut limits = String::new();
     for h in st.hosts.values().filter(|h| s.shows(&h.name)) {
         for (name, p) in views::parts_of_host(h) {
-            let l = format!("host=\"{}\",container=\"{}\"", escape(&h.name), escape(&name));
+            let l = format!("host=\"{}\",container=\"{}\"", escape(&h.name), escape(name));
             for (res, r) in RESOURCES.iter().zip(p.readings) {
                 if let Some(u) = r.usage {
                     let _ = writeln!(out, "scaler_cluster_container_usage{{{l},resource=\"{res}\"}} {u}");

@@ -32,7 +32,8 @@ enum Mode {
     Ok,
     Garbage,
     Slow,
-    /// An agent older than `?fields=brief`: refuses the parameter (400).
+    /// An agent older than `?fields=brief`: refuses the parameter (400)
+    /// and has no `/v1/round` (404).
     Old,
 }
 
@@ -44,8 +45,9 @@ pub(super) struct Fake {
     cpu: Arc<Mutex<Vec<(String, u64)>>>,
     mode: Arc<Mutex<Mode>>,
     pub(super) ceilings: Arc<Mutex<Sent>>,
-    /// Requests for the brief form.
+    /// Requests for the brief form, and for `/v1/round`.
     briefs: Arc<std::sync::atomic::AtomicUsize>,
+    rounds: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Fake {
@@ -55,6 +57,7 @@ impl Fake {
             mode: Arc::new(Mutex::new(Mode::Ok)),
             ceilings: Arc::new(Mutex::new(Vec::new())),
             briefs: Arc::default(),
+            rounds: Arc::default(),
         }
     }
 
@@ -62,7 +65,32 @@ impl Fake {
         *self.mode.lock().unwrap() = m;
     }
 
+    /// `/v1/stats`' answer.
+    fn stats(&self) -> Value {
+        let now = crate::now_ms();
+        let cs: Vec<Value> = self
+            .cpu
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, c)| {
+                json!({"name": n, "cgroup": format!("/{n}"), "kind": "lxc", "time_ms": now, "interval_ms": 200,
+                   "resources": {"cpu": {"usage": c, "current": 2000}, "mem": {"usage": 1000, "current": null}},
+                   "signals": {"cpu_throttled_usec": 0}, "totals": {"cpu_usec": c * now}})
+            })
+            .collect();
+        json!({"host": "fake", "time_ms": now, "containers": cs})
+    }
+
+    /// `/v1/host`'s answer.
+    fn host(&self) -> Value {
+        let used: u64 = self.cpu.lock().unwrap().iter().map(|(_, c)| c).sum();
+        json!({"capacity": {"cpu": 2000}, "allocated": {"cpu": 0}, "usage": {"cpu": used},
+               "rapl_mw": null, "power_model": {"idle_mw": 20000, "max_mw": 80000}})
+    }
+
     pub(super) async fn serve(self) -> String {
+        use axum::response::IntoResponse as _;
         let f = self.clone();
         let stats = move |axum::extract::RawQuery(q): axum::extract::RawQuery| {
             let f = f.clone();
@@ -72,38 +100,43 @@ impl Fake {
                     f.briefs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 match mode {
-                    Mode::Garbage => return axum::response::IntoResponse::into_response("<html>oops"),
+                    Mode::Garbage => return "<html>oops".into_response(),
                     Mode::Slow => tokio::time::sleep(Duration::from_secs(5)).await,
                     Mode::Old if q.is_some() => {
                         let e = json!({"error": "unknown query parameter \"fields\"", "field": "fields"});
-                        return axum::response::IntoResponse::into_response((StatusCode::BAD_REQUEST, Json(e)));
+                        return (StatusCode::BAD_REQUEST, Json(e)).into_response();
                     }
                     Mode::Ok | Mode::Old => {}
                 }
-                let now = crate::now_ms();
-                let cs: Vec<Value> = f
-                    .cpu
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .map(|(n, c)| {
-                        json!({"name": n, "cgroup": format!("/{n}"), "kind": "lxc", "time_ms": now, "interval_ms": 200,
-                           "resources": {"cpu": {"usage": c, "current": 2000}, "mem": {"usage": 1000, "current": null}},
-                           "signals": {"cpu_throttled_usec": 0}, "totals": {"cpu_usec": c * now}})
-                    })
-                    .collect();
-                axum::response::IntoResponse::into_response(Json(
-                    json!({"host": "fake", "time_ms": now, "containers": cs}),
-                ))
+                Json(f.stats()).into_response()
             }
         };
         let f2 = self.clone();
         let host = move || {
             let f = f2.clone();
+            async move { Json(f.host()) }
+        };
+        // All in one; an agent older than `?fields=brief` is older than
+        // this too (404).
+        let f5 = self.clone();
+        let round = move |axum::extract::RawQuery(q): axum::extract::RawQuery| {
+            let f = f5.clone();
             async move {
-                let used: u64 = f.cpu.lock().unwrap().iter().map(|(_, c)| c).sum();
-                Json(json!({"capacity": {"cpu": 2000}, "allocated": {"cpu": 0}, "usage": {"cpu": used},
-                            "rapl_mw": null, "power_model": {"idle_mw": 20000, "max_mw": 80000}}))
+                f.rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mode = *f.mode.lock().unwrap();
+                match mode {
+                    Mode::Garbage => return "<html>oops".into_response(),
+                    Mode::Slow => tokio::time::sleep(Duration::from_secs(5)).await,
+                    Mode::Old => {
+                        return (StatusCode::NOT_FOUND, Json(json!({"error": "no such endpoint"}))).into_response();
+                    }
+                    Mode::Ok => {}
+                }
+                let mut r = json!({"stats": f.stats(), "host": f.host(), "events": []});
+                if q.is_some_and(|q| q.contains("containers=true")) {
+                    r["containers"] = json!([]);
+                }
+                Json(r).into_response()
             }
         };
         let (f3, f4) = (self.clone(), self.clone());
@@ -112,6 +145,7 @@ impl Fake {
             .route("/v1/host", get(host))
             .route("/v1/containers", get(|| async { Json(json!({"containers": []})) }))
             .route("/v1/events", get(|| async { Json(json!({"events": []})) }))
+            .route("/v1/round", get(round))
             .route(
                 "/v1/containers/{name}/ceiling",
                 put(move |Path(n): Path<String>, Json(v): Json<Value>| {
@@ -292,9 +326,11 @@ async fn a_round_marks_bad_agents_stale_and_keeps_the_rest() {
     gather::round(&s).await;
     gather::round(&s).await;
     assert!(t.elapsed() < Duration::from_secs(3), "a slow agent held the round: {:?}", t.elapsed());
-    // Refused once, the brief form is not asked again every round.
-    assert_eq!(good2.briefs.load(std::sync::atomic::Ordering::Relaxed), 1);
-    assert_eq!(good1.briefs.load(std::sync::atomic::Ordering::Relaxed), 2);
+    // Refused once, the one-request form and the brief form are not asked
+    // again every round; h1 is read in one request a round.
+    let count = |c: &std::sync::atomic::AtomicUsize| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!((count(&good2.rounds), count(&good2.briefs)), (1, 1));
+    assert_eq!((count(&good1.rounds), count(&good1.briefs)), (2, 0));
     let (_, v) = call(&s, "GET", "/v1/hosts", None).await;
     let status = |n: &str| {
         let h = v["hosts"].as_array().unwrap().iter().find(|h| h["name"] == n).unwrap().clone();

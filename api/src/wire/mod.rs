@@ -7,11 +7,13 @@
 mod containers;
 mod events;
 mod host;
+mod round;
 mod stats;
 
 pub use containers::{ResourceState, Subscription, SubscriptionStatus, Subscriptions, Unsubscribed};
 pub use events::{Event, Events};
 pub use host::{Host, HostUsage};
+pub use round::{BriefRound, Round};
 pub use stats::{
     BriefContainer, BriefSignals, BriefStats, BriefTotals, Container, EngineInfo, History, HistoryPoint, Kind,
     PointSignals, Reading, Resources, Signals, Stats, Totals,

@@ -228,7 +228,7 @@ pub async fn delete_ceiling(
     view_of(&m, &name)
 }
 
-fn host_view(app: &AppState) -> wire::Host {
+pub(super) fn host_view(app: &AppState) -> wire::Host {
     let m = app.manager();
     let g = app.shared.read();
     wire::Host {

@@ -4,6 +4,7 @@ pub use scaler_api::error;
 pub mod manage;
 pub mod metrics;
 pub use scaler_api::query;
+pub mod round;
 pub mod runtime;
 pub mod stats;
 
@@ -84,6 +85,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/policies/{name}", get(runtime::get_preset).put(runtime::put_preset))
         .route("/v1/events", get(manage::events))
         .route("/v1/events/stream", get(manage::stream))
+        .route("/v1/round", get(round::round))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(stats::healthz))
         // After routing: an unknown path or method is 404/405 before any 401.

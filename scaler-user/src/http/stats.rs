@@ -31,15 +31,21 @@ pub async fn all(State(s): State<Arc<Shared>>, RawQuery(q): RawQuery) -> Result<
         Some("brief") => true,
         Some(f) => return Err(ApiError::bad_request("fields", format!("unknown fields {f:?}; one of all, brief"))),
     };
+    if brief {
+        return Ok(Json(brief_stats(&s, kind)).into_response());
+    }
     let g = s.read();
     let shown = g.containers.values().filter(|p| kind.is_none_or(|k| p.info.kind == k));
     let (host, time_ms, tick_ms) = (s.host.clone(), g.time_ms, s.tick_ms());
-    Ok(if brief {
-        let containers = shown.map(|p| p.brief()).collect();
-        Json(wire::BriefStats { host, time_ms, tick_ms, containers }).into_response()
-    } else {
-        Json(wire::Stats { host, time_ms, tick_ms, containers: shown.map(|p| p.view()).collect() }).into_response()
-    })
+    Ok(Json(wire::Stats { host, time_ms, tick_ms, containers: shown.map(|p| p.view()).collect() }).into_response())
+}
+
+/// The containers (of `kind`, when given) in brief form.
+pub(super) fn brief_stats(s: &Shared, kind: Option<wire::Kind>) -> wire::BriefStats {
+    let g = s.read();
+    let containers =
+        g.containers.values().filter(|p| kind.is_none_or(|k| p.info.kind == k)).map(|p| p.brief()).collect();
+    wire::BriefStats { host: s.host.clone(), time_ms: g.time_ms, tick_ms: s.tick_ms(), containers }
 }
 
 fn unknown(name: &str) -> ApiError {

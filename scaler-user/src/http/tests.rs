@@ -305,6 +305,27 @@ async fn the_aggregator_parses_every_shape_the_agent_serves() {
     let host = model::parse_host(&bytes(&v)).unwrap_or_else(|e| panic!("{e}: {v}"));
     assert_eq!(host.capacity[0], Some(2000));
     assert_eq!(host.allocated[0], Some(1000), "{v}");
+
+    // All of it in one answer, as each endpoint gives it; the
+    // subscriptions only when asked for; mistakes named.
+    let (s, v) = call(&app, "GET", "/v1/round?limit=100", None, None).await;
+    assert_eq!(s, 200, "{v}");
+    let r = model::parse_round(&bytes(&v)).unwrap_or_else(|e| panic!("{e}: {v}"));
+    assert_eq!((&r.stats, &r.host, &r.events, &r.subscriptions), (&stats_now(&app).await, &host, &events, &None));
+    let last = events.last().unwrap().time_ms;
+    let (_, v) = call(&app, "GET", &format!("/v1/round?since_ms={last}&containers=true"), None, None).await;
+    let r = model::parse_round(&bytes(&v)).unwrap_or_else(|e| panic!("{e}: {v}"));
+    assert_eq!((r.events.len(), r.subscriptions), (0, Some(subs)), "{v}");
+    for (q, field) in [("containers=maybe", "containers"), ("limit=x", "limit"), ("since_id=1", "since_id")] {
+        let (s, e) = call(&app, "GET", &format!("/v1/round?{q}"), None, None).await;
+        assert_eq!((s, e["field"].as_str()), (400, Some(field)), "{q}: {e}");
+    }
+}
+
+/// `/v1/stats?fields=brief` as the aggregator reads it.
+async fn stats_now(app: &axum::Router) -> scaler_aggregator::model::Stats {
+    let (_, v) = call(app, "GET", "/v1/stats?fields=brief", None, None).await;
+    scaler_aggregator::model::parse_stats(&serde_json::to_vec(&v).unwrap()).unwrap()
 }
 
 #[tokio::test]
