@@ -299,8 +299,12 @@ fn members(shared: &Shared, st: &State, app: &str) -> Result<Vec<Member>, String
 /// This round's history points: every fresh host and container, and every
 /// application with at least one fresh container.
 fn points(st: &State, now: u64) -> Vec<(String, Readings)> {
-    let mut out = Vec::new();
-    for h in st.hosts.values().filter(|h| !h.stale && h.last_ok_ms == Some(now)) {
+    let fresh = |h: &&HostState| !h.stale && h.last_ok_ms == Some(now);
+    // Sized once: grown, it would copy about 13 MB at 1,000 hosts.
+    let containers: usize =
+        st.hosts.values().filter(fresh).map(|h| h.stats.as_ref().map_or(0, |s| s.containers.len())).sum();
+    let mut out = Vec::with_capacity(containers + st.hosts.len() + st.apps.len());
+    for h in st.hosts.values().filter(fresh) {
         let parts = super::views::parts_of_host(h);
         for (name, part) in &parts {
             out.push((history::container_key(&h.name, name), part.readings));

@@ -63,6 +63,23 @@ impl From<wire::Container> for AgentContainer {
     }
 }
 
+impl From<wire::BriefContainer> for AgentContainer {
+    fn from(c: wire::BriefContainer) -> Self {
+        let mut resources = Readings::default();
+        resources[..AGENT_RESOURCES].copy_from_slice(&c.resources.as_array());
+        AgentContainer {
+            resources,
+            kind: c.kind.name(),
+            time_ms: c.time_ms,
+            interval_ms: c.interval_ms.unwrap_or(0),
+            cpu_usec: c.totals.map(|t| t.cpu_usec),
+            cpu_throttled_usec: c.signals.and_then(|s| s.cpu_throttled_usec),
+            name: c.name,
+            cgroup: c.cgroup,
+        }
+    }
+}
+
 /// `GET /v1/stats`, its containers by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
@@ -84,21 +101,22 @@ pub fn parse_stats(body: &[u8]) -> Result<Stats, serde_json::Error> {
 }
 
 fn stats_from(raw: wire::Stats) -> Result<Stats, serde_json::Error> {
-    raw.containers.iter().try_for_each(|c| check_name(&c.name))?;
-    Ok(Stats {
-        host: Some(raw.host).filter(|h| !h.is_empty()),
-        time_ms: raw.time_ms,
-        // Into a vector of its own size: collected in place, the smaller
-        // containers would keep the wire vector's allocation (about twice
-        // as large) for as long as the host's data is held.
-        containers: {
-            let mut v = Vec::with_capacity(raw.containers.len());
-            v.extend(raw.containers.into_iter().map(AgentContainer::from));
-            // By name (as agents send them): found by binary search.
-            v.sort_by(|a, b| a.name.cmp(&b.name));
-            v
-        },
-    })
+    stats_of(raw.host, raw.time_ms, raw.containers)
+}
+
+fn stats_of<C>(host: String, time_ms: u64, containers: Vec<C>) -> Result<Stats, serde_json::Error>
+where
+    AgentContainer: From<C>,
+{
+    // Into a vector of its own size: collected in place, the smaller
+    // containers would keep the wire vector's allocation (twice as large
+    // or more) for as long as the host's data is held.
+    let mut v = Vec::with_capacity(containers.len());
+    v.extend(containers.into_iter().map(AgentContainer::from));
+    v.iter().try_for_each(|c| check_name(&c.name))?;
+    // By name (as agents send them): found by binary search.
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Stats { host: Some(host).filter(|h| !h.is_empty()), time_ms, containers: v })
 }
 
 /// `GET /v1/host`.
@@ -227,7 +245,7 @@ pub fn parse_round(body: &[u8]) -> Result<Round, serde_json::Error> {
     let r: wire::Round = serde_json::from_slice(body)?;
     Ok(Round {
         host: host_from(&r.host),
-        stats: stats_from(r.stats)?,
+        stats: stats_of(r.stats.host, r.stats.time_ms, r.stats.containers)?,
         events: events_from(r.events)?,
         subscriptions: r.containers.map(subscriptions_from).transpose()?,
     })

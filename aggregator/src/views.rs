@@ -4,17 +4,21 @@
 use serde_json::{Map, Value, json};
 
 use super::{
-    model::{AGENT_RESOURCES, AgentContainer, CPU, ENERGY, RESOURCES},
+    model::{AGENT_RESOURCES, AgentContainer, CPU, ENERGY, RESOURCES, Subscription},
     state::{AppState, ContainerRef, HostState, State},
     totals::{self, Part, Total},
 };
 
 /// A container's contribution to totals (its power as `energy.usage`).
 fn part(h: &HostState, c: &AgentContainer) -> Part {
+    part_with(c, h.power_of(&c.name).map(|x| x.1), h.subscription(&c.name))
+}
+
+fn part_with(c: &AgentContainer, power_mw: Option<u64>, sub: Option<&Subscription>) -> Part {
     let mut p = Part { readings: Default::default(), bounds: [None; AGENT_RESOURCES] };
     p.readings[..AGENT_RESOURCES].copy_from_slice(&c.resources[..AGENT_RESOURCES]);
-    p.readings[ENERGY].usage = h.power_of(&c.name).map(|x| x.1);
-    if let Some(s) = h.subscription(&c.name) {
+    p.readings[ENERGY].usage = power_mw;
+    if let Some(s) = sub {
         p.bounds = s.bounds;
     }
     p
@@ -24,8 +28,18 @@ pub fn part_of(h: &HostState, name: &str) -> Option<Part> {
     Some(part(h, h.container(name)?))
 }
 
+/// Every container's part: one walk, the host's power being in the order
+/// of its containers and both these and its subscriptions by name.
 pub fn parts_of_host(h: &HostState) -> Vec<(&str, Part)> {
-    h.stats.iter().flat_map(|s| &s.containers).map(|c| (c.name.as_str(), part(h, c))).collect()
+    let Some(s) = &h.stats else { return Vec::new() };
+    let power = h.power.as_ref().map(|p| &p.containers);
+    let mut subs = h.subscriptions.iter().flatten().peekable();
+    let parts = s.containers.iter().enumerate().map(|(i, c)| {
+        while subs.next_if(|x| x.name < c.name).is_some() {}
+        let sub = subs.peek().copied().filter(|x| x.name == c.name);
+        (c.name.as_str(), part_with(c, power.and_then(|p| p.get(i)).map(|x| x.1), sub))
+    });
+    parts.collect()
 }
 
 fn totals_json(t: &[Total; RESOURCES.len()]) -> Value {
@@ -205,4 +219,48 @@ fn energy_budgets(a: &AppState, st: &State, cap: u64) -> Map<String, Value> {
         .collect();
     let shares = policies::apps::split(cap, &members);
     a.record.containers.iter().zip(shares).map(|(c, v)| (c.key(), json!(v))).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::{
+        model,
+        state::{HostRecord, Source},
+    };
+
+    #[test]
+    fn a_hosts_parts_in_one_walk_are_each_containers_own() {
+        // Sent out of order: kept by name.
+        let stats = r#"{"time_ms": 5, "containers": [
+            {"name": "d", "resources": {"cpu": {"usage": 4}}}, {"name": "a", "resources": {"cpu": {"usage": 1}}},
+            {"name": "c", "resources": {"cpu": {"usage": 3}}}, {"name": "b", "resources": {"cpu": {"usage": 2}}}]}"#;
+        let subs = r#"{"containers": [
+            {"name": "z", "cgroup": "/z", "policy": "fast", "status": "active",
+             "resources": {"cpu": {"min": 9, "max": 99}}},
+            {"name": "d", "cgroup": "/d", "policy": "fast", "status": "active",
+             "resources": {"cpu": {"min": 4, "max": 40}}},
+            {"name": "b", "cgroup": "/b", "policy": "fast", "status": "active",
+             "resources": {"cpu": {"min": 2, "max": 20}}}]}"#;
+        let record = HostRecord { url: "http://h".into(), token: None, idle_mw: None, max_mw: None };
+        let mut h = HostState::new("h".into(), record, Source::Config);
+        h.stats = Some(model::parse_stats(stats.as_bytes()).unwrap());
+        h.subscriptions = Some(model::parse_subscriptions(subs.as_bytes()).unwrap());
+        let model = policies::energy::PowerModel::try_new(20_000, 80_000).unwrap();
+        h.power = crate::energy::host_power(model, Some(2000), None, None, &[1, 2, 3, 4]);
+        let parts = parts_of_host(&h);
+        let names: Vec<&str> = parts.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["a", "b", "c", "d"]);
+        for (n, p) in &parts {
+            assert_eq!(Some(*p), part_of(&h, n), "{n}");
+        }
+        let cpu = |n: &str| parts.iter().find(|(x, _)| *x == n).unwrap().1;
+        assert_eq!(
+            (cpu("b").bounds[CPU], cpu("d").bounds[CPU], cpu("c").bounds[CPU]),
+            (Some((2, 20)), Some((4, 40)), None)
+        );
+        assert_eq!((cpu("c").readings[CPU].usage, h.power_of("c").map(|p| p.0)), (Some(3), Some(3)));
+        assert!(cpu("d").readings[ENERGY].usage > cpu("a").readings[ENERGY].usage);
+    }
 }

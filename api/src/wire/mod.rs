@@ -13,7 +13,7 @@ mod stats;
 pub use containers::{ResourceState, Subscription, SubscriptionStatus, Subscriptions, Unsubscribed};
 pub use events::{Event, Events};
 pub use host::{Host, HostUsage};
-pub use round::{BriefRound, Round};
+pub use round::Round;
 pub use stats::{
     BriefContainer, BriefSignals, BriefStats, BriefTotals, Container, EngineInfo, History, HistoryPoint, Kind,
     PointSignals, Reading, Resources, Signals, Stats, Totals,
@@ -106,7 +106,19 @@ mod tests {
             new: Some(3),
             reason: "r".into(),
         };
-        round_trip(&Events { events: vec![e] });
+        round_trip(&Events { events: vec![e.clone()] });
+        let brief = BriefContainer {
+            name: "web".into(),
+            cgroup: "/web".into(),
+            kind: Kind::Lxc,
+            time_ms: Some(4),
+            interval_ms: Some(200),
+            resources: Resources::default(),
+            signals: Some(BriefSignals { cpu_throttled_usec: Some(7) }),
+            totals: Some(BriefTotals { cpu_usec: 9 }),
+        };
+        let stats = BriefStats { host: "n".into(), time_ms: 5, tick_ms: 200, containers: vec![brief] };
+        round_trip(&Round { stats, host: host.clone(), events: vec![e], containers: Some(Vec::new()) });
         round_trip(&Unsubscribed { name: "web".into(), restored: true });
     }
 

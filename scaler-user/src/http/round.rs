@@ -15,7 +15,7 @@ use crate::manage::events::EventQuery;
 /// `containers=true`, the subscriptions (as `/v1/containers`). One request
 /// where an aggregator would make three or four: requests, not bytes, are
 /// most of what reading a host costs both sides.
-pub async fn round(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<wire::BriefRound>, ApiError> {
+pub async fn round(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<wire::Round>, ApiError> {
     let q = Query::parse(q.as_deref(), &["since_ms", "limit", "containers"])?;
     let limit = q.u64("limit")?.map_or(1000, |l| usize::try_from(l).unwrap_or(usize::MAX));
     let query = EventQuery { since_id: None, since_ms: q.u64("since_ms")?, container: None, limit };
@@ -30,5 +30,5 @@ pub async fn round(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result
         let m = app.manager();
         (m.events.query(&query), with_containers.then(|| m.views()))
     };
-    Ok(Json(wire::BriefRound { stats: brief_stats(&app.shared, None), host, events, containers }))
+    Ok(Json(wire::Round { stats: brief_stats(&app.shared, None), host, events, containers }))
 }
