@@ -47,19 +47,18 @@ pub struct AgentContainer {
 }
 
 impl From<wire::Container> for AgentContainer {
+    /// Of the full form, what the brief one has.
     fn from(c: wire::Container) -> Self {
-        let mut resources = Readings::default();
-        resources[..AGENT_RESOURCES].copy_from_slice(&c.resources.as_array());
-        AgentContainer {
-            resources,
-            kind: c.kind.name(),
-            time_ms: c.time_ms,
-            interval_ms: c.interval_ms.unwrap_or(0),
-            cpu_usec: c.totals.map(|t| t.cpu_usec),
-            cpu_throttled_usec: c.signals.and_then(|s| s.cpu_throttled_usec),
+        AgentContainer::from(wire::BriefContainer {
             name: c.name,
             cgroup: c.cgroup,
-        }
+            kind: c.kind,
+            time_ms: c.time_ms,
+            interval_ms: c.interval_ms,
+            resources: c.resources,
+            signals: c.signals.map(|s| wire::BriefSignals { cpu_throttled_usec: s.cpu_throttled_usec }),
+            totals: c.totals.map(|t| wire::BriefTotals { cpu_usec: t.cpu_usec }),
+        })
     }
 }
 
