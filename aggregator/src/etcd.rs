@@ -159,6 +159,21 @@ impl Etcd {
         Ok((v["kvs"].get(0).map_or(0, |kv| int(&kv["mod_revision"])), int(&v["count"])))
     }
 
+    /// Whether a key under `prefix` was last modified between revisions
+    /// `from` and `to` (inclusive), and how many keys there are (one key's
+    /// name read at most).
+    pub async fn changed_between(&self, prefix: &str, from: i64, to: i64) -> Result<(bool, i64), EtcdError> {
+        if from > to {
+            return Ok((false, self.version(prefix).await?.1));
+        }
+        // etcd filters by revision after the limit is lifted; `count` is
+        // the prefix's, unfiltered.
+        let body = json!({"key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix)), "limit": "1",
+                          "keys_only": true, "min_mod_revision": from.to_string(), "max_mod_revision": to.to_string()});
+        let v = self.call("/v3/kv/range", body).await?;
+        Ok((v["kvs"].as_array().is_some_and(|k| !k.is_empty()), int(&v["count"])))
+    }
+
     /// Sets `key`, attached to `lease` if given; the revision it made.
     pub async fn put(&self, key: &str, value: &[u8], lease: Option<i64>) -> Result<i64, EtcdError> {
         let mut body = json!({"key": b64(key.as_bytes()), "value": b64(value)});

@@ -75,6 +75,8 @@ struct Progress {
     synced_version: (AtomicI64, AtomicI64),
     /// A write failed: the state may hold a change etcd does not.
     failed: AtomicBool,
+    /// Times every record was read (a change elsewhere, or not known).
+    full_reads: AtomicUsize,
 }
 
 pub struct Records {
@@ -111,7 +113,7 @@ impl Records {
         let prefix = format!("{base}records/");
         let (queue, mut rx) = mpsc::unbounded_channel::<Write>();
         let progress = Arc::new(Progress { synced: AtomicI64::new(-1), ..Progress::default() });
-        let (e, p) = (etcd.clone(), progress.clone());
+        let (e, p, records) = (etcd.clone(), progress.clone(), prefix.clone());
         tokio::spawn(async move {
             while let Some(w) = rx.recv().await {
                 let r = match &w.value {
@@ -121,19 +123,10 @@ impl Records {
                 let r = match r {
                     Ok((rev, added)) => {
                         p.written.fetch_max(rev, Ordering::SeqCst);
-                        // Nothing but this put since the state was last in
-                        // sync with etcd (the store's revision moved by
-                        // one): the state, which made the change, still is,
-                        // and the next change need not read every record
-                        // again (a burst of registrations through one
-                        // replica was quadratic). After a delete the
-                        // newest record's revision is not known: read.
-                        if let Some(added) = added
-                            && !p.failed.load(Ordering::SeqCst)
-                            && p.synced.compare_exchange(rev - 1, rev, Ordering::SeqCst, Ordering::SeqCst).is_ok()
-                        {
-                            p.synced_version.0.store(rev, Ordering::SeqCst);
-                            p.synced_version.1.fetch_add(added, Ordering::SeqCst);
+                        // After a delete the newest record's revision is not
+                        // known: the next change reads every record.
+                        if let Some(added) = added {
+                            keep_in_sync(&e, &records, &p, rev, added).await;
                         }
                         Ok(())
                     }
@@ -148,6 +141,11 @@ impl Records {
             }
         });
         Self { backend: Backend::Etcd { etcd, base, prefix, queue }, progress }
+    }
+
+    /// How many times every record was read.
+    pub fn full_reads(&self) -> usize {
+        self.progress.full_reads.load(Ordering::SeqCst)
     }
 
     /// Where the records are, for `/v1/stats` and logs.
@@ -196,6 +194,7 @@ impl Records {
         match &self.backend {
             Backend::Local(s) => local_snapshot(s).map_err(|e| e.to_string()),
             Backend::Etcd { etcd, prefix, .. } => {
+                self.progress.full_reads.fetch_add(1, Ordering::SeqCst);
                 let (revision, kvs, newest) = etcd.range_prefix(prefix).await.map_err(|e| e.to_string())?;
                 let version = (newest, kvs.len() as i64);
                 let mut snap = Snapshot { revision, version, ..Snapshot::default() };
@@ -265,6 +264,37 @@ impl Records {
         while self.progress.pending.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// After this replica's put of a record at `rev` (`added`: a new key): the
+/// state, which made the change, is still in sync with etcd when no other
+/// record changed since it last was, so the next change need not read
+/// every record again (a burst of registrations through one replica was
+/// quadratic). Nothing at all since (the revision moved by one) is known
+/// at once; otherwise etcd is asked whether a record moved in between, as
+/// keys outside the records (ownership, leases) move the revision too.
+async fn keep_in_sync(e: &Etcd, records: &str, p: &Progress, rev: i64, added: i64) {
+    if p.failed.load(Ordering::SeqCst) {
+        return;
+    }
+    let synced = p.synced.load(Ordering::SeqCst);
+    if synced < 0 {
+        return;
+    }
+    let expected = p.synced_version.1.load(Ordering::SeqCst) + added;
+    let count = if synced == rev - 1 {
+        expected
+    } else {
+        match e.changed_between(records, synced + 1, rev - 1).await {
+            // A record removed in between shows in the count.
+            Ok((false, count)) if count == expected => count,
+            _ => return,
+        }
+    };
+    if p.synced.compare_exchange(synced, rev, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        p.synced_version.0.store(rev, Ordering::SeqCst);
+        p.synced_version.1.store(count, Ordering::SeqCst);
     }
 }
 

@@ -137,6 +137,20 @@ impl EtcdCluster {
         r.ok().filter(|r| r.status().is_success())?.json().ok()
     }
 
+    /// Puts `key` = `value` through the first running member.
+    pub fn put(&self, key: &str, value: &str) {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let i = (0..self.members.len()).find(|&i| self.members[i].child.is_some()).expect("a running member");
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+        let r = http
+            .post(format!("{}/v3/kv/put", self.members[i].client_url))
+            .json(&json!({"key": b64(key), "value": b64(value)}))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "etcd put {key}: {}", r.status());
+    }
+
     /// The index of the leader, as the running members see it.
     pub fn leader(&self) -> Option<usize> {
         (0..self.members.len()).filter(|&i| self.members[i].child.is_some()).find_map(|i| {

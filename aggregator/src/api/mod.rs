@@ -154,6 +154,7 @@ async fn healthz(State(s): State<Arc<Shared>>) -> Json<Value> {
         "history_entities": s.history.entities(),
         "store_bytes": s.store.file_bytes(),
         "records": s.records.describe(),
+        "records_full_reads": s.records.full_reads(),
     }))
 }
 
