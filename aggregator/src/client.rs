@@ -188,7 +188,8 @@ pub async fn fetch(
                 return Ok(Fetched {
                     stats: Some(r.stats),
                     host: Some(r.host),
-                    subscriptions_read: ask.subscriptions,
+                    // Asked for and left out: what was known stays.
+                    subscriptions_read: ask.subscriptions && r.subscriptions.is_some(),
                     subscriptions: r.subscriptions,
                     events: Some(r.events),
                     brief: true,

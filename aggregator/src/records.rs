@@ -279,7 +279,7 @@ async fn keep_in_sync(e: &Etcd, records: &str, p: &Progress, rev: i64, added: i6
         return;
     }
     let synced = p.synced.load(Ordering::SeqCst);
-    if synced < 0 {
+    if synced < 0 || synced >= rev {
         return;
     }
     let expected = p.synced_version.1.load(Ordering::SeqCst) + added;

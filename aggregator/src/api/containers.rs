@@ -72,7 +72,7 @@ pub async fn one(
 ) -> Result<Json<Value>, ApiError> {
     let st = s.read();
     let h = st.hosts.get(&host).ok_or_else(|| unknown_host(&host))?;
-    let c = h.stats.iter().flat_map(|s| &s.containers).find(|c| c.name == cname).ok_or_else(|| {
+    let c = h.container(&cname).ok_or_else(|| {
         ApiError::not_found(format!("no container named {cname:?} on host {host:?} (GET /v1/containers lists them)"))
     })?;
     Ok(Json(views::container_json(&st, h, c, now_ms())))

@@ -184,8 +184,7 @@ pub async fn container(
     let key = history::container_key(&host, &name);
     let remote = Remote::Container(ContainerRef { host: host.clone(), name: name.clone() });
     let v = query(&s, "container", &format!("{host}/{name}"), key, q.as_deref(), Some(remote)).await?;
-    let known =
-        s.read().hosts.get(&host).is_some_and(|h| h.stats.iter().flat_map(|s| &s.containers).any(|c| c.name == name));
+    let known = s.read().hosts.get(&host).is_some_and(|h| h.container(&name).is_some());
     if !known && v.0["points"].as_array().is_none_or(Vec::is_empty) {
         return Err(ApiError::not_found(format!("no container named {name:?} on host {host:?}, and no history")));
     }

@@ -277,9 +277,14 @@ pub async fn events(State(app): State<AppState>, RawQuery(q): RawQuery) -> Resul
         since_id: q.u64("since_id")?,
         since_ms: q.u64("since_ms")?,
         container: q.str("container").map(str::to_owned),
-        limit: q.u64("limit")?.map_or(1000, |l| l as usize),
+        limit: events_limit(&q)?,
     };
     Ok(Json(wire::Events { events: app.manager().events.query(&query) }))
+}
+
+/// `limit` of an events query: at most the newest N (default 1000).
+pub(super) fn events_limit(q: &Query) -> Result<usize, ApiError> {
+    Ok(q.u64("limit")?.map_or(1000, |l| usize::try_from(l).unwrap_or(usize::MAX)))
 }
 
 pub async fn stream(

@@ -6,7 +6,13 @@ use axum::{
 };
 use scaler_api::wire;
 
-use super::{AppState, error::ApiError, manage::host_view, query::Query, stats::brief_stats};
+use super::{
+    AppState,
+    error::ApiError,
+    manage::{events_limit, host_view},
+    query::Query,
+    stats::brief_stats,
+};
 use crate::manage::events::EventQuery;
 
 /// `GET /v1/round[?since_ms=T][&limit=N][&containers=true]`: the brief
@@ -17,8 +23,7 @@ use crate::manage::events::EventQuery;
 /// most of what reading a host costs both sides.
 pub async fn round(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<wire::Round>, ApiError> {
     let q = Query::parse(q.as_deref(), &["since_ms", "limit", "containers"])?;
-    let limit = q.u64("limit")?.map_or(1000, |l| usize::try_from(l).unwrap_or(usize::MAX));
-    let query = EventQuery { since_id: None, since_ms: q.u64("since_ms")?, container: None, limit };
+    let query = EventQuery { since_id: None, since_ms: q.u64("since_ms")?, container: None, limit: events_limit(&q)? };
     let with_containers = match q.str("containers") {
         None | Some("false") => false,
         Some("true") | Some("") => true,
