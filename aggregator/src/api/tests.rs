@@ -331,6 +331,14 @@ async fn a_round_marks_bad_agents_stale_and_keeps_the_rest() {
     let count = |c: &std::sync::atomic::AtomicUsize| c.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!((count(&good2.rounds), count(&good2.briefs)), (1, 1));
     assert_eq!((count(&good1.rounds), count(&good1.briefs)), (2, 0));
+    // Five minutes on, both are asked for again (the agent may have been
+    // upgraded).
+    for h in s.write().hosts.get_mut("h2").into_iter() {
+        let long_ago = crate::now_ms() - crate::state::BRIEF_RETRY_MS;
+        (h.round_refused_ms, h.brief_refused_ms) = (Some(long_ago), Some(long_ago));
+    }
+    gather::round(&s).await;
+    assert_eq!((count(&good2.rounds), count(&good2.briefs)), (2, 2));
     let (_, v) = call(&s, "GET", "/v1/hosts", None).await;
     let status = |n: &str| {
         let h = v["hosts"].as_array().unwrap().iter().find(|h| h["name"] == n).unwrap().clone();
@@ -364,7 +372,7 @@ async fn a_round_marks_bad_agents_stale_and_keeps_the_rest() {
     let (_, cs) = call(&s, "GET", "/v1/containers", None).await;
     assert_eq!(cs["containers"].as_array().unwrap().len(), 3, "stale hosts keep their last data");
     let (_, hist) = call(&s, "GET", "/v1/apps/web/history?resource=cpu&since=5m", None).await;
-    assert_eq!(hist["points"].as_array().unwrap().len(), 3, "{hist}");
+    assert_eq!(hist["points"].as_array().unwrap().len(), 4, "one a round: {hist}");
     let (st, m) = (call(&s, "GET", "/metrics", None).await.0, super::metrics::render(&s));
     assert_eq!(st, StatusCode::OK);
     assert!(m.contains("scaler_cluster_host_up{host=\"h2\"} 1") && m.contains("scaler_cluster_host_up{host=\"h1\"} 0"));
