@@ -31,6 +31,25 @@ pub enum EtcdError {
 /// A key and its value.
 pub type Kv = (String, Vec<u8>);
 
+/// A key as [`Etcd::range_changed`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedKv {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Revisions of its creation and of its last change.
+    pub created: i64,
+    pub modified: i64,
+}
+
+/// What [`Etcd::range_changed`] read: at which revision, the keys, and
+/// how many keys the prefix holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changed {
+    pub revision: i64,
+    pub kvs: Vec<ChangedKv>,
+    pub count: i64,
+}
+
 pub struct Etcd {
     endpoints: Vec<String>,
     http: reqwest::Client,
@@ -130,23 +149,34 @@ impl Etcd {
     /// Every key under `prefix` with its value, the store's revision and
     /// the newest key's modification revision.
     pub async fn range_prefix(&self, prefix: &str) -> Result<(i64, Vec<Kv>, i64), EtcdError> {
-        let v = self
-            .call("/v3/kv/range", json!({"key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix))}))
-            .await?;
-        let rev = int(&v["header"]["revision"]);
-        let mut out = Vec::new();
-        let mut newest = 0;
-        for kv in v["kvs"].as_array().into_iter().flatten() {
-            newest = newest.max(int(&kv["mod_revision"]));
-            let key = B64
-                .decode(kv["key"].as_str().unwrap_or_default())
-                .map_err(|e| EtcdError::Garbage { path: "/v3/kv/range", why: e.to_string() })?;
-            let value = B64
-                .decode(kv["value"].as_str().unwrap_or_default())
-                .map_err(|e| EtcdError::Garbage { path: "/v3/kv/range", why: e.to_string() })?;
-            out.push((String::from_utf8_lossy(&key).into_owned(), value));
+        let r = self.range_changed(prefix, 0).await?;
+        let newest = r.kvs.iter().map(|k| k.modified).max().unwrap_or(0);
+        Ok((r.revision, r.kvs.into_iter().map(|k| (k.key, k.value)).collect(), newest))
+    }
+
+    /// The keys under `prefix` modified at revision `since` or later (all
+    /// with 0), with how many keys the prefix holds in all.
+    pub async fn range_changed(&self, prefix: &str, since: i64) -> Result<Changed, EtcdError> {
+        let mut body = json!({"key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix))});
+        if since > 0 {
+            body["min_mod_revision"] = json!(since.to_string());
         }
-        Ok((rev, out, newest))
+        let v = self.call("/v3/kv/range", body).await?;
+        let decode = |s: &Value| {
+            B64.decode(s.as_str().unwrap_or_default())
+                .map_err(|e| EtcdError::Garbage { path: "/v3/kv/range", why: e.to_string() })
+        };
+        let mut kvs = Vec::new();
+        for kv in v["kvs"].as_array().into_iter().flatten() {
+            kvs.push(ChangedKv {
+                key: String::from_utf8_lossy(&decode(&kv["key"])?).into_owned(),
+                value: decode(&kv["value"])?,
+                created: int(&kv["create_revision"]),
+                modified: int(&kv["mod_revision"]),
+            });
+        }
+        // `count` is the prefix's, whatever the revision filter.
+        Ok(Changed { revision: int(&v["header"]["revision"]), kvs, count: int(&v["count"]) })
     }
 
     /// What changes whenever a key under `prefix` is created, changed or

@@ -24,6 +24,7 @@ pub mod model;
 pub mod reconcile;
 pub mod records;
 pub mod scaling;
+pub mod snapshot;
 pub mod state;
 pub mod store;
 pub mod totals;

@@ -9,7 +9,9 @@
 //! ([`Pending::done`]). Replicas see each other's changes through
 //! [`Records::refresh`]: when the records' version moved (the newest
 //! record's modification revision, or their count: one key's name read),
-//! every record is read again and the state reconciled with it.
+//! the records changed since the last read are read and the state
+//! reconciled with the last snapshot brought forward by them (every record
+//! is read again when one was removed).
 
 use std::{
     sync::{
@@ -20,28 +22,16 @@ use std::{
 };
 
 use redb::{TableDefinition, TableHandle as _};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::{
     etcd::Etcd,
-    state::{AppRecord, CeilingRecord, HostRecord, UserRecord},
     store::{APPS, CEILINGS, HOSTS, Store, StoreError, USERS},
 };
 
-/// Every record, as read at one revision of the store.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Snapshot {
-    /// The etcd revision read (0 for the local file).
-    pub revision: i64,
-    /// The records' [`Etcd::version`] as read.
-    pub version: (i64, i64),
-    pub hosts: Vec<(String, HostRecord)>,
-    pub users: Vec<(String, UserRecord)>,
-    pub apps: Vec<(String, AppRecord)>,
-    pub ceilings: Vec<(String, CeilingRecord)>,
-}
+pub use super::snapshot::Snapshot;
 
 struct Write {
     key: String,
@@ -82,6 +72,8 @@ struct Progress {
 pub struct Records {
     backend: Backend,
     progress: Arc<Progress>,
+    /// The newest snapshot read, which the next read brings forward.
+    last: std::sync::Mutex<Option<Snapshot>>,
 }
 
 /// A write on its way to the store.
@@ -104,7 +96,7 @@ fn json<T: Serialize>(key: &str, v: &T) -> Result<Vec<u8>, StoreError> {
 impl Records {
     /// The records in the local store.
     pub fn local(store: Arc<Store>) -> Self {
-        Self { backend: Backend::Local(store), progress: Arc::default() }
+        Self { backend: Backend::Local(store), progress: Arc::default(), last: Default::default() }
     }
 
     /// The records in etcd under `prefix`, written by a task of the current
@@ -140,10 +132,10 @@ impl Records {
                 let _ = w.done.send(r);
             }
         });
-        Self { backend: Backend::Etcd { etcd, base, prefix, queue }, progress }
+        Self { backend: Backend::Etcd { etcd, base, prefix, queue }, progress, last: Default::default() }
     }
 
-    /// How many times every record was read.
+    /// How many times every record was read (not only those changed).
     pub fn full_reads(&self) -> usize {
         self.progress.full_reads.load(Ordering::SeqCst)
     }
@@ -195,27 +187,40 @@ impl Records {
             Backend::Local(s) => local_snapshot(s).map_err(|e| e.to_string()),
             Backend::Etcd { etcd, prefix, .. } => {
                 self.progress.full_reads.fetch_add(1, Ordering::SeqCst);
-                let (revision, kvs, newest) = etcd.range_prefix(prefix).await.map_err(|e| e.to_string())?;
-                let version = (newest, kvs.len() as i64);
-                let mut snap = Snapshot { revision, version, ..Snapshot::default() };
-                for (key, value) in kvs {
-                    let Some((table, name)) = key.strip_prefix(prefix.as_str()).and_then(|k| k.split_once('/')) else {
-                        continue;
-                    };
-                    let name = name.to_owned();
-                    let r = match table {
-                        t if t == HOSTS.name() => parse(&key, &value).map(|v| snap.hosts.push((name, v))),
-                        t if t == USERS.name() => parse(&key, &value).map(|v| snap.users.push((name, v))),
-                        t if t == APPS.name() => parse(&key, &value).map(|v| snap.apps.push((name, v))),
-                        t if t == CEILINGS.name() => parse(&key, &value).map(|v| snap.ceilings.push((name, v))),
-                        _ => Ok(()), // a table of a later version
-                    };
-                    if let Err(e) = r {
-                        warn!("store: {e}: left out");
-                    }
-                }
+                let changed = etcd.range_changed(prefix, 0).await.map_err(|e| e.to_string())?;
+                let snap = Snapshot::read(prefix, changed);
+                self.keep(&snap);
                 Ok(snap)
             }
+        }
+    }
+
+    /// Every record: the last snapshot brought forward by the records
+    /// changed since (read in full when one was removed, or none was read).
+    async fn read_changes(&self) -> Result<Snapshot, String> {
+        let Backend::Etcd { etcd, prefix, .. } = &self.backend else { return self.snapshot().await };
+        let since = self.lock_last().as_ref().map(|s| s.revision);
+        let Some(since) = since else { return self.snapshot().await };
+        let changed = etcd.range_changed(prefix, since + 1).await.map_err(|e| e.to_string())?;
+        let next = self.lock_last().as_ref().filter(|s| s.revision == since).and_then(|s| s.advanced(prefix, changed));
+        match next {
+            Some(next) => {
+                self.keep(&next);
+                Ok(next)
+            }
+            None => self.snapshot().await,
+        }
+    }
+
+    fn lock_last(&self) -> std::sync::MutexGuard<'_, Option<Snapshot>> {
+        self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps `snap` to bring forward next, unless a newer one is kept.
+    fn keep(&self, snap: &Snapshot) {
+        let mut last = self.lock_last();
+        if last.as_ref().is_none_or(|l| l.revision <= snap.revision) {
+            *last = Some(snap.clone());
         }
     }
 
@@ -235,7 +240,7 @@ impl Records {
         if version == synced && p.synced.load(Ordering::SeqCst) >= 0 && !failed {
             return Ok(None);
         }
-        let snap = self.snapshot().await?;
+        let snap = self.read_changes().await?;
         Ok(self.fresh(&snap).then_some(snap))
     }
 
@@ -308,8 +313,4 @@ pub fn local_snapshot(s: &Store) -> Result<Snapshot, StoreError> {
         apps: s.load(APPS)?,
         ceilings: s.load(CEILINGS)?,
     })
-}
-
-fn parse<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(value).map_err(|e| format!("record {key:?} is not valid JSON: {e}"))
 }
